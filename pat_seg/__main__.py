@@ -1,0 +1,5 @@
+"""``python -m pat_seg`` is the ``pat-seg`` command."""
+
+from pat_seg.cli import main
+
+main()

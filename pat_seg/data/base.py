@@ -1,0 +1,160 @@
+"""Shared data-module logic: loaders, the fields the rest of the package reads, training class counts.
+
+Every data module yields batches ``{"image": float [B, C, H, W], "target": long [B, H, W]}`` and
+exposes ``num_classes``, ``class_names``, ``ignore_index`` and ``class_counts`` (per-class pixel
+counts over the TRAINING split, SPEC section 2), which the CLI and the module read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+log = logging.getLogger(__name__)
+
+Sample = dict[str, Any]
+
+
+def count_classes(dataset: Dataset, num_classes: int, ignore_index: int, batch_size: int = 16, num_workers: int = 0) -> list[int]:
+    """Per-class pixel counts of every target in ``dataset`` (ignored pixels skipped).
+
+    Labels outside ``[0, num_classes)`` raise ``ValueError`` naming the value and the sample.
+    """
+    counts = torch.zeros(num_classes, dtype=torch.long)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    seen = 0
+    for batch in loader:
+        target = batch["target"]
+        valid = target != ignore_index
+        labels = target[valid]
+        bad = (labels < 0) | (labels >= num_classes)
+        if bool(bad.any()):
+            where = (target == labels[bad][0]).flatten(1).any(1).nonzero()[0, 0].item()
+            raise ValueError(
+                f"label {int(labels[bad][0])} found in training sample {seen + where}; this dataset has "
+                f"{num_classes} classes and ignore_index {ignore_index}"
+            )
+        counts += torch.bincount(labels.flatten(), minlength=num_classes)
+        seen += target.shape[0]
+    return counts.tolist()
+
+
+class SegmentationDataModule(L.LightningDataModule):
+    """Base of every pat-seg data module.
+
+    Subclasses set ``num_classes``, ``class_names``, ``ignore_index`` and implement
+    :meth:`build_dataset` for the splits ``"train"``, ``"val"``, ``"test"`` (prediction runs on
+    ``"test"``). Class counts are computed once, lazily, and cached on disk when
+    :meth:`class_counts_cache_file` names a file, so a second run does not rescan the data.
+    """
+
+    num_classes: int
+    class_names: list[str]
+    ignore_index: int
+
+    def __init__(
+        self,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        eval_batch_size: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0; got {num_workers}")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.seed = seed
+        self._datasets: dict[str, Dataset] = {}
+        self._class_counts: list[int] | None = None
+
+    # --- what subclasses provide -------------------------------------------------------------
+    def build_dataset(self, split: str) -> Dataset:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def class_counts_cache_file(self) -> Path | None:
+        """Where to cache the training class counts (None: keep them in memory only)."""
+        return None
+
+    # --- shared logic ------------------------------------------------------------------------
+    def dataset(self, split: str) -> Dataset:
+        """The dataset of ``split``, built once."""
+        if split not in self._datasets:
+            dataset = self.build_dataset(split)
+            if len(dataset) == 0:  # type: ignore[arg-type]
+                raise ValueError(f"the {split!r} split of {type(self).__name__} is empty")
+            self._datasets[split] = dataset
+        return self._datasets[split]
+
+    @property
+    def class_counts(self) -> list[int]:
+        """Per-class pixel counts over the training split, computed once (and cached on disk)."""
+        if self._class_counts is None:
+            cache = self.class_counts_cache_file()
+            if cache is not None and cache.is_file():
+                counts = json.loads(cache.read_text())["class_counts"]
+                if len(counts) == self.num_classes:
+                    self._class_counts = [int(c) for c in counts]
+                    return self._class_counts
+            log.info("counting training pixels per class for %s", type(self).__name__)
+            self._class_counts = count_classes(self.dataset("train"), self.num_classes, self.ignore_index)
+            if cache is not None:
+                try:
+                    cache.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = cache.with_suffix(cache.suffix + ".tmp")
+                    tmp.write_text(json.dumps({"class_names": self.class_names, "class_counts": self._class_counts}))
+                    tmp.replace(cache)  # atomic: a concurrent reader never sees half a file
+                except OSError as error:  # a read-only data root must not stop training
+                    log.warning("could not cache class counts at %s: %s", cache, error)
+        return self._class_counts
+
+    @class_counts.setter
+    def class_counts(self, counts: Sequence[int]) -> None:
+        if len(counts) != self.num_classes:
+            raise ValueError(f"got {len(counts)} class counts for num_classes={self.num_classes}")
+        self._class_counts = [int(c) for c in counts]
+
+    def setup(self, stage: str) -> None:
+        splits = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["test"]}[stage]
+        for split in splits:
+            self.dataset(split)
+
+    def _loader(self, split: str, shuffle: bool, batch_size: int, drop_last: bool = False) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            self.dataset(split),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        # Dropping a ragged last batch keeps BatchNorm away from batches of one, but never the only one.
+        drop_last = len(self.dataset("train")) > self.batch_size  # type: ignore[arg-type]
+        return self._loader("train", shuffle=True, batch_size=self.batch_size, drop_last=drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False, batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False, batch_size=self.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False, batch_size=self.eval_batch_size)

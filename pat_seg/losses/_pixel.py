@@ -1,0 +1,111 @@
+"""Shared pixel-level helpers for every loss in :mod:`pat_seg.losses`.
+
+All losses take ``logits`` of shape ``[B, L, H, W]`` and an integer ``target`` of shape ``[B, H, W]``
+whose pixels equal to ``ignore_index`` take no part (SPEC section 2). The helpers here do the three
+things every loss needs, once: validate the input before any kernel could assert, compute
+``log p`` in float32 (never ``log(softmax)``), and pick the true-class entry with ``gather`` so that no
+``[B, L, H, W]`` one-hot tensor is ever built.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+
+def check_logits_target(logits: Tensor, target: Tensor, ignore_index: int) -> None:
+    """Raise ``ValueError`` naming the offending value unless ``logits``/``target`` form a valid pair.
+
+    Checked: ``logits`` is a floating ``[B, L, H, W]`` tensor, ``target`` an integer ``[B, H, W]``
+    tensor of the same batch and spatial size, and every non-ignored label lies in ``[0, L)``.
+    The label check is one tensor reduction, done before any gather/bincount could hit an
+    out-of-range index (which on CUDA is a device-side assert instead of a readable error).
+    """
+    if logits.dim() != 4:
+        raise ValueError(f"logits must have shape [B, L, H, W]; got shape {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be a floating-point tensor; got dtype {logits.dtype}")
+    if target.dtype.is_floating_point or target.dtype == torch.bool or target.is_complex():
+        raise ValueError(f"target must be an integer tensor of class indices; got dtype {target.dtype}")
+    expected = (logits.shape[0], *logits.shape[2:])
+    if target.dim() != 3 or tuple(target.shape) != expected:
+        raise ValueError(
+            f"target must have shape [B, H, W] = {list(expected)} to match logits {list(logits.shape)}; "
+            f"got {list(target.shape)}"
+        )
+    num_classes = logits.shape[1]
+    labelled = target != ignore_index
+    bad = labelled & ((target < 0) | (target >= num_classes))
+    if bool(bad.any()):
+        value = int(target[bad][0])
+        raise ValueError(
+            f"label {value} found in target; expected class indices in [0, {num_classes - 1}] "
+            f"or ignore_index {ignore_index}"
+        )
+
+
+@contextmanager
+def float32_math(tensor: Tensor) -> Iterator[None]:
+    """Disable autocast for the enclosed loss math, which then runs in float32 (or float64).
+
+    Half-precision ``log_softmax`` and ``exp`` lose the small probabilities that long-tail losses
+    care about; the logits are upcast explicitly by :func:`upcast`.
+    """
+    device_type = tensor.device.type if tensor.device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
+    with torch.autocast(device_type=device_type, enabled=False):
+        yield
+
+
+def upcast(logits: Tensor) -> Tensor:
+    """float16/bfloat16 -> float32; float32 and float64 are kept as they are."""
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+
+
+def valid_mask_and_index(target: Tensor, ignore_index: int) -> tuple[Tensor, Tensor]:
+    """Return ``(valid, index)``: the non-ignored pixels and a target safe to ``gather`` with.
+
+    Ignored pixels get index 0 so that ``gather`` stays in range; their contribution is zeroed with
+    ``valid`` afterwards.
+    """
+    valid = target != ignore_index
+    index = torch.where(valid, target, torch.zeros((), dtype=target.dtype, device=target.device))
+    return valid, index.long()
+
+
+def gather_class(values: Tensor, index: Tensor) -> Tensor:
+    """``values[b, index[b, h, w], h, w]`` as a ``[B, H, W]`` tensor (no one-hot)."""
+    return values.gather(1, index.unsqueeze(1)).squeeze(1)
+
+
+def true_class_log_prob(logits: Tensor, target: Tensor, ignore_index: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Return ``(log_p, log_p_t, valid)`` for upcast logits.
+
+    ``log_p`` is ``log_softmax(logits, dim=1)`` ``[B, L, H, W]``; ``log_p_t`` the true-class entry per
+    pixel ``[B, H, W]`` (0 where ignored); ``valid`` the non-ignored mask.
+    """
+    log_p = torch.log_softmax(upcast(logits), dim=1)
+    valid, index = valid_mask_and_index(target, ignore_index)
+    log_p_t = gather_class(log_p, index).masked_fill(~valid, 0.0)
+    return log_p, log_p_t, valid
+
+
+def mean_over_valid(per_pixel: Tensor, valid: Tensor) -> Tensor:
+    """Mean of ``per_pixel`` over valid pixels; 0 (not NaN) when every pixel is ignored."""
+    total = per_pixel.masked_fill(~valid, 0.0).sum()
+    return total / valid.sum().clamp_min(1).to(total.dtype)
+
+
+def per_image_class_counts(index: Tensor, valid: Tensor, num_classes: int) -> Tensor:
+    """Number of valid pixels of each class in each image, ``[B, L]``, by one ``bincount``.
+
+    This is ``S_i^l`` of PAT Eq. 2. Ignored pixels are routed to an extra overflow bin that is
+    dropped, so no boolean indexing (and no host sync) is needed.
+    """
+    batch = index.shape[0]
+    image_offset = torch.arange(batch, device=index.device).view(batch, 1, 1) * num_classes
+    flat = torch.where(valid, index + image_offset, torch.full_like(index, batch * num_classes))
+    counts = torch.bincount(flat.reshape(-1), minlength=batch * num_classes + 1)
+    return counts[: batch * num_classes].view(batch, num_classes)

@@ -1,0 +1,88 @@
+"""PAT: Pixel-wise Adaptive Training loss (paper Eq. 4 and Eq. 5; SPEC section 1)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from pat_seg.losses._pixel import per_image_class_counts, true_class_log_prob, valid_mask_and_index
+from pat_seg.losses.base import PixelLoss
+
+CLASS_REDUCTIONS = ("sum", "mean")
+
+
+class PATLoss(PixelLoss):
+    r"""Pixel-wise Adaptive Training loss.
+
+    For image :math:`i`, valid pixel :math:`j` of true class :math:`l = y_{ij}`:
+
+    .. math::
+        \beta_{ij} = \exp\big((1 - p_t(ij) - \epsilon) / T\big) \qquad \text{(Eq. 5)}
+
+        \mathcal{L} = \frac{1}{B} \sum_i \sum_j \beta_{ij} \, \frac{-\log p_t(ij)}{S_i^{y_{ij}}}
+        \qquad \text{(Eq. 4)}
+
+    where :math:`S_i^l` is the number of non-ignored pixels of class :math:`l` in image :math:`i`
+    (Eq. 2). Every class present in an image thus contributes the weighted mean of its pixel losses,
+    whatever its mask size; absent classes contribute nothing; an all-ignored image contributes 0 and
+    still counts in :math:`B`.
+
+    Args:
+        temperature: ``T`` of Eq. 5 (the paper's best overall is 20). Larger ``T`` flattens the
+            confidence weight towards 1.
+        epsilon: ``eps`` of Eq. 5; shifts the weight down by ``exp(-eps/T)``.
+        ignore_index: label of pixels that take no part.
+        detach_weight: treat ``beta`` as a constant in the backward pass (the paper does not).
+        class_reduction: ``"sum"`` over the classes of an image (Eq. 4) or ``"mean"`` (divide each
+            image's sum by its number of present classes).
+
+    Cost: one ``log_softmax``, one ``gather`` and one ``bincount`` -- O(B*L*H*W) like cross-entropy,
+    and no one-hot target tensor.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 20.0,
+        epsilon: float = 0.0,
+        ignore_index: int = 255,
+        detach_weight: bool = False,
+        class_reduction: str = "sum",
+    ) -> None:
+        super().__init__(ignore_index=ignore_index)
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
+        if not (isinstance(epsilon, (int, float)) and math.isfinite(epsilon)):
+            raise ValueError(f"epsilon must be a finite number; got {epsilon!r}")
+        if class_reduction not in CLASS_REDUCTIONS:
+            raise ValueError(f"class_reduction must be one of {CLASS_REDUCTIONS}; got {class_reduction!r}")
+        self.temperature = float(temperature)
+        self.epsilon = float(epsilon)
+        self.detach_weight = bool(detach_weight)
+        self.class_reduction = class_reduction
+
+    def compute(self, logits: Tensor, target: Tensor) -> Tensor:
+        batch, num_classes = logits.shape[:2]
+        _, log_p_t, valid = true_class_log_prob(logits, target, self.ignore_index)
+        _, index = valid_mask_and_index(target, self.ignore_index)
+
+        p_t = log_p_t.exp()
+        beta = torch.exp((1.0 - p_t - self.epsilon) / self.temperature)
+        if self.detach_weight:
+            beta = beta.detach()
+
+        class_counts = per_image_class_counts(index, valid, num_classes)  # S_i^l, [B, L]
+        mask_size = class_counts.gather(1, index.flatten(1)).view_as(index)  # S_i^{y_ij} per pixel
+        per_pixel = (beta * -log_p_t / mask_size.clamp_min(1).to(log_p_t.dtype)).masked_fill(~valid, 0.0)
+        per_image = per_pixel.flatten(1).sum(1)
+        if self.class_reduction == "mean":
+            present = (class_counts > 0).sum(1).clamp_min(1).to(per_image.dtype)
+            per_image = per_image / present
+        return per_image.sum() / batch
+
+    def extra_repr(self) -> str:
+        return (
+            f"temperature={self.temperature}, epsilon={self.epsilon}, ignore_index={self.ignore_index}, "
+            f"detach_weight={self.detach_weight}, class_reduction={self.class_reduction!r}"
+        )

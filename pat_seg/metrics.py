@@ -1,0 +1,97 @@
+"""Segmentation metrics from one confusion matrix accumulated over a whole split (SPEC section 3).
+
+The confusion matrix is a torchmetrics state, so under DDP it is summed across processes before any
+ratio is taken; per-batch averages (the authors' metric) would weight batches instead of pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+
+def iou_per_class(confmat: Tensor) -> Tensor:
+    """``TP / (TP + FP + FN)`` per class from a ``[L, L]`` matrix (rows = ground truth); NaN where the
+    union is empty (the class occurs in neither ground truth nor prediction)."""
+    confmat = confmat.double()
+    tp = confmat.diagonal()
+    union = confmat.sum(0) + confmat.sum(1) - tp
+    return torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
+
+
+def dice_per_class(confmat: Tensor) -> Tensor:
+    """``2TP / (2TP + FP + FN)`` per class; NaN where the class occurs nowhere."""
+    confmat = confmat.double()
+    tp = confmat.diagonal()
+    denom = confmat.sum(0) + confmat.sum(1)
+    return torch.where(denom > 0, 2 * tp / denom.clamp_min(1), torch.full_like(tp, float("nan")))
+
+
+def pixel_accuracy(confmat: Tensor) -> Tensor:
+    """Correct valid pixels / valid pixels (0 when there are none)."""
+    confmat = confmat.double()
+    return confmat.diagonal().sum() / confmat.sum().clamp_min(1)
+
+
+def nanmean(values: Tensor) -> Tensor:
+    """Mean over the non-NaN entries; NaN when there are none."""
+    kept = values[~values.isnan()]
+    return kept.mean() if kept.numel() else torch.tensor(float("nan"), dtype=values.dtype)
+
+
+def tail_classes(class_counts: Sequence[float], fraction: float = 1 / 3) -> list[int]:
+    """The rarest ``ceil(fraction * L)`` classes by training pixel count (ties broken by index)."""
+    count = max(1, math.ceil(fraction * len(class_counts) - 1e-9))
+    order = sorted(range(len(class_counts)), key=lambda c: (class_counts[c], c))
+    return sorted(order[:count])
+
+
+class SegmentationMetrics(MulticlassConfusionMatrix):
+    """Confusion-matrix metric that reports mIoU, per-class IoU, pixel accuracy, Dice and head/tail mIoU.
+
+    ``update(preds [B, H, W] long, target [B, H, W] long)``; ``compute()`` returns a flat dict of
+    float tensors keyed ``miou``, ``pixel_accuracy``, ``mean_dice``, ``dice_error``, ``iou/<class name>``
+    and, when training class counts are known, ``miou_head`` and ``miou_tail`` (tail = rarest third).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int = 255,
+        class_names: Sequence[str] | None = None,
+        class_counts: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(num_classes=num_classes, ignore_index=ignore_index, validate_args=False)
+        self.class_names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"got {len(self.class_names)} class names for num_classes={num_classes}")
+        self.set_class_counts(class_counts)
+
+    def set_class_counts(self, class_counts: Sequence[float] | None) -> None:
+        """Define the head/tail split from training pixel counts (None: no head/tail metrics)."""
+        if class_counts is not None and len(class_counts) != self.num_classes:
+            raise ValueError(f"got {len(class_counts)} class counts for num_classes={self.num_classes}")
+        self.tail = tail_classes(list(class_counts)) if class_counts is not None else None
+
+    def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
+        confmat = self.confmat
+        iou = iou_per_class(confmat)
+        dice = dice_per_class(confmat)
+        result = {
+            "miou": nanmean(iou),
+            "pixel_accuracy": pixel_accuracy(confmat),
+            "mean_dice": nanmean(dice),
+            "dice_error": 1 - nanmean(dice),
+        }
+        if self.tail is not None:
+            is_tail = torch.zeros(self.num_classes, dtype=torch.bool, device=iou.device)
+            is_tail[self.tail] = True
+            result["miou_head"] = nanmean(iou[~is_tail])
+            result["miou_tail"] = nanmean(iou[is_tail])
+        for name, value in zip(self.class_names, iou):
+            result[f"iou/{name}"] = value
+        return {key: value.float() for key, value in result.items()}

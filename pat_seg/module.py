@@ -1,0 +1,147 @@
+"""The LightningModule that trains any pat-seg model with any pat-seg loss."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+
+from pat_seg.metrics import SegmentationMetrics
+
+
+class SegmentationModule(L.LightningModule):
+    """Semantic segmentation: ``model`` gives logits, ``loss`` trains them, metrics judge ``argmax``.
+
+    Args:
+        model: network mapping ``[B, C, H, W]`` images to ``[B, num_classes, H, W]`` logits.
+        loss: a :mod:`pat_seg.losses` loss (``forward(logits, target) -> scalar``). A loss that needs
+            training class counts (``needs_class_counts = True``) gets them from the data module at
+            setup, identical on every process.
+        optimizer: optimizer factory; the default ``torch.optim.Adam`` uses lr 1e-3, as the authors.
+        lr_scheduler: scheduler factory. ``None`` (default) with ``cosine_annealing=True`` anneals the
+            learning rate to 0 by cosine over the whole run (every optimizer step), as the authors.
+        cosine_annealing: use the default cosine schedule when ``lr_scheduler`` is None.
+        num_classes / ignore_index: linked from the data module by the CLI.
+        class_names: names used in per-class metric tags (default: the data module's).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        cosine_annealing: bool = True,
+        num_classes: int = 9,
+        ignore_index: int = 255,
+        class_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2; got {num_classes}")
+        self.save_hyperparameters(ignore=["model", "loss", "optimizer", "lr_scheduler"])
+        self.hparams["model_name"] = type(model).__name__
+        self.hparams["loss_name"] = type(loss).__name__
+        self.hparams["loss_repr"] = repr(loss)
+        self.model = model
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.val_metrics = SegmentationMetrics(num_classes, ignore_index, class_names)
+        self.test_metrics = SegmentationMetrics(num_classes, ignore_index, class_names)
+
+    # --- setup: class names and counts come from the data module ---------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None:
+            return
+        data_classes = getattr(datamodule, "num_classes", self.num_classes)
+        if data_classes != self.num_classes:
+            raise ValueError(
+                f"the data module has {data_classes} classes but the module was built with "
+                f"num_classes={self.num_classes}"
+            )
+        names = getattr(datamodule, "class_names", None)
+        if names is not None and self.hparams.get("class_names") is None:
+            for metrics in (self.val_metrics, self.test_metrics):
+                metrics.class_names = list(names)
+        if hasattr(datamodule, "class_counts"):
+            counts = self._shared_class_counts(datamodule)
+            self.hparams["class_counts"] = counts
+            for metrics in (self.val_metrics, self.test_metrics):
+                metrics.set_class_counts(counts)
+            if getattr(self.loss, "needs_class_counts", False) and getattr(self.loss, "class_counts", None) is None:
+                self.loss.set_class_counts(counts)
+
+    def _shared_class_counts(self, datamodule: Any) -> list[int]:
+        """Training class counts computed on rank 0 and broadcast, so every process holds the same."""
+        counts = datamodule.class_counts if self.trainer.is_global_zero else None
+        counts = self.trainer.strategy.broadcast(counts, src=0)
+        if not self.trainer.is_global_zero:
+            datamodule.class_counts = counts
+        return [int(c) for c in counts]
+
+    # --- steps ------------------------------------------------------------------------------------
+    def forward(self, image: Tensor) -> Tensor:
+        return self.model(image)
+
+    def _logits(self, image: Tensor) -> Tensor:
+        logits = self.model(image)
+        if logits.shape[1] != self.num_classes or logits.shape[-2:] != image.shape[-2:]:
+            raise ValueError(
+                f"model output has shape {list(logits.shape)}; expected [B, {self.num_classes}, "
+                f"{image.shape[-2]}, {image.shape[-1]}] (num_classes at the input resolution)"
+            )
+        return logits
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        image, target = batch["image"], batch["target"]
+        loss = self.loss(self._logits(image), target)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=image.shape[0])
+        return loss
+
+    def _evaluation_step(self, batch: dict[str, Tensor], metrics: SegmentationMetrics, prefix: str) -> None:
+        image, target = batch["image"], batch["target"]
+        logits = self._logits(image)
+        loss = self.loss(logits, target)
+        self.log(f"{prefix}/loss", loss, on_epoch=True, sync_dist=True, batch_size=image.shape[0])
+        metrics.update(logits.argmax(1), target)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluation_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluation_step(batch, self.test_metrics, "test")
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self.model(batch["image"]).argmax(1)
+
+    def _log_metrics(self, metrics: SegmentationMetrics, prefix: str) -> None:
+        results = metrics.compute()  # synced over processes: one confusion matrix for the split
+        miou = results.pop("miou")
+        self.log(f"{prefix}/miou", miou, prog_bar=True)
+        self.log_dict({f"{prefix}/{key}": value for key, value in results.items()})
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics(self.val_metrics, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics(self.test_metrics, "test")
+
+    # --- optimisation -----------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is not None:
+            scheduler = self.scheduler_factory(optimizer)
+        elif self.hparams.cosine_annealing:
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        else:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
