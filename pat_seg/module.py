@@ -86,6 +86,12 @@ class SegmentationModule(L.LightningModule):
             datamodule.class_counts = counts
         return [int(c) for c in counts]
 
+    def on_train_epoch_start(self) -> None:
+        # Losses with an epoch-dependent schedule (LDAM's deferred re-weighting) read the epoch here.
+        set_epoch = getattr(self.loss, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(self.current_epoch)
+
     # --- steps ------------------------------------------------------------------------------------
     def forward(self, image: Tensor) -> Tensor:
         return self.model(image)
