@@ -1,0 +1,1 @@
+"""Lightning callbacks of pat-seg (one module per job)."""
