@@ -43,9 +43,7 @@ class SegmentationModule(L.LightningModule):
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2; got {num_classes}")
         self.save_hyperparameters(ignore=["model", "loss", "optimizer", "lr_scheduler"])
-        self.hparams["model_name"] = type(model).__name__
-        self.hparams["loss_name"] = type(loss).__name__
-        self.hparams["loss_repr"] = repr(loss)
+        self.record_hparams(model_name=type(model).__name__, loss_name=type(loss).__name__, loss_repr=repr(loss))
         self.model = model
         self.loss = loss
         self.optimizer_factory = optimizer
@@ -54,6 +52,15 @@ class SegmentationModule(L.LightningModule):
         self.ignore_index = ignore_index
         self.val_metrics = SegmentationMetrics(num_classes, ignore_index, class_names)
         self.test_metrics = SegmentationMetrics(num_classes, ignore_index, class_names)
+
+    def record_hparams(self, **values: Any) -> None:
+        """Record values that are not ``__init__`` arguments in the run's logged hyperparameters.
+
+        Loggers (hparams.yaml, TensorBoard) write ``hparams_initial``. ``self.hparams`` is left alone:
+        it goes into checkpoints, and LightningCLI parses a checkpoint's hyperparameters back as
+        ``__init__`` arguments when resuming, where unknown keys would be rejected.
+        """
+        self._hparams_initial.update(values)
 
     # --- setup: class names and counts come from the data module ---------------------------------
     def setup(self, stage: str) -> None:
@@ -72,7 +79,7 @@ class SegmentationModule(L.LightningModule):
                 metrics.class_names = list(names)
         if hasattr(datamodule, "class_counts"):
             counts = self._shared_class_counts(datamodule)
-            self.hparams["class_counts"] = counts
+            self.record_hparams(class_counts=counts)
             for metrics in (self.val_metrics, self.test_metrics):
                 metrics.set_class_counts(counts)
             if getattr(self.loss, "needs_class_counts", False) and getattr(self.loss, "class_counts", None) is None:

@@ -1,0 +1,197 @@
+"""PATLoss against an independent float64 computation of paper Eq. 4-5 (SPEC section 1)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pat_seg.losses import CrossEntropyLoss, PATLoss
+
+
+def reference_pat(logits, target, temperature, epsilon, ignore_index=255, class_reduction="sum"):
+    """Eq. 4-5 written out with explicit loops over images and classes, in float64."""
+    logits = logits.double()
+    batch, num_classes = logits.shape[:2]
+    total = torch.zeros((), dtype=torch.float64)
+    for i in range(batch):
+        z = logits[i]  # [L, H, W]
+        shifted = z - z.max(0, keepdim=True).values
+        log_p = shifted - shifted.exp().sum(0, keepdim=True).log()
+        image_sum = torch.zeros((), dtype=torch.float64)
+        present = 0
+        for c in range(num_classes):
+            mask = target[i] == c
+            size = int(mask.sum())
+            if size == 0:
+                continue
+            present += 1
+            log_pt = log_p[c][mask]
+            weight = torch.exp((1 - log_pt.exp() - epsilon) / temperature)  # Eq. 5
+            image_sum = image_sum + (weight * -log_pt).sum() / size  # Eq. 4, one class of one image
+        if class_reduction == "mean" and present:
+            image_sum = image_sum / present
+        total = total + image_sum
+    return total / batch
+
+
+def random_case(seed, batch=3, num_classes=5, height=6, width=7, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    logits = scale * torch.randn(batch, num_classes, height, width, generator=g, dtype=torch.float64)
+    # Labels drawn from a subset of the classes so that some classes are absent from some images.
+    target = torch.randint(0, num_classes - 1, (batch, height, width), generator=g)
+    target[torch.rand(batch, height, width, generator=g) < 0.2] = 255  # ignored pixels
+    target[-1] = 255  # an all-ignored image: contributes 0, still counts in B
+    return logits, target
+
+
+@pytest.mark.parametrize("temperature", [0.5, 5.0, 20.0, 50.0])
+@pytest.mark.parametrize("epsilon", [0.0, 0.1, 0.5])
+@pytest.mark.parametrize("class_reduction", ["sum", "mean"])
+def test_value_matches_float64_reference(temperature, epsilon, class_reduction):
+    logits, target = random_case(seed=int(temperature * 10 + epsilon * 100))
+    loss = PATLoss(temperature=temperature, epsilon=epsilon, class_reduction=class_reduction)
+    expected = reference_pat(logits, target, temperature, epsilon, class_reduction=class_reduction)
+    assert loss(logits, target).item() == pytest.approx(expected.item(), rel=1e-10)
+    # float32 input gives the same value to float32 precision.
+    assert loss(logits.float(), target).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("temperature,epsilon", [(1.0, 0.0), (20.0, 0.2), (5.0, -0.3)])
+@pytest.mark.parametrize("class_reduction", ["sum", "mean"])
+def test_gradcheck_float64(temperature, epsilon, class_reduction):
+    # Only the undetached loss is a true gradient of its value; detach_weight is checked by hand below.
+    logits, target = random_case(seed=3, batch=2, num_classes=4, height=3, width=4)
+    logits.requires_grad_(True)
+    loss = PATLoss(temperature=temperature, epsilon=epsilon, class_reduction=class_reduction)
+    assert torch.autograd.gradcheck(lambda z: loss(z, target), (logits,), eps=1e-6, atol=1e-7)
+
+
+def test_gradient_matches_reference_autograd():
+    logits, target = random_case(seed=11)
+    ours = logits.clone().requires_grad_(True)
+    ref = logits.clone().requires_grad_(True)
+    PATLoss(temperature=2.0).forward(ours, target).backward()
+    reference_pat(ref, target, 2.0, 0.0).backward()
+    torch.testing.assert_close(ours.grad, ref.grad, rtol=1e-9, atol=1e-12)
+    assert ours.grad[-1].abs().max() == 0  # the all-ignored image gets no gradient
+
+
+def test_detach_weight_changes_gradient_not_value():
+    logits, target = random_case(seed=5)
+    grads, values = [], []
+    for detach in (False, True):
+        z = logits.clone().requires_grad_(True)
+        value = PATLoss(temperature=1.0, detach_weight=detach)(z, target)
+        value.backward()
+        values.append(value.item())
+        grads.append(z.grad)
+    assert values[0] == pytest.approx(values[1], rel=1e-12)
+    assert (grads[0] - grads[1]).abs().max() > 1e-4
+
+    # With beta constant, d/dz of beta*(-log p_t)/S is beta/S * (p - onehot): check that by hand.
+    z = logits.clone().requires_grad_(True)
+    PATLoss(temperature=1.0, detach_weight=True)(z, target).backward()
+    p = torch.softmax(logits, 1)
+    expected = torch.zeros_like(logits)
+    for i in range(logits.shape[0]):
+        for c in range(logits.shape[1]):
+            mask = target[i] == c
+            if mask.any():
+                beta = torch.exp(1 - p[i, c][mask])
+                onehot = torch.zeros(logits.shape[1], dtype=torch.float64)
+                onehot[c] = 1
+                g = (p[i][:, mask] - onehot[:, None]) * beta / mask.sum()
+                expected[i][:, mask] = g / logits.shape[0]
+    torch.testing.assert_close(z.grad, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_hand_computed_two_pixel_case():
+    # One image, 2 classes, 3 pixels: two of class 0 (mask size 2), one of class 1 (mask size 1).
+    logits = torch.tensor([[[[0.0, 2.0, 0.0]], [[0.0, 0.0, 1.0]]]])  # [1, 2, 1, 3]
+    target = torch.tensor([[[0, 0, 1]]])
+    p = [0.5, math.exp(2) / (math.exp(2) + 1), math.e / (math.e + 1)]
+    T = 20.0
+    terms = [math.exp((1 - q) / T) * -math.log(q) for q in p]
+    expected = (terms[0] + terms[1]) / 2 + terms[2] / 1
+    assert PATLoss(temperature=T)(logits, target).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_small_and_large_class_weigh_the_same():
+    # Same per-pixel loss everywhere: a class of 1 pixel contributes as much as a class of 15.
+    logits = torch.zeros(1, 2, 4, 4)
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[0, 0, 0] = 1
+    per_pixel = math.exp((1 - 0.5) / 20) * math.log(2)
+    assert PATLoss()(logits, target).item() == pytest.approx(2 * per_pixel, rel=1e-6)
+
+
+def test_all_ignored_batch_is_zero_and_finite():
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    target = torch.full((2, 4, 4), 255)
+    for loss in (PATLoss(), CrossEntropyLoss()):
+        value = loss(logits, target)
+        assert value.item() == 0.0
+        value.backward()
+        assert torch.isfinite(logits.grad).all()
+
+
+def test_custom_ignore_index():
+    logits, target = random_case(seed=2)
+    target[target == 255] = -1
+    expected = reference_pat(logits, torch.where(target == -1, 255, target), 20.0, 0.0)
+    assert PATLoss(ignore_index=-1)(logits, target).item() == pytest.approx(expected.item(), rel=1e-10)
+
+
+def test_autocast_bfloat16_gives_float32_value():
+    logits, target = random_case(seed=4)
+    expected = reference_pat(logits, target, 20.0, 0.0).item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = PATLoss()(logits.float(), target)
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(expected, rel=1e-5)
+    # bfloat16 logits themselves: the loss still computes in float32.
+    value16 = PATLoss()(logits.bfloat16(), target)
+    assert value16.dtype == torch.float32
+    assert value16.item() == pytest.approx(reference_pat(logits.bfloat16().double(), target, 20.0, 0.0).item(), rel=1e-5)
+
+
+def test_cross_entropy_matches_torch():
+    logits, target = random_case(seed=8)
+    target[-1, 0, 0] = 1  # keep a valid pixel in the last image
+    expected = F.cross_entropy(logits, target, ignore_index=255)
+    assert CrossEntropyLoss()(logits, target).item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("loss", [PATLoss(), CrossEntropyLoss()], ids=["pat", "ce"])
+def test_bad_label_raises_before_any_kernel(loss, monkeypatch):
+    logits = torch.randn(2, 12, 5, 5)
+    target = torch.zeros(2, 5, 5, dtype=torch.long)
+    target[1, 2, 3] = 37
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a kernel ran before the label check")
+
+    monkeypatch.setattr(torch, "log_softmax", fail)
+    monkeypatch.setattr(F, "cross_entropy", fail)
+    with pytest.raises(ValueError, match=r"label 37 .*\[0, 11\].*ignore_index 255"):
+        loss(logits, target)
+
+
+@pytest.mark.parametrize(
+    "logits_shape,target_shape,dtype,match",
+    [
+        ((2, 3, 4, 4), (2, 4, 5), torch.long, "target must have shape"),
+        ((2, 3, 4), (2, 4), torch.long, "logits must have shape"),
+        ((2, 3, 4, 4), (2, 4, 4), torch.float32, "integer tensor"),
+    ],
+)
+def test_bad_shapes_and_dtypes_raise(logits_shape, target_shape, dtype, match):
+    with pytest.raises(ValueError, match=match):
+        PATLoss()(torch.randn(logits_shape), torch.zeros(target_shape, dtype=dtype))
+
+
+@pytest.mark.parametrize("kwargs", [{"temperature": 0.0}, {"temperature": -1.0}, {"epsilon": float("nan")}, {"class_reduction": "max"}])
+def test_bad_options_raise(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        PATLoss(**kwargs)
