@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_default_fit(cwd: Path, *args: str) -> dict[str, list[float]]:
+    cwd.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "pat_seg", "fit", "--trainer.enable_progress_bar=false", *args]
     subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True, timeout=900)
@@ -22,12 +23,11 @@ def run_default_fit(cwd: Path, *args: str) -> dict[str, list[float]]:
 
 @pytest.mark.slow
 def test_default_fit_learns_and_pat_narrows_the_tail_gap(tmp_path):
-    pat = run_default_fit(tmp_path / "pat" if (tmp_path / "pat").mkdir() is None else None)
+    pat = run_default_fit(tmp_path / "pat")
     assert pat["val/miou"][-1] >= 0.3, pat["val/miou"]
     assert 12 == len(pat["val/miou"])  # the default budget: 12 epochs
 
-    ce = run_default_fit(tmp_path / "ce" if (tmp_path / "ce").mkdir() is None else None,
-                         "--model.loss=pat_seg.losses.CrossEntropyLoss")
+    ce = run_default_fit(tmp_path / "ce", "--model.loss=pat_seg.losses.CrossEntropyLoss")
     # Cross-entropy leaves a clear head/tail gap on the default data ...
     assert ce["val/miou_tail"][-1] < ce["val/miou_head"][-1] - 0.3
     # ... which PAT narrows by lifting the tail, after the same budget.
