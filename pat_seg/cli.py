@@ -9,6 +9,7 @@ repeats them.
 from __future__ import annotations
 
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.cli import LightningCLI
@@ -30,6 +31,27 @@ class PatSegCLI(LightningCLI):
         }.items():
             for target in targets:
                 parser.link_arguments(source, target, apply_on="instantiate")
+
+    def before_fit(self) -> None:
+        # `--ckpt_path last` in a NEW process: Lightning looks only in this run's (new) version folder;
+        # fall back to the newest last*.ckpt of earlier versions under the same logger root.
+        if self.config_init["fit"].get("ckpt_path") == "last":
+            found = newest_last_checkpoint(self.trainer)
+            if found is not None:
+                self.config_init["fit"]["ckpt_path"] = found
+
+
+def newest_last_checkpoint(trainer: Any) -> str | None:
+    """The newest ``last*.ckpt`` the trainer's checkpoint callbacks would find, else the newest one in
+    ``<logger root>/version_*/checkpoints/`` (None when there is none)."""
+    own = [path for callback in trainer.checkpoint_callbacks for path in callback._find_last_checkpoints(trainer)]
+    if own:
+        return None  # Lightning resolves "last" itself
+    root = getattr(trainer.logger, "root_dir", None) if trainer.logger is not None else None
+    if root is None:
+        return None
+    candidates = list(Path(root).glob("version_*/checkpoints/last*.ckpt"))
+    return str(max(candidates, key=lambda path: path.stat().st_mtime)) if candidates else None
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> PatSegCLI:
