@@ -12,7 +12,9 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_warn
 
 from pat_seg.data.base import SegmentationDataModule
 from pat_seg.module import SegmentationModule
@@ -31,6 +33,15 @@ class PatSegCLI(LightningCLI):
         }.items():
             for target in targets:
                 parser.link_arguments(source, target, apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        # SyncBatchNorm has no CPU kernel (it fails in the first forward under gloo): drop it there, so
+        # one config (configs/trainer/ddp.yaml) serves GPU runs and CPU checks alike.
+        trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
+        on_cpu = trainer.accelerator == "cpu" or (trainer.accelerator == "auto" and not torch.cuda.is_available())
+        if trainer.sync_batchnorm and on_cpu:
+            rank_zero_warn("sync_batchnorm=True is ignored on CPU (SyncBatchNorm needs CUDA)")
+            trainer.sync_batchnorm = False
 
     def before_fit(self) -> None:
         # `--ckpt_path last` in a NEW process: Lightning looks only in this run's (new) version folder;
