@@ -34,6 +34,13 @@ class PatSegCLI(LightningCLI):
             for target in targets:
                 parser.link_arguments(source, target, apply_on="instantiate")
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI would re-parse the checkpoint's hyperparameters as `model.*` options, but the
+        # module records link targets (num_classes, ignore_index) and informational entries
+        # (model_name, loss_repr, class_counts) that are no options, so `validate --ckpt_path X`
+        # failed. The config defines the module; the checkpoint supplies its weights.
+        return
+
     def before_instantiate_classes(self) -> None:
         # SyncBatchNorm has no CPU kernel (it fails in the first forward under gloo): drop it there, so
         # one config (configs/trainer/ddp.yaml) serves GPU runs and CPU checks alike.

@@ -125,9 +125,9 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(interrupted_run
 def test_sigterm_writes_a_checkpoint_that_resumes_to_the_same_weights(interrupted_runs: dict[str, Any]) -> None:
     base = interrupted_runs["base"]
     terminated = interrupted_runs["terminated"]
-    assert terminated.returncode != 0  # it stopped early ...
+    assert "SIGTERM" in terminated.stderr or "pre-empted" in terminated.stderr, terminated.stderr[-3000:]
     saved = last_checkpoint(base / "terminated", 0)
-    assert saved["global_step"] == 5  # ... after finishing the batch at which the signal came
+    assert saved["global_step"] == 5  # it stopped after finishing the batch at which the signal came
     resumed = fit(base / "terminated", resume=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_weights(last_checkpoint(base / "terminated", 1), last_checkpoint(base / "reference", 0))
