@@ -97,21 +97,26 @@ def test_empty_split_is_named() -> None:
         data.setup("validate")
 
 
+class NaNAtCall(CrossEntropyLoss):
+    """Cross-entropy that returns NaN at its ``nan_call``-th call (counting from 1)."""
+
+    def __init__(self, nan_call: int) -> None:
+        super().__init__()
+        self.nan_call, self.calls = nan_call, 0
+
+    def compute(self, logits, target):
+        self.calls += 1
+        loss = super().compute(logits, target)
+        return loss * float("nan") if self.calls == self.nan_call else loss
+
+
 def test_an_injected_nan_batch_stops_training_before_the_weights_change() -> None:
     """A NaN loss (here from a loss that returns NaN on batch 2) stops the run naming the step and batch;
     the weights are those after the finite steps only, and no checkpoint is written with NaN."""
 
-    class NaNOnThirdBatch(CrossEntropyLoss):
-        calls = 0
-
-        def compute(self, logits, target):
-            NaNOnThirdBatch.calls += 1
-            loss = super().compute(logits, target)
-            return loss * float("nan") if NaNOnThirdBatch.calls == 3 else loss
-
     data = SyntheticLongTailDataModule(num_train=8, num_val=2, num_test=2, image_size=16, batch_size=2)
     model = Constant(lambda image: (image.shape[0], 9, *image.shape[2:]))
-    module = SegmentationModule(model, NaNOnThirdBatch(), num_classes=9, cosine_annealing=False)
+    module = SegmentationModule(model, NaNAtCall(3), num_classes=9, cosine_annealing=False)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         max_epochs=1, num_sanity_val_steps=0, callbacks=[NonFiniteLossGuard()])
     with pytest.raises(NonFiniteLossError, match=r"global step 2, epoch 0, batch 2"):
@@ -121,18 +126,10 @@ def test_an_injected_nan_batch_stops_training_before_the_weights_change() -> Non
 
 
 def test_skip_mode_leaves_the_weights_of_the_nan_batch_alone() -> None:
-    class NaNOnFirstBatch(CrossEntropyLoss):
-        calls = 0
-
-        def compute(self, logits, target):
-            NaNOnFirstBatch.calls += 1
-            loss = super().compute(logits, target)
-            return loss * float("nan") if NaNOnFirstBatch.calls == 1 else loss
-
     data = SyntheticLongTailDataModule(num_train=2, num_val=2, num_test=2, image_size=16, batch_size=2)
     model = Constant(lambda image: (image.shape[0], 9, *image.shape[2:]))
     guard = NonFiniteLossGuard(action="skip")
-    module = SegmentationModule(model, NaNOnFirstBatch(), num_classes=9, cosine_annealing=False)
+    module = SegmentationModule(model, NaNAtCall(1), num_classes=9, cosine_annealing=False)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         max_epochs=1, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[guard])
     trainer.fit(module, datamodule=data)
