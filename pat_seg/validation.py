@@ -55,7 +55,10 @@ def check_batch(batch: Any, num_classes: int, ignore_index: int, batch_idx: int 
         )
     expected = [image.shape[0], *image.shape[2:]]
     if target.dim() != 3 or list(target.shape) != expected:
-        raise ValueError(f"{where}: target must have shape [B, H, W] = {expected} to match image {list(image.shape)}; got {list(target.shape)}")
+        raise ValueError(
+            f"{where}: target must have shape [B, H, W] = {expected} to match image {list(image.shape)}; "
+            f"got {list(target.shape)}"
+        )
     # A NaN/Inf pixel would poison BatchNorm running statistics in the forward pass, before any loss
     # check could catch it.
     if not bool(torch.isfinite(image).all()):
