@@ -9,9 +9,12 @@ repeats them.
 from __future__ import annotations
 
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_warn
 
 from pat_seg.data.base import SegmentationDataModule
 from pat_seg.module import SegmentationModule
@@ -30,6 +33,43 @@ class PatSegCLI(LightningCLI):
         }.items():
             for target in targets:
                 parser.link_arguments(source, target, apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI would re-parse the checkpoint's hyperparameters as `model.*` options, but the
+        # module records link targets (num_classes, ignore_index) and informational entries
+        # (model_name, loss_repr, class_counts) that are no options, so `validate --ckpt_path X`
+        # failed. The config defines the module; the checkpoint supplies its weights.
+        return
+
+    def before_instantiate_classes(self) -> None:
+        # SyncBatchNorm has no CPU kernel (it fails in the first forward under gloo): drop it there, so
+        # one config (configs/trainer/ddp.yaml) serves GPU runs and CPU checks alike.
+        trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
+        on_cpu = trainer.accelerator == "cpu" or (trainer.accelerator == "auto" and not torch.cuda.is_available())
+        if trainer.sync_batchnorm and on_cpu:
+            rank_zero_warn("sync_batchnorm=True is ignored on CPU (SyncBatchNorm needs CUDA)")
+            trainer.sync_batchnorm = False
+
+    def before_fit(self) -> None:
+        # `--ckpt_path last` in a NEW process: Lightning looks only in this run's (new) version folder;
+        # fall back to the newest last*.ckpt of earlier versions under the same logger root.
+        if self.config_init["fit"].get("ckpt_path") == "last":
+            found = newest_last_checkpoint(self.trainer)
+            if found is not None:
+                self.config_init["fit"]["ckpt_path"] = found
+
+
+def newest_last_checkpoint(trainer: Any) -> str | None:
+    """The newest ``last*.ckpt`` the trainer's checkpoint callbacks would find, else the newest one in
+    ``<logger root>/version_*/checkpoints/`` (None when there is none)."""
+    own = [path for callback in trainer.checkpoint_callbacks for path in callback._find_last_checkpoints(trainer)]
+    if own:
+        return None  # Lightning resolves "last" itself
+    root = getattr(trainer.logger, "root_dir", None) if trainer.logger is not None else None
+    if root is None:
+        return None
+    candidates = list(Path(root).glob("version_*/checkpoints/last*.ckpt"))
+    return str(max(candidates, key=lambda path: path.stat().st_mtime)) if candidates else None
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> PatSegCLI:

@@ -10,6 +10,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from pat_seg.metrics import SegmentationMetrics
+from pat_seg.validation import check_batch
 
 
 class SegmentationModule(L.LightningModule):
@@ -113,23 +114,23 @@ class SegmentationModule(L.LightningModule):
         return logits
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        image, target = batch["image"], batch["target"]
+        image, target = check_batch(batch, self.num_classes, self.ignore_index, batch_idx)
         loss = self.loss(self._logits(image), target)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=image.shape[0])
         return loss
 
-    def _evaluation_step(self, batch: dict[str, Tensor], metrics: SegmentationMetrics, prefix: str) -> None:
-        image, target = batch["image"], batch["target"]
+    def _evaluation_step(self, batch: dict[str, Tensor], metrics: SegmentationMetrics, prefix: str, batch_idx: int) -> None:
+        image, target = check_batch(batch, self.num_classes, self.ignore_index, batch_idx)
         logits = self._logits(image)
         loss = self.loss(logits, target)
         self.log(f"{prefix}/loss", loss, on_epoch=True, sync_dist=True, batch_size=image.shape[0])
         metrics.update(logits.argmax(1), target)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluation_step(batch, self.val_metrics, "val")
+        self._evaluation_step(batch, self.val_metrics, "val", batch_idx)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluation_step(batch, self.test_metrics, "test")
+        self._evaluation_step(batch, self.test_metrics, "test", batch_idx)
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self.model(batch["image"]).argmax(1)

@@ -16,6 +16,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pat_seg.data.sampling import EvaluationSampler, ResumableDataLoader, ResumableShuffleSampler, process_group
+
 log = logging.getLogger(__name__)
 
 Sample = dict[str, Any]
@@ -80,6 +82,8 @@ class SegmentationDataModule(L.LightningDataModule):
         self.seed = seed
         self._datasets: dict[str, Dataset] = {}
         self._class_counts: list[int] | None = None
+        self._train_loader: ResumableDataLoader | None = None
+        self._train_loader_state: dict[str, int] | None = None
 
     # --- what subclasses provide -------------------------------------------------------------
     def build_dataset(self, split: str) -> Dataset:  # pragma: no cover - abstract
@@ -133,22 +137,45 @@ class SegmentationDataModule(L.LightningDataModule):
             self.dataset(split)
 
     def _loader(self, split: str, shuffle: bool, batch_size: int, drop_last: bool = False) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
-            self.dataset(split),
+        # Samplers are chosen here, not injected by Lightning: training order depends on (seed, epoch)
+        # only and survives a mid-epoch resume; evaluation counts each sample exactly once under DDP.
+        dataset = self.dataset(split)
+        num_replicas, rank = process_group(self.trainer)
+        loader_class = ResumableDataLoader if shuffle else DataLoader
+        if shuffle:
+            sampler = ResumableShuffleSampler(dataset, num_replicas, rank, seed=self.seed)
+        else:
+            sampler = EvaluationSampler(dataset, num_replicas, rank)
+        return loader_class(
+            dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
-            generator=generator,
         )
 
     def train_dataloader(self) -> DataLoader:
         # Dropping a ragged last batch keeps BatchNorm away from batches of one, but never the only one.
-        drop_last = len(self.dataset("train")) > self.batch_size  # type: ignore[arg-type]
-        return self._loader("train", shuffle=True, batch_size=self.batch_size, drop_last=drop_last)
+        num_replicas, _ = process_group(self.trainer)
+        per_process = -(-len(self.dataset("train")) // num_replicas)  # type: ignore[arg-type]
+        drop_last = per_process > self.batch_size
+        loader = self._loader("train", shuffle=True, batch_size=self.batch_size, drop_last=drop_last)
+        if self._train_loader_state is not None:
+            loader.load_state_dict(self._train_loader_state)
+            self._train_loader_state = None
+        self._train_loader = loader  # type: ignore[assignment]
+        return loader
+
+    # Position inside the training epoch, saved with the checkpoint. Lightning restores the data module
+    # before it builds the loaders, but builds the train loader (to count steps for the scheduler)
+    # before it restores loop states, so the loader's own stateful protocol would come too late.
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._train_loader_state = state_dict.get("train_loader")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False, batch_size=self.eval_batch_size)

@@ -1,0 +1,105 @@
+"""DDP on CPU (gloo): the validation confusion matrix of a FIXED checkpoint is identical with 1 process,
+2 processes (``--trainer.strategy=ddp --trainer.devices=2``) and two torchrun "nodes" on 127.0.0.1.
+
+The validation split has an odd size (7 samples), so a padding sampler would count a sample twice
+under 2 processes and the matrices would differ; the matrix must also sum to the split's valid pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from test_resume import REPO, run_pat_seg, tiny_config
+
+from pat_seg.data.synthetic import SyntheticLongTailDataset
+
+NUM_VAL, IMAGE_SIZE = 7, 32
+
+
+class SaveConfusionMatrix(L.Callback):
+    """Test-only: rank 0 writes the synced validation confusion matrix to ``path`` (torch.save)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Runs before the module's own hook resets the metric; the summed matrix is what compute() sees.
+        with pl_module.val_metrics.sync_context():
+            confmat = pl_module.val_metrics.confmat.detach().cpu().clone()
+        if trainer.is_global_zero:
+            torch.save(confmat, self.path)
+
+
+def validate_config(root: Path, name: str) -> Path:
+    config = tiny_config(root)
+    config["trainer"]["callbacks"] = [{"class_path": "test_ddp.SaveConfusionMatrix", "init_args": {"path": str(root / f"{name}.pt")}}]
+    config["trainer"]["logger"] = False
+    config["data"]["init_args"].update(num_val=NUM_VAL, eval_batch_size=2)
+    path = root / f"{name}.yaml"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.Tensor]:
+    """A briefly trained checkpoint and its 1-process validation confusion matrix."""
+    root = tmp_path_factory.mktemp("ddp")
+    config = tiny_config(root)
+    config["trainer"].update(max_epochs=1, limit_train_batches=2)
+    (root / "train.yaml").write_text(json.dumps(config))
+    trained = run_pat_seg(["fit", "--config", str(root / "train.yaml")])
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    ckpt = root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    single = run_pat_seg(["validate", "--config", str(validate_config(root, "single")), "--ckpt_path", str(ckpt)])
+    assert single.returncode == 0, single.stderr[-3000:]
+    matrix = torch.load(root / "single.pt")
+    valid_pixels = sum(int((SyntheticLongTailDataset(NUM_VAL, IMAGE_SIZE, 0, "val")[i]["target"] != 255).sum()) for i in range(NUM_VAL))
+    assert int(matrix.sum()) == valid_pixels  # every valid pixel of the split counted once
+    return ckpt, matrix
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(checkpoint: tuple[Path, torch.Tensor]) -> None:
+    ckpt, single = checkpoint
+    root = ckpt.parents[3]
+    args = ["validate", "--config", str(validate_config(root, "ddp")), "--ckpt_path", str(ckpt),
+            "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
+    ddp = run_pat_seg(args, env={"MASTER_PORT": str(free_port())})
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert torch.equal(torch.load(root / "ddp.pt"), single)
+
+
+@pytest.mark.slow
+def test_two_torchrun_nodes_match_one_process(checkpoint: tuple[Path, torch.Tensor]) -> None:
+    ckpt, single = checkpoint
+    root = ckpt.parents[3]
+    config = validate_config(root, "nodes")
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "OMP_NUM_THREADS": "1"}
+    port = str(free_port())
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(rank),
+             "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", port,
+             "-m", "pat_seg", "validate", "--config", str(config), "--ckpt_path", str(ckpt),
+             "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.num_nodes=2", "--trainer.strategy=ddp"],
+            cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert torch.equal(torch.load(root / "nodes.pt"), single)
