@@ -1,8 +1,10 @@
 """Paired image/mask transforms on torchvision.transforms.v2 (``tv_tensors.Image`` / ``tv_tensors.Mask``).
 
-Wrapping the label map as a ``tv_tensors.Mask`` makes every v2 transform resize it with NEAREST
-(never blending two labels into a third) and apply the same random parameters to image and mask, so
-they stay aligned. Padding fills the image with 0 and the mask with ``ignore_index``, so padded pixels
+Wrapping the label map as a ``tv_tensors.Mask`` makes every v2 transform apply the same random
+parameters to image and mask, so they stay aligned. Masks are resized by nearest neighbour (never
+blending two labels into a third) in its pixel-centre form (``NEAREST_EXACT``): torchvision's legacy
+``NEAREST``, the v2 default for masks, samples ``floor(i * scale)`` and shifts a downscaled mask by up
+to half a source pixel times the factor against the bilinear image. Padding fills the image with 0 and the mask with ``ignore_index``, so padded pixels
 take no part in loss or metrics. Randomness comes from torch's generator, which Lightning seeds per
 worker: the same seed gives the same augmentations.
 
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
@@ -29,25 +32,33 @@ def check_size(size: tuple[int, int] | list[int], name: str = "size") -> tuple[i
     return int(size[0]), int(size[1])
 
 
+def resize_pair(inpt: Any, size: list[int]) -> Any:
+    """Resize an image (bilinear, antialiased) or a ``tv_tensors.Mask`` (pixel-centre nearest) to ``size``."""
+    if isinstance(inpt, tv_tensors.Mask):
+        plain = inpt.as_subclass(Tensor).unsqueeze(0)
+        return tv_tensors.wrap(F.resize(plain, size, interpolation=InterpolationMode.NEAREST_EXACT)[0], like=inpt)
+    return F.resize(inpt, size, antialias=True)
+
+
 class RandomScaledResize(v2.Transform):
-    """Resize to ``scale * size`` with ``scale`` drawn uniformly from ``scale_range`` (masks NEAREST).
+    """Resize to ``scale * size`` with ``scale`` drawn uniformly from ``scale_range``.
 
     The target is a multiple of the protocol ``size`` (not of the source image), so every image
-    reaches the protocol's aspect ratio, as evaluation's plain resize does.
+    reaches the protocol's aspect ratio, as evaluation's plain resize (``scale_range=(1, 1)``) does.
     """
 
-    def __init__(self, size: tuple[int, int], scale_range: tuple[float, float]) -> None:
+    def __init__(self, size: tuple[int, int], scale_range: tuple[float, float] = (1.0, 1.0)) -> None:
         super().__init__()
         self.size = size
         self.scale_range = scale_range
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         low, high = self.scale_range
-        scale = low + (high - low) * float(torch.rand(()))
+        scale = low if low == high else low + (high - low) * float(torch.rand(()))
         return {"size": [max(1, round(scale * self.size[0])), max(1, round(scale * self.size[1]))]}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        return self._call_kernel(F.resize, inpt, size=params["size"], antialias=True)
+        return resize_pair(inpt, params["size"])
 
 
 class SegmentationTransform:
@@ -80,7 +91,7 @@ class SegmentationTransform:
                 v2.RandomHorizontalFlip(p=0.5),
             ])
         else:
-            self.pipeline = v2.Resize(self.size, antialias=True)
+            self.pipeline = RandomScaledResize(self.size)
 
     def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[Tensor, Tensor]:
         pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
@@ -88,7 +99,7 @@ class SegmentationTransform:
             pixels = pixels.float()
         image_tv = tv_tensors.Image(pixels)
         mask_tv = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(label, dtype=np.int64)))
-        if tuple(image_tv.shape[-2:]) != self.size or self.train:
+        if self.train or tuple(image_tv.shape[-2:]) != self.size:
             image_tv, mask_tv = self.pipeline(image_tv, mask_tv)
         image_out = F.to_dtype(image_tv, torch.float32, scale=True).as_subclass(Tensor)
         return image_out.clamp_(0, 1), mask_tv.as_subclass(Tensor).long()
