@@ -38,7 +38,7 @@ def read_rgb(path: Path) -> np.ndarray:
     """The image at ``path`` as ``uint8 [H, W, 3]`` (grey, palette and CMYK files converted to RGB)."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))  # a writable copy: torch refuses read-only arrays
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from error
 
