@@ -262,3 +262,9 @@ def test_mat_split_index_out_of_range_is_refused(tmp_path: Path) -> None:
     (tmp_path / "splits.mat").write_bytes(mat5({"trainNdxs": np.array([[1.0], [6.0]]), "testNdxs": np.array([[2.0]])}))
     with pytest.raises(ValueError, match=r"'trainNdxs' in .*splits\.mat must hold 1-based image numbers in 1\.\.5"):
         make(tmp_path, num_classes=40).dataset("train")
+
+
+def test_paper_split_of_too_few_images_is_refused(tmp_path: Path) -> None:
+    write_npy(tmp_path, train=3, val=1)  # 0.1 of 4 images rounds to an empty validation split
+    with pytest.raises(ValueError, match=r"cannot split 4 samples into fractions \[0.8, 0.1, 0.1\]"):
+        make(tmp_path, num_classes=14).dataset("val")
