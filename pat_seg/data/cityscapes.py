@@ -59,7 +59,8 @@ class CityscapesDataModule(DiskDataModule):
         void_as_class: train "void" (every label id outside the 19 classes) as class 19.
         size: ``(height, width)``; the paper's protocol uses ``(256, 512)``.
         ignore_index: label of ignored pixels (unused as a class when ``void_as_class``).
-        augment / scale_range / loader settings: see :class:`~pat_seg.data.disk.DiskDataModule`.
+        settings: ``augment``, ``scale_range`` and the loader settings of
+            :class:`~pat_seg.data.disk.DiskDataModule`.
     """
 
     def __init__(
@@ -68,23 +69,11 @@ class CityscapesDataModule(DiskDataModule):
         void_as_class: bool = False,
         size: tuple[int, int] = (512, 1024),
         ignore_index: int = 255,
-        augment: bool = True,
-        scale_range: tuple[float, float] = (0.5, 2.0),
-        batch_size: int = 8,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        eval_batch_size: int | None = None,
-        seed: int = 0,
+        **settings: Any,
     ) -> None:
-        super().__init__(root, size, augment, scale_range, batch_size, num_workers, pin_memory,
-                         persistent_workers, eval_batch_size, seed)
+        super().__init__(root, size, **settings)
         self.void_as_class = void_as_class
-        self.class_names = TRAIN_CLASS_NAMES + (["void"] if void_as_class else [])
-        self.num_classes = len(self.class_names)
-        if 0 <= ignore_index < self.num_classes:
-            raise ValueError(f"ignore_index {ignore_index} collides with a class index in [0, {self.num_classes - 1}]")
-        self.ignore_index = ignore_index
+        self.set_classes(TRAIN_CLASS_NAMES + (["void"] if void_as_class else []), ignore_index)
         self.from_label_ids, self.from_train_ids = label_tables(19 if void_as_class else ignore_index)
         require_paths([self.root, self.root / "leftImg8bit", self.root / "gtFine"], LAYOUT)
 

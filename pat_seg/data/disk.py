@@ -91,7 +91,8 @@ class DiskDataModule(SegmentationDataModule):
         size: ``(height, width)`` of every sample (the protocol size).
         augment: random scale, crop and flip on the training split (evaluation splits only resize).
         scale_range: range of the random scale, relative to ``size``.
-        batch_size / num_workers / pin_memory / persistent_workers / eval_batch_size / seed: loaders.
+        loader_settings: ``batch_size``, ``num_workers``, ``pin_memory``, ``persistent_workers``,
+            ``eval_batch_size``, ``seed`` of :class:`~pat_seg.data.base.SegmentationDataModule`.
     """
 
     def __init__(
@@ -100,19 +101,22 @@ class DiskDataModule(SegmentationDataModule):
         size: tuple[int, int],
         augment: bool = True,
         scale_range: tuple[float, float] = (0.5, 2.0),
-        batch_size: int = 8,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        eval_batch_size: int | None = None,
-        seed: int = 0,
+        **loader_settings: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size, seed)
+        super().__init__(**loader_settings)
         self.root = Path(root).expanduser()
         self.size = check_size(size)
         self.augment = augment
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         SegmentationTransform(self.size, train=True, scale_range=self.scale_range)  # validates early
+
+    def set_classes(self, class_names: list[str], ignore_index: int) -> None:
+        """Set ``class_names``, ``num_classes`` and ``ignore_index``, which must not be a class index."""
+        if 0 <= ignore_index < len(class_names):
+            raise ValueError(f"ignore_index {ignore_index} collides with a class index in [0, {len(class_names) - 1}]")
+        self.class_names = list(class_names)
+        self.num_classes = len(class_names)
+        self.ignore_index = ignore_index
 
     # --- what subclasses provide -------------------------------------------------------------
     def build_samples(self, split: str, transform: PairTransform) -> SegmentationSamples:  # pragma: no cover

@@ -153,7 +153,8 @@ class NYUv2DataModule(DiskDataModule):
         size: ``(height, width)`` of every sample.
         split_seed: seed of the paper protocol's 0.8/0.1/0.1 split (``num_classes=14``).
         ignore_index: label of unlabelled pixels (13 and 40 classes) and of padding.
-        augment / scale_range / loader settings: see :class:`~pat_seg.data.disk.DiskDataModule`.
+        settings: ``augment``, ``scale_range`` and the loader settings of
+            :class:`~pat_seg.data.disk.DiskDataModule`.
     """
 
     def __init__(
@@ -164,17 +165,9 @@ class NYUv2DataModule(DiskDataModule):
         size: tuple[int, int] = (288, 384),
         split_seed: int = 0,
         ignore_index: int = 255,
-        augment: bool = True,
-        scale_range: tuple[float, float] = (0.5, 2.0),
-        batch_size: int = 8,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        eval_batch_size: int | None = None,
-        seed: int = 0,
+        **settings: Any,
     ) -> None:
-        super().__init__(root, size, augment, scale_range, batch_size, num_workers, pin_memory,
-                         persistent_workers, eval_batch_size, seed)
+        super().__init__(root, size, **settings)
         if layout not in ("auto", "npy", "mat"):
             raise ValueError(f"layout must be 'auto', 'npy' or 'mat'; got {layout!r}")
         require_paths([self.root], "\n".join(LAYOUTS.values()))
@@ -182,13 +175,10 @@ class NYUv2DataModule(DiskDataModule):
             layout = "mat" if (self.root / MAT_FILE).exists() else "npy"
         if num_classes not in LAYOUT_CLASSES[layout]:
             raise ValueError(f"num_classes must be one of {LAYOUT_CLASSES[layout]} with layout {layout!r}; got {num_classes}")
-        if 0 <= ignore_index < num_classes:
-            raise ValueError(f"ignore_index {ignore_index} collides with a class index in [0, {num_classes - 1}]")
+        self.set_classes({13: CLASS_NAMES_13, 14: ["unlabelled", *CLASS_NAMES_13], 40: CLASS_NAMES_40}[num_classes],
+                         ignore_index)
         self.layout = layout
-        self.num_classes = num_classes
         self.split_seed = split_seed
-        self.ignore_index = ignore_index
-        self.class_names = {13: CLASS_NAMES_13, 14: ["unlabelled", *CLASS_NAMES_13], 40: CLASS_NAMES_40}[num_classes]
         if layout == "npy":
             require_paths([self.root / s / k for s in ("train", "val") for k in ("image", "label")], LAYOUTS["npy"])
         else:

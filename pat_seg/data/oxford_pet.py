@@ -42,11 +42,9 @@ class OxfordPetDataModule(DiskDataModule):
         val_fraction: share of trainval held out for validation.
         split_seed: seed of that hold-out (independent of the loaders' ``seed``).
         ignore_index: fill value of padded mask pixels (no trimap pixel is ignored).
-        augment / scale_range / loader settings: see :class:`~pat_seg.data.disk.DiskDataModule`.
+        settings: ``augment``, ``scale_range`` and the loader settings of
+            :class:`~pat_seg.data.disk.DiskDataModule`.
     """
-
-    class_names = list(CLASS_NAMES)
-    num_classes = len(CLASS_NAMES)
 
     def __init__(
         self,
@@ -55,24 +53,14 @@ class OxfordPetDataModule(DiskDataModule):
         val_fraction: float = 0.1,
         split_seed: int = 0,
         ignore_index: int = 255,
-        augment: bool = True,
-        scale_range: tuple[float, float] = (0.5, 2.0),
-        batch_size: int = 8,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        eval_batch_size: int | None = None,
-        seed: int = 0,
+        **settings: Any,
     ) -> None:
-        super().__init__(root, size, augment, scale_range, batch_size, num_workers, pin_memory,
-                         persistent_workers, eval_batch_size, seed)
+        super().__init__(root, size, **settings)
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1); got {val_fraction}")
-        if 0 <= ignore_index < self.num_classes:
-            raise ValueError(f"ignore_index {ignore_index} collides with a class index in [0, {self.num_classes - 1}]")
+        self.set_classes(CLASS_NAMES, ignore_index)
         self.val_fraction = val_fraction
         self.split_seed = split_seed
-        self.ignore_index = ignore_index
         self.labels = LabelTable.from_mapping(TRIMAP_TO_CLASS, 0, 255, "Oxford-IIIT Pet trimaps hold 1, 2 and 3")
         nested = self.root / "oxford-iiit-pet"
         self.data_dir = nested if nested.is_dir() else self.root
