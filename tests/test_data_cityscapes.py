@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pat_seg.data import CityscapesDataModule, DatasetLayoutError
@@ -195,3 +196,15 @@ def test_ignore_index_inside_the_classes_is_refused(tmp_path: Path) -> None:
     write_cityscapes(tmp_path)
     with pytest.raises(ValueError, match="ignore_index 19 collides"):
         make(tmp_path, void_as_class=True, ignore_index=19)
+
+
+def test_augmented_batches_repeat_with_the_same_seed_in_worker_processes(tmp_path: Path) -> None:
+    write_cityscapes(tmp_path, train=4, val=1)
+
+    def batches(seed: int) -> list:
+        datamodule = CityscapesDataModule(str(tmp_path), size=(H, W), batch_size=2, num_workers=2, seed=seed)
+        return [(b["index"].tolist(), b["target"]) for b in datamodule.train_dataloader()]
+
+    first, again, other = batches(0), batches(0), batches(1)
+    assert all(a[0] == b[0] and torch.equal(a[1], b[1]) for a, b in zip(first, again))
+    assert any(a[0] != b[0] or not torch.equal(a[1], b[1]) for a, b in zip(first, other))
