@@ -1,6 +1,21 @@
 """Data modules: batches of ``{"image": float [B, C, H, W], "target": long [B, H, W]}``."""
 
 from pat_seg.data.base import SegmentationDataModule, count_classes
+from pat_seg.data.cityscapes import CityscapesDataModule
+from pat_seg.data.io import DatasetLayoutError
+from pat_seg.data.nyuv2 import NYUv2DataModule
+from pat_seg.data.oxford_pet import OxfordPetDataModule
 from pat_seg.data.synthetic import SyntheticLongTailDataModule, SyntheticLongTailDataset
+from pat_seg.data.transforms import SegmentationTransform
 
-__all__ = ["SegmentationDataModule", "SyntheticLongTailDataModule", "SyntheticLongTailDataset", "count_classes"]
+__all__ = [
+    "CityscapesDataModule",
+    "DatasetLayoutError",
+    "NYUv2DataModule",
+    "OxfordPetDataModule",
+    "SegmentationDataModule",
+    "SegmentationTransform",
+    "SyntheticLongTailDataModule",
+    "SyntheticLongTailDataset",
+    "count_classes",
+]

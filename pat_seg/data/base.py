@@ -7,8 +7,10 @@ counts over the TRAINING split, SPEC section 2), which the CLI and the module re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -45,6 +47,21 @@ def count_classes(dataset: Dataset, num_classes: int, ignore_index: int, batch_s
         counts += torch.bincount(labels.flatten(), minlength=num_classes)
         seen += target.shape[0]
     return counts.tolist()
+
+
+def class_counts_cache_path(root: str | Path, key: dict[str, Any]) -> Path:
+    """Cache file of the class counts of the data set at ``root`` under the protocol options ``key``.
+
+    ``root/.pat_seg/class_counts-<hash>.json`` when ``root`` is writable, else the same name under
+    ``$XDG_CACHE_HOME/pat_seg`` (default ``~/.cache/pat_seg``); the hash covers the resolved root and
+    ``key``, so two protocols of one data set (or two copies of it) never share a file.
+    """
+    root = Path(root).expanduser().resolve()
+    text = json.dumps({"root": str(root), **key}, sort_keys=True, default=str)
+    name = f"class_counts-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+    if os.access(root, os.W_OK):
+        return root / ".pat_seg" / name
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pat_seg" / name
 
 
 class SegmentationDataModule(L.LightningDataModule):
@@ -93,6 +110,10 @@ class SegmentationDataModule(L.LightningDataModule):
         """Where to cache the training class counts (None: keep them in memory only)."""
         return None
 
+    def counting_dataset(self) -> Dataset:
+        """The data that :attr:`class_counts` scans: the training split (override to skip augmentation)."""
+        return self.dataset("train")
+
     # --- shared logic ------------------------------------------------------------------------
     def dataset(self, split: str) -> Dataset:
         """The dataset of ``split``, built once."""
@@ -114,7 +135,9 @@ class SegmentationDataModule(L.LightningDataModule):
                     self._class_counts = [int(c) for c in counts]
                     return self._class_counts
             log.info("counting training pixels per class for %s", type(self).__name__)
-            self._class_counts = count_classes(self.dataset("train"), self.num_classes, self.ignore_index)
+            self._class_counts = count_classes(
+                self.counting_dataset(), self.num_classes, self.ignore_index, num_workers=self.num_workers
+            )
             if cache is not None:
                 try:
                     cache.parent.mkdir(parents=True, exist_ok=True)

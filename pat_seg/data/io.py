@@ -1,0 +1,162 @@
+"""Reading data-set files with errors that name the file: images, label images, layouts, MATLAB files.
+
+Every reader here raises an error that names the offending path and what was expected, so a user
+with a half-copied data set learns which file to fix instead of seeing a stack trace from a worker.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+
+class DatasetLayoutError(FileNotFoundError, ValueError):
+    """A data-set root is missing or incomplete (a ``FileNotFoundError`` and a ``ValueError``)."""
+
+
+# Marks a raw label value that a label table does not accept.
+INVALID = np.iinfo(np.int64).min
+
+
+def require_paths(paths: Iterable[Path], layout: str) -> None:
+    """Raise :class:`DatasetLayoutError` naming the first of ``paths`` that does not exist.
+
+    ``layout`` describes the expected tree; it is repeated in the message so the user can compare.
+    """
+    for path in paths:
+        if not path.exists():
+            raise DatasetLayoutError(f"{path} does not exist; expected this layout:\n{layout}")
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """The image at ``path`` as ``uint8 [H, W, 3]`` (grey, palette and CMYK files converted to RGB)."""
+    try:
+        with Image.open(path) as image:
+            return np.array(image.convert("RGB"))  # a writable copy: torch refuses read-only arrays
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(f"cannot read image {path}: {error}") from error
+
+
+def read_label_image(path: Path) -> np.ndarray:
+    """The label image at ``path`` as ``int64 [H, W]``: raw pixel values, palettes not applied.
+
+    Label PNGs are single-channel (mode L, P or I); a colour PNG is a colour rendering of a label
+    map, not the label map, and is refused.
+    """
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
+                raise ValueError(f"label image {path} has mode {image.mode}; expected a single-channel PNG")
+            return np.asarray(image).astype(np.int64)
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(f"cannot read label image {path}: {error}") from error
+
+
+@dataclass(frozen=True)
+class LabelTable:
+    """Maps raw label values to class indices by a fixed table; a value it does not list is an error.
+
+    ``table[v - low]`` is the class of raw value ``v`` (``INVALID`` where ``v`` is not a label of the
+    data set); ``expected`` describes the allowed values for the error message.
+    """
+
+    table: np.ndarray
+    low: int
+    expected: str
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[int, int], low: int, high: int, expected: str) -> "LabelTable":
+        table = np.full(high - low + 1, INVALID, dtype=np.int64)
+        for raw, mapped in mapping.items():
+            table[raw - low] = mapped
+        return cls(table, low, expected)
+
+    def __call__(self, raw: np.ndarray, source: str) -> np.ndarray:
+        """Mapped labels of ``raw``; ``ValueError`` naming ``source`` and the first refused value."""
+        shifted = raw.astype(np.int64) - self.low
+        outside = (shifted < 0) | (shifted >= len(self.table))
+        mapped = self.table[np.where(outside, 0, shifted)]
+        bad = outside | (mapped == INVALID)
+        if bad.any():
+            raise ValueError(f"label {int(raw[bad].flat[0])} found in {source}; {self.expected}")
+        return mapped
+
+
+def check_same_size(image: np.ndarray, label: np.ndarray, image_source: str, label_source: str) -> None:
+    """Image ``[H, W, C]`` and label ``[H, W]`` must cover the same pixels."""
+    if image.shape[:2] != label.shape[:2]:
+        raise ValueError(
+            f"image {image_source} is {image.shape[0]}x{image.shape[1]} but its label {label_source} is "
+            f"{label.shape[0]}x{label.shape[1]} (HxW); they must match"
+        )
+
+
+# --- MATLAB files ------------------------------------------------------------------------------------
+# The NYUv2 meta files (splits.mat, classMapping40.mat) are MATLAB level-5 files; the labelled data set
+# itself is v7.3 (HDF5). This small reader covers the numeric matrices of level-5 files, which is all
+# the package needs, so SciPy is not a dependency. Format: MathWorks, "MAT-File Format", R2024a, ch. 1.
+_MI_MATRIX, _MI_COMPRESSED = 14, 15
+_MI_DTYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8", 12: "i8", 13: "u8"}
+_NUMERIC_CLASSES = set(range(6, 16))  # mxDOUBLE_CLASS .. mxUINT64_CLASS
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _elements(data: bytes, endian: str) -> Iterable[tuple[int, bytes]]:
+    """(type, payload) of each data element in ``data``, small (packed) elements included."""
+    pos = 0
+    while pos + 8 <= len(data):
+        word, nbytes = struct.unpack_from(endian + "II", data, pos)
+        if word >> 16:  # small data element: size in the upper half, payload in the next 4 bytes
+            yield word & 0xFFFF, data[pos + 4 : pos + 4 + (word >> 16)]
+            pos += 8
+            continue
+        yield word, data[pos + 8 : pos + 8 + nbytes]
+        pos += 8 + nbytes + (-nbytes % 8 if word != _MI_COMPRESSED else 0)
+
+
+def _matrix(payload: bytes, endian: str) -> tuple[str, np.ndarray] | None:
+    parts = list(_elements(payload, endian))
+    flags = struct.unpack_from(endian + "I", parts[0][1])[0]
+    if (flags & 0xFF) not in _NUMERIC_CLASSES:  # cell arrays, structs, chars: not needed here
+        return None
+    dims = np.frombuffer(parts[1][1], dtype=endian + _MI_DTYPES[parts[1][0]])
+    name = parts[2][1].decode("ascii")
+    values = np.frombuffer(parts[3][1], dtype=endian + _MI_DTYPES[parts[3][0]])
+    return name, values.reshape(tuple(int(d) for d in dims), order="F")  # MATLAB is column-major
+
+
+def read_mat(path: Path) -> dict[str, np.ndarray]:
+    """The numeric matrices of a MATLAB file, by name; level-5 files here, v7.3 (HDF5) through h5py.
+
+    Matrices keep MATLAB's shape (a 795x1 index vector stays ``[795, 1]``); non-numeric variables
+    (cells, structs, strings) are skipped.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"cannot read MATLAB file {path}: {error}") from error
+    if HDF5_SIGNATURE in data[:1024]:  # v7.3: HDF5 after a 512-byte user block
+        import h5py
+
+        with h5py.File(path, "r") as file:
+            # HDF5 stores MATLAB arrays transposed; .T restores MATLAB's shape.
+            return {k: np.asarray(v).T for k, v in file.items() if isinstance(v, h5py.Dataset) and v.dtype.kind in "iuf"}
+    if len(data) < 128 or data[126:128] not in (b"IM", b"MI"):
+        raise ValueError(f"{path} is not a MATLAB file (no level-5 header and no HDF5 signature)")
+    endian = "<" if data[126:128] == b"IM" else ">"
+    matrices: dict[str, np.ndarray] = {}
+    try:
+        for kind, payload in _elements(data[128:], endian):
+            if kind == _MI_COMPRESSED:
+                kind, payload = next(iter(_elements(zlib.decompress(payload), endian)))
+            if kind == _MI_MATRIX and (matrix := _matrix(payload, endian)) is not None:
+                matrices[matrix[0]] = matrix[1]
+    except (struct.error, zlib.error, KeyError, IndexError, ValueError) as error:
+        raise ValueError(f"cannot parse MATLAB file {path}: {error}") from error
+    return matrices

@@ -1,0 +1,108 @@
+"""Paired image/mask transforms on torchvision.transforms.v2 (``tv_tensors.Image`` / ``tv_tensors.Mask``).
+
+Wrapping the label map as a ``tv_tensors.Mask`` makes every v2 transform apply the same random
+parameters to image and mask, so they stay aligned. Masks are resized by nearest neighbour (never
+blending two labels into a third) in its pixel-centre form (``NEAREST_EXACT``): torchvision's legacy
+``NEAREST``, the v2 default for masks, samples ``floor(i * scale)`` and shifts a downscaled mask by up
+to half a source pixel times the factor against the bilinear image. Padding fills the image with 0 and the mask with ``ignore_index``, so padded pixels
+take no part in loss or metrics. Randomness comes from torch's generator, which Lightning seeds per
+worker: the same seed gives the same augmentations.
+
+Output images are float32 in [0, 1] (not normalised by a mean/std: the networks start with
+BatchNorm, and the paper's models are trained from scratch).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+
+def check_size(size: tuple[int, int] | list[int], name: str = "size") -> tuple[int, int]:
+    """``(height, width)`` of positive ints, or ``ValueError`` naming the bad value."""
+    if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
+        raise ValueError(f"{name} must be (height, width) with two positive integers; got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def resize_pair(inpt: Any, size: list[int]) -> Any:
+    """Resize an image (bilinear, antialiased) or a ``tv_tensors.Mask`` (pixel-centre nearest) to ``size``."""
+    if isinstance(inpt, tv_tensors.Mask):
+        plain = inpt.as_subclass(Tensor).unsqueeze(0)
+        return tv_tensors.wrap(F.resize(plain, size, interpolation=InterpolationMode.NEAREST_EXACT)[0], like=inpt)
+    return F.resize(inpt, size, antialias=True)
+
+
+class RandomScaledResize(v2.Transform):
+    """Resize to ``scale * size`` with ``scale`` drawn uniformly from ``scale_range``.
+
+    The target is a multiple of the protocol ``size`` (not of the source image), so every image
+    reaches the protocol's aspect ratio, as evaluation's plain resize (``scale_range=(1, 1)``) does.
+    """
+
+    def __init__(self, size: tuple[int, int], scale_range: tuple[float, float] = (1.0, 1.0)) -> None:
+        super().__init__()
+        self.size = size
+        self.scale_range = scale_range
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        low, high = self.scale_range
+        scale = low if low == high else low + (high - low) * float(torch.rand(()))
+        return {"size": [max(1, round(scale * self.size[0])), max(1, round(scale * self.size[1]))]}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return resize_pair(inpt, params["size"])
+
+
+class SegmentationTransform:
+    """Callable ``(image, label) -> (image float [3, H, W] in [0, 1], target long [H, W])``.
+
+    ``image`` is ``uint8`` or float in [0, 1], ``[H, W, 3]`` (numpy) ; ``label`` is ``[H, W]`` of
+    class indices already mapped to the data set's classes (``ignore_index`` for unlabelled pixels).
+
+    Args:
+        size: ``(height, width)`` of every output.
+        train: ``True`` applies random scale (``scale_range`` times ``size``), a random ``size`` crop
+            (padded with 0 / ``ignore_index`` where the scaled image is smaller) and a horizontal flip
+            with probability 0.5; ``False`` only resizes to ``size``.
+        ignore_index: fill value of padded mask pixels.
+    """
+
+    def __init__(self, size: tuple[int, int], train: bool, ignore_index: int = 255,
+                 scale_range: tuple[float, float] = (0.5, 2.0)) -> None:
+        self.size = check_size(size)
+        low, high = scale_range
+        if not 0 < low <= high:
+            raise ValueError(f"scale_range must satisfy 0 < low <= high; got {tuple(scale_range)}")
+        self.train = train
+        self.ignore_index = ignore_index
+        if train:
+            fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
+            self.pipeline = v2.Compose([
+                RandomScaledResize(self.size, (float(low), float(high))),
+                v2.RandomCrop(self.size, pad_if_needed=True, fill=fill),
+                v2.RandomHorizontalFlip(p=0.5),
+            ])
+        else:
+            self.pipeline = RandomScaledResize(self.size)
+
+    def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[Tensor, Tensor]:
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        if pixels.is_floating_point():
+            pixels = pixels.float()
+        image_tv = tv_tensors.Image(pixels)
+        mask_tv = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(label, dtype=np.int64)))
+        if self.train or tuple(image_tv.shape[-2:]) != self.size:
+            image_tv, mask_tv = self.pipeline(image_tv, mask_tv)
+        image_out = F.to_dtype(image_tv, torch.float32, scale=True).as_subclass(Tensor)
+        return image_out.clamp_(0, 1), mask_tv.as_subclass(Tensor).long()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, train={self.train}, ignore_index={self.ignore_index})"
