@@ -35,10 +35,9 @@ class PatSegCLI(LightningCLI):
                 parser.link_arguments(source, target, apply_on="instantiate")
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI would re-parse the checkpoint's hyperparameters as `model.*` options, but the
-        # module records link targets (num_classes, ignore_index) and informational entries
-        # (model_name, loss_repr, class_counts) that are no options, so `validate --ckpt_path X`
-        # failed. The config defines the module; the checkpoint supplies its weights.
+        # LightningCLI would re-parse the checkpoint's hyperparameters as `model.*` options, but
+        # num_classes and ignore_index are link targets (set from the data module), which a parser
+        # may not be given. The config defines the module; the checkpoint supplies its weights.
         return
 
     def before_instantiate_classes(self) -> None:
