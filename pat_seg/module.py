@@ -26,6 +26,10 @@ class SegmentationModule(L.LightningModule):
         cosine_annealing: use the default cosine schedule when ``lr_scheduler`` is None.
         num_classes / ignore_index: linked from the data module by the CLI.
         class_names: names used in per-class metric tags (default: the data module's).
+        channels_last: keep the network's weights and the input images in channels-last memory
+            format (faster convolutions with tensor cores under mixed precision).
+        compile_model: compile the network's forward with ``torch.compile`` when the trainer sets
+            the model up (in place: checkpoints keep the plain parameter names).
     """
 
     def __init__(
@@ -38,6 +42,8 @@ class SegmentationModule(L.LightningModule):
         num_classes: int = 9,
         ignore_index: int = 255,
         class_names: list[str] | None = None,
+        channels_last: bool = False,
+        compile_model: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -54,6 +60,17 @@ class SegmentationModule(L.LightningModule):
         self.ignore_index = ignore_index
         self.val_metrics = SegmentationMetrics(num_classes, ignore_index, class_names)
         self.test_metrics = SegmentationMetrics(num_classes, ignore_index, class_names)
+
+    def configure_model(self) -> None:
+        if self.hparams.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if self.hparams.compile_model:
+            self.model.compile()  # nn.Module.compile: same parameters and state-dict keys
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.hparams.channels_last:
+            batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+        return batch
 
     # --- setup: class names and counts come from the data module ---------------------------------
     def setup(self, stage: str) -> None:
