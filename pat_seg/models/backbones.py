@@ -18,6 +18,8 @@ from torch import Tensor, nn
 OUTPUT_STRIDES = (8, 16)
 # Keys under which training scripts commonly nest a model's weights inside a checkpoint.
 CHECKPOINT_WRAPPER_KEYS = ("state_dict", "model")
+# The ResNet classifier, absent from a feature extractor.
+CLASSIFIER_PREFIX = "fc."
 
 
 def resnet_architectures() -> list[str]:
@@ -124,16 +126,19 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
 def load_backbone_weights(model: nn.Module, path: Path) -> None:
     """Copy a ResNet checkpoint into the feature extractor ``model``.
 
-    Keys the extractor lacks (the classifier ``fc.*``) are dropped; every key it has must be in the
-    file. A first convolution trained on RGB is adapted to other ``in_channels`` as timm does.
+    The keys must be the extractor's, plus optionally the classifier's (``fc.*``, dropped): a
+    checkpoint of another depth would otherwise load in part without notice. A first convolution
+    trained on RGB is adapted to other ``in_channels`` as timm does.
     """
     state = read_state_dict(path)
     own = model.state_dict()
     missing = [key for key in own if key not in state]
-    if missing:
+    unexpected = [key for key in state if key not in own and not key.startswith(CLASSIFIER_PREFIX)]
+    if missing or unexpected:
         raise ValueError(
-            f"{path} lacks {len(missing)} of the backbone's {len(own)} weights, e.g. {missing[:5]}; "
-            "expected a timm/torchvision ResNet state dict of the same architecture"
+            f"{path} does not match the backbone: {len(missing)} of its {len(own)} weights missing "
+            f"(e.g. {missing[:3]}), {len(unexpected)} unknown keys (e.g. {unexpected[:3]}); expected a "
+            "timm/torchvision state dict of the same ResNet architecture"
         )
     state = {key: state[key] for key in own}
     first = "conv1.weight"
