@@ -12,6 +12,11 @@ from torch import Tensor, nn
 from pat_seg.metrics import SegmentationMetrics
 
 
+def _images_to_channels_last(model: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook: the network's input image in channels-last memory format, like its weights."""
+    return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+
+
 class SegmentationModule(L.LightningModule):
     """Semantic segmentation: ``model`` gives logits, ``loss`` trains them, metrics judge ``argmax``.
 
@@ -56,21 +61,11 @@ class SegmentationModule(L.LightningModule):
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
+        self._channels_last_hook: Any = None
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.val_metrics = SegmentationMetrics(num_classes, ignore_index, class_names)
         self.test_metrics = SegmentationMetrics(num_classes, ignore_index, class_names)
-
-    def configure_model(self) -> None:
-        if self.hparams.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        if self.hparams.compile_model:
-            self.model.compile()  # nn.Module.compile: same parameters and state-dict keys
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.hparams.channels_last:
-            batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
-        return batch
 
     # --- setup: class names and counts come from the data module ---------------------------------
     def setup(self, stage: str) -> None:
@@ -102,6 +97,14 @@ class SegmentationModule(L.LightningModule):
         if not self.trainer.is_global_zero:
             datamodule.class_counts = counts
         return [int(c) for c in counts]
+
+    def configure_model(self) -> None:
+        # Called by every fit/validate/test: convert and hook once.
+        if self.hparams.channels_last and self._channels_last_hook is None:
+            self.model.to(memory_format=torch.channels_last)
+            self._channels_last_hook = self.model.register_forward_pre_hook(_images_to_channels_last)
+        if self.hparams.compile_model:
+            self.model.compile()  # nn.Module.compile: same parameters and state-dict keys
 
     def on_train_epoch_start(self) -> None:
         # Losses with an epoch-dependent schedule (LDAM's deferred re-weighting) read the epoch here.

@@ -277,10 +277,26 @@ def test_pretrained_from_the_hugging_face_cache(empty_caches) -> None:
 def test_channels_last_switch_converts_weights_and_images() -> None:
     module = SegmentationModule(SegNet(3, base_channels=4), CrossEntropyLoss(), num_classes=3, channels_last=True)
     module.configure_model()
-    conv = module.model.encoders[0][0][0]
-    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    batch = module.on_after_batch_transfer({"image": torch.randn(2, 3, 8, 8), "target": torch.zeros(2, 8, 8)}, 0)
-    assert batch["image"].is_contiguous(memory_format=torch.channels_last)
+    module.configure_model()  # fit then test call it twice: one hook only
+    assert len(module.model._forward_pre_hooks) == 1
+    assert module.model.encoders[0][0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    seen = {}
+    module.model.encoders[0].register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0]))
+    image = torch.randn(2, 3, 32, 32)
+    module.eval()(image)
+    assert seen["x"].is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(seen["x"], image)  # same values, other layout
     plain = SegmentationModule(SegNet(3, base_channels=4), CrossEntropyLoss(), num_classes=3)
     plain.configure_model()
     assert not plain.model.encoders[0][0][0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_compile_switch_compiles_the_network_in_place() -> None:
+    module = SegmentationModule(SegNet(3, base_channels=4), CrossEntropyLoss(), num_classes=3, compile_model=True)
+    keys = list(module.state_dict())
+    module.configure_model()  # compiling is lazy: nothing is traced until the first forward
+    assert module.model._compiled_call_impl is not None
+    assert list(module.state_dict()) == keys  # checkpoints keep the plain network's keys
+    plain = SegmentationModule(SegNet(3, base_channels=4), CrossEntropyLoss(), num_classes=3)
+    plain.configure_model()
+    assert plain.model._compiled_call_impl is None
