@@ -13,6 +13,11 @@ from pat_seg.metrics import SegmentationMetrics
 from pat_seg.validation import check_batch
 
 
+def _images_to_channels_last(model: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook: the network's input image in channels-last memory format, like its weights."""
+    return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+
+
 class SegmentationModule(L.LightningModule):
     """Semantic segmentation: ``model`` gives logits, ``loss`` trains them, metrics judge ``argmax``.
 
@@ -27,6 +32,10 @@ class SegmentationModule(L.LightningModule):
         cosine_annealing: use the default cosine schedule when ``lr_scheduler`` is None.
         num_classes / ignore_index: linked from the data module by the CLI.
         class_names: names used in per-class metric tags (default: the data module's).
+        channels_last: keep the network's weights and the input images in channels-last memory
+            format (faster convolutions with tensor cores under mixed precision).
+        compile_model: compile the network's forward with ``torch.compile`` when the trainer sets
+            the model up (in place: checkpoints keep the plain parameter names).
     """
 
     def __init__(
@@ -39,6 +48,8 @@ class SegmentationModule(L.LightningModule):
         num_classes: int = 9,
         ignore_index: int = 255,
         class_names: list[str] | None = None,
+        channels_last: bool = False,
+        compile_model: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -49,6 +60,7 @@ class SegmentationModule(L.LightningModule):
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
+        self._channels_last_hook: Any = None
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.val_metrics = SegmentationMetrics(num_classes, ignore_index, class_names)
@@ -93,6 +105,14 @@ class SegmentationModule(L.LightningModule):
         if not self.trainer.is_global_zero:
             datamodule.class_counts = counts
         return [int(c) for c in counts]
+
+    def configure_model(self) -> None:
+        # Called by every fit/validate/test: convert and hook once.
+        if self.hparams.channels_last and self._channels_last_hook is None:
+            self.model.to(memory_format=torch.channels_last)
+            self._channels_last_hook = self.model.register_forward_pre_hook(_images_to_channels_last)
+        if self.hparams.compile_model:
+            self.model.compile()  # nn.Module.compile: same parameters and state-dict keys
 
     def on_train_epoch_start(self) -> None:
         # Losses with an epoch-dependent schedule (LDAM's deferred re-weighting) read the epoch here.
