@@ -28,6 +28,7 @@ import argparse
 from fnmatch import fnmatch
 import itertools
 import shlex
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -173,6 +174,9 @@ def run_all(sweep: Sweep, extra: list[str], force: bool = False) -> int:
     if missing:
         raise ValueError(f"config files of the sweep {sweep.name!r} do not exist: {missing} "
                          f"(paths are relative to {Path.cwd()})")
+    # A terminated sweep must not leave its current `pat-seg fit` running: SIGTERM becomes SystemExit,
+    # on which subprocess.run kills the child before re-raising.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     failed = 0
     for index, run in enumerate(sweep.runs, 1):
         run_dir = sweep.run_dir(run)
