@@ -8,6 +8,8 @@ repeats them.
 
 from __future__ import annotations
 
+import sys
+from importlib import import_module
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -87,6 +89,12 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> PatSegCLI:
 
 
 def main() -> None:
+    # `report` and `sweep` work on finished runs / grids of runs, not on one Trainer: route them
+    # before LightningCLI, whose subcommands are fit, validate, test and predict.
+    if len(sys.argv) > 1 and sys.argv[1] in ("report", "sweep"):
+        tool = import_module(f"pat_seg.{sys.argv[1]}")
+        tool.main(sys.argv[2:])
+        return
     cli_main()
 
 

@@ -65,6 +65,8 @@ class SegmentationModule(L.LightningModule):
         self.ignore_index = ignore_index
         self.val_metrics = SegmentationMetrics(num_classes, ignore_index, class_names)
         self.test_metrics = SegmentationMetrics(num_classes, ignore_index, class_names)
+        # The last split-wide confusion matrix per prefix ("val", "test"), for callbacks that draw it.
+        self.confusion_matrices: dict[str, Tensor] = {}
 
     def record_hparams(self, **values: Any) -> None:
         """Record values that are not ``__init__`` arguments in the run's logged hyperparameters.
@@ -160,6 +162,8 @@ class SegmentationModule(L.LightningModule):
         miou = results.pop("miou")
         self.log(f"{prefix}/miou", miou, prog_bar=True)
         self.log_dict({f"{prefix}/{key}": value for key, value in results.items()})
+        with metrics.sync_context():  # summed over processes, like the numbers just logged
+            self.confusion_matrices[prefix] = metrics.confmat.detach().clone()
         metrics.reset()
 
     def on_validation_epoch_end(self) -> None:

@@ -1,0 +1,348 @@
+"""``pat-seg report``: the paper's tables (Tables 3-6, Fig. 5 numbers) from finished runs.
+
+Which value a run contributes: the value its ``<split>/<metric>`` tag holds at the LAST logged step,
+i.e. the model at the end of training. The paper trains a fixed budget (30,000 iterations with the
+learning rate annealed to 0) and reports that model; picking each run's best epoch on the split that
+is also reported would select on the evaluation data and flatter every method. ``--split test`` reads
+the tags ``pat-seg test`` wrote (same logger name and version as the fit run) instead of ``val``.
+Utilisation tags (``utilisation/...``, logged per epoch) are averaged over the epochs of a run.
+
+Cells are the mean over the runs that differ only in seed, ``± sample standard deviation`` (n-1)
+when there are two or more; the best mean of each column (within each model for Tables 4 and 5)
+is marked. mIoU, pixel accuracy and IoU are printed in percent, Dice error (1 - mean Dice) as a
+fraction, as in the paper; CSV holds the raw values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import re
+import statistics
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from pat_seg.runs import LOSS_LABELS, MODEL_LABELS, Run, display_labels, find_runs, identity_key
+
+FORMATS = ("markdown", "latex", "csv")
+SPLITS = ("val", "test")
+# tag -> (column name, scale for printing, higher is better; None: no best marked)
+METRICS: dict[str, tuple[str, float, bool | None]] = {
+    "miou": ("mIoU", 100.0, True),
+    "pixel_accuracy": ("Pix Acc", 100.0, True),
+    "dice_error": ("Dice err", 1.0, False),
+    "miou_head": ("mIoU head", 100.0, True),
+    "miou_tail": ("mIoU tail", 100.0, True),
+}
+UTILISATION_PREFIX = "utilisation/"
+
+Row = tuple[str, ...]
+Column = tuple[str, str]  # (group shown above the metric, e.g. the data set; metric tag)
+
+
+@dataclass
+class Cell:
+    """The values of one table cell, one per run (seed)."""
+
+    values: list[float]
+
+    @property
+    def mean(self) -> float:
+        return math.fsum(self.values) / len(self.values)
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+
+@dataclass
+class Table:
+    """A table in the paper's layout: labelled rows, ``(group, metric)`` columns, cells, best marks."""
+
+    title: str
+    row_header: tuple[str, ...]
+    rows: list[Row]
+    columns: list[Column]
+    cells: dict[tuple[Row, Column], Cell]
+    best: set[tuple[Row, Column]] = field(default_factory=set)
+    note: str = ""
+
+    def mark_best(self, within: Callable[[Row], object] = lambda row: None) -> None:
+        """Mark the best mean of every column among the rows that share ``within(row)``."""
+        for column in self.columns:
+            higher = metric_spec(column[1])[2]
+            if higher is None:
+                continue
+            groups: dict[object, list[Row]] = {}
+            for row in self.rows:
+                if (row, column) in self.cells:
+                    groups.setdefault(within(row), []).append(row)
+            for rows in groups.values():
+                if len(rows) < 2:
+                    continue  # a lone entry is not "best" of anything
+                means = {row: self.cells[row, column].mean for row in rows}
+                target = (max if higher else min)(means.values())
+                self.best.update((row, column) for row, mean in means.items() if mean == target)
+
+
+def metric_spec(tag: str) -> tuple[str, float, bool | None]:
+    """Column name, print scale and direction of a metric tag (per-class IoU and utilisation too)."""
+    if tag in METRICS:
+        return METRICS[tag]
+    if tag.startswith("iou/"):
+        return tag[len("iou/"):], 100.0, True
+    if tag.startswith(UTILISATION_PREFIX):
+        return tag[len(UTILISATION_PREFIX):], 1.0, None
+    raise ValueError(f"unknown metric tag {tag!r}; expected one of {list(METRICS)}, 'iou/<class>' or "
+                     f"'{UTILISATION_PREFIX}<name>'")
+
+
+# --- from runs to tables ---------------------------------------------------------------------------
+@dataclass
+class LabelledRun:
+    run: Run
+    dataset: str
+    model: str
+    method: str
+    is_pat: bool
+
+
+def label_runs(runs: Sequence[Run]) -> list[LabelledRun]:
+    """Attach the data set, model and method labels that the tables print."""
+    kinds = {"data": lambda r: r.data, "model": lambda r: r.model, "loss": lambda r: r.loss}
+    labels = {kind: display_labels([get(r) for r in runs], kind) for kind, get in kinds.items()}
+    return [
+        LabelledRun(
+            run,
+            dataset=labels["data"][identity_key(*run.data)],
+            model=labels["model"][identity_key(*run.model)],
+            method=labels["loss"][identity_key(*run.loss)],
+            is_pat=run.loss[0] == "PATLoss",
+        )
+        for run in runs
+    ]
+
+
+def _natural(text: str) -> tuple:
+    """Sort key that orders ``T=5`` before ``T=10``."""
+    return tuple(float(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", text)))
+
+
+def _paper_order(label: str, names: Sequence[str]) -> tuple:
+    """The paper's row order (CE ... PAT; SegNet ... DLV3+), unknown names last, then naturally."""
+    base = label.split(" (")[0]
+    return (names.index(base) if base in names else len(names), _natural(label))
+
+
+METHOD_ORDER = [label for label, _ in LOSS_LABELS.values()]
+MODEL_ORDER = list(MODEL_LABELS.values())
+
+
+def _fill(table: Table, runs: Sequence[LabelledRun], row_of: Callable[[LabelledRun], Row],
+          value_of: Callable[[Run, str], float | None], group_of: Callable[[LabelledRun], str]) -> Table:
+    """Put every run's value into the cell of its row and of each column of its group."""
+    values: dict[tuple[Row, Column], list[float]] = {}
+    for entry in runs:
+        for column in table.columns:
+            if column[0] != group_of(entry):
+                continue
+            value = value_of(entry.run, column[1])
+            if value is not None and not math.isnan(value):
+                values.setdefault((row_of(entry), column), []).append(value)
+    table.cells = {key: Cell(v) for key, v in values.items()}
+    table.rows = [row for row in table.rows if any((row, c) in table.cells for c in table.columns)]
+    return table
+
+
+def build_tables(runs: Sequence[Run], split: str = "val") -> list[Table]:
+    """Tables 3-6 and the utilisation table for ``runs`` (those with nothing to show are left out)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
+    entries = [e for e in label_runs(runs) if e.run.last(f"{split}/miou") is not None]
+
+    def last(run: Run, tag: str) -> float | None:
+        return run.last(f"{split}/{tag}")
+
+    def ordered(values: set[str], order: Sequence[str]) -> list[str]:
+        return sorted(values, key=lambda label: _paper_order(label, order))
+
+    datasets = sorted({e.dataset for e in entries}, key=_natural)
+    models = ordered({e.model for e in entries}, MODEL_ORDER)
+    tables = []
+    note = f"last epoch of `{split}/*`; mean ± std over seeds"
+
+    for model in models:  # Table 3: one per model (the paper's is SegNet)
+        mine = [e for e in entries if e.model == model]
+        table = Table(
+            f"Table 3: method x data set ({model})", ("Method",),
+            [(m,) for m in ordered({e.method for e in mine}, METHOD_ORDER)],
+            [(d, t) for d in datasets for t in ("miou", "pixel_accuracy", "dice_error")], {}, note=note)
+        tables.append(_fill(table, mine, lambda e: (e.method,), last, lambda e: e.dataset))
+
+    if len(models) > 1:  # Table 4: model x method, best within each model
+        table = Table(
+            "Table 4: model x method", ("Model", "Method"),
+            [(m, x) for m in models for x in ordered({e.method for e in entries if e.model == m}, METHOD_ORDER)],
+            [(d, t) for d in datasets for t in ("miou", "pixel_accuracy")], {}, note=note + "; best within each model")
+        tables.append(_fill(table, entries, lambda e: (e.model, e.method), last, lambda e: e.dataset))
+
+    pat = [e for e in entries if e.is_pat]
+    if len({e.method for e in pat}) > 1:  # Table 5: PAT's temperature (and any other PAT setting)
+        table = Table(
+            "Table 5: PAT temperature", ("Model", "Method"),
+            [(m, x) for m in models for x in sorted({e.method for e in pat if e.model == m}, key=_natural)],
+            [(d, t) for d in datasets for t in ("miou", "pixel_accuracy")], {}, note=note + "; best within each model")
+        tables.append(_fill(table, pat, lambda e: (e.model, e.method), last, lambda e: e.dataset))
+
+    for dataset in datasets:  # Table 6: per-class IoU, one per data set and model
+        for model in models:
+            mine = [e for e in entries if e.dataset == dataset and e.model == model]
+            if not mine:
+                continue
+            classes = mine[0].run.class_names(split)
+            tags = [f"iou/{c}" for c in classes] + ["miou_head", "miou_tail", "miou"]
+            table = Table(
+                f"Table 6: per-class IoU ({dataset}, {model})", ("Method",),
+                [(m,) for m in ordered({e.method for e in mine}, METHOD_ORDER)],
+                [("", t) for t in tags], {}, note=note + "; tail = rarest third of training pixels")
+            tables.append(_fill(table, mine, lambda e: (e.method,), last, lambda e: ""))
+
+    utilisation = sorted({t for e in entries for t in e.run.scalars if t.startswith(UTILISATION_PREFIX)})
+    if utilisation:  # Fig. 5's numbers: per-epoch costs averaged over epochs
+        table = Table(
+            "Utilisation (Fig. 5)", ("Data set", "Model", "Method"),
+            sorted({(e.dataset, e.model, e.method) for e in entries},
+                   key=lambda r: (_natural(r[0]), _paper_order(r[1], MODEL_ORDER), _paper_order(r[2], METHOD_ORDER))),
+            [("", t) for t in utilisation], {}, note="mean over epochs of each run; mean ± std over seeds")
+        tables.append(_fill(table, entries, lambda e: (e.dataset, e.model, e.method),
+                            lambda run, tag: run.epoch_mean(tag), lambda e: ""))
+
+    for table in tables:
+        table.mark_best((lambda row: row[0]) if table.title.startswith(("Table 4", "Table 5")) else (lambda row: None))
+    return tables
+
+
+# --- rendering -------------------------------------------------------------------------------------
+def format_cell(cell: Cell, tag: str) -> str:
+    """``mean ± std`` at the paper's scale: 2 decimals for percentages, 3 for Dice error."""
+    _, scale, _ = metric_spec(tag)
+    if tag.startswith(UTILISATION_PREFIX):
+        text = f"{cell.mean:.4g}"
+        return text if cell.std is None else f"{text} ± {cell.std:.2g}"
+    digits = 2 if scale == 100.0 else 3
+    text = f"{cell.mean * scale:.{digits}f}"
+    return text if cell.std is None else f"{text} ± {cell.std * scale:.{digits}f}"
+
+
+def _header(column: Column, arrows: tuple[str, str]) -> str:
+    name, _, higher = metric_spec(column[1])
+    arrow = "" if higher is None else arrows[0] if higher else arrows[1]
+    return " ".join(part for part in (column[0], name + arrow) if part)
+
+
+def _counts(table: Table) -> str:
+    sizes = sorted({len(cell.values) for cell in table.cells.values()})
+    return str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+
+
+def render_markdown(tables: Sequence[Table]) -> str:
+    out = []
+    for table in tables:
+        out.append(f"### {table.title}\n")
+        out.append("| " + " | ".join(list(table.row_header) + [_header(c, ("↑", "↓")) for c in table.columns]) + " |")
+        out.append("|" + "---|" * len(table.row_header) + "---:|" * len(table.columns))
+        for row in table.rows:
+            cells = []
+            for column in table.columns:
+                cell = table.cells.get((row, column))
+                text = "" if cell is None else format_cell(cell, column[1])
+                cells.append(f"**{text}**" if (row, column) in table.best else text)
+            out.append("| " + " | ".join(list(row) + cells) + " |")
+        out.append(f"\n{table.note}; runs per cell: {_counts(table)}; best in bold.\n")
+    return "\n".join(out)
+
+
+def _latex_escape(text: str) -> str:
+    return re.sub(r"([&%$#_{}])", r"\\\1", text).replace("±", r"$\pm$")
+
+
+def render_latex(tables: Sequence[Table]) -> str:
+    out = []
+    for table in tables:
+        spec = "l" * len(table.row_header) + "r" * len(table.columns)
+        out += [r"\begin{table}[t]", r"\centering",
+                rf"\caption{{{_latex_escape(table.title)}: {_latex_escape(table.note)}; runs per cell: {_counts(table)}; best in bold.}}",
+                rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+                " & ".join([_latex_escape(h) for h in table.row_header]
+                           + [_latex_escape(_header(c, ("↑", "↓"))).replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
+                              for c in table.columns]) + r" \\",
+                r"\midrule"]
+        for row in table.rows:
+            cells = []
+            for column in table.columns:
+                cell = table.cells.get((row, column))
+                text = "" if cell is None else _latex_escape(format_cell(cell, column[1]))
+                cells.append(rf"\textbf{{{text}}}" if (row, column) in table.best else text)
+            out.append(" & ".join([_latex_escape(r) for r in row] + cells) + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(out)
+
+
+def render_csv(tables: Sequence[Table]) -> str:
+    """One line per cell with the raw (unscaled) mean, sample std and number of runs."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["table", "row", "group", "metric", "mean", "std", "n", "best"])
+    for table in tables:
+        for row in table.rows:
+            for column in table.columns:
+                cell = table.cells.get((row, column))
+                if cell is not None:
+                    writer.writerow([table.title, " / ".join(row), column[0], column[1], repr(cell.mean),
+                                     "" if cell.std is None else repr(cell.std), len(cell.values),
+                                     int((row, column) in table.best)])
+    return buffer.getvalue()
+
+
+RENDERERS = {"markdown": render_markdown, "latex": render_latex, "csv": render_csv}
+
+
+def report(logdir: str, fmt: str = "markdown", split: str = "val", runs: str = "**") -> str:
+    """The report of every run under ``logdir`` (``runs``: glob of run directories) as text."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}; got {fmt!r}")
+    found = find_runs(logdir, runs)
+    if not found:
+        raise ValueError(f"no runs (a config.yaml beside an event file) under {logdir!r} matching {runs!r}")
+    tables = build_tables(found, split)
+    if not tables:
+        raise ValueError(f"{len(found)} runs under {logdir!r} but none logged {split}/miou; "
+                         f"run `pat-seg test` first for --split test")
+    return RENDERERS[fmt](tables)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``pat-seg report --logdir DIR [--format markdown|latex|csv] [--split val|test] [--runs GLOB]``."""
+    parser = argparse.ArgumentParser(prog="pat-seg report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--logdir", default="lightning_logs", help="where the runs are (default: lightning_logs)")
+    parser.add_argument("--format", choices=FORMATS, default="markdown")
+    parser.add_argument("--split", choices=SPLITS, default="val", help="read <split>/* tags (default: val)")
+    parser.add_argument("--runs", default="**", help="glob of run directories under logdir, e.g. 'synthetic_table3/*'")
+    parser.add_argument("--output", help="write to this file instead of stdout")
+    args = parser.parse_args(argv)
+    try:
+        text = report(args.logdir, args.format, args.split, args.runs)
+    except ValueError as error:
+        parser.exit(2, f"pat-seg report: error: {error}\n")
+    if args.output:
+        with open(args.output, "w") as handle:
+            handle.write(text)
+    else:
+        sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()

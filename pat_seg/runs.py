@@ -1,0 +1,176 @@
+"""Reading finished ``pat-seg fit`` / ``pat-seg test`` runs back from disk.
+
+A run is a logger directory (``<save_dir>/<name>/<version>/``) holding the ``config.yaml`` that
+LightningCLI saved and one or more TensorBoard event files (``pat-seg test`` with the same logger
+name and version appends a second file). What a run *is* -- loss, model, data set, seed -- is read
+from the saved config, never from the directory name, so renamed or hand-made runs report correctly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+# Loss classes under the names of the paper's tables, and the hyperparameters each label shows
+# (init-arg name -> symbol), as in "PAT (T=20)" or "LDAM (m=0.5, s=20)".
+LOSS_LABELS: dict[str, tuple[str, dict[str, str]]] = {
+    "CrossEntropyLoss": ("CE", {}),
+    "FocalLoss": ("Focal", {"gamma": "gamma"}),
+    "ClassBalancedLoss": ("CB", {}),
+    "ClassBalancedFocalLoss": ("CBFocal", {}),
+    "BalancedSoftmaxLoss": ("BMS", {}),
+    "LDAMLoss": ("LDAM", {"max_margin": "m", "scale": "s"}),
+    "BLVLoss": ("BLV", {"sigma": "sigma"}),
+    "PATLoss": ("PAT", {"temperature": "T"}),
+}
+MODEL_LABELS = {
+    "SegNet": "SegNet",
+    "UNet": "UNet",
+    "AttentionUNet": "AttUNet",
+    "UNetPlusPlus": "UNet++",
+    "DeepLabV3": "DLV3",
+    "DeepLabV3Plus": "DLV3+",
+}
+DATA_LABELS = {
+    "SyntheticLongTailDataModule": "Synthetic",
+    "OxfordPetDataModule": "Oxford Pet",
+    "CityscapesDataModule": "Cityscapes",
+    "NYUv2DataModule": "NYUv2",
+}
+# Init args that say nothing about *which* method, model or data set a run used.
+NOT_IDENTITY = {"ignore_index", "class_counts", "num_classes", "root", "batch_size", "eval_batch_size",
+                "num_workers", "pin_memory", "persistent_workers"}
+
+
+@dataclass
+class Run:
+    """One logger directory: its saved config and every scalar its event files hold."""
+
+    path: Path
+    config: dict[str, Any]
+    scalars: dict[str, list[tuple[int, float]]] = field(repr=False)
+
+    # --- what the run was ------------------------------------------------------------------------
+    @property
+    def seed(self) -> int | None:
+        return self.config.get("seed_everything")
+
+    @property
+    def loss(self) -> tuple[str, dict[str, Any]]:
+        return _class_and_args(self.config.get("model", {}).get("loss"))
+
+    @property
+    def model(self) -> tuple[str, dict[str, Any]]:
+        return _class_and_args(self.config.get("model", {}).get("model"))
+
+    @property
+    def data(self) -> tuple[str, dict[str, Any]]:
+        """The data module class, identified with its number of classes (NYUv2 13/14/40 differ)."""
+        name, _ = _class_and_args(self.config.get("data"))
+        return name, {"classes": len(self.class_names("val") or self.class_names("test"))}
+
+    def class_names(self, split: str) -> list[str]:
+        """Class names in logging order, from the ``<split>/iou/<name>`` tags."""
+        prefix = f"{split}/iou/"
+        return [tag[len(prefix):] for tag in self.scalars if tag.startswith(prefix)]
+
+    # --- what the run measured -------------------------------------------------------------------
+    def last(self, tag: str) -> float | None:
+        """The value logged at the largest step (the last epoch); None when the tag is absent."""
+        values = self.scalars.get(tag)
+        return values[-1][1] if values else None
+
+    def epoch_mean(self, tag: str) -> float | None:
+        """Mean over every logged value of ``tag`` (for per-epoch costs such as utilisation)."""
+        values = self.scalars.get(tag)
+        return math.fsum(v for _, v in values) / len(values) if values else None
+
+
+def _class_and_args(node: Any) -> tuple[str, dict[str, Any]]:
+    """``(class name, init args)`` of a LightningCLI ``class_path`` node (``("", {})`` when absent)."""
+    if isinstance(node, str):
+        return node.rsplit(".", 1)[-1], {}
+    if not isinstance(node, dict) or "class_path" not in node:
+        return "", {}
+    return node["class_path"].rsplit(".", 1)[-1], dict(node.get("init_args") or {})
+
+
+def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of every event file in ``run_dir``, per tag sorted by step.
+
+    When the same step of a tag was written twice (a resumed run), the later write wins.
+    """
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    scalars = {}
+    for tag in accumulator.Tags()["scalars"]:
+        by_step: dict[int, tuple[float, float]] = {}
+        for event in accumulator.Scalars(tag):
+            if event.step not in by_step or event.wall_time >= by_step[event.step][0]:
+                by_step[event.step] = (event.wall_time, event.value)
+        scalars[tag] = [(step, value) for step, (_, value) in sorted(by_step.items())]
+    return scalars
+
+
+def find_runs(logdir: str | Path, pattern: str = "**") -> list[Run]:
+    """Every run under ``logdir``: a directory with a ``config.yaml`` and at least one event file.
+
+    ``pattern`` is a glob relative to ``logdir`` selecting run directories (e.g. ``"synthetic_table3/*"``).
+    """
+    root = Path(logdir)
+    if not root.is_dir():
+        raise ValueError(f"logdir {str(root)!r} is not a directory")
+    runs = []
+    for config_file in sorted(root.glob(f"{pattern.rstrip('/')}/config.yaml")):
+        run_dir = config_file.parent
+        if not any(run_dir.glob("events.out.tfevents.*")):
+            continue
+        config = yaml.safe_load(config_file.read_text()) or {}
+        runs.append(Run(run_dir, config, read_scalars(run_dir)))
+    return runs
+
+
+def display_labels(identities: list[tuple[str, dict[str, Any]]], kind: str) -> dict[str, str]:
+    """Readable, unique labels for the distinct ``(class name, init args)`` of one kind.
+
+    ``kind`` is ``"loss"``, ``"model"`` or ``"data"``. The paper's name comes first; the loss's
+    headline hyperparameters follow (``PAT (T=20)``); any other argument that differs between two
+    identities of the same name is appended, so runs that differ are never merged under one label.
+    Returns a map from :func:`identity_key` to label.
+    """
+    if kind not in ("loss", "model", "data"):
+        raise ValueError(f"kind must be 'loss', 'model' or 'data'; got {kind!r}")
+    unique = {identity_key(name, args): (name, args) for name, args in identities}
+    labels: dict[str, str] = {}
+    for key, (name, args) in unique.items():
+        if kind == "loss":
+            base, shown = LOSS_LABELS.get(name, (name.removesuffix("Loss"), {}))
+        else:
+            base, shown = (MODEL_LABELS if kind == "model" else DATA_LABELS).get(name, name), {}
+        if kind == "data":
+            base = base if name in DATA_LABELS else base.removesuffix("DataModule")
+        parts = [f"{symbol}={_short(args[arg])}" for arg, symbol in shown.items() if arg in args]
+        siblings = [other for other in unique.values() if other[0] == name and other[1] != args]
+        differing = sorted({arg for _, other in siblings for arg in set(args) | set(other)
+                            if args.get(arg) != other.get(arg) and arg not in shown and arg not in NOT_IDENTITY})
+        parts += [f"{arg}={_short(args.get(arg))}" for arg in differing]
+        labels[key] = f"{base} ({', '.join(parts)})" if parts else base
+    return labels
+
+
+def identity_key(name: str, args: dict[str, Any]) -> str:
+    """A hashable key for ``(class name, init args)`` that ignores arguments which do not identify."""
+    kept = {k: v for k, v in args.items() if k not in NOT_IDENTITY}
+    return f"{name}{yaml.safe_dump(kept, sort_keys=True, default_flow_style=True).strip()}"
+
+
+def _short(value: Any) -> str:
+    """``20.0`` -> ``20``: numbers as the paper writes them."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

@@ -1,0 +1,234 @@
+"""``pat-seg sweep``: the paper's grids as ``pat-seg fit`` commands, run locally, printed or as a SLURM array.
+
+A sweep file (``configs/sweeps/*.yaml``)::
+
+    name: synthetic_table3            # logger name: runs land in <save_dir>/<name>/<version>/
+    save_dir: lightning_logs          # optional (default lightning_logs)
+    configs: []                       # optional: --config files of every run
+    args: {trainer.max_epochs: 12}    # optional: flags of every run
+    axes:                             # the grid: every combination, first axis outermost
+      loss:
+        pat: {configs: [configs/synthetic_pat.yaml]}
+        ce:  {configs: [configs/synthetic_ce.yaml]}
+      seed:
+        s0: {args: {seed_everything: 0}}
+        s1: {args: {seed_everything: 1}}
+    slurm: {time: "02:00:00", gres: "gpu:1"}   # optional #SBATCH options for --mode slurm
+
+Config paths and argument values may name the value chosen on any axis in braces, e.g.
+``configs/{dataset}_{loss}.yaml``. A run's version is its axis values joined by ``-`` (``pat-s0``),
+so a run directory says which grid point it is, and its saved ``config.yaml`` says exactly what ran
+(``pat-seg report`` reads the latter). No scheduler is invented: ``run`` trains one run after the
+other in this process's environment, ``print`` lists the commands, ``slurm`` writes a job-array script.
+"""
+
+from __future__ import annotations
+
+import argparse
+from fnmatch import fnmatch
+import itertools
+import shlex
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MODES = ("run", "print", "slurm")
+DONE_MARKER = ".sweep-done"  # written into a run directory when its `pat-seg fit` exited 0
+LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
+
+
+@dataclass
+class SweepRun:
+    """One grid point: its version name, --config files and flags."""
+
+    version: str
+    configs: list[str]
+    args: dict[str, Any]
+
+    def command(self, name: str, save_dir: str, extra: list[str] | None = None) -> list[str]:
+        """The ``pat-seg fit`` argument list with every override spelled out."""
+        command = ["pat-seg", "fit"]
+        for config in self.configs:
+            command += ["--config", config]
+        command += [f"--{key}={_flag_value(value)}" for key, value in self.args.items()]
+        command += [
+            f"--trainer.logger.class_path={LOGGER}",
+            f"--trainer.logger.init_args.save_dir={save_dir}",
+            f"--trainer.logger.init_args.name={name}",
+            f"--trainer.logger.init_args.version={self.version}",
+        ]
+        return command + list(extra or [])
+
+
+@dataclass
+class Sweep:
+    name: str
+    save_dir: str
+    runs: list[SweepRun]
+    slurm: dict[str, Any]
+
+    def run_dir(self, run: SweepRun) -> Path:
+        return Path(self.save_dir) / self.name / run.version
+
+
+def _flag_value(value: Any) -> str:
+    """A YAML scalar or list as jsonargparse reads it from one flag (``[5, 10]``, ``true``, ``null``)."""
+    if isinstance(value, str):
+        return value
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _as_list(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ValueError(f"{where} must be a path or a list of paths; got {value!r}")
+
+
+def _as_args(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be a mapping of flag -> value; got {value!r}")
+    return dict(value)
+
+
+def _fill(text: Any, choice: dict[str, str], where: str) -> Any:
+    """Replace ``{axis}`` in a string by the value name chosen on that axis."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return text.format(**choice)
+    except (KeyError, IndexError) as error:
+        raise ValueError(f"{where} refers to {error} but the axes are {sorted(choice)}") from None
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and expand a sweep file; errors name the file and the offending entry."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"sweep file {str(path)!r} does not exist")
+    spec = yaml.safe_load(path.read_text()) or {}
+    unknown = set(spec) - {"name", "save_dir", "configs", "args", "axes", "slurm"}
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; expected name, save_dir, configs, args, axes, slurm")
+    name = spec.get("name") or path.stem
+    axes = spec.get("axes")
+    if not isinstance(axes, dict) or not axes or not all(isinstance(v, dict) and v for v in axes.values()):
+        raise ValueError(f"{path}: 'axes' must map each axis name to a non-empty mapping of value name -> "
+                         f"{{configs, args}}; got {axes!r}")
+    base_configs = _as_list(spec.get("configs"), f"{path}: configs")
+    base_args = _as_args(spec.get("args"), f"{path}: args")
+    runs = []
+    for combination in itertools.product(*[list(values.items()) for values in axes.values()]):
+        choice = {axis: str(value_name) for axis, (value_name, _) in zip(axes, combination)}
+        configs, args = list(base_configs), dict(base_args)
+        for axis, (value_name, entry) in zip(axes, combination):
+            entry = entry or {}
+            where = f"{path}: axes.{axis}.{value_name}"
+            if not isinstance(entry, dict) or set(entry) - {"configs", "args"}:
+                raise ValueError(f"{where} must be a mapping with 'configs' and/or 'args'; got {entry!r}")
+            configs += _as_list(entry.get("configs"), f"{where}.configs")
+            args.update(_as_args(entry.get("args"), f"{where}.args"))
+        runs.append(SweepRun(
+            version="-".join(choice.values()),
+            configs=[_fill(c, choice, str(path)) for c in configs],
+            args={k: _fill(v, choice, str(path)) for k, v in args.items()},
+        ))
+    return Sweep(name, str(spec.get("save_dir") or "lightning_logs"), runs, dict(spec.get("slurm") or {}))
+
+
+def missing_configs(sweep: Sweep) -> list[str]:
+    return sorted({c for run in sweep.runs for c in run.configs if not Path(c).is_file()})
+
+
+def print_commands(sweep: Sweep, extra: list[str]) -> str:
+    return "".join(shlex.join(run.command(sweep.name, sweep.save_dir, extra)) + "\n" for run in sweep.runs)
+
+
+def slurm_script(sweep: Sweep, extra: list[str]) -> str:
+    """A job-array script: task ``i`` runs the ``i``-th command (``sbatch`` it from the repository root)."""
+    lines = ["#!/bin/bash", f"#SBATCH --job-name={sweep.name}", f"#SBATCH --array=0-{len(sweep.runs) - 1}",
+             f"#SBATCH --output={sweep.save_dir}/{sweep.name}/slurm-%A_%a.out"]
+    lines += [f"#SBATCH --{key}={value}" for key, value in sweep.slurm.items()]
+    lines += ["set -euo pipefail", "", "COMMANDS=("]
+    lines += [f"  {shlex.quote(shlex.join(run.command(sweep.name, sweep.save_dir, extra)))}" for run in sweep.runs]
+    lines += [")", f"mkdir -p {shlex.quote(sweep.save_dir)}", 'eval "${COMMANDS[$SLURM_ARRAY_TASK_ID]}"', ""]
+    return "\n".join(lines)
+
+
+def run_all(sweep: Sweep, extra: list[str], force: bool = False) -> int:
+    """Train every run in turn with this Python; skip runs already finished (``--force`` reruns them).
+
+    Returns the number of failed runs; a failure does not stop the sweep.
+    """
+    missing = missing_configs(sweep)
+    if missing:
+        raise ValueError(f"config files of the sweep {sweep.name!r} do not exist: {missing} "
+                         f"(paths are relative to {Path.cwd()})")
+    # A terminated sweep must not leave its current `pat-seg fit` running: SIGTERM becomes SystemExit,
+    # on which subprocess.run kills the child before re-raising.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    failed = 0
+    for index, run in enumerate(sweep.runs, 1):
+        run_dir = sweep.run_dir(run)
+        if (run_dir / DONE_MARKER).is_file() and not force:
+            print(f"[{index}/{len(sweep.runs)}] {run.version}: done already, skipped", flush=True)
+            continue
+        command = run.command(sweep.name, sweep.save_dir, extra)
+        print(f"[{index}/{len(sweep.runs)}] {shlex.join(command)}", flush=True)
+        # `python -m pat_seg` is the `pat-seg` script, bound to this interpreter's environment.
+        result = subprocess.run([sys.executable, "-m", "pat_seg"] + command[1:])
+        if result.returncode == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / DONE_MARKER).touch()
+        else:
+            failed += 1
+            print(f"[{index}/{len(sweep.runs)}] {run.version}: failed with exit code {result.returncode}", flush=True)
+    return failed
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``pat-seg sweep FILE [--mode run|print|slurm] [--save-dir DIR] [--force] [-- extra fit flags]``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(prog="pat-seg sweep", description=__doc__.split("\n\n")[0],
+                                     epilog="Flags after `--` are appended to every `pat-seg fit` command.")
+    parser.add_argument("file", help="a sweep file, e.g. configs/sweeps/synthetic_table3.yaml")
+    parser.add_argument("--mode", choices=MODES, default="print")
+    parser.add_argument("--save-dir", help="override the sweep's save_dir")
+    parser.add_argument("--force", action="store_true", help="--mode run: rerun runs that finished already")
+    parser.add_argument("--only", action="append", metavar="GLOB",
+                        help="keep the runs whose version matches this glob (repeatable), e.g. --only 'pat-*'")
+    args = parser.parse_args(argv)
+    try:
+        sweep = load_sweep(args.file)
+        if args.only:
+            sweep.runs = [run for run in sweep.runs if any(fnmatch(run.version, glob) for glob in args.only)]
+            if not sweep.runs:
+                raise ValueError(f"no run of {args.file} has a version matching {args.only}")
+        if args.save_dir:
+            sweep.save_dir = args.save_dir
+        if args.mode == "print":
+            sys.stdout.write(print_commands(sweep, extra))
+        elif args.mode == "slurm":
+            sys.stdout.write(slurm_script(sweep, extra))
+        else:
+            failed = run_all(sweep, extra, args.force)
+            if failed:
+                parser.exit(1, f"pat-seg sweep: {failed} of {len(sweep.runs)} runs failed\n")
+    except ValueError as error:
+        parser.exit(2, f"pat-seg sweep: error: {error}\n")
+
+
+if __name__ == "__main__":
+    main()

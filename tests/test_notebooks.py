@@ -1,0 +1,34 @@
+"""The notebooks run top to bottom on the embedded default and draw their figures (nbclient, kernel python3)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ["pat_weight_curves", "class_frequency", "results"]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_is_committed_without_outputs(name: str) -> None:
+    notebook = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_executes_and_draws_a_figure(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The kernel inherits the environment: make it import this checkout's pat_seg.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    notebook = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
+    client = NotebookClient(notebook, kernel_name="python3", timeout=600,
+                            resources={"metadata": {"path": str(REPO / "notebooks")}})
+    client.execute()  # raises CellExecutionError on the first failing cell
+    figures = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
+               if "image/png" in output.get("data", {})]
+    assert figures, f"{name} drew no figure"

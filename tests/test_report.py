@@ -1,0 +1,187 @@
+"""pat-seg report: tables from hand-written runs whose right answer is known, and from a real tiny sweep."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.tensorboard import SummaryWriter
+
+from pat_seg.report import main, report
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["sky", "road", "light"]
+
+
+def make_run(root: Path, version: str, scalars: dict[str, list[tuple[int, float]]], loss: str = "CrossEntropyLoss",
+             loss_args: dict | None = None, model: str = "UNet", seed: int = 0, data: str = "SyntheticLongTailDataModule",
+             walltimes: list[float] | None = None) -> None:
+    """A run directory as `pat-seg fit` leaves it: config.yaml and an event file with these scalars."""
+    run_dir = root / "sweep" / version
+    run_dir.mkdir(parents=True)
+    config = {"seed_everything": seed,
+              "model": {"loss": {"class_path": f"pat_seg.losses.{loss}", "init_args": {"ignore_index": 255, **(loss_args or {})}},
+                        "model": {"class_path": f"pat_seg.models.{model}", "init_args": {"base_channels": 16}}},
+              "data": {"class_path": f"pat_seg.data.{data}", "init_args": {"batch_size": 16}}}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    writer = SummaryWriter(str(run_dir))
+    for tag, points in scalars.items():
+        for i, (step, value) in enumerate(points):
+            writer.add_scalar(tag, value, step, walltime=walltimes[i] if walltimes else 1000.0 + i)
+    for name in CLASSES:  # per-class tags tell the report the data set's classes
+        writer.add_scalar(f"val/iou/{name}", 0.5, 1)
+    writer.close()
+
+
+def val(miou: float, acc: float = 0.9, dice_error: float = 0.3) -> dict[str, list[tuple[int, float]]]:
+    """Scalars of a run whose last epoch (step 9) logged these values; an earlier epoch logged others."""
+    return {"val/miou": [(4, 0.99), (9, miou)], "val/pixel_accuracy": [(4, 0.01), (9, acc)],
+            "val/dice_error": [(4, 0.0), (9, dice_error)]}
+
+
+def cell(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
+    """The expected `mean ± std` text, computed here in float64 from the numbers written above."""
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+
+
+def table(text: str, title: str) -> list[list[str]]:
+    """The rows (as cell lists) of the markdown table under the heading that contains ``title``."""
+    section = text.split(title, 1)[1].split("###", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def test_table3_mean_and_sample_std_over_seeds_of_the_last_epoch(tmp_path: Path) -> None:
+    make_run(tmp_path, "ce-s0", val(0.40, 0.80, 0.30), seed=0)
+    make_run(tmp_path, "ce-s1", val(0.44, 0.84, 0.20), seed=1)
+    make_run(tmp_path, "pat-s0", val(0.50, 0.82, 0.25), "PATLoss", {"temperature": 20.0}, seed=0)
+    make_run(tmp_path, "pat-s1", val(0.56, 0.81, 0.35), "PATLoss", {"temperature": 20.0}, seed=1)
+    rows = table(report(str(tmp_path)), "Table 3")
+    assert rows == [
+        ["CE", cell([0.40, 0.44]), f"**{cell([0.80, 0.84])}**", f"**{cell([0.30, 0.20], 1, 3)}**"],
+        ["PAT (T=20)", f"**{cell([0.50, 0.56])}**", cell([0.82, 0.81]), cell([0.25, 0.35], 1, 3)],
+    ]  # CE's Dice error mean 0.25 < PAT's 0.30: lower is better for Dice error
+
+
+def test_csv_holds_raw_means_and_std(tmp_path: Path) -> None:
+    make_run(tmp_path, "ce-s0", val(0.40), seed=0)
+    make_run(tmp_path, "ce-s1", val(0.44), seed=1)
+    make_run(tmp_path, "ce-s2", val(0.45), seed=2)
+    rows = list(csv.DictReader(io.StringIO(report(str(tmp_path), "csv"))))
+    miou = next(r for r in rows if r["table"].startswith("Table 3") and r["metric"] == "miou")
+    assert float(miou["mean"]) == pytest.approx((0.40 + 0.44 + 0.45) / 3, abs=1e-7)
+    assert float(miou["std"]) == pytest.approx(statistics.stdev([0.40, 0.44, 0.45]), abs=1e-7)
+    assert (miou["row"], miou["group"], miou["n"], miou["best"]) == ("CE", "Synthetic", "3", "0")
+
+
+def test_a_step_written_twice_keeps_the_later_write(tmp_path: Path) -> None:
+    # A resumed run rewrites epoch 9: the later wall time is what the run ended with.
+    make_run(tmp_path, "ce-s0", {"val/miou": [(9, 0.10), (9, 0.30), (4, 0.90)]}, walltimes=[5.0, 7.0, 6.0])
+    assert table(report(str(tmp_path)), "Table 3")[0][:2] == ["CE", "30.00"]
+
+
+def test_tables_4_and_5_appear_with_models_and_temperatures_best_within_each_model(tmp_path: Path) -> None:
+    make_run(tmp_path, "unet-ce", val(0.40), model="UNet")
+    make_run(tmp_path, "unet-pat10", val(0.45), "PATLoss", {"temperature": 10.0}, model="UNet")
+    make_run(tmp_path, "unet-pat5", val(0.42), "PATLoss", {"temperature": 5.0}, model="UNet")
+    make_run(tmp_path, "dl-ce", val(0.60), model="DeepLabV3Plus")
+    make_run(tmp_path, "dl-pat5", val(0.55), "PATLoss", {"temperature": 5.0}, model="DeepLabV3Plus")
+    text = report(str(tmp_path))
+    assert "Table 3: method x data set (UNet)" in text and "Table 3: method x data set (DLV3+)" in text
+    assert [r[:3] for r in table(text, "Table 4")] == [
+        ["UNet", "CE", "40.00"], ["UNet", "PAT (T=5)", "42.00"], ["UNet", "PAT (T=10)", "**45.00**"],
+        ["DLV3+", "CE", "**60.00**"], ["DLV3+", "PAT (T=5)", "55.00"]]
+    assert [r[:3] for r in table(text, "Table 5")] == [
+        ["UNet", "PAT (T=5)", "42.00"], ["UNet", "PAT (T=10)", "**45.00**"], ["DLV3+", "PAT (T=5)", "55.00"]]
+
+
+def test_other_differing_loss_arguments_keep_runs_apart(tmp_path: Path) -> None:
+    make_run(tmp_path, "a", val(0.40), "PATLoss", {"temperature": 20.0, "detach_weight": False})
+    make_run(tmp_path, "b", val(0.50), "PATLoss", {"temperature": 20.0, "detach_weight": True})
+    rows = table(report(str(tmp_path)), "Table 3")
+    assert [r[:2] for r in rows] == [["PAT (T=20, detach_weight=False)", "40.00"],
+                                     ["PAT (T=20, detach_weight=True)", "**50.00**"]]
+
+
+def test_per_class_table_and_utilisation_averaged_over_epochs(tmp_path: Path) -> None:
+    scalars = {**val(0.4), "val/miou_tail": [(9, 0.125)], "utilisation/seconds_per_epoch": [(1, 10.0), (3, 14.0)]}
+    make_run(tmp_path, "ce-s0", scalars, seed=0)
+    make_run(tmp_path, "ce-s1", {**scalars, "utilisation/seconds_per_epoch": [(1, 20.0), (3, 20.0)]}, seed=1)
+    text = report(str(tmp_path))
+    header = [line for line in text.split("Table 6")[1].splitlines() if line.startswith("|")][0]
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "Method", "sky↑", "road↑", "light↑", "mIoU head↑", "mIoU tail↑", "mIoU↑"]
+    assert table(text, "Table 6") == [["CE", "50.00 ± 0.00", "50.00 ± 0.00", "50.00 ± 0.00", "", "12.50 ± 0.00",
+                                       "40.00 ± 0.00"]]
+    # per-run means 12 and 20 s: mean 16, sample std 5.657
+    assert table(text, "Utilisation") == [["Synthetic", "UNet", "CE", "16 ± 5.7"]]
+
+
+def test_latex_marks_best_and_escapes(tmp_path: Path) -> None:
+    make_run(tmp_path, "ce", val(0.40))
+    make_run(tmp_path, "pat", val(0.50), "PATLoss", {"temperature": 20.0})
+    text = report(str(tmp_path), "latex")
+    assert r"PAT (T=20) & \textbf{50.00} & " in text
+    assert r"CE & 40.00 & \textbf{90.00} & \textbf{0.300} \\" in text  # ties are all marked
+    assert r"mIoU$\uparrow$" in text and r"Dice err$\downarrow$" in text and "mean $\\pm$ std" in text
+
+
+def test_split_test_reads_test_tags(tmp_path: Path) -> None:
+    make_run(tmp_path, "ce", {**val(0.40), "test/miou": [(9, 0.37)]})
+    assert table(report(str(tmp_path), split="test"), "Table 3")[0][:2] == ["CE", "37.00"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--logdir", "/nonexistent/logs"], "is not a directory"),
+    (["--logdir", "{tmp}"], "no runs"),
+    (["--logdir", "{tmp}", "--format", "html"], "invalid choice: 'html'"),
+])
+def test_bad_input_exits_with_the_reason(tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], message: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([a.format(tmp=tmp_path) for a in args])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def last_values(run_dir: Path, tag: str) -> float:
+    """The test's own reading of an event file: the value at the largest step."""
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return max(accumulator.Scalars(tag), key=lambda event: event.step).value
+
+
+@pytest.mark.slow
+def test_tiny_sweep_then_report_prints_the_logged_numbers(tmp_path: Path) -> None:
+    """2 losses x 2 seeds through `pat-seg sweep --mode run`, then `pat-seg report` (markdown and CSV)."""
+    tiny = {"trainer.max_epochs": 2, "trainer.limit_train_batches": 2, "trainer.enable_progress_bar": False,
+            "trainer.enable_model_summary": False, "data.init_args.num_train": 8, "data.init_args.num_val": 4,
+            "data.init_args.image_size": 32, "data.init_args.batch_size": 4, "model.model.init_args.base_channels": 4,
+            "model.model.init_args.depth": 2, "model.optimizer.init_args.lr": 0.05}
+    spec = {"name": "tiny", "save_dir": str(tmp_path / "logs"), "args": tiny,
+            "axes": {"loss": {"pat": {"configs": "configs/synthetic_pat.yaml"}, "ce": {"configs": "configs/synthetic_ce.yaml"}},
+                     "seed": {"s0": {"args": {"seed_everything": 0}}, "s1": {"args": {"seed_everything": 1}}}}}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    pat_seg = [sys.executable, "-m", "pat_seg"]
+    subprocess.run(pat_seg + ["sweep", str(tmp_path / "tiny.yaml"), "--mode", "run"], cwd=REPO, check=True,
+                   capture_output=True)
+    out = subprocess.run(pat_seg + ["report", "--logdir", str(tmp_path / "logs")], cwd=REPO, check=True,
+                         capture_output=True, text=True).stdout
+    rows = {row[0]: row for row in table(out, "Table 3")}
+    means = {}
+    for method, loss in (("CE", "ce"), ("PAT (T=20)", "pat")):
+        runs = [tmp_path / "logs" / "tiny" / f"{loss}-s{seed}" for seed in (0, 1)]
+        for column, (tag, scale, digits) in enumerate(
+                [("val/miou", 100, 2), ("val/pixel_accuracy", 100, 2), ("val/dice_error", 1, 3)], 1):
+            expected = cell([last_values(run, tag) for run in runs], scale, digits)
+            assert rows[method][column].strip("*") == expected, (method, tag)
+        means[method] = [last_values(run, "val/pixel_accuracy") for run in runs]
+    assert means["CE"] != means["PAT (T=20)"]  # the runs differ, so a mix-up of runs would be caught
