@@ -11,6 +11,11 @@ import importlib.util
 import os
 from functools import lru_cache
 
+import torch
+
+# Logit dtypes the fused kernels take (their math is float32; float64 stays on the eager path).
+FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
 
 @lru_cache(maxsize=1)
 def triton_available() -> bool:
@@ -23,4 +28,4 @@ def triton_interpreter_requested() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
 
 
-__all__ = ["triton_available", "triton_interpreter_requested"]
+__all__ = ["FUSED_DTYPES", "triton_available", "triton_interpreter_requested"]

@@ -32,19 +32,16 @@ Import this module only after deciding whether Triton runs on the GPU or through
 
 from __future__ import annotations
 
-import math
-
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from pat_seg.kernels import FUSED_DTYPES
 from pat_seg.losses._pixel import check_logits_target, float32_math, per_image_class_counts, valid_mask_and_index
 
-SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_CLASSES = 256
-CLASS_REDUCTIONS = ("sum", "mean")
 
 
 @triton.jit
@@ -157,7 +154,7 @@ def _is_interpreted() -> bool:
 
 
 def _check_device(logits: Tensor) -> None:
-    if logits.dtype not in SUPPORTED_DTYPES:
+    if logits.dtype not in FUSED_DTYPES:
         raise ValueError(
             f"the fused Triton loss takes float32, bfloat16 or float16 logits; got {logits.dtype} "
             f"(use implementation='eager' for it)"
@@ -254,16 +251,11 @@ def fused_pat_loss(
 ) -> Tensor:
     """PAT loss (Eq. 4-5) of ``logits [B, L, H, W]`` and ``target [B, H, W]`` by the fused kernel.
 
-    Same value and gradient as :class:`pat_seg.losses.PATLoss` with the same options (see the module
-    docstring for the gradient through ``beta``); the result is a float32 scalar and the gradient has
-    the logits' dtype and layout. Bad input raises ``ValueError`` before any kernel runs.
+    The kernel behind ``PATLoss(implementation="triton")``, which validates the options; call it
+    through :class:`pat_seg.losses.PATLoss`. Same value and gradient as the eager PATLoss (see the
+    module docstring for the gradient through ``beta``); the result is a float32 scalar and the
+    gradient has the logits' dtype and layout. Bad input raises ``ValueError`` before any kernel runs.
     """
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
-    if not math.isfinite(epsilon):
-        raise ValueError(f"epsilon must be a finite number; got {epsilon!r}")
-    if class_reduction not in CLASS_REDUCTIONS:
-        raise ValueError(f"class_reduction must be one of {CLASS_REDUCTIONS}; got {class_reduction!r}")
     check_logits_target(logits, target, ignore_index)
     _check_device(logits)
     batch, num_classes = logits.shape[:2]
@@ -293,4 +285,4 @@ def fused_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = 255)
     return _FusedPixelLoss.apply(logits, _flat_target(target), pixel_weight, options)
 
 
-__all__ = ["MAX_CLASSES", "SUPPORTED_DTYPES", "fused_cross_entropy", "fused_pat_loss"]
+__all__ = ["MAX_CLASSES", "fused_cross_entropy", "fused_pat_loss"]
