@@ -1,1 +1,5 @@
 """Lightning callbacks of pat-seg (one module per job)."""
+
+from pat_seg.callbacks.utilisation import UtilisationMonitor
+
+__all__ = ["UtilisationMonitor"]
