@@ -9,7 +9,8 @@ Tags (one value per training epoch, at the epoch's last global step):
 - ``utilisation/peak_rss_mib``: the process's peak resident set size so far (``getrusage``; the
   kernel keeps no per-epoch peak), where the platform reports it.
 - ``utilisation/gpu_percent``: mean GPU utilisation reported by the driver (``torch.cuda.utilization``,
-  which needs the optional ``nvidia-ml-py`` package); not logged where unavailable.
+  which needs the optional ``nvidia-ml-py`` package: ``pip install "pat-seg[gpu]"``); not logged
+  where unavailable.
 
 Lightning's ``ThroughputMonitor`` logs per step and calls ``torch.cuda.synchronize()`` after every
 batch, which costs the CPU/GPU overlap it is meant to measure, and ``DeviceStatsMonitor`` logs dozens
