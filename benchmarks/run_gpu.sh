@@ -5,7 +5,7 @@
 #
 # 1. the compiled Triton kernel against the eager PATLoss on CUDA (pytest -m gpu), values and gradients;
 # 2. loss forward+backward, fused PAT vs F.cross_entropy (and eager PAT, fused CE), median time and peak
-#    extra memory, at 8x20x512x1024 and 8x150x512x512, float32 and bfloat16;
+#    extra memory, at 8x20x512x1024 and 8x150x512x512, float32 and bfloat16 (and channels-last logits);
 # 3. a whole training step on the GPU: Lightning fit vs a plain PyTorch loop, PAT vs CE.
 # The markdown written to OUTPUT.md is ready to paste into docs/benchmarks.md. PYTHON picks the
 # interpreter (default: python); the repository root goes first on PYTHONPATH.
@@ -40,6 +40,8 @@ echo >> "$OUT"
 echo "[2/3] loss forward+backward"
 "$PYTHON" benchmarks/train_step.py --device cuda --markdown "$OUT" loss \
     --shape 8 20 512 1024 --shape 8 150 512 512 --dtype float32 --dtype bfloat16 --repeats 20
+"$PYTHON" benchmarks/train_step.py --device cuda --markdown "$OUT" loss --channels-last \
+    --shape 8 20 512 1024 --dtype float32 --dtype bfloat16 --repeats 20
 
 echo "[3/3] training step"
 "$PYTHON" benchmarks/train_step.py --device cuda --markdown "$OUT" step \

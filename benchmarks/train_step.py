@@ -263,7 +263,10 @@ def run_loss(args: argparse.Namespace) -> str:
         for dtype_name in args.dtype:
             dtype = getattr(torch, dtype_name)
             generator = torch.Generator(device=device).manual_seed(0)
-            logits = torch.randn(shape, device=device, dtype=dtype, generator=generator).requires_grad_(True)
+            logits = torch.randn(shape, device=device, dtype=dtype, generator=generator)
+            if args.channels_last:  # what SegmentationModule(channels_last=True) networks return
+                logits = logits.contiguous(memory_format=torch.channels_last)
+            logits.requires_grad_(True)
             target = torch.randint(0, shape[1], (shape[0], *shape[2:]), device=device, generator=generator)
             target[:, : shape[2] // 16] = 255  # a band of ignored pixels, as in real label maps
             logits_mib = logits.numel() * logits.element_size() / MIB
@@ -272,7 +275,8 @@ def run_loss(args: argparse.Namespace) -> str:
                 ms, peak = time_forward_backward(fn, logits, target, args.repeats)
                 reference = ms if reference is None else reference
                 memory = ("--", "--") if peak is None else (f"{peak:.0f}", f"{peak / logits_mib:.2f}")
-                lines.append(f"| {'x'.join(map(str, shape))} | {dtype_name} | {name} | {ms:.3f} | {ms / reference:.2f} | {memory[0]} | {memory[1]} |")
+                layout = " channels-last" if args.channels_last else ""
+                lines.append(f"| {'x'.join(map(str, shape))}{layout} | {dtype_name} | {name} | {ms:.3f} | {ms / reference:.2f} | {memory[0]} | {memory[1]} |")
             del logits, target
     return "\n".join(lines)
 
@@ -301,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     loss.add_argument("--shape", type=int, nargs=4, action="append", metavar=("B", "L", "H", "W"))
     loss.add_argument("--dtype", action="append", choices=["float32", "bfloat16", "float16"])
     loss.add_argument("--repeats", type=int, default=20)
+    loss.add_argument("--channels-last", action="store_true", help="logits in channels-last memory format")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -8,20 +8,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard_utils import read_scalars
 
 from pat_seg.callbacks import UtilisationMonitor
 from pat_seg.callbacks import utilisation
 from pat_seg.cli import cli_main
 
 TAGS = ("utilisation/epoch_seconds", "utilisation/samples_per_second", "utilisation/peak_rss_mib")
-
-
-def read_scalars(root: Path) -> dict[str, list[float]]:
-    (event_file,) = root.rglob("events.out.tfevents.*")
-    accumulator = EventAccumulator(str(event_file))
-    accumulator.Reload()
-    return {tag: [event.value for event in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
 
 
 def vm_hwm_mib() -> float:
