@@ -2,5 +2,13 @@
 
 from pat_seg.callbacks.fault_tolerance import NonFiniteLossError, NonFiniteLossGuard, PreemptionCheckpoint, StepCheckpoint
 from pat_seg.callbacks.predictions import PredictionImages
+from pat_seg.callbacks.utilisation import UtilisationMonitor
 
-__all__ = ["NonFiniteLossError", "NonFiniteLossGuard", "PredictionImages", "PreemptionCheckpoint", "StepCheckpoint"]
+__all__ = [
+    "NonFiniteLossError",
+    "NonFiniteLossGuard",
+    "PredictionImages",
+    "PreemptionCheckpoint",
+    "StepCheckpoint",
+    "UtilisationMonitor",
+]

@@ -7,10 +7,12 @@ import math
 import torch
 from torch import Tensor
 
+from pat_seg.kernels import FUSED_DTYPES, triton_available
 from pat_seg.losses._pixel import per_image_class_counts, true_class_log_prob, valid_mask_and_index
 from pat_seg.losses.base import PixelLoss
 
 CLASS_REDUCTIONS = ("sum", "mean")
+IMPLEMENTATIONS = ("auto", "eager", "triton")
 
 
 class PATLoss(PixelLoss):
@@ -37,6 +39,11 @@ class PATLoss(PixelLoss):
         detach_weight: treat ``beta`` as a constant in the backward pass (the paper does not).
         class_reduction: ``"sum"`` over the classes of an image (Eq. 4) or ``"mean"`` (divide each
             image's sum by its number of present classes).
+        implementation: ``"auto"`` (default) runs the fused Triton kernel of
+            :mod:`pat_seg.kernels.pat_triton` for CUDA float32/bfloat16/float16 logits when Triton is
+            installed, and the eager PyTorch code otherwise; ``"eager"`` always runs PyTorch;
+            ``"triton"`` always runs the kernel and raises ``ValueError`` where it cannot. Both give the
+            same value and gradient.
 
     Cost: one ``log_softmax``, one ``gather`` and one ``bincount`` -- O(B*L*H*W) like cross-entropy,
     and no one-hot target tensor.
@@ -49,6 +56,7 @@ class PATLoss(PixelLoss):
         ignore_index: int = 255,
         detach_weight: bool = False,
         class_reduction: str = "sum",
+        implementation: str = "auto",
     ) -> None:
         super().__init__(ignore_index=ignore_index)
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
@@ -57,10 +65,37 @@ class PATLoss(PixelLoss):
             raise ValueError(f"epsilon must be a finite number; got {epsilon!r}")
         if class_reduction not in CLASS_REDUCTIONS:
             raise ValueError(f"class_reduction must be one of {CLASS_REDUCTIONS}; got {class_reduction!r}")
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}; got {implementation!r}")
+        if implementation == "triton" and not triton_available():
+            raise ValueError("implementation='triton' needs the triton package, which is not installed")
+        self.implementation = implementation
         self.temperature = float(temperature)
         self.epsilon = float(epsilon)
         self.detach_weight = bool(detach_weight)
         self.class_reduction = class_reduction
+
+    def _use_triton(self, logits: Tensor) -> bool:
+        if self.implementation == "auto":
+            return logits.is_cuda and logits.dtype in FUSED_DTYPES and triton_available()
+        return self.implementation == "triton"
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        if not self._use_triton(logits):
+            return super().forward(logits, target)
+        # Imported here: Triton decides at import whether to compile for the GPU or interpret on the CPU.
+        from pat_seg.kernels.pat_triton import fused_pat_loss
+
+        # fused_pat_loss runs PixelLoss's input check (check_logits_target) before its kernel.
+        return fused_pat_loss(
+            logits,
+            target,
+            temperature=self.temperature,
+            epsilon=self.epsilon,
+            ignore_index=self.ignore_index,
+            detach_weight=self.detach_weight,
+            class_reduction=self.class_reduction,
+        )
 
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
         batch, num_classes = logits.shape[:2]
@@ -84,5 +119,6 @@ class PATLoss(PixelLoss):
     def extra_repr(self) -> str:
         return (
             f"temperature={self.temperature}, epsilon={self.epsilon}, ignore_index={self.ignore_index}, "
-            f"detach_weight={self.detach_weight}, class_reduction={self.class_reduction!r}"
+            f"detach_weight={self.detach_weight}, class_reduction={self.class_reduction!r}, "
+            f"implementation={self.implementation!r}"
         )
