@@ -101,7 +101,7 @@ def test_bad_sweep_files_are_refused_with_the_reason(tmp_path: Path, spec: dict,
 
 
 def test_run_refuses_before_training_when_a_config_is_missing(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.chdir(REPO)
+    monkeypatch.chdir(tmp_path)  # an empty folder: no config of the grid exists there
     sweep = load_sweep(write(tmp_path / "g.yaml", GRID))
     with pytest.raises(ValueError, match=r"do not exist: \['base.yaml', 'configs/cityscapes_ce.yaml'"):
         run_all(sweep, [])
