@@ -109,3 +109,28 @@ def per_image_class_counts(index: Tensor, valid: Tensor, num_classes: int) -> Te
     flat = torch.where(valid, index + image_offset, torch.full_like(index, batch * num_classes))
     counts = torch.bincount(flat.reshape(-1), minlength=batch * num_classes + 1)
     return counts[: batch * num_classes].view(batch, num_classes)
+
+
+def lookup_class(per_class: Tensor, index: Tensor, like: Tensor) -> Tensor:
+    """``per_class[index]`` as a ``[B, H, W]`` tensor in the dtype/device of ``like``.
+
+    Per-class constants (weights, margins) reach each pixel through its label, never through a
+    ``[B, L, H, W]`` one-hot product.
+    """
+    return per_class.to(device=like.device, dtype=like.dtype)[index]
+
+
+def cross_entropy_over_valid(
+    logits: Tensor, target: Tensor, ignore_index: int, class_weight: Tensor | None = None
+) -> Tensor:
+    """``sum_j w_{t_j} * (-log p_t(j))`` divided by the number of valid pixels (0 if there is none).
+
+    With ``class_weight=None`` this is ``F.cross_entropy`` with mean reduction. With weights it is
+    NOT ``F.cross_entropy(weight=...)``'s mean, which divides by the sum of the weights: the
+    re-weighted losses of SPEC section 2 average over valid pixels, so the weights change the scale
+    of each class's contribution, not just their relative shares.
+    """
+    weight = None if class_weight is None else class_weight.to(device=logits.device, dtype=logits.dtype)
+    total = torch.nn.functional.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, reduction="sum")
+    num_valid = (target != ignore_index).sum().clamp_min(1)
+    return total / num_valid.to(total.dtype)

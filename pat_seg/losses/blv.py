@@ -1,0 +1,57 @@
+"""Balanced Logit Variation (Wang et al., "Balancing Logit Variation for Long-tailed Semantic
+Segmentation", CVPR 2023; SPEC section 2)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from pat_seg.losses._pixel import cross_entropy_over_valid
+from pat_seg.losses.class_counts import ClassCountLoss
+
+
+class BLVLoss(ClassCountLoss):
+    r"""BLV: cross-entropy on :math:`z_c + |e| \, f_c / \max_k f_k` in training.
+
+    ``e ~ N(0, sigma)`` is drawn per element of the logits and clamped to ``[-1, 1]``;
+    :math:`f_c = \log \sum_k n_k - \log n_c` makes the variation grow towards the tail classes, so
+    their decision regions are enlarged during training (Wang et al. 2023, Eq. 5-6). The variation is
+    training-only: in ``eval()`` the loss is plain cross-entropy on the raw logits.
+
+    Args:
+        class_counts: per-class pixel counts of the training split.
+        sigma: standard deviation of ``e`` (the paper's table: 0.5); 0 gives cross-entropy.
+        ignore_index: label of pixels that take no part.
+    """
+
+    variation_scale: Tensor
+
+    def __init__(self, class_counts: list[float] | None = None, sigma: float = 0.5, ignore_index: int = 255) -> None:
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
+            raise ValueError(f"sigma must be a finite number >= 0; got {sigma!r}")
+        self.sigma = float(sigma)
+        super().__init__(class_counts=class_counts, ignore_index=ignore_index)
+
+    def derive_from_counts(self, counts: Tensor) -> None:
+        frequency_term = counts.sum().log() - counts.log()
+        self.set_class_buffer("variation_scale", frequency_term / frequency_term.max())
+
+    def adjust_logits(self, logits: Tensor) -> Tensor:
+        """Training logits ``z_c + min(|e|, 1) * f_c / max f`` with fresh ``e ~ N(0, sigma)`` per element."""
+        if self.sigma == 0:
+            return logits
+        # |clamp(sigma * n, -1, 1)| == sigma * min(|n|, 1 / sigma) for n ~ N(0, 1); written this way the
+        # noise takes two in-place passes and the scaled add one fused addcmul.
+        noise = torch.randn_like(logits).abs_().clamp_max_(1.0 / self.sigma)
+        scale = (self.variation_scale * self.sigma).to(device=logits.device, dtype=logits.dtype).view(1, -1, 1, 1)
+        return torch.addcmul(logits, noise, scale)
+
+    def compute(self, logits: Tensor, target: Tensor) -> Tensor:
+        if self.training:
+            logits = self.adjust_logits(logits)
+        return cross_entropy_over_valid(logits, target, self.ignore_index)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}, ignore_index={self.ignore_index}"
