@@ -10,10 +10,11 @@ things every loss needs, once: validate the input before any kernel could assert
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 
 def check_logits_target(logits: Tensor, target: Tensor, ignore_index: int) -> None:
@@ -111,6 +112,42 @@ def per_image_class_counts(index: Tensor, valid: Tensor, num_classes: int) -> Te
     return counts[: batch * num_classes].view(batch, num_classes)
 
 
+class _TargetLogSoftmax(torch.autograd.Function):
+    """``log_softmax(z, dim=1)`` at the target class of each pixel, with the analytic gradient.
+
+    ``d log p_t / d z_c = 1[c = t] - p_c``, so the backward pass is ``-g * exp(log p)`` plus ``g`` added
+    at the target by a ``[B, H, W]`` scatter: two passes over the logits' size, where autograd through
+    ``log_softmax`` and ``gather`` takes four (a zero fill, the scatter, and the two-read
+    ``log_softmax`` backward). Saved for backward: ``log p`` and the index, as ``F.cross_entropy``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: Tensor, index: Tensor) -> Tensor:
+        log_p = torch.log_softmax(logits, dim=1)
+        ctx.save_for_backward(log_p, index)
+        return gather_class(log_p, index)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        log_p, index = ctx.saved_tensors
+        grad = grad.contiguous().unsqueeze(1)
+        grad_logits = torch.exp(log_p).mul_(-grad)
+        return grad_logits.scatter_add_(1, index.unsqueeze(1), grad), None
+
+
+def target_log_prob(logits: Tensor, target: Tensor, ignore_index: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Return ``(log_p_t, valid, index)`` for upcast logits, without keeping ``log p`` for the caller.
+
+    ``log_p_t`` is ``log_softmax(logits, dim=1)`` at the true class ``[B, H, W]`` (0 where ignored),
+    differentiable by :class:`_TargetLogSoftmax`; ``valid`` the non-ignored mask; ``index`` the target
+    with ignored pixels sent to class 0 (safe to gather with).
+    """
+    valid, index = valid_mask_and_index(target, ignore_index)
+    log_p_t = _TargetLogSoftmax.apply(upcast(logits), index).masked_fill(~valid, 0.0)
+    return log_p_t, valid, index
+
+
 def lookup_class(per_class: Tensor, index: Tensor, like: Tensor) -> Tensor:
     """``per_class[index]`` as a ``[B, H, W]`` tensor in the dtype/device of ``like``.
 
@@ -130,7 +167,8 @@ def cross_entropy_over_valid(
     re-weighted losses of SPEC section 2 average over valid pixels, so the weights change the scale
     of each class's contribution, not just their relative shares.
     """
-    weight = None if class_weight is None else class_weight.to(device=logits.device, dtype=logits.dtype)
-    total = torch.nn.functional.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, reduction="sum")
-    num_valid = (target != ignore_index).sum().clamp_min(1)
-    return total / num_valid.to(total.dtype)
+    log_p_t, valid, index = target_log_prob(logits, target, ignore_index)
+    per_pixel = -log_p_t
+    if class_weight is not None:
+        per_pixel = per_pixel * lookup_class(class_weight, index, per_pixel)
+    return mean_over_valid(per_pixel, valid)

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from pat_seg.losses._pixel import lookup_class, mean_over_valid, true_class_log_prob, valid_mask_and_index
+from pat_seg.losses._pixel import lookup_class, mean_over_valid, target_log_prob
 from pat_seg.losses.base import PixelLoss
 
 
@@ -26,13 +26,12 @@ def focal_over_valid(
     clamped to the smallest normal float so that the gradient of ``x^gamma`` at ``x = 0`` (a pixel
     with ``p_t = 1``, or an ignored pixel, whose ``log p_t`` is set to 0) is 0 and not ``0 * inf``.
     """
-    _, log_p_t, valid = true_class_log_prob(logits, target, ignore_index)
+    log_p_t, valid, index = target_log_prob(logits, target, ignore_index)
     per_pixel = -log_p_t
     if gamma != 0:
         one_minus_p_t = (-torch.expm1(log_p_t)).clamp_min(torch.finfo(log_p_t.dtype).tiny)
         per_pixel = per_pixel * one_minus_p_t.pow(gamma)
     if class_weight is not None:
-        _, index = valid_mask_and_index(target, ignore_index)
         per_pixel = per_pixel * lookup_class(class_weight, index, per_pixel)
     return mean_over_valid(per_pixel, valid)
 
