@@ -3,7 +3,7 @@
     python benchmarks/losses.py                          # 2x20x256x512 on CPU (the size)
     python benchmarks/losses.py --shape 8 20 512 1024 --device cuda
 
-Runs are interleaved (one of each loss per round) so that load from other processes on a shared
+Runs are interleaved (one of each loss per round, in a rotating order) so that load from other processes on a shared
 machine spreads over all losses alike; the table gives the median over rounds. Peak memory is what
 the forward+backward allocates beyond its inputs: ``torch.cuda.max_memory_allocated`` on CUDA, and on
 CPU the peak of live tensor storage seen by :class:`LiveTensorMemory`.
@@ -139,8 +139,11 @@ def main(argv: list[str] | None = None) -> None:
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     times: dict[str, list[float]] = {name: [] for name in table}
+    names = list(table)
     for round_ in range(args.warmup + args.rounds):
-        for name, loss in table.items():
+        # Each round starts at a different loss, so no loss always runs right after the same one.
+        for name in names[round_ % len(names):] + names[: round_ % len(names)]:
+            loss = table[name]
             synchronize()
             start = time.perf_counter()
             forward_backward(loss, logits, target)

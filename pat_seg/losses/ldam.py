@@ -7,7 +7,7 @@ import math
 
 from torch import Tensor
 
-from pat_seg.losses._pixel import cross_entropy_over_valid, lookup_class, valid_mask_and_index
+from pat_seg.losses._pixel import cross_entropy_over_valid
 from pat_seg.losses.class_balanced import class_balanced_weights
 from pat_seg.losses.class_counts import ClassCountLoss
 
@@ -16,8 +16,9 @@ class LDAMLoss(ClassCountLoss):
     r"""LDAM: cross-entropy on :math:`s\,(z - m_t \mathbb{1}_t)` with :math:`m_c = C / n_c^{1/4}` (Cao et al. Eq. 13).
 
     ``C`` is chosen so that the largest margin (the rarest class's) equals ``max_margin``. The margin
-    is subtracted from the true-class logit only, through a ``scatter`` at the gathered label, so no
-    one-hot tensor is built.
+    is subtracted from the true-class logit only, through a ``scatter`` at the label, and the scale is
+    folded into the analytic gradient of :func:`~pat_seg.losses._pixel.target_log_prob`, so no one-hot
+    tensor is built and the backward pass costs what cross-entropy's does.
 
     Deferred re-weighting (DRW, Cao et al. Sec. 3.3): from epoch ``drw_epoch`` on (the module calls
     :meth:`set_epoch` at every training epoch), each pixel's term is weighted by the class-balanced
@@ -64,18 +65,11 @@ class LDAMLoss(ClassCountLoss):
     def reweighting(self) -> bool:
         return self.drw_epoch is not None and self.epoch >= self.drw_epoch
 
-    def adjust_logits(self, logits: Tensor, target: Tensor) -> Tensor:
-        """Training logits ``s * (z - m_t * onehot_t)`` (the margin at the true class only)."""
-        _, index = valid_mask_and_index(target, self.ignore_index)
-        scaled = logits * self.scale  # a fresh tensor: the in-place scatter below touches no input
-        shift = lookup_class(self.margins, index, scaled).mul_(-self.scale)
-        return scaled.scatter_add_(1, index.unsqueeze(1), shift.unsqueeze(1))
-
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
         if not self.training:
-            return cross_entropy_over_valid(logits * self.scale, target, self.ignore_index)
+            return cross_entropy_over_valid(logits, target, self.ignore_index, scale=self.scale)
         weight = self.drw_weight if self.reweighting else None
-        return cross_entropy_over_valid(self.adjust_logits(logits, target), target, self.ignore_index, weight)
+        return cross_entropy_over_valid(logits, target, self.ignore_index, weight, self.scale, self.margins)
 
     def extra_repr(self) -> str:
         return (f"max_margin={self.max_margin}, scale={self.scale}, drw_epoch={self.drw_epoch}, "
