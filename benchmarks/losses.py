@@ -27,14 +27,15 @@ from torch.utils._pytree import tree_leaves
 class LiveTensorMemory(TorchDispatchMode):
     """Peak bytes of tensor storage created by ATen ops (and still alive) while the mode is active.
 
-    Every op output is counted once per storage until its last Python reference dies; inputs made
-    before the mode are not counted. ``outputs`` lists ``(op, dtype, numel)`` of every output, so a
+    Every op output's storage is counted from its creation until it is freed (a storage's Python
+    object lives as long as the storage itself, so tensors kept only by autograd are still counted);
+    inputs made before the mode are not counted. ``outputs`` lists ``(op, dtype, numel)`` of every output, so a
     test can look for a ``[B, L, H, W]`` integer (one-hot) tensor.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._live: dict[int, list[int]] = {}  # storage pointer -> [live tensor references, bytes]
+        self._live: dict[int, int] = {}  # storage pointer -> bytes
         self.current = 0
         self.peak = 0
         self.outputs: list[tuple[str, torch.dtype, int]] = []
@@ -52,21 +53,15 @@ class LiveTensorMemory(TorchDispatchMode):
         key, size = storage.data_ptr(), storage.nbytes()
         if size == 0:
             return
-        if key not in self._live:
-            self._live[key] = [0, size]
-            self.current += size
-            self.peak = max(self.peak, self.current)
-        self._live[key][0] += 1
-        weakref.finalize(tensor, self._release, key)
+        if key in self._live:  # a view of a storage already counted
+            return
+        self._live[key] = size
+        self.current += size
+        self.peak = max(self.peak, self.current)
+        weakref.finalize(storage, self._release, key)
 
     def _release(self, key: int) -> None:
-        entry = self._live.get(key)
-        if entry is None:
-            return
-        entry[0] -= 1
-        if entry[0] == 0:
-            self.current -= entry[1]
-            del self._live[key]
+        self.current -= self._live.pop(key, 0)
 
 
 def long_tailed_target(shape: tuple[int, int, int, int], device: torch.device, ignore_fraction: float = 0.05,

@@ -249,25 +249,42 @@ def test_bfloat16_autocast_gives_float32_close_to_float32(name):
     torch.testing.assert_close(half_input, loss(logits.bfloat16().float(), target), rtol=1e-3, atol=0)
 
 
+def one_hot_focal(logits, target):
+    """A focal loss the way the authors wrote it (one-hot target): what the memory test must catch."""
+    onehot = F.one_hot(target.clamp_max(logits.shape[1] - 1), logits.shape[1]).permute(0, 3, 1, 2)
+    log_p_t = (onehot * F.log_softmax(logits, 1)).sum(1)
+    return (-(1 - log_p_t.exp()) ** 2 * log_p_t)[target != IGNORE].mean()
+
+
+def track_forward_backward(loss, num_classes=8):
+    logits, target = make_batch(shape=(2, num_classes, 64, 96), dtype=torch.float32, seed=9)
+    logits.requires_grad_()
+    with _load_benchmark_module().LiveTensorMemory() as tracker:
+        loss(logits, target).backward()
+    big_integer = [(op, dtype) for op, dtype, numel in tracker.outputs
+                   if numel >= logits.numel() and not (dtype.is_floating_point or dtype.is_complex)]
+    return tracker, big_integer, logits, target
+
+
+def test_memory_check_catches_a_one_hot_loss():
+    tracker, big_integer, logits, target = track_forward_backward(one_hot_focal)
+    assert big_integer  # the int64 one-hot
+    assert tracker.peak > 3 * logits.nbytes + 24 * target.numel()
+
+
 @pytest.mark.parametrize("name", list(ALL_LOSSES))
 def test_no_one_hot_and_memory_bounded_by_logits(name):
-    tracker_type = _load_benchmark_module().LiveTensorMemory
-    logits, target = make_batch(shape=(2, 8, 64, 96), dtype=torch.float32, seed=9)
-    counts = torch.bincount(target[target != IGNORE], minlength=8).double().tolist()
+    counts = torch.bincount(make_batch(shape=(2, 8, 64, 96), seed=9)[1].flatten(), minlength=256)[:8].double().tolist()
     loss = {"ce": CrossEntropyLoss(), "pat": PATLoss(), "focal": FocalLoss(), "cb": ClassBalancedLoss(counts),
             "cbfocal": ClassBalancedFocalLoss(counts), "bms": BalancedSoftmaxLoss(counts),
             "ldam": LDAMLoss(counts, drw_epoch=0), "blv": BLVLoss(counts)}[name].train()
-    logits.requires_grad_()
-    with tracker_type() as tracker:
-        loss(logits, target).backward()
-    full = logits.numel()
-    big_integer = [(op, dtype) for op, dtype, numel in tracker.outputs
-                   if numel >= full and not (dtype.is_floating_point or dtype.is_complex)]
+    tracker, big_integer, logits, target = track_forward_backward(loss)
     assert big_integer == [], f"{name} built [B, L, H, W] integer/bool tensors: {big_integer}"
-    # log p and the gradient are 2 logits-sized buffers; a logit adjustment adds at most one more.
-    # A one-hot (even float) on top of that would exceed the bound.
+    # log p and the gradient are 2 logits-sized buffers (F.cross_entropy holds 3: log p, a zero-filled
+    # nll gradient and the log_softmax gradient); a logit adjustment adds at most one more, plus a few
+    # per-pixel [B, H, W] tensors (24 bytes a pixel). Any one-hot (even float) on top would exceed this.
     adjusted = name in ("bms", "ldam", "blv")
-    bound = (3 if adjusted else 2) * logits.nbytes + 64 * target.numel()
+    bound = (3 if adjusted or name == "ce" else 2) * logits.nbytes + 24 * target.numel()
     assert tracker.peak <= bound, f"{name}: peak {tracker.peak} bytes > bound {bound} (logits {logits.nbytes})"
 
 
