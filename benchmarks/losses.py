@@ -29,8 +29,8 @@ class LiveTensorMemory(TorchDispatchMode):
 
     Every op output's storage is counted from its creation until it is freed (a storage's Python
     object lives as long as the storage itself, so tensors kept only by autograd are still counted);
-    inputs made before the mode are not counted. ``outputs`` lists ``(op, dtype, numel)`` of every output, so a
-    test can look for a ``[B, L, H, W]`` integer (one-hot) tensor.
+    inputs made before the mode are not counted. ``allocations`` lists ``(op, dtype, numel)`` of every
+    new storage (views are not allocations), so a test can look for a ``[B, L, H, W]`` integer tensor.
     """
 
     def __init__(self) -> None:
@@ -38,7 +38,7 @@ class LiveTensorMemory(TorchDispatchMode):
         self._live: dict[int, int] = {}  # storage pointer -> bytes
         self.current = 0
         self.peak = 0
-        self.outputs: list[tuple[str, torch.dtype, int]] = []
+        self.allocations: list[tuple[str, torch.dtype, int]] = []
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         out = func(*args, **(kwargs or {}))
@@ -48,13 +48,11 @@ class LiveTensorMemory(TorchDispatchMode):
         return out
 
     def _track(self, op: str, tensor: Tensor) -> None:
-        self.outputs.append((op, tensor.dtype, tensor.numel()))
         storage = tensor.untyped_storage()
         key, size = storage.data_ptr(), storage.nbytes()
-        if size == 0:
+        if size == 0 or key in self._live:  # empty, or a view of a storage already counted
             return
-        if key in self._live:  # a view of a storage already counted
-            return
+        self.allocations.append((op, tensor.dtype, size // tensor.element_size()))
         self._live[key] = size
         self.current += size
         self.peak = max(self.peak, self.current)

@@ -99,8 +99,14 @@ def ref_blv_logits(z, noise, sigma):
 
 
 def blv_noise_for(z, seed):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(z.shape, generator=g, dtype=z.dtype)
+    """The standard normals BLV draws after ``manual_seed(seed)``: 16 random bits per element, each
+    mapped to the mid-point of its 1/65536 probability bin (sign irrelevant: BLV uses ``|e|``)."""
+    torch.manual_seed(seed)
+    words = torch.empty((z.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+    bits = words.view(torch.uint16)[: z.numel()].to(torch.float64)
+    uniform = (bits + 0.5) / 65536
+    normal = math.sqrt(2) * torch.erfinv(uniform)  # |N(0, 1)| at probability level `uniform`
+    return normal.view(z.shape)
 
 
 def seeded(loss, seed=1234):
@@ -152,7 +158,8 @@ def test_gradcheck(name, make_loss, reference):
 def test_blv_value_and_gradient_against_formula_with_the_same_noise():
     logits, target = make_batch(seed=2)
     loss = BLVLoss(COUNTS, sigma=0.7).train()
-    expected = ref_ce(ref_blv_logits(logits, blv_noise_for(logits, 1234), 0.7), target)
+    with torch.random.fork_rng():
+        expected = ref_ce(ref_blv_logits(logits, blv_noise_for(logits, 1234), 0.7), target)
     torch.testing.assert_close(seeded(loss)(logits, target), expected, rtol=1e-10, atol=1e-10)
     small, small_target = make_batch(shape=(1, NUM_CLASSES, 3, 3), seed=3)
     assert torch.autograd.gradcheck(lambda z: seeded(loss)(z, small_target), (small.requires_grad_(),))
@@ -169,7 +176,7 @@ def test_blv_noise_mean_shift_per_class(sigma):
     loss = BLVLoss(COUNTS, sigma=sigma).train()
     zeros = torch.zeros(4, NUM_CLASSES, 128, 128)
     torch.manual_seed(5)
-    shift = loss.adjust_logits(zeros)
+    shift = loss.logit_variation(zeros)
     # E[min(|X|, 1)] for X ~ N(0, sigma): the truncated half-normal mean plus P(|X| >= 1).
     mean_abs = sigma * math.sqrt(2 / math.pi) * (1 - math.exp(-1 / (2 * sigma**2))) + math.erfc(1 / (sigma * math.sqrt(2)))
     counts = torch.tensor(ref_counts(), dtype=torch.float64)
@@ -179,6 +186,11 @@ def test_blv_noise_mean_shift_per_class(sigma):
     torch.testing.assert_close(measured, expected, rtol=0, atol=4e-3)  # ~6 standard errors of 65k draws
     assert float(shift.min()) >= 0 and float(shift.amax(dim=(0, 2, 3)).max()) <= 1.0 + 1e-6
     assert float(shift[:, 0].max()) < float(shift[:, NUM_CLASSES - 1].max())  # head varies less than tail
+    # The distribution, not just the mean: P(min(|X|, 1) <= x) = erf(x / (sigma sqrt 2)) for x < 1.
+    tail = shift[:, NUM_CLASSES - 1].double().flatten()  # f_c / max f = 1 for the rarest class
+    for x in (0.05, 0.2, 0.5, 0.9):
+        expected_cdf = math.erf(x / (sigma * math.sqrt(2)))
+        assert abs(float((tail <= x).double().mean()) - expected_cdf) < 0.01, x
 
 
 def test_class_balanced_default_beta_is_not_uniform_where_0_9999_is():
@@ -261,7 +273,7 @@ def track_forward_backward(loss, num_classes=8):
     logits.requires_grad_()
     with _load_benchmark_module().LiveTensorMemory() as tracker:
         loss(logits, target).backward()
-    big_integer = [(op, dtype) for op, dtype, numel in tracker.outputs
+    big_integer = [(op, dtype) for op, dtype, numel in tracker.allocations
                    if numel >= logits.numel() and not (dtype.is_floating_point or dtype.is_complex)]
     return tracker, big_integer, logits, target
 

@@ -113,22 +113,22 @@ def per_image_class_counts(index: Tensor, valid: Tensor, num_classes: int) -> Te
 
 
 class _TargetLogSoftmax(torch.autograd.Function):
-    """``log_softmax(s * z + shift_t * onehot_t, dim=1)`` at the target class, with the analytic gradient.
+    """``log_softmax(s * z + offset, dim=1)`` at the target class, with the analytic gradient.
 
     ``d log p_t / d z_c = s * (1[c = t] - p_c)``, so the backward pass is ``-s * g * exp(log p)`` plus
     ``s * g`` added at the target by a ``[B, H, W]`` scatter: two passes over the logits' size, where
     autograd through ``log_softmax`` and ``gather`` takes four (a zero fill, the scatter, and the
-    two-read ``log_softmax`` backward) and one more for the scale. ``shift`` (LDAM's ``-s * m_t``) is
-    added at the target by a scatter too, so no one-hot is ever formed. Saved for backward: ``log p``
-    and the index, as ``F.cross_entropy`` saves.
+    two-read ``log_softmax`` backward) and one more for the scale. ``offset`` is a constant:
+    per class (BMS's ``log n_c``, shape ``[1, L, 1, 1]``) or per element (BLV's noise, full shape, which
+    is then overwritten and used as the work buffer instead of allocating another). Saved for
+    backward: ``log p`` and the index, as ``F.cross_entropy`` saves.
     """
 
     @staticmethod
-    def forward(ctx: Any, logits: Tensor, index: Tensor, scale: float, target_shift: Tensor | None) -> Tensor:
+    def forward(ctx: Any, logits: Tensor, index: Tensor, scale: float, offset: Tensor | None) -> Tensor:
         adjusted = logits * scale if scale != 1.0 else logits
-        if target_shift is not None:
-            adjusted = adjusted.clone() if adjusted is logits else adjusted  # never write into the input
-            adjusted.scatter_add_(1, index.unsqueeze(1), target_shift.unsqueeze(1))
+        if offset is not None:
+            adjusted = offset.add_(adjusted) if offset.shape == logits.shape else adjusted + offset
         log_p = torch.log_softmax(adjusted, dim=1)
         ctx.save_for_backward(log_p, index)
         ctx.scale = scale
@@ -144,19 +144,23 @@ class _TargetLogSoftmax(torch.autograd.Function):
 
 
 def target_log_prob(
-    logits: Tensor, target: Tensor, ignore_index: int, scale: float = 1.0, class_margin: Tensor | None = None
+    logits: Tensor,
+    target: Tensor,
+    ignore_index: int,
+    scale: float = 1.0,
+    logit_offset: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Return ``(log_p_t, valid, index)`` for upcast logits, without keeping ``log p`` for the caller.
 
-    ``log_p_t`` is ``log_softmax(scale * (logits - class_margin_t * onehot_t), dim=1)`` at the true class
-    ``[B, H, W]`` (0 where ignored), differentiable by :class:`_TargetLogSoftmax`; with the defaults it
-    is plain ``log p_t``. ``valid`` is the non-ignored mask; ``index`` the target with ignored pixels
-    sent to class 0 (safe to gather with).
+    ``log_p_t`` is ``log_softmax(scale * logits + logit_offset, dim=1)`` at the true class ``[B, H, W]`` (0 where ignored), differentiable by :class:`_TargetLogSoftmax`;
+    with the defaults it is plain ``log p_t``. A full-size ``logit_offset`` is overwritten (pass a
+    temporary). ``valid`` is the non-ignored mask; ``index`` the target with ignored pixels sent to
+    class 0 (safe to gather with).
     """
     valid, index = valid_mask_and_index(target, ignore_index)
     logits = upcast(logits)
-    shift = None if class_margin is None else lookup_class(class_margin, index, logits).mul_(-scale)
-    log_p_t = _TargetLogSoftmax.apply(logits, index, float(scale), shift).masked_fill(~valid, 0.0)
+    offset = None if logit_offset is None else logit_offset.to(device=logits.device, dtype=logits.dtype)
+    log_p_t = _TargetLogSoftmax.apply(logits, index, float(scale), offset).masked_fill(~valid, 0.0)
     return log_p_t, valid, index
 
 
@@ -175,19 +179,18 @@ def cross_entropy_over_valid(
     target: Tensor,
     ignore_index: int,
     class_weight: Tensor | None = None,
-    scale: float = 1.0,
-    class_margin: Tensor | None = None,
+    logit_offset: Tensor | None = None,
 ) -> Tensor:
     """``sum_j w_{t_j} * (-log p_t(j))`` divided by the number of valid pixels (0 if there is none).
 
-    ``p`` is the softmax of ``scale * (logits - class_margin_t * onehot_t)`` (see :func:`target_log_prob`).
+    ``p`` is the softmax of ``logits + logit_offset`` (see :func:`target_log_prob`).
 
     With ``class_weight=None`` this is ``F.cross_entropy`` with mean reduction. With weights it is
     NOT ``F.cross_entropy(weight=...)``'s mean, which divides by the sum of the weights: the
     re-weighted losses of SPEC section 2 average over valid pixels, so the weights change the scale
     of each class's contribution, not just their relative shares.
     """
-    log_p_t, valid, index = target_log_prob(logits, target, ignore_index, scale, class_margin)
+    log_p_t, valid, index = target_log_prob(logits, target, ignore_index, logit_offset=logit_offset)
     per_pixel = -log_p_t
     if class_weight is not None:
         per_pixel = per_pixel * lookup_class(class_weight, index, per_pixel)

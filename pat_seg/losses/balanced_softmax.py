@@ -33,11 +33,6 @@ class BalancedSoftmaxLoss(ClassCountLoss):
     def derive_from_counts(self, counts: Tensor) -> None:
         self.set_class_buffer("log_prior", counts.log())
 
-    def adjust_logits(self, logits: Tensor) -> Tensor:
-        """Training logits ``z_c + log n_c``."""
-        return logits + self.log_prior.to(device=logits.device, dtype=logits.dtype).view(1, -1, 1, 1)
-
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
-        if self.training:
-            logits = self.adjust_logits(logits)
-        return cross_entropy_over_valid(logits, target, self.ignore_index)
+        offset = self.log_prior.view(1, -1, 1, 1) if self.training else None
+        return cross_entropy_over_valid(logits, target, self.ignore_index, logit_offset=offset)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
-from pat_seg.losses._pixel import cross_entropy_over_valid
+from pat_seg.losses._pixel import lookup_class, mean_over_valid, target_log_prob
 from pat_seg.losses.class_balanced import class_balanced_weights
 from pat_seg.losses.class_counts import ClassCountLoss
 
@@ -16,9 +17,16 @@ class LDAMLoss(ClassCountLoss):
     r"""LDAM: cross-entropy on :math:`s\,(z - m_t \mathbb{1}_t)` with :math:`m_c = C / n_c^{1/4}` (Cao et al. Eq. 13).
 
     ``C`` is chosen so that the largest margin (the rarest class's) equals ``max_margin``. The margin
-    is subtracted from the true-class logit only, through a ``scatter`` at the label, and the scale is
-    folded into the analytic gradient of :func:`~pat_seg.losses._pixel.target_log_prob`, so no one-hot
-    tensor is built and the backward pass costs what cross-entropy's does.
+    changes the true-class logit only, so the margin loss is a function of ``x = log p_t`` of ``s * z``
+    alone: with :math:`\delta = s\,m_t`,
+
+    .. math::
+        \log p'_t = x - \delta - \log\big(e^{x - \delta} + 1 - e^{x}\big)
+
+    (the log-sum-exp with the true logit lowered by :math:`\delta`), computed per pixel with
+    ``-expm1(x)`` for ``1 - p_t`` so that no digits cancel. No one-hot tensor and no logits-sized
+    copy beyond ``s * z`` is built, and the gradient flows through the analytic
+    :func:`~pat_seg.losses._pixel.target_log_prob`.
 
     Deferred re-weighting (DRW, Cao et al. Sec. 3.3): from epoch ``drw_epoch`` on (the module calls
     :meth:`set_epoch` at every training epoch), each pixel's term is weighted by the class-balanced
@@ -65,11 +73,19 @@ class LDAMLoss(ClassCountLoss):
     def reweighting(self) -> bool:
         return self.drw_epoch is not None and self.epoch >= self.drw_epoch
 
+    def margin_log_prob(self, log_p_t: Tensor, index: Tensor) -> Tensor:
+        """``log softmax(s * (z - m_t * onehot_t))_t`` per pixel from ``log_p_t = log softmax(s * z)_t``."""
+        shift = lookup_class(self.margins, index, log_p_t) * self.scale
+        return log_p_t - shift - torch.log(torch.exp(log_p_t - shift) - torch.expm1(log_p_t))
+
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
+        log_p_t, valid, index = target_log_prob(logits, target, self.ignore_index, scale=self.scale)
         if not self.training:
-            return cross_entropy_over_valid(logits, target, self.ignore_index, scale=self.scale)
-        weight = self.drw_weight if self.reweighting else None
-        return cross_entropy_over_valid(logits, target, self.ignore_index, weight, self.scale, self.margins)
+            return mean_over_valid(-log_p_t, valid)
+        per_pixel = -self.margin_log_prob(log_p_t, index)
+        if self.reweighting:
+            per_pixel = per_pixel * lookup_class(self.drw_weight, index, per_pixel)
+        return mean_over_valid(per_pixel, valid)
 
     def extra_repr(self) -> str:
         return (f"max_margin={self.max_margin}, scale={self.scale}, drw_epoch={self.drw_epoch}, "
