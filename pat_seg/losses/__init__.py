@@ -1,7 +1,24 @@
 """Pixel losses for long-tailed segmentation: PAT (paper Eq. 4-5) and the baselines it is compared with."""
 
+from pat_seg.losses.balanced_softmax import BalancedSoftmaxLoss
 from pat_seg.losses.base import PixelLoss
+from pat_seg.losses.blv import BLVLoss
+from pat_seg.losses.class_balanced import ClassBalancedFocalLoss, ClassBalancedLoss
+from pat_seg.losses.class_counts import ClassCountLoss
 from pat_seg.losses.cross_entropy import CrossEntropyLoss
+from pat_seg.losses.focal import FocalLoss
+from pat_seg.losses.ldam import LDAMLoss
 from pat_seg.losses.pat import PATLoss
 
-__all__ = ["CrossEntropyLoss", "PATLoss", "PixelLoss"]
+__all__ = [
+    "BLVLoss",
+    "BalancedSoftmaxLoss",
+    "ClassBalancedFocalLoss",
+    "ClassBalancedLoss",
+    "ClassCountLoss",
+    "CrossEntropyLoss",
+    "FocalLoss",
+    "LDAMLoss",
+    "PATLoss",
+    "PixelLoss",
+]

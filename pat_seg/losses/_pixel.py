@@ -10,10 +10,11 @@ things every loss needs, once: validate the input before any kernel could assert
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 
 def check_logits_target(logits: Tensor, target: Tensor, ignore_index: int) -> None:
@@ -109,3 +110,88 @@ def per_image_class_counts(index: Tensor, valid: Tensor, num_classes: int) -> Te
     flat = torch.where(valid, index + image_offset, torch.full_like(index, batch * num_classes))
     counts = torch.bincount(flat.reshape(-1), minlength=batch * num_classes + 1)
     return counts[: batch * num_classes].view(batch, num_classes)
+
+
+class _TargetLogSoftmax(torch.autograd.Function):
+    """``log_softmax(s * z + offset, dim=1)`` at the target class, with the analytic gradient.
+
+    ``d log p_t / d z_c = s * (1[c = t] - p_c)``, so the backward pass is ``-s * g * exp(log p)`` plus
+    ``s * g`` added at the target by a ``[B, H, W]`` scatter: two passes over the logits' size, where
+    autograd through ``log_softmax`` and ``gather`` takes four (a zero fill, the scatter, and the
+    two-read ``log_softmax`` backward) and one more for the scale. ``offset`` is a constant:
+    per class (BMS's ``log n_c``, shape ``[1, L, 1, 1]``) or per element (BLV's noise, full shape, which
+    is then overwritten and used as the work buffer instead of allocating another). Saved for
+    backward: ``log p`` and the index, as ``F.cross_entropy`` saves.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: Tensor, index: Tensor, scale: float, offset: Tensor | None) -> Tensor:
+        adjusted = logits * scale if scale != 1.0 else logits
+        if offset is not None:
+            adjusted = offset.add_(adjusted) if offset.shape == logits.shape else adjusted + offset
+        log_p = torch.log_softmax(adjusted, dim=1)
+        ctx.save_for_backward(log_p, index)
+        ctx.scale = scale
+        return gather_class(log_p, index)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        log_p, index = ctx.saved_tensors
+        grad = grad.unsqueeze(1) * ctx.scale if ctx.scale != 1.0 else grad.contiguous().unsqueeze(1)
+        grad_logits = torch.exp(log_p).mul_(-grad)
+        return grad_logits.scatter_add_(1, index.unsqueeze(1), grad), None, None, None
+
+
+def target_log_prob(
+    logits: Tensor,
+    target: Tensor,
+    ignore_index: int,
+    scale: float = 1.0,
+    logit_offset: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Return ``(log_p_t, valid, index)`` for upcast logits, without keeping ``log p`` for the caller.
+
+    ``log_p_t`` is ``log_softmax(scale * logits + logit_offset, dim=1)`` at the true class ``[B, H, W]`` (0 where ignored), differentiable by :class:`_TargetLogSoftmax`;
+    with the defaults it is plain ``log p_t``. A full-size ``logit_offset`` is overwritten (pass a
+    temporary). ``valid`` is the non-ignored mask; ``index`` the target with ignored pixels sent to
+    class 0 (safe to gather with).
+    """
+    valid, index = valid_mask_and_index(target, ignore_index)
+    logits = upcast(logits)
+    offset = None if logit_offset is None else logit_offset.to(device=logits.device, dtype=logits.dtype)
+    log_p_t = _TargetLogSoftmax.apply(logits, index, float(scale), offset).masked_fill(~valid, 0.0)
+    return log_p_t, valid, index
+
+
+def lookup_class(per_class: Tensor, index: Tensor, like: Tensor) -> Tensor:
+    """``per_class[index]`` as a ``[B, H, W]`` tensor in the dtype/device of ``like``.
+
+    Per-class constants (weights, margins) reach each pixel through its label, never through a
+    ``[B, L, H, W]`` one-hot product.
+    """
+    table = per_class.to(device=like.device, dtype=like.dtype)
+    return table.index_select(0, index.reshape(-1)).view(index.shape)  # several times faster than table[index]
+
+
+def cross_entropy_over_valid(
+    logits: Tensor,
+    target: Tensor,
+    ignore_index: int,
+    class_weight: Tensor | None = None,
+    logit_offset: Tensor | None = None,
+) -> Tensor:
+    """``sum_j w_{t_j} * (-log p_t(j))`` divided by the number of valid pixels (0 if there is none).
+
+    ``p`` is the softmax of ``logits + logit_offset`` (see :func:`target_log_prob`).
+
+    With ``class_weight=None`` this is ``F.cross_entropy`` with mean reduction. With weights it is
+    NOT ``F.cross_entropy(weight=...)``'s mean, which divides by the sum of the weights: the
+    re-weighted losses of SPEC section 2 average over valid pixels, so the weights change the scale
+    of each class's contribution, not just their relative shares.
+    """
+    log_p_t, valid, index = target_log_prob(logits, target, ignore_index, logit_offset=logit_offset)
+    per_pixel = -log_p_t
+    if class_weight is not None:
+        per_pixel = per_pixel * lookup_class(class_weight, index, per_pixel)
+    return mean_over_valid(per_pixel, valid)

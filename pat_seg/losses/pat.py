@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from pat_seg.kernels import FUSED_DTYPES, triton_available
-from pat_seg.losses._pixel import per_image_class_counts, true_class_log_prob, valid_mask_and_index
+from pat_seg.losses._pixel import per_image_class_counts, target_log_prob
 from pat_seg.losses.base import PixelLoss
 
 CLASS_REDUCTIONS = ("sum", "mean")
@@ -99,8 +99,7 @@ class PATLoss(PixelLoss):
 
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
         batch, num_classes = logits.shape[:2]
-        _, log_p_t, valid = true_class_log_prob(logits, target, self.ignore_index)
-        _, index = valid_mask_and_index(target, self.ignore_index)
+        log_p_t, valid, index = target_log_prob(logits, target, self.ignore_index)
 
         p_t = log_p_t.exp()
         beta = torch.exp((1.0 - p_t - self.epsilon) / self.temperature)

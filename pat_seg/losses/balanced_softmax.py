@@ -1,0 +1,38 @@
+"""Balanced Softmax (Ren et al., "Balanced Meta-Softmax for Long-Tailed Visual Recognition", NeurIPS
+2020; SPEC section 2)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from pat_seg.losses._pixel import cross_entropy_over_valid
+from pat_seg.losses.class_counts import ClassCountLoss
+
+
+class BalancedSoftmaxLoss(ClassCountLoss):
+    r"""Balanced Softmax: cross-entropy on :math:`z_c + \log n_c` in training (Ren et al. 2020, Eq. 4).
+
+    Adding the log prior of each class to its logit makes the softmax estimate the class-balanced
+    posterior; ``n_c`` are the training pixel counts, clamped to >= 1. The shift applies in training
+    only: in ``eval()`` the loss is plain cross-entropy on the raw logits, which are also what the
+    metrics see.
+
+    Only the Balanced Softmax half of BMS is implemented. The Meta Sampler (a learned, meta-optimised
+    re-sampling of training *images* by class) does not transfer to pixels: every image holds many
+    classes, so sampling images cannot set per-class pixel rates, and the paper under reproduction
+    does not use it either.
+
+    Args:
+        class_counts: per-class pixel counts of the training split (given by the data module when
+            trained through pat-seg).
+        ignore_index: label of pixels that take no part.
+    """
+
+    log_prior: Tensor
+
+    def derive_from_counts(self, counts: Tensor) -> None:
+        self.set_class_buffer("log_prior", counts.log())
+
+    def compute(self, logits: Tensor, target: Tensor) -> Tensor:
+        offset = self.log_prior.view(1, -1, 1, 1) if self.training else None
+        return cross_entropy_over_valid(logits, target, self.ignore_index, logit_offset=offset)

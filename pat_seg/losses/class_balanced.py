@@ -1,0 +1,80 @@
+"""Class-Balanced loss and CB-Focal (Cui et al., "Class-Balanced Loss Based on Effective Number of
+Samples", CVPR 2019; SPEC section 2)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from pat_seg.losses._pixel import cross_entropy_over_valid
+from pat_seg.losses.class_counts import ClassCountLoss
+from pat_seg.losses.focal import check_gamma, focal_over_valid
+
+
+def check_beta(beta: float | None) -> float | None:
+    if beta is not None and (isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < 1):
+        raise ValueError(f"beta must be None (default 1 - 1/N) or a number in [0, 1); got {beta!r}")
+    return None if beta is None else float(beta)
+
+
+def class_balanced_weights(counts: Tensor, beta: float | None = None) -> Tensor:
+    r"""Cui et al. Eq. 8 weights :math:`w_c = (1 - b) / (1 - b^{n_c})`, normalised to sum to ``L``.
+
+    ``counts`` are float64 per-class pixel counts. ``beta=None`` uses :math:`b = 1 - 1/N` with ``N``
+    the total count: with pixel counts (millions per class) the paper's ``b = 0.9999`` saturates
+    every effective number at :math:`1/(1-b)` and makes all weights equal. ``1 - b^n`` is computed
+    as ``-expm1(n * log1p(-(1 - b)))``, which keeps its digits when ``b`` is within 1e-9 of 1.
+    """
+    counts = counts.to(torch.float64)
+    one_minus_beta = 1.0 / float(counts.sum()) if beta is None else 1.0 - beta
+    log_beta = math.log1p(-one_minus_beta) if one_minus_beta < 1 else -math.inf
+    weights = one_minus_beta / -torch.expm1(counts * log_beta)  # 1 / effective number
+    return weights * (counts.numel() / weights.sum())
+
+
+class ClassBalancedLoss(ClassCountLoss):
+    r"""Class-balanced cross-entropy: mean over valid pixels of :math:`-w_t \log p_t`.
+
+    ``w`` from :func:`class_balanced_weights` (Cui et al. 2019, Eq. 8, normalised to sum to ``L``).
+    The mean is over valid pixels, not divided by the sum of the pixels' weights (which would undo
+    the re-weighting of the loss scale).
+
+    Args:
+        class_counts: per-class pixel counts of the training split (given by the data module when
+            trained through pat-seg).
+        beta: ``b`` of the effective number; ``None`` = ``1 - 1/N``, ``N`` the total pixel count.
+        ignore_index: label of pixels that take no part.
+    """
+
+    class_weight: Tensor
+
+    def __init__(self, class_counts: list[float] | None = None, beta: float | None = None,
+                 ignore_index: int = 255) -> None:
+        self.beta = check_beta(beta)
+        super().__init__(class_counts=class_counts, ignore_index=ignore_index)
+
+    def derive_from_counts(self, counts: Tensor) -> None:
+        self.set_class_buffer("class_weight", class_balanced_weights(counts, self.beta))
+
+    def compute(self, logits: Tensor, target: Tensor) -> Tensor:
+        return cross_entropy_over_valid(logits, target, self.ignore_index, self.class_weight)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, ignore_index={self.ignore_index}"
+
+
+class ClassBalancedFocalLoss(ClassBalancedLoss):
+    r"""CB-Focal: mean over valid pixels of :math:`-w_t (1 - p_t)^\gamma \log p_t`, ``w`` as in CB."""
+
+    def __init__(self, class_counts: list[float] | None = None, beta: float | None = None, gamma: float = 2.0,
+                 ignore_index: int = 255) -> None:
+        self.gamma = check_gamma(gamma)
+        super().__init__(class_counts=class_counts, beta=beta, ignore_index=ignore_index)
+
+    def compute(self, logits: Tensor, target: Tensor) -> Tensor:
+        return focal_over_valid(logits, target, self.ignore_index, self.gamma, self.class_weight)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, gamma={self.gamma}, ignore_index={self.ignore_index}"

@@ -1,0 +1,72 @@
+"""Focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017; SPEC section 2)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from pat_seg.losses._pixel import lookup_class, mean_over_valid, target_log_prob
+from pat_seg.losses.base import PixelLoss
+
+
+def check_gamma(gamma: float) -> float:
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma) or gamma < 0:
+        raise ValueError(f"gamma must be a finite number >= 0; got {gamma!r}")
+    return float(gamma)
+
+
+def focal_over_valid(
+    logits: Tensor, target: Tensor, ignore_index: int, gamma: float, class_weight: Tensor | None = None
+) -> Tensor:
+    r"""Mean over valid pixels of :math:`-w_t (1 - p_t)^\gamma \log p_t` (``w = 1`` without weights).
+
+    ``1 - p_t`` is ``-expm1(log p_t)``, exact for confident pixels where ``1 - exp`` cancels. It is
+    clamped to the smallest normal float so that the gradient of ``x^gamma`` at ``x = 0`` (a pixel
+    with ``p_t = 1``, or an ignored pixel, whose ``log p_t`` is set to 0) is 0 and not ``0 * inf``.
+    """
+    log_p_t, valid, index = target_log_prob(logits, target, ignore_index)
+    per_pixel = -log_p_t
+    if gamma != 0:
+        one_minus_p_t = (-torch.expm1(log_p_t)).clamp_min(torch.finfo(log_p_t.dtype).tiny)
+        per_pixel = per_pixel * one_minus_p_t.pow(gamma)
+    if class_weight is not None:
+        per_pixel = per_pixel * lookup_class(class_weight, index, per_pixel)
+    return mean_over_valid(per_pixel, valid)
+
+
+class FocalLoss(PixelLoss):
+    r"""Focal loss: mean over valid pixels of :math:`-\alpha_t (1 - p_t)^\gamma \log p_t`.
+
+    Lin et al. 2017, Eq. 5. ``gamma = 0`` with no ``alpha`` is cross-entropy.
+
+    Args:
+        gamma: focusing parameter (the paper's table uses 2).
+        alpha: optional per-class weights ``alpha_c`` (one per class, used as given).
+        ignore_index: label of pixels that take no part.
+    """
+
+    def __init__(self, gamma: float = 2.0, alpha: list[float] | None = None, ignore_index: int = 255) -> None:
+        super().__init__(ignore_index=ignore_index)
+        self.gamma = check_gamma(gamma)
+        self.alpha: Tensor | None
+        if alpha is None:
+            self.register_buffer("alpha", None)
+        else:
+            values = list(alpha)
+            if not values or any(isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or a < 0
+                                 for a in values):
+                raise ValueError(f"alpha must be a non-empty list of finite per-class weights >= 0; got {alpha!r}")
+            self.register_buffer("alpha", torch.tensor(values, dtype=torch.float64))
+
+    def compute(self, logits: Tensor, target: Tensor) -> Tensor:
+        if self.alpha is not None and self.alpha.numel() != logits.shape[1]:
+            raise ValueError(
+                f"alpha has {self.alpha.numel()} weights but the logits have {logits.shape[1]} classes"
+            )
+        return focal_over_valid(logits, target, self.ignore_index, self.gamma, self.alpha)
+
+    def extra_repr(self) -> str:
+        alpha = None if self.alpha is None else self.alpha.tolist()
+        return f"gamma={self.gamma}, alpha={alpha}, ignore_index={self.ignore_index}"
