@@ -10,7 +10,20 @@ from pat_seg.losses.focal import FocalLoss
 from pat_seg.losses.ldam import LDAMLoss
 from pat_seg.losses.pat import PATLoss
 
+# The eight losses of the paper's Table 3, in its row order.
+PAPER_LOSSES = (
+    CrossEntropyLoss,
+    FocalLoss,
+    ClassBalancedLoss,
+    ClassBalancedFocalLoss,
+    BalancedSoftmaxLoss,
+    LDAMLoss,
+    BLVLoss,
+    PATLoss,
+)
+
 __all__ = [
+    "PAPER_LOSSES",
     "BLVLoss",
     "BalancedSoftmaxLoss",
     "ClassBalancedFocalLoss",
