@@ -99,14 +99,9 @@ def ref_blv_logits(z, noise, sigma):
 
 
 def blv_noise_for(z, seed):
-    """The standard normals BLV draws after ``manual_seed(seed)``: 16 random bits per element, each
-    mapped to the mid-point of its 1/65536 probability bin (sign irrelevant: BLV uses ``|e|``)."""
+    """The standard normals BLV draws after ``manual_seed(seed)``: one ``randn`` per logit."""
     torch.manual_seed(seed)
-    words = torch.empty((z.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
-    bits = words.view(torch.uint16)[: z.numel()].to(torch.float64)
-    uniform = (bits + 0.5) / 65536
-    normal = math.sqrt(2) * torch.erfinv(uniform)  # |N(0, 1)| at probability level `uniform`
-    return normal.view(z.shape)
+    return torch.randn(z.shape, dtype=z.dtype)
 
 
 def seeded(loss, seed=1234):

@@ -81,18 +81,6 @@ def gather_class(values: Tensor, index: Tensor) -> Tensor:
     return values.gather(1, index.unsqueeze(1)).squeeze(1)
 
 
-def true_class_log_prob(logits: Tensor, target: Tensor, ignore_index: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Return ``(log_p, log_p_t, valid)`` for upcast logits.
-
-    ``log_p`` is ``log_softmax(logits, dim=1)`` ``[B, L, H, W]``; ``log_p_t`` the true-class entry per
-    pixel ``[B, H, W]`` (0 where ignored); ``valid`` the non-ignored mask.
-    """
-    log_p = torch.log_softmax(upcast(logits), dim=1)
-    valid, index = valid_mask_and_index(target, ignore_index)
-    log_p_t = gather_class(log_p, index).masked_fill(~valid, 0.0)
-    return log_p, log_p_t, valid
-
-
 def mean_over_valid(per_pixel: Tensor, valid: Tensor) -> Tensor:
     """Mean of ``per_pixel`` over valid pixels; 0 (not NaN) when every pixel is ignored."""
     total = per_pixel.masked_fill(~valid, 0.0).sum()
@@ -152,8 +140,9 @@ def target_log_prob(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Return ``(log_p_t, valid, index)`` for upcast logits, without keeping ``log p`` for the caller.
 
-    ``log_p_t`` is ``log_softmax(scale * logits + logit_offset, dim=1)`` at the true class ``[B, H, W]`` (0 where ignored), differentiable by :class:`_TargetLogSoftmax`;
-    with the defaults it is plain ``log p_t``. A full-size ``logit_offset`` is overwritten (pass a
+    ``log_p_t`` is ``log_softmax(scale * logits + logit_offset, dim=1)`` at the true class
+    ``[B, H, W]`` (0 where ignored), differentiable by :class:`_TargetLogSoftmax`; with the defaults
+    it is plain ``log p_t``. A full-size ``logit_offset`` is overwritten (pass a
     temporary). ``valid`` is the non-ignored mask; ``index`` the target with ignored pixels sent to
     class 0 (safe to gather with).
     """
