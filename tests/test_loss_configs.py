@@ -36,4 +36,4 @@ def test_config_fits_two_steps_with_counts_from_the_data(config, tmp_path):
         # Counted over the 8 training images by the data module, not typed into the config.
         expected = SyntheticLongTailDataModule(num_train=8, image_size=32).class_counts
         assert loss.class_counts == [float(c) for c in expected]
-        assert cli.model.hparams["class_counts"] == expected
+        assert cli.model.hparams_initial["class_counts"] == expected  # what the loggers record
