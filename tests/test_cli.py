@@ -61,10 +61,3 @@ def test_validate_test_predict_from_checkpoint(tiny_run, capsys):
     predictions = predicted.trainer.predict_loop.predictions
     assert torch.cat(predictions).shape == (8, 32, 32)
     assert torch.cat(predictions).max() < 9
-
-
-def test_bad_label_in_data_is_reported_with_value(tmp_path):
-    from pat_seg.losses import PATLoss
-
-    with pytest.raises(ValueError, match="label 37"):
-        PATLoss()(torch.randn(1, 12, 4, 4), torch.full((1, 4, 4), 37))
