@@ -70,6 +70,7 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
         if len(self.class_names) != num_classes:
             raise ValueError(f"got {len(self.class_names)} class names for num_classes={num_classes}")
         self.set_class_counts(class_counts)
+        self.computed_confmat: Tensor | None = None  # the (process-summed) matrix of the last compute()
 
     def set_class_counts(self, class_counts: Sequence[float] | None) -> None:
         """Define the head/tail split from training pixel counts (None: no head/tail metrics)."""
@@ -78,7 +79,9 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
         self.tail = tail_classes(list(class_counts)) if class_counts is not None else None
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
-        confmat = self.confmat
+        # torchmetrics has summed the state over processes before calling compute: keep that matrix
+        # for callbacks that draw it, instead of syncing a second time.
+        confmat = self.computed_confmat = self.confmat.detach().clone()
         iou = iou_per_class(confmat)
         dice = dice_per_class(confmat)
         result = {

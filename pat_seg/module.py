@@ -162,8 +162,7 @@ class SegmentationModule(L.LightningModule):
         miou = results.pop("miou")
         self.log(f"{prefix}/miou", miou, prog_bar=True)
         self.log_dict({f"{prefix}/{key}": value for key, value in results.items()})
-        with metrics.sync_context():  # summed over processes, like the numbers just logged
-            self.confusion_matrices[prefix] = metrics.confmat.detach().clone()
+        self.confusion_matrices[prefix] = metrics.computed_confmat  # summed over processes, like the numbers
         metrics.reset()
 
     def on_validation_epoch_end(self) -> None:
