@@ -130,6 +130,10 @@ DETERMINISTIC = [
      lambda z, t: ref_ce(ref_ldam_logits(z, t, 0.3, 5.0), t)),
     ("ldam_drw", lambda: LDAMLoss(COUNTS, drw_epoch=0),
      lambda z, t: ref_ce(ref_ldam_logits(z, t), t, ref_cb_weights())),
+    # float32 CPU logits take the fused kernel by default: keep the eager float32 path under test too
+    ("ldam_eager", lambda: LDAMLoss(COUNTS, implementation="eager"), lambda z, t: ref_ce(ref_ldam_logits(z, t), t)),
+    ("ldam_drw_eager", lambda: LDAMLoss(COUNTS, drw_epoch=0, implementation="eager"),
+     lambda z, t: ref_ce(ref_ldam_logits(z, t), t, ref_cb_weights())),
 ]
 
 
@@ -239,6 +243,8 @@ ALL_LOSSES = {
     "bms": lambda: BalancedSoftmaxLoss(COUNTS),
     "ldam": lambda: LDAMLoss(COUNTS, drw_epoch=0),
     "blv": lambda: BLVLoss(COUNTS),
+    "ldam_eager": lambda: LDAMLoss(COUNTS, drw_epoch=0, implementation="eager"),
+    "blv_eager": lambda: BLVLoss(COUNTS, implementation="eager"),
 }
 
 
@@ -284,13 +290,15 @@ def test_no_one_hot_and_memory_bounded_by_logits(name):
     counts = torch.bincount(make_batch(shape=(2, 8, 64, 96), seed=9)[1].flatten(), minlength=256)[:8].double().tolist()
     loss = {"ce": CrossEntropyLoss(), "pat": PATLoss(), "focal": FocalLoss(), "cb": ClassBalancedLoss(counts),
             "cbfocal": ClassBalancedFocalLoss(counts), "bms": BalancedSoftmaxLoss(counts),
-            "ldam": LDAMLoss(counts, drw_epoch=0), "blv": BLVLoss(counts)}[name].train()
+            "ldam": LDAMLoss(counts, drw_epoch=0), "blv": BLVLoss(counts),
+            "ldam_eager": LDAMLoss(counts, drw_epoch=0, implementation="eager"),
+            "blv_eager": BLVLoss(counts, implementation="eager")}[name].train()
     tracker, big_integer, logits, target = track_forward_backward(loss)
     assert big_integer == [], f"{name} built [B, L, H, W] integer/bool tensors: {big_integer}"
     # log p and the gradient are 2 logits-sized buffers (F.cross_entropy holds 3: log p, a zero-filled
     # nll gradient and the log_softmax gradient); a logit adjustment adds at most one more, plus a few
     # per-pixel [B, H, W] tensors (24 bytes a pixel). Any one-hot (even float) on top would exceed this.
-    adjusted = name in ("bms", "ldam", "blv")
+    adjusted = name in ("bms", "ldam", "blv", "ldam_eager", "blv_eager")
     bound = (3 if adjusted or name == "ce" else 2) * logits.nbytes + 24 * target.numel()
     assert tracker.peak <= bound, f"{name}: peak {tracker.peak} bytes > bound {bound} (logits {logits.nbytes})"
 
