@@ -73,8 +73,9 @@ def long_tailed_target(shape: tuple[int, int, int, int], device: torch.device, i
     return target.to(device)
 
 
-def build_losses(class_counts: list[float]) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
+def build_losses(class_counts: list[float], device: torch.device) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
     from pat_seg import losses
+    from pat_seg.kernels.cpu_build import cpu_kernels_available
 
     modules: dict[str, torch.nn.Module] = {
         "CrossEntropyLoss": losses.CrossEntropyLoss(),
@@ -86,6 +87,10 @@ def build_losses(class_counts: list[float]) -> dict[str, Callable[[Tensor, Tenso
         "LDAMLoss (+DRW)": losses.LDAMLoss(class_counts, drw_epoch=0),
         "BLVLoss (s=0.5)": losses.BLVLoss(class_counts, sigma=0.5),
     }
+    if device.type == "cpu" and cpu_kernels_available():
+        # The rows above take the fused C++ kernel (implementation="auto"); these show the eager path.
+        modules["LDAMLoss (+DRW), eager"] = losses.LDAMLoss(class_counts, drw_epoch=0, implementation="eager")
+        modules["BLVLoss (s=0.5), eager"] = losses.BLVLoss(class_counts, sigma=0.5, implementation="eager")
     table: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
         "F.cross_entropy": lambda logits, target: F.cross_entropy(logits, target, ignore_index=255)
     }
@@ -133,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     target = long_tailed_target(shape, device)
     counts = torch.bincount(target[target != 255].flatten(), minlength=shape[1]).tolist()
     logits = torch.randn(shape, device=device, generator=None).requires_grad_()
-    table = build_losses([float(c) for c in counts])
+    table = build_losses([float(c) for c in counts], device)
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     times: dict[str, list[float]] = {name: [] for name in table}

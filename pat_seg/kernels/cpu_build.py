@@ -27,8 +27,9 @@ from pathlib import Path
 
 SOURCE = Path(__file__).with_name("cpu") / "softmax_cross_entropy.cpp"
 BASE_FLAGS = ("-O3", "-std=c++17", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC", "-pthread")
-# Tried in order; the first that compiles wins (-march=native is missing on some compilers/targets).
-TARGET_FLAGS = (("-march=native",), ())
+# Tried in order; the first that compiles wins. -fopenmp shares PyTorch's OpenMP threads (see the
+# kernel's parallel_over); Apple's clang has no OpenMP and some targets no -march=native.
+TARGET_FLAGS = (("-fopenmp", "-march=native"), ("-march=native",), ("-fopenmp",), ())
 
 
 class CpuKernelUnavailable(RuntimeError):

@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <exception>
 #include <limits>
+#include <new>
 #include <thread>
 #include <vector>
 
@@ -272,16 +273,32 @@ double run_tile(const Problem& pr, int64_t b, int64_t p0, int64_t n, float* work
   return total;
 }
 
+// body(first, last) over [0, count) split into `num_threads` contiguous ranges. Built with OpenMP, the
+// ranges run on the OpenMP runtime's threads: in a PyTorch process that is PyTorch's own libgomp
+// (same soname, loaded once), so the loss runs on the intra-op threads that are already awake from
+// the network's last operator instead of competing with them for the cores. Without OpenMP, std::thread.
 template <typename Body>
 void parallel_over(int64_t count, int num_threads, const Body& body) {
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(num_threads, count));
+  const int64_t chunk = (count + workers - 1) / workers;
   if (workers == 1) {
     body(0, count);
     return;
   }
+#ifdef _OPENMP
+  std::atomic<bool> failed{false};
+#pragma omp parallel for schedule(static, 1) num_threads(static_cast<int>(workers))
+  for (int64_t worker = 0; worker < workers; ++worker) {
+    try {  // an exception must not leave an OpenMP region
+      body(worker * chunk, std::min(count, (worker + 1) * chunk));
+    } catch (...) {
+      failed = true;
+    }
+  }
+  if (failed) throw std::bad_alloc();
+#else
   std::vector<std::thread> threads;
   threads.reserve(static_cast<size_t>(workers - 1));
-  const int64_t chunk = (count + workers - 1) / workers;
   int64_t first = chunk;
   try {
     for (; first < count; first += chunk) threads.emplace_back(body, first, std::min(count, first + chunk));
@@ -290,6 +307,7 @@ void parallel_over(int64_t count, int num_threads, const Body& body) {
   }
   body(0, std::min(count, chunk));
   for (auto& thread : threads) thread.join();
+#endif
 }
 
 }  // namespace
