@@ -131,6 +131,9 @@ DETERMINISTIC = [
     ("ldam_drw", lambda: LDAMLoss(COUNTS, drw_epoch=0),
      lambda z, t: ref_ce(ref_ldam_logits(z, t), t, ref_cb_weights())),
     # float32 CPU logits take the fused kernel by default: keep the eager float32 path under test too
+    ("cb_eager", lambda: ClassBalancedLoss(COUNTS, implementation="eager"), lambda z, t: ref_ce(z, t, ref_cb_weights())),
+    ("bms_eager", lambda: BalancedSoftmaxLoss(COUNTS, implementation="eager"),
+     lambda z, t: ref_ce(z + torch.tensor(ref_counts(), dtype=torch.float64).log().view(1, -1, 1, 1), t)),
     ("ldam_eager", lambda: LDAMLoss(COUNTS, implementation="eager"), lambda z, t: ref_ce(ref_ldam_logits(z, t), t)),
     ("ldam_drw_eager", lambda: LDAMLoss(COUNTS, drw_epoch=0, implementation="eager"),
      lambda z, t: ref_ce(ref_ldam_logits(z, t), t, ref_cb_weights())),
@@ -245,6 +248,9 @@ ALL_LOSSES = {
     "blv": lambda: BLVLoss(COUNTS),
     "ldam_eager": lambda: LDAMLoss(COUNTS, drw_epoch=0, implementation="eager"),
     "blv_eager": lambda: BLVLoss(COUNTS, implementation="eager"),
+    "ce_eager": lambda: CrossEntropyLoss(implementation="eager"),
+    "cb_eager": lambda: ClassBalancedLoss(COUNTS, implementation="eager"),
+    "bms_eager": lambda: BalancedSoftmaxLoss(COUNTS, implementation="eager"),
 }
 
 
@@ -292,14 +298,16 @@ def test_no_one_hot_and_memory_bounded_by_logits(name):
             "cbfocal": ClassBalancedFocalLoss(counts), "bms": BalancedSoftmaxLoss(counts),
             "ldam": LDAMLoss(counts, drw_epoch=0), "blv": BLVLoss(counts),
             "ldam_eager": LDAMLoss(counts, drw_epoch=0, implementation="eager"),
-            "blv_eager": BLVLoss(counts, implementation="eager")}[name].train()
+            "blv_eager": BLVLoss(counts, implementation="eager"), "ce_eager": CrossEntropyLoss(implementation="eager"),
+            "cb_eager": ClassBalancedLoss(counts, implementation="eager"),
+            "bms_eager": BalancedSoftmaxLoss(counts, implementation="eager")}[name].train()
     tracker, big_integer, logits, target = track_forward_backward(loss)
     assert big_integer == [], f"{name} built [B, L, H, W] integer/bool tensors: {big_integer}"
     # log p and the gradient are 2 logits-sized buffers (F.cross_entropy holds 3: log p, a zero-filled
     # nll gradient and the log_softmax gradient); a logit adjustment adds at most one more, plus a few
     # per-pixel [B, H, W] tensors (24 bytes a pixel). Any one-hot (even float) on top would exceed this.
-    adjusted = name in ("bms", "ldam", "blv", "ldam_eager", "blv_eager")
-    bound = (3 if adjusted or name == "ce" else 2) * logits.nbytes + 24 * target.numel()
+    adjusted = name in ("bms", "ldam", "blv", "ldam_eager", "blv_eager", "bms_eager")
+    bound = (3 if adjusted or name in ("ce", "ce_eager") else 2) * logits.nbytes + 24 * target.numel()
     assert tracker.peak <= bound, f"{name}: peak {tracker.peak} bytes > bound {bound} (logits {logits.nbytes})"
 
 

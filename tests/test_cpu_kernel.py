@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pat_seg.kernels import cpu_build
 from pat_seg.kernels.cpu_build import CpuKernelUnavailable, build_library, load_cpu_kernels
 from pat_seg.kernels.softmax_cross_entropy_cpu import blv_variation, draw_seed, fused_softmax_cross_entropy
-from pat_seg.losses import BLVLoss, LDAMLoss
+from pat_seg.losses import BalancedSoftmaxLoss, BLVLoss, ClassBalancedLoss, CrossEntropyLoss, LDAMLoss
 
 IGNORE = 255
 COUNTS = [9000.0, 2500.0, 600.0, 120.0, 30.0, 0.0]  # the last class never seen: clamped to 1
@@ -169,6 +169,28 @@ def test_ldam_kernel_matches_the_float64_formula(drw, max_margin, scale):
     # evaluation: unweighted cross-entropy on s * z, no margin
     eval_value = loss.eval()(logits, target)
     torch.testing.assert_close(eval_value.double(), ref_mean_nll(scale * logits.double(), target), rtol=2e-6, atol=2e-6)
+
+
+def test_cross_entropy_class_balanced_and_balanced_softmax_kernels_match_float64_formulas():
+    logits, target = make_batch(seed=14)
+    counts = torch.tensor([max(c, 1.0) for c in COUNTS], dtype=torch.float64)
+    b = 1 - 1 / float(counts.sum())
+    cb = (1 - b) / (1 - b**counts)
+    cb = cb * len(cb) / cb.sum()
+    cases = [
+        (CrossEntropyLoss(implementation="cpu"), lambda z, t: ref_mean_nll(z, t), lambda z, t: ref_mean_nll(z, t)),
+        (ClassBalancedLoss(COUNTS, implementation="cpu"), lambda z, t: ref_mean_nll(z, t, cb),
+         lambda z, t: ref_mean_nll(z, t, cb)),
+        (BalancedSoftmaxLoss(COUNTS, implementation="cpu"), lambda z, t: ref_mean_nll(z + counts.log().view(1, -1, 1, 1), t),
+         lambda z, t: ref_mean_nll(z, t)),  # evaluation: raw logits
+    ]
+    for loss, train_reference, eval_reference in cases:
+        value, grad = value_and_grad(loss.train(), logits, target)
+        expected, expected_grad = ref_value_and_grad(train_reference, logits, target)
+        torch.testing.assert_close(value.double(), expected, rtol=2e-6, atol=2e-6)
+        torch.testing.assert_close(grad.double(), expected_grad, rtol=1e-4, atol=2e-8)
+        torch.testing.assert_close(loss.eval()(logits, target).double(), eval_reference(logits.double(), target),
+                                   rtol=2e-6, atol=2e-6)
 
 
 def test_blv_kernel_matches_the_float64_formula_with_the_noise_it_drew():
