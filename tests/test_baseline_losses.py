@@ -131,6 +131,10 @@ DETERMINISTIC = [
     ("ldam_drw", lambda: LDAMLoss(COUNTS, drw_epoch=0),
      lambda z, t: ref_ce(ref_ldam_logits(z, t), t, ref_cb_weights())),
     # float32 CPU logits take the fused kernel by default: keep the eager float32 path under test too
+    ("focal_alpha_eager", lambda: FocalLoss(gamma=0.5, alpha=[0.1, 0.2, 0.3, 0.4, 2.0], implementation="eager"),
+     lambda z, t: ref_focal(z, t, 0.5, [0.1, 0.2, 0.3, 0.4, 2.0])),
+    ("cbfocal_eager", lambda: ClassBalancedFocalLoss(COUNTS, gamma=2.0, implementation="eager"),
+     lambda z, t: ref_focal(z, t, 2.0, ref_cb_weights())),
     ("cb_eager", lambda: ClassBalancedLoss(COUNTS, implementation="eager"), lambda z, t: ref_ce(z, t, ref_cb_weights())),
     ("bms_eager", lambda: BalancedSoftmaxLoss(COUNTS, implementation="eager"),
      lambda z, t: ref_ce(z + torch.tensor(ref_counts(), dtype=torch.float64).log().view(1, -1, 1, 1), t)),
@@ -249,6 +253,9 @@ ALL_LOSSES = {
     "ldam_eager": lambda: LDAMLoss(COUNTS, drw_epoch=0, implementation="eager"),
     "blv_eager": lambda: BLVLoss(COUNTS, implementation="eager"),
     "ce_eager": lambda: CrossEntropyLoss(implementation="eager"),
+    "pat_eager": lambda: PATLoss(implementation="eager"),
+    "focal_eager": lambda: FocalLoss(implementation="eager"),
+    "cbfocal_eager": lambda: ClassBalancedFocalLoss(COUNTS, implementation="eager"),
     "cb_eager": lambda: ClassBalancedLoss(COUNTS, implementation="eager"),
     "bms_eager": lambda: BalancedSoftmaxLoss(COUNTS, implementation="eager"),
 }
@@ -299,6 +306,8 @@ def test_no_one_hot_and_memory_bounded_by_logits(name):
             "ldam": LDAMLoss(counts, drw_epoch=0), "blv": BLVLoss(counts),
             "ldam_eager": LDAMLoss(counts, drw_epoch=0, implementation="eager"),
             "blv_eager": BLVLoss(counts, implementation="eager"), "ce_eager": CrossEntropyLoss(implementation="eager"),
+            "pat_eager": PATLoss(implementation="eager"), "focal_eager": FocalLoss(implementation="eager"),
+            "cbfocal_eager": ClassBalancedFocalLoss(counts, implementation="eager"),
             "cb_eager": ClassBalancedLoss(counts, implementation="eager"),
             "bms_eager": BalancedSoftmaxLoss(counts, implementation="eager")}[name].train()
     tracker, big_integer, logits, target = track_forward_backward(loss)

@@ -14,9 +14,20 @@ import torch
 import torch.nn.functional as F
 
 from pat_seg.kernels import cpu_build
-from pat_seg.kernels.cpu_build import CpuKernelUnavailable, build_library, load_cpu_kernels
+from pat_seg.kernels.cpu_build import CpuKernelUnavailable, build_library, cpu_kernels_available, load_cpu_kernels
 from pat_seg.kernels.softmax_cross_entropy_cpu import blv_variation, draw_seed, fused_softmax_cross_entropy
-from pat_seg.losses import BalancedSoftmaxLoss, BLVLoss, ClassBalancedLoss, CrossEntropyLoss, LDAMLoss
+from pat_seg.losses import (
+    BalancedSoftmaxLoss,
+    BLVLoss,
+    ClassBalancedFocalLoss,
+    ClassBalancedLoss,
+    CrossEntropyLoss,
+    FocalLoss,
+    LDAMLoss,
+    PATLoss,
+)
+
+needs_kernel = pytest.mark.skipif(not cpu_kernels_available(), reason="no C++ compiler to build the CPU kernel")
 
 IGNORE = 255
 COUNTS = [9000.0, 2500.0, 600.0, 120.0, 30.0, 0.0]  # the last class never seen: clamped to 1
@@ -104,6 +115,7 @@ def kernel_philox(counter, key):
     return [int(v) for v in out.to(torch.int64)]
 
 
+@needs_kernel
 def test_philox_matches_the_published_known_answers_and_a_python_implementation():
     # Known-answer vectors of the Random123 distribution (kat_vectors, philox4x32 10 rounds).
     assert kernel_philox([0, 0, 0, 0], [0, 0]) == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
@@ -116,6 +128,7 @@ def test_philox_matches_the_published_known_answers_and_a_python_implementation(
         assert kernel_philox(counter, key) == python_philox(counter, key)
 
 
+@needs_kernel
 def test_half_normal_is_sqrt2_erfinv_of_the_centred_24_bit_uniform():
     top = torch.arange(0, 2**24, 97, dtype=torch.int64)
     top = torch.cat([top, torch.tensor([0, 1, 2**23, 2**24 - 2, 2**24 - 1])])
@@ -126,14 +139,16 @@ def test_half_normal_is_sqrt2_erfinv_of_the_centred_24_bit_uniform():
     torch.testing.assert_close(got, expected, rtol=1.5e-6, atol=0)
 
 
+@needs_kernel
 def test_exp_is_accurate_and_never_subnormal():
     x = torch.cat([torch.linspace(-87.0, 0.0, 200_001), torch.tensor([-1e-30, -0.0])])
-    got = call_math("pat_seg_math_exp_nonpositive", x).double()
+    got = call_math("pat_seg_math_exp", x).double()
     torch.testing.assert_close(got, x.double().exp(), rtol=3e-7, atol=0)
-    below = call_math("pat_seg_math_exp_nonpositive", torch.tensor([-87.5, -100.0, -1e4, -float("inf")]))
+    below = call_math("pat_seg_math_exp", torch.tensor([-87.5, -100.0, -1e4, -float("inf")]))
     assert below.tolist() == [0.0, 0.0, 0.0, 0.0]  # flushed, never a subnormal
 
 
+@needs_kernel
 def test_log_is_accurate_over_the_normal_range():
     x = torch.logspace(-37, 38, 300_001, dtype=torch.float64).float()
     got = call_math("pat_seg_math_log_positive", x).double()
@@ -144,6 +159,7 @@ def test_log_is_accurate_over_the_normal_range():
 
 
 # --- the fused loss against float64 formulas -------------------------------------------------------
+@needs_kernel
 @pytest.mark.parametrize("shape", [(2, NUM_CLASSES, 9, 13), (1, 2, 8, 8), (3, 37, 5, 30), (1, 4, 1, 129)])
 def test_plain_cross_entropy_value_and_gradient(shape):
     logits, target = make_batch(shape, seed=1)
@@ -154,6 +170,7 @@ def test_plain_cross_entropy_value_and_gradient(shape):
     torch.testing.assert_close(grad.double(), expected_grad, rtol=1e-4, atol=2e-8)
 
 
+@needs_kernel
 @pytest.mark.parametrize("drw", [False, True])
 @pytest.mark.parametrize("max_margin,scale", [(0.5, 20.0), (0.3, 5.0)])
 def test_ldam_kernel_matches_the_float64_formula(drw, max_margin, scale):
@@ -171,6 +188,7 @@ def test_ldam_kernel_matches_the_float64_formula(drw, max_margin, scale):
     torch.testing.assert_close(eval_value.double(), ref_mean_nll(scale * logits.double(), target), rtol=2e-6, atol=2e-6)
 
 
+@needs_kernel
 def test_cross_entropy_class_balanced_and_balanced_softmax_kernels_match_float64_formulas():
     logits, target = make_batch(seed=14)
     counts = torch.tensor([max(c, 1.0) for c in COUNTS], dtype=torch.float64)
@@ -193,6 +211,65 @@ def test_cross_entropy_class_balanced_and_balanced_softmax_kernels_match_float64
                                    rtol=2e-6, atol=2e-6)
 
 
+def ref_pat(z, target, temperature, epsilon, detach_weight=False, class_reduction="sum"):
+    """PAT Eq. 4-5 in float64, image by image and class by class."""
+    log_p = torch.log_softmax(z.double(), 1)
+    total = torch.zeros((), dtype=torch.float64)
+    for i in range(z.shape[0]):
+        image_total, present = torch.zeros((), dtype=torch.float64), 0
+        for cls in range(z.shape[1]):
+            mask = target[i] == cls
+            if not mask.any():
+                continue
+            nll = -log_p[i, cls][mask]
+            beta = torch.exp((1 - torch.exp(-nll) - epsilon) / temperature)
+            beta = beta.detach() if detach_weight else beta
+            image_total = image_total + (beta * nll).sum() / mask.sum()
+            present += 1
+        total = total + (image_total / max(present, 1) if class_reduction == "mean" else image_total)
+    return total / z.shape[0]
+
+
+def ref_focal(z, target, gamma, class_weight=None):
+    log_p = torch.log_softmax(z.double(), 1)
+    valid = target != IGNORE
+    index = torch.where(valid, target, 0)
+    log_p_t = log_p.gather(1, index.unsqueeze(1)).squeeze(1)
+    q = (-torch.expm1(log_p_t)).clamp_min(torch.finfo(torch.float32).tiny)
+    weight = torch.ones(z.shape[1], dtype=torch.float64) if class_weight is None else class_weight.double()
+    per_pixel = -(q**gamma) * log_p_t * weight[index]
+    return (per_pixel * valid).sum() / valid.sum().clamp_min(1)
+
+
+@needs_kernel
+@pytest.mark.parametrize("temperature,epsilon,detach_weight,class_reduction",
+                         [(20.0, 0.0, False, "sum"), (0.5, 0.3, False, "mean"), (5.0, -0.2, True, "sum")])
+def test_pat_kernel_matches_the_float64_formula(temperature, epsilon, detach_weight, class_reduction):
+    logits, target = make_batch((3, NUM_CLASSES, 9, 13), seed=15)
+    target[2].fill_(IGNORE)  # an all-ignored image still counts in B
+    loss = PATLoss(temperature, epsilon, IGNORE, detach_weight, class_reduction, implementation="cpu")
+    value, grad = value_and_grad(loss, logits, target)
+    expected, expected_grad = ref_value_and_grad(
+        lambda z, t: ref_pat(z, t, temperature, epsilon, detach_weight, class_reduction), logits, target)
+    torch.testing.assert_close(value.double(), expected, rtol=2e-6, atol=2e-6)
+    torch.testing.assert_close(grad.double(), expected_grad, rtol=1e-4, atol=1e-7)
+
+
+@needs_kernel
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_focal_kernels_match_the_float64_formula(gamma):
+    # spread 8: many pixels with p_t within 1e-6 of 1, where 1 - p_t must not cancel
+    logits, target = make_batch(seed=16, spread=8.0)
+    alpha = [0.5, 1.0, 1.5, 2.0, 0.25, 3.0]
+    for loss, weight in ((FocalLoss(gamma=gamma, alpha=alpha, implementation="cpu"), torch.tensor(alpha)),
+                         (ClassBalancedFocalLoss(COUNTS, gamma=gamma, implementation="cpu"), ref_drw_weights(COUNTS))):
+        value, grad = value_and_grad(loss.train(), logits, target)
+        expected, expected_grad = ref_value_and_grad(lambda z, t: ref_focal(z, t, gamma, weight), logits, target)
+        torch.testing.assert_close(value.double(), expected, rtol=2e-6, atol=2e-6)
+        torch.testing.assert_close(grad.double(), expected_grad, rtol=1e-4, atol=1e-7)
+
+
+@needs_kernel
 def test_blv_kernel_matches_the_float64_formula_with_the_noise_it_drew():
     logits, target = make_batch(seed=3)
     sigma, seed = 0.7, 987654321
@@ -206,6 +283,7 @@ def test_blv_kernel_matches_the_float64_formula_with_the_noise_it_drew():
     torch.testing.assert_close(grad.double(), expected_grad, rtol=1e-4, atol=2e-8)
 
 
+@needs_kernel
 def test_blv_loss_draws_its_seed_from_torchs_generator():
     logits, target = make_batch(seed=4)
     loss = BLVLoss(COUNTS, sigma=0.5, implementation="cpu").train()
@@ -223,12 +301,14 @@ def test_blv_loss_draws_its_seed_from_torchs_generator():
         float(ref_mean_nll(logits, target)), rel=2e-6)  # evaluation: raw logits
 
 
+@needs_kernel
 def test_blv_kernel_with_sigma_zero_is_cross_entropy():
     logits, target = make_batch(seed=5)
     value = BLVLoss(COUNTS, sigma=0.0, implementation="cpu").train()(logits, target)
     torch.testing.assert_close(value, F.cross_entropy(logits, target, ignore_index=IGNORE), rtol=2e-6, atol=2e-6)
 
 
+@needs_kernel
 @pytest.mark.parametrize("sigma", [0.5, 2.0])
 def test_blv_kernel_noise_statistics(sigma):
     variation = blv_variation((4, 8, 128, 128), sigma, seed=2024).double()  # a_c = 1: min(sigma |e|, 1)
@@ -249,6 +329,7 @@ def test_blv_kernel_noise_statistics(sigma):
     assert torch.argmax(ref_blv_scale(COUNTS)) == NUM_CLASSES - 1
 
 
+@needs_kernel
 def test_results_do_not_depend_on_the_number_of_threads():
     logits, target = make_batch((2, NUM_CLASSES, 64, 96), seed=6)
     threads = torch.get_num_threads()
@@ -264,6 +345,7 @@ def test_results_do_not_depend_on_the_number_of_threads():
     assert torch.equal(results[0][1], results[1][1])
 
 
+@needs_kernel
 def test_upstream_gradient_scales_and_a_second_backward_repeats():
     logits, target = make_batch(seed=7)
     loss = BLVLoss(COUNTS, sigma=0.5, implementation="cpu").train()
@@ -277,6 +359,7 @@ def test_upstream_gradient_scales_and_a_second_backward_repeats():
     torch.testing.assert_close(first, -2.5 * leaf.grad, rtol=1e-6, atol=1e-9)
 
 
+@needs_kernel
 def test_half_precision_logits_get_a_gradient_in_their_dtype():
     logits, target = make_batch(seed=8)
     leaf = logits.bfloat16().requires_grad_()
@@ -287,6 +370,7 @@ def test_half_precision_logits_get_a_gradient_in_their_dtype():
     torch.testing.assert_close(value.double(), expected, rtol=2e-6, atol=2e-6)
 
 
+@needs_kernel
 def test_all_ignored_and_empty_batches():
     logits, target = make_batch(seed=9)
     target.fill_(IGNORE)
@@ -296,6 +380,7 @@ def test_all_ignored_and_empty_batches():
     assert float(empty) == 0.0
 
 
+@needs_kernel
 def test_non_finite_logits_give_a_non_finite_loss():
     logits, target = make_batch(seed=10)
     logits[0, 2, 3, 4] = float("nan")
@@ -303,6 +388,7 @@ def test_non_finite_logits_give_a_non_finite_loss():
     assert math.isnan(float(fused_softmax_cross_entropy(logits, target)))
 
 
+@needs_kernel
 def test_bad_input_is_a_clear_error():
     logits, target = make_batch(seed=11)
     target[1, 2, 3] = 9
@@ -314,10 +400,11 @@ def test_bad_input_is_a_clear_error():
         BLVLoss(COUNTS, implementation="cpu")(logits.double(), target.clamp_max(5))
     with pytest.raises(ValueError, match="implementation must be one of"):
         LDAMLoss(COUNTS, implementation="triton")
-    with pytest.raises(ValueError, match=r"per-class table must have shape \[6\]"):
+    with pytest.raises(ValueError, match=r"table must have shape \[6\]"):
         fused_softmax_cross_entropy(logits, target.clamp_max(5), class_weight=torch.ones(3))
 
 
+@needs_kernel
 def test_auto_takes_the_kernel_for_cpu_float32_and_eager_for_float64():
     logits, target = make_batch(seed=12)
     loss = LDAMLoss(COUNTS).train()
@@ -326,23 +413,24 @@ def test_auto_takes_the_kernel_for_cpu_float32_and_eager_for_float64():
     reference = ref_mean_nll(ref_ldam_logits(logits, target, COUNTS), target)
     torch.testing.assert_close(exact, reference, rtol=1e-12, atol=1e-12)
     calls = []
-    original = load_cpu_kernels().pat_seg_softmax_cross_entropy
+    original = load_cpu_kernels().pat_seg_pixel_loss
 
     def counting(*args):
         calls.append(1)
         return original(*args)
 
     library = load_cpu_kernels()
-    library.pat_seg_softmax_cross_entropy = counting
+    library.pat_seg_pixel_loss = counting
     try:
         loss(logits, target)
         LDAMLoss(COUNTS, implementation="eager").train()(logits, target)
     finally:
-        library.pat_seg_softmax_cross_entropy = original
+        library.pat_seg_pixel_loss = original
     assert len(calls) == 1
 
 
 # --- building and caching --------------------------------------------------------------------------
+@needs_kernel
 def test_the_library_is_cached_per_source_compiler_and_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("PAT_SEG_KERNEL_CACHE", str(tmp_path))
     first = build_library()

@@ -117,14 +117,13 @@ def build_library() -> Path:
 def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
     """Give every exported function its C signature (ctypes would otherwise guess ints)."""
     p, i64, u64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_float
-    library.pat_seg_softmax_cross_entropy.argtypes = [p, p, p, i64, i64, i64, i64, f32, p, p, p, p, f32, u64, f32,
-                                                      ctypes.c_int, ctypes.POINTER(ctypes.c_double)]
-    library.pat_seg_softmax_cross_entropy.restype = ctypes.c_int
+    library.pat_seg_pixel_loss.argtypes = [p, ctypes.POINTER(ctypes.c_double)]  # (pat_seg_loss_args*, double*)
+    library.pat_seg_pixel_loss.restype = ctypes.c_int
     library.pat_seg_blv_variation.argtypes = [p, i64, i64, i64, f32, u64]
     library.pat_seg_blv_variation.restype = ctypes.c_int
     library.pat_seg_philox4x32_10.argtypes = [p, p, p]
     library.pat_seg_philox4x32_10.restype = None
-    for name in ("pat_seg_math_exp_nonpositive", "pat_seg_math_log_positive", "pat_seg_math_half_normal"):
+    for name in ("pat_seg_math_exp", "pat_seg_math_log_positive", "pat_seg_math_half_normal"):
         getattr(library, name).argtypes = [p, p, i64]
         getattr(library, name).restype = None
     return library

@@ -39,7 +39,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from pat_seg.kernels import FUSED_DTYPES
-from pat_seg.losses._pixel import check_logits_target, float32_math, per_image_class_counts, valid_mask_and_index
+from pat_seg.losses._pixel import check_logits_target, float32_math, pat_pixel_weights
 
 MAX_CLASSES = 256
 
@@ -262,14 +262,8 @@ def fused_pat_loss(
     """
     check_logits_target(logits, target, ignore_index)
     _check_kernel_input(logits)
-    batch, num_classes = logits.shape[:2]
     with float32_math(logits):
-        valid, index = valid_mask_and_index(target, ignore_index)
-        counts = per_image_class_counts(index, valid, num_classes).to(torch.float32)  # S_i^l
-        pixel_weight = 1.0 / (batch * counts.clamp_min(1.0))
-        if class_reduction == "mean":
-            present = (counts > 0).sum(1, keepdim=True).clamp_min(1).to(torch.float32)  # K_i
-            pixel_weight = pixel_weight / present
+        pixel_weight = pat_pixel_weights(target, ignore_index, logits.shape[1], class_reduction)
     options = (True, float(temperature), float(epsilon), bool(detach_weight), int(ignore_index))
     return _FusedPixelLoss.apply(logits, _flat_target(target), pixel_weight.contiguous(), options)
 

@@ -100,6 +100,20 @@ def per_image_class_counts(index: Tensor, valid: Tensor, num_classes: int) -> Te
     return counts[: batch * num_classes].view(batch, num_classes)
 
 
+def pat_pixel_weights(target: Tensor, ignore_index: int, num_classes: int, class_reduction: str) -> Tensor:
+    r"""PAT's normalisation as a ``[B, L]`` float32 table: :math:`w_{il} = 1 / (B \, S_i^l)` (Eq. 4).
+
+    Divided further by the number of classes present in image ``i`` for ``class_reduction="mean"``.
+    The fused kernels (Triton and CPU) weight pixel ``j`` of image ``i`` by ``w[i, y_ij]``.
+    """
+    valid, index = valid_mask_and_index(target, ignore_index)
+    counts = per_image_class_counts(index, valid, num_classes).to(torch.float32)  # S_i^l
+    weights = 1.0 / (target.shape[0] * counts.clamp_min(1.0))
+    if class_reduction == "mean":
+        weights = weights / (counts > 0).sum(1, keepdim=True).clamp_min(1).to(torch.float32)  # K_i
+    return weights
+
+
 class _TargetLogSoftmax(torch.autograd.Function):
     """``log_softmax(s * z + offset, dim=1)`` at the target class, with the analytic gradient.
 

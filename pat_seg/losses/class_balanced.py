@@ -78,13 +78,13 @@ class ClassBalancedFocalLoss(ClassBalancedLoss):
     r"""CB-Focal: mean over valid pixels of :math:`-w_t (1 - p_t)^\gamma \log p_t`, ``w`` as in CB."""
 
     def __init__(self, class_counts: list[float] | None = None, beta: float | None = None, gamma: float = 2.0,
-                 ignore_index: int = 255) -> None:
+                 ignore_index: int = 255, implementation: str = "auto") -> None:
         self.gamma = check_gamma(gamma)
-        # The focal term is not a softmax cross-entropy, so the fused CPU kernel does not apply.
-        super().__init__(class_counts=class_counts, beta=beta, ignore_index=ignore_index, implementation="eager")
+        super().__init__(class_counts=class_counts, beta=beta, ignore_index=ignore_index, implementation=implementation)
 
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
-        return focal_over_valid(logits, target, self.ignore_index, self.gamma, self.class_weight)
+        return focal_over_valid(logits, target, self.ignore_index, self.gamma, self.class_weight, self.implementation)
 
     def extra_repr(self) -> str:
-        return f"beta={self.beta}, gamma={self.gamma}, ignore_index={self.ignore_index}"
+        return (f"beta={self.beta}, gamma={self.gamma}, ignore_index={self.ignore_index}, "
+                f"implementation={self.implementation!r}")

@@ -7,12 +7,12 @@ import math
 import torch
 from torch import Tensor
 
-from pat_seg.kernels import FUSED_DTYPES, triton_available
-from pat_seg.losses._pixel import per_image_class_counts, target_log_prob
+from pat_seg.kernels import FUSED_DTYPES, check_cpu_implementation, triton_available, use_fused_cpu
+from pat_seg.losses._pixel import pat_pixel_weights, per_image_class_counts, target_log_prob
 from pat_seg.losses.base import PixelLoss
 
 CLASS_REDUCTIONS = ("sum", "mean")
-IMPLEMENTATIONS = ("auto", "eager", "triton")
+IMPLEMENTATIONS = ("auto", "eager", "triton", "cpu")
 
 
 class PATLoss(PixelLoss):
@@ -41,9 +41,10 @@ class PATLoss(PixelLoss):
             image's sum by its number of present classes).
         implementation: ``"auto"`` (default) runs the fused Triton kernel of
             :mod:`pat_seg.kernels.pat_triton` for CUDA float32/bfloat16/float16 logits when Triton is
-            installed, and the eager PyTorch code otherwise; ``"eager"`` always runs PyTorch;
-            ``"triton"`` always runs the kernel and raises ``ValueError`` where it cannot. Both give the
-            same value and gradient.
+            installed, the fused C++ kernel of :mod:`pat_seg.kernels.softmax_cross_entropy_cpu` for CPU
+            float32 logits when it builds here, and the eager PyTorch code otherwise; ``"eager"``
+            always runs PyTorch; ``"triton"`` and ``"cpu"`` always run that kernel and raise
+            ``ValueError`` where it cannot. All give the same value and gradient.
 
     Cost: one ``log_softmax``, one ``gather`` and one ``bincount`` -- O(B*L*H*W) like cross-entropy,
     and no one-hot target tensor.
@@ -67,6 +68,8 @@ class PATLoss(PixelLoss):
             raise ValueError(f"class_reduction must be one of {CLASS_REDUCTIONS}; got {class_reduction!r}")
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}; got {implementation!r}")
+        if implementation == "cpu":
+            check_cpu_implementation(implementation)
         if implementation == "triton" and not triton_available():
             raise ValueError("implementation='triton' needs the triton package, which is not installed")
         self.implementation = implementation
@@ -98,6 +101,14 @@ class PATLoss(PixelLoss):
         )
 
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
+        if self.implementation in ("auto", "cpu") and use_fused_cpu(self.implementation, logits):
+            from pat_seg.kernels.softmax_cross_entropy_cpu import fused_softmax_cross_entropy
+
+            weights = pat_pixel_weights(target, self.ignore_index, logits.shape[1], self.class_reduction)
+            return fused_softmax_cross_entropy(
+                logits, target, self.ignore_index, class_weight=weights, normalize=False, pixel_function="pat",
+                temperature=self.temperature, epsilon=self.epsilon, detach_weight=self.detach_weight,
+            )
         batch, num_classes = logits.shape[:2]
         log_p_t, valid, index = target_log_prob(logits, target, self.ignore_index)
 

@@ -1,16 +1,21 @@
-// Fused softmax cross-entropy for the CPU: loss and gradient in one pass over the logits.
+// Fused softmax pixel losses for the CPU: loss and gradient in one pass over the logits.
 //
-// Serves the cross-entropy family of SPEC section 2 that a CPU cannot run cheaply through eager
-// PyTorch: LDAM (scaled logits and a true-class margin, Cao et al. Eq. 13, with DRW weights) and BLV
-// (one normal draw per logit, Wang et al. Eq. 5-6). For a valid pixel with true class t:
+// Serves every loss of SPEC section 2 that is a function of the true class's log-probability of
+// (adjusted) logits: CE, Class-Balanced (class weights), Balanced Softmax (a per-class logit offset),
+// LDAM (scaled logits and a true-class margin, Cao et al. Eq. 13, with DRW weights), BLV (one normal
+// draw per logit, Wang et al. Eq. 5-6), Focal and CB-Focal (Lin et al. Eq. 5) and PAT (paper Eq. 4-5,
+// with per-image-and-class weights 1 / (B S_i^l)). For a valid pixel with true class t:
 //
 //     y_c  = s * z_c + o_c + a_c * min(sigma * |e_c|, 1) - [c = t] * s * m_t,   e_c ~ N(0, 1)
-//     loss = w_t * (logsumexp_c y_c - y_t)
-//     dloss/dz_c = s * w_t * (softmax(y)_c - [c = t])
+//     nll  = logsumexp_c y_c - y_t,   p_t = exp(-nll)
+//     loss = w_t * phi(nll),   phi = nll | beta nll (PAT) | (1 - p_t)^gamma nll (focal)
+//     dloss/dz_c = s * w_t * phi'(nll) * (softmax(y)_c - [c = t])
 //
-// The returned value is the sum over valid pixels of ``loss``; the gradient is written already
-// multiplied by ``grad_factor`` (1 / number of valid pixels), so the backward pass has nothing left
-// to compute. Ignored pixels get zero loss and zero gradient and draw no noise.
+// The last line holds because d nll / d y_c = softmax(y)_c - [c = t] and d y_c / d z_c = s (the
+// offsets, margins and noise are constants). The returned value is the sum over valid pixels of
+// ``loss``; the gradient is written already multiplied by ``grad_factor`` (1 / number of valid
+// pixels for the mean losses, 1 for PAT whose weights are normalised), so the backward pass has
+// nothing left to compute. Ignored pixels get zero loss and zero gradient and draw no noise.
 //
 // Layout: logits and gradient [B, L, P] contiguous (P = H * W), labels [B, P] int64. Work is split into
 // tiles of kTile consecutive pixels of one image; a tile's adjusted logits, kTile x L floats, stay in
@@ -49,14 +54,15 @@ inline To bits_as(From value) {
   return __builtin_bit_cast(To, value);
 }
 
-// exp(x) for x <= 0 (softmax arguments after subtracting the maximum); 0 below -87.
-inline float exp_nonpositive(float x) {
+// exp(x): 0 below -87 (never a subnormal), +inf above 88.72, NaN for NaN.
+inline float exp_float(float x) {
   const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer held in the mantissa
-  const float t = x * 1.44269504088896341f + shifter;
-  const uint32_t n = bits_as<uint32_t>(t) - bits_as<uint32_t>(shifter);  // round(x / ln2), two's complement
+  const float clamped = x < -88.0f ? -88.0f : (x > 89.0f ? 89.0f : x);  // keeps n in [-127, 129]
+  const float t = clamped * 1.44269504088896341f + shifter;
+  const int32_t n = static_cast<int32_t>(bits_as<uint32_t>(t) - bits_as<uint32_t>(shifter));  // round(x / ln2)
   const float nf = t - shifter;
   // Cody-Waite reduction r = x - n ln2 with ln2 split into a short high part and a correction.
-  const float r = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;
+  const float r = (clamped - nf * 0.693359375f) + nf * 2.12194440e-4f;
   // exp(r) on |r| <= ln2 / 2 by Taylor to degree 7: truncation below 6e-9 relative.
   float p = 1.0f / 5040.0f;
   p = p * r + 1.0f / 720.0f;
@@ -66,8 +72,12 @@ inline float exp_nonpositive(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const float two_to_n = bits_as<float>((n + 127u) << 23);
-  return x < -87.0f ? 0.0f : p * two_to_n;
+  // 2^n as 2^(n/2) * 2^(n - n/2), so that n = 128 (x up to 88.72) does not overflow the exponent field.
+  const int32_t half = n >> 1;
+  const float scale_a = bits_as<float>(static_cast<uint32_t>(half + 127) << 23);
+  const float scale_b = bits_as<float>(static_cast<uint32_t>(n - half + 127) << 23);
+  const float result = p * scale_a * scale_b;
+  return x < -87.0f ? 0.0f : (x == x ? result : x);
 }
 
 // log(x) for a positive normal x (or NaN): x = m 2^k with m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(s),
@@ -143,20 +153,64 @@ inline Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
   return {c0, c1, c2, c3};
 }
 
-struct Problem {
-  const float* logits;
-  const int64_t* target;
-  float* grad;  // null: loss only
+}  // namespace
+
+extern "C" {
+// Everything one call needs; mirrored field by field by ``LossArgs`` in softmax_cross_entropy_cpu.py.
+struct pat_seg_loss_args {
+  const float* logits;         // [B, L, P] contiguous
+  const int64_t* target;       // [B, P]
+  float* grad;                 // [B, L, P], or null: loss only
   int64_t batch, classes, pixels, ignore_index;
-  float scale;
   const float* class_offset;   // o_c, or null
   const float* target_margin;  // m_c (before scaling), or null
-  const float* class_weight;   // w_c, or null (all 1)
+  const float* weight;         // w: weight[b * weight_image_stride + t]; null = all 1
+  int64_t weight_image_stride; // 0 for per-class weights, L for per-image-and-class weights (PAT)
   const float* noise_scale;    // a_c, or null (no noise)
-  float sigma;
   uint64_t seed;
-  float grad_factor;
+  float scale, sigma, grad_factor;
+  int32_t pixel_function;      // PixelFunction
+  float inv_temperature, epsilon, gamma;  // PAT's 1/T and eps; focal's gamma
+  int32_t detach_weight;       // PAT: beta a constant in the backward pass
+  int32_t num_threads;
 };
+}  // extern "C"
+
+namespace {
+
+using Problem = pat_seg_loss_args;
+
+// phi(nll) per valid pixel: the loss is sum_j w_j phi(nll_j) and its gradient w_j phi'(nll_j) d nll_j.
+enum PixelFunction : int32_t {
+  kLinear = 0,  // phi = nll: cross-entropy and its weighted / adjusted variants
+  kPat = 1,     // phi = beta nll, beta = exp((1 - p_t - eps) / T)          (PAT Eq. 4-5)
+  kFocal = 2,   // phi = (1 - p_t)^gamma nll                                  (Lin et al. Eq. 5)
+};
+
+// phi(nll) and d phi / d nll of one pixel (p_t = exp(-nll)).
+inline void pixel_function(const Problem& pr, float nll, float* value, float* slope) {
+  const float p_t = exp_float(-nll);
+  if (pr.pixel_function == kPat) {
+    // d beta / d nll = beta p_t / T, so d (beta nll) / d nll = beta (1 + p_t nll / T).
+    const float beta = exp_float((1.0f - p_t - pr.epsilon) * pr.inv_temperature);
+    *value = beta * nll;
+    *slope = pr.detach_weight ? beta : beta * (1.0f + p_t * nll * pr.inv_temperature);
+  } else if (pr.pixel_function == kFocal) {
+    // q = 1 - p_t without cancellation for confident pixels (series of 1 - e^-x below 0.1), clamped to
+    // the smallest normal float as the eager loss does. d q / d nll = p_t, so
+    // d (q^g nll) / d nll = q^(g-1) (q + g nll p_t).
+    const float x = nll;
+    const float series = x * (1.0f - x * (0.5f - x * (1.0f / 6.0f - x * (1.0f / 24.0f - x * (1.0f / 120.0f)))));
+    float q = x < 0.1f ? series : 1.0f - p_t;
+    q = q > std::numeric_limits<float>::min() ? q : std::numeric_limits<float>::min();
+    const float q_gamma_minus_1 = exp_float((pr.gamma - 1.0f) * log_positive(q));
+    *value = q_gamma_minus_1 * q * nll;
+    *slope = q_gamma_minus_1 * (q + pr.gamma * nll * p_t);
+  } else {
+    *value = nll;
+    *slope = 1.0f;
+  }
+}
 
 // out[c * kTile + j] = a_c * min(sigma * |e|, 1) for the n pixels starting at global pixel index `first`.
 void fill_variation(float* out, int64_t classes, int64_t n, uint64_t first, float sigma, uint64_t seed,
@@ -220,7 +274,7 @@ double run_tile(const Problem& pr, int64_t b, int64_t p0, int64_t n, float* work
     const bool valid = in_range && t != pr.ignore_index;
     any_valid = any_valid || valid;
     label[j] = valid ? static_cast<int32_t>(t) : -1;
-    weight[j] = valid ? (pr.class_weight ? pr.class_weight[t] : 1.0f) : 0.0f;
+    weight[j] = valid ? (pr.weight ? pr.weight[b * pr.weight_image_stride + t] : 1.0f) : 0.0f;
     margin[j] = valid && pr.target_margin ? pr.scale * pr.target_margin[t] : 0.0f;
     row_max[j] = -std::numeric_limits<float>::infinity();
     row_sum[j] = 0.0f;
@@ -245,24 +299,28 @@ double run_tile(const Problem& pr, int64_t b, int64_t p0, int64_t n, float* work
   for (int64_t c = 0; c < L; ++c) {
     float* yc = work + c * kTile;
     for (int64_t j = 0; j < n; ++j) {
-      const float e = exp_nonpositive(yc[j] - row_max[j]);
+      const float e = exp_float(yc[j] - row_max[j]);
       yc[j] = e;
       row_sum[j] += e;
     }
   }
   double total = 0.0;
+  float slope[kTile], per_sum[kTile];
   for (int64_t j = 0; j < n; ++j) {
-    if (label[j] < 0) continue;
-    const float nll = row_max[j] + log_positive(row_sum[j]) - true_logit[j];
-    total += static_cast<double>(weight[j]) * nll;
+    if (label[j] < 0) {
+      slope[j] = per_sum[j] = 0.0f;
+      continue;
+    }
+    float nll = row_max[j] + log_positive(row_sum[j]) - true_logit[j];
+    nll = nll < 0.0f ? 0.0f : nll;  // >= 0 exactly (rounding can leave -1e-7); NaN stays NaN
+    float value, d_value;
+    pixel_function(pr, nll, &value, &d_value);
+    total += static_cast<double>(weight[j]) * value;
+    // Pass 3 writes s * w_t * phi'(nll) * grad_factor * (p_c - [c = t]).
+    slope[j] = pr.scale * weight[j] * d_value * pr.grad_factor;
+    per_sum[j] = slope[j] / row_sum[j];
   }
   if (g) {
-    // Pass 3: s * w_t * (p_c - [c = t]) * grad_factor, written once.
-    float slope[kTile], per_sum[kTile];
-    for (int64_t j = 0; j < n; ++j) {
-      slope[j] = pr.scale * weight[j] * pr.grad_factor;
-      per_sum[j] = slope[j] / row_sum[j];
-    }
     for (int64_t c = 0; c < L; ++c) {
       const float* ec = work + c * kTile;
       float* gc = g + c * P;
@@ -315,14 +373,10 @@ void parallel_over(int64_t count, int num_threads, const Body& body) {
 extern "C" {
 
 // Status codes: 0 ok, 1 a label outside [0, L) that is not ignore_index, 2 out of memory / internal.
-int pat_seg_softmax_cross_entropy(const float* logits, const int64_t* target, float* grad, int64_t batch,
-                                  int64_t classes, int64_t pixels, int64_t ignore_index, float scale,
-                                  const float* class_offset, const float* target_margin, const float* class_weight,
-                                  const float* noise_scale, float sigma, uint64_t seed, float grad_factor,
-                                  int num_threads, double* loss_sum) {
+int pat_seg_pixel_loss(const pat_seg_loss_args* args, double* loss_sum) {
   try {
-    const Problem pr{logits, target, grad, batch, classes, pixels, ignore_index, scale, class_offset,
-                     target_margin, class_weight, noise_scale, sigma, seed, grad_factor};
+    const Problem& pr = *args;
+    const int64_t batch = pr.batch, classes = pr.classes, pixels = pr.pixels, num_threads = pr.num_threads;
     const int64_t tiles_per_image = (pixels + kTile - 1) / kTile;
     const int64_t tiles = batch * tiles_per_image;
     std::vector<double> tile_loss(static_cast<size_t>(tiles), 0.0);
@@ -375,8 +429,8 @@ void pat_seg_philox4x32_10(const uint32_t* counter, const uint32_t* key, uint32_
 }
 
 // The vectorised exp/log/half-normal above, element-wise over n floats, for accuracy tests.
-void pat_seg_math_exp_nonpositive(const float* x, float* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = exp_nonpositive(x[i]);
+void pat_seg_math_exp(const float* x, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = exp_float(x[i]);
 }
 void pat_seg_math_log_positive(const float* x, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = log_positive(x[i]);
