@@ -187,18 +187,21 @@ enum PixelFunction : int32_t {
   kFocal = 2,   // phi = (1 - p_t)^gamma nll                                  (Lin et al. Eq. 5)
 };
 
-// phi(nll) and d phi / d nll of one pixel (p_t = exp(-nll)).
+// phi(nll) and d phi / d nll of one pixel (p_t = exp(-nll)); branch-free per function, so the loop
+// over a tile's pixels that calls it vectorises.
+template <int32_t kFunction>
 inline void pixel_function(const Problem& pr, float nll, float* value, float* slope) {
-  const float p_t = exp_float(-nll);
-  if (pr.pixel_function == kPat) {
+  if (kFunction == kPat) {
     // d beta / d nll = beta p_t / T, so d (beta nll) / d nll = beta (1 + p_t nll / T).
+    const float p_t = exp_float(-nll);
     const float beta = exp_float((1.0f - p_t - pr.epsilon) * pr.inv_temperature);
     *value = beta * nll;
     *slope = pr.detach_weight ? beta : beta * (1.0f + p_t * nll * pr.inv_temperature);
-  } else if (pr.pixel_function == kFocal) {
+  } else if (kFunction == kFocal) {
     // q = 1 - p_t without cancellation for confident pixels (series of 1 - e^-x below 0.1), clamped to
     // the smallest normal float as the eager loss does. d q / d nll = p_t, so
     // d (q^g nll) / d nll = q^(g-1) (q + g nll p_t).
+    const float p_t = exp_float(-nll);
     const float x = nll;
     const float series = x * (1.0f - x * (0.5f - x * (1.0f / 6.0f - x * (1.0f / 24.0f - x * (1.0f / 120.0f)))));
     float q = x < 0.1f ? series : 1.0f - p_t;
@@ -210,6 +213,27 @@ inline void pixel_function(const Problem& pr, float nll, float* value, float* sl
     *value = nll;
     *slope = 1.0f;
   }
+}
+
+// Per pixel of a tile: the weighted loss (summed and returned) and the factors of pass 3,
+// slope = s * w_t * phi'(nll) * grad_factor and slope / sum_c exp(y_c - max); 0 for ignored pixels.
+template <int32_t kFunction>
+double pixel_terms(const Problem& pr, int64_t n, const int32_t* label, const float* weight, const float* row_max,
+                   const float* row_sum, const float* true_logit, float* slope, float* per_sum) {
+  float loss[kTile];
+  for (int64_t j = 0; j < n; ++j) {
+    float nll = row_max[j] + log_positive(row_sum[j]) - true_logit[j];
+    nll = nll < 0.0f ? 0.0f : nll;  // >= 0 exactly (rounding can leave -1e-7); NaN stays NaN
+    float value, d_value;
+    pixel_function<kFunction>(pr, nll, &value, &d_value);
+    const bool valid = label[j] >= 0;  // an ignored pixel's row may hold anything, even NaN: select, not multiply
+    loss[j] = valid ? weight[j] * value : 0.0f;
+    slope[j] = valid ? pr.scale * weight[j] * d_value * pr.grad_factor : 0.0f;
+    per_sum[j] = slope[j] / row_sum[j];
+  }
+  double total = 0.0;
+  for (int64_t j = 0; j < n; ++j) total += loss[j];
+  return total;
 }
 
 // out[c * kTile + j] = a_c * min(sigma * |e|, 1) for the n pixels starting at global pixel index `first`.
@@ -304,22 +328,11 @@ double run_tile(const Problem& pr, int64_t b, int64_t p0, int64_t n, float* work
       row_sum[j] += e;
     }
   }
-  double total = 0.0;
   float slope[kTile], per_sum[kTile];
-  for (int64_t j = 0; j < n; ++j) {
-    if (label[j] < 0) {
-      slope[j] = per_sum[j] = 0.0f;
-      continue;
-    }
-    float nll = row_max[j] + log_positive(row_sum[j]) - true_logit[j];
-    nll = nll < 0.0f ? 0.0f : nll;  // >= 0 exactly (rounding can leave -1e-7); NaN stays NaN
-    float value, d_value;
-    pixel_function(pr, nll, &value, &d_value);
-    total += static_cast<double>(weight[j]) * value;
-    // Pass 3 writes s * w_t * phi'(nll) * grad_factor * (p_c - [c = t]).
-    slope[j] = pr.scale * weight[j] * d_value * pr.grad_factor;
-    per_sum[j] = slope[j] / row_sum[j];
-  }
+  const double total =
+      pr.pixel_function == kPat     ? pixel_terms<kPat>(pr, n, label, weight, row_max, row_sum, true_logit, slope, per_sum)
+      : pr.pixel_function == kFocal ? pixel_terms<kFocal>(pr, n, label, weight, row_max, row_sum, true_logit, slope, per_sum)
+                                    : pixel_terms<kLinear>(pr, n, label, weight, row_max, row_sum, true_logit, slope, per_sum);
   if (g) {
     for (int64_t c = 0; c < L; ++c) {
       const float* ec = work + c * kTile;
