@@ -30,7 +30,7 @@ def triton_interpreter_requested() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
 
 
-# ``implementation`` choices of the losses with a fused CPU kernel (CE, CB, BMS, LDAM, BLV).
+# ``implementation`` choices of the losses' fused CPU kernel (PATLoss adds "triton").
 CPU_IMPLEMENTATIONS = ("auto", "eager", "cpu")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from pat_seg.kernels import check_cpu_implementation, use_fused_cpu
+from pat_seg.kernels.softmax_cross_entropy_cpu import fused_softmax_cross_entropy
 from pat_seg.losses._pixel import cross_entropy_over_valid
 from pat_seg.losses.class_counts import ClassCountLoss
 
@@ -44,8 +45,6 @@ class BalancedSoftmaxLoss(ClassCountLoss):
 
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
         if use_fused_cpu(self.implementation, logits):
-            from pat_seg.kernels.softmax_cross_entropy_cpu import fused_softmax_cross_entropy
-
             return fused_softmax_cross_entropy(logits, target, self.ignore_index,
                                                class_offset=self.log_prior if self.training else None)
         offset = self.log_prior.view(1, -1, 1, 1) if self.training else None

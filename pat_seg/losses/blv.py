@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from pat_seg.kernels import check_cpu_implementation, use_fused_cpu
+from pat_seg.kernels.softmax_cross_entropy_cpu import fused_softmax_cross_entropy
 from pat_seg.losses._pixel import cross_entropy_over_valid
 from pat_seg.losses.class_counts import ClassCountLoss
 
@@ -63,8 +64,6 @@ class BLVLoss(ClassCountLoss):
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
         varied = self.training and self.sigma > 0
         if use_fused_cpu(self.implementation, logits):
-            from pat_seg.kernels.softmax_cross_entropy_cpu import fused_softmax_cross_entropy
-
             return fused_softmax_cross_entropy(logits, target, self.ignore_index,
                                                variation_scale=self.variation_scale if varied else None, sigma=self.sigma)
         offset = self.logit_variation(logits) if varied else None

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from pat_seg.kernels import check_cpu_implementation, use_fused_cpu
+from pat_seg.kernels.softmax_cross_entropy_cpu import fused_softmax_cross_entropy
 from pat_seg.losses._pixel import cross_entropy_over_valid
 from pat_seg.losses.class_counts import ClassCountLoss
 from pat_seg.losses.focal import check_gamma, focal_over_valid
@@ -65,8 +66,6 @@ class ClassBalancedLoss(ClassCountLoss):
 
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
         if use_fused_cpu(self.implementation, logits):
-            from pat_seg.kernels.softmax_cross_entropy_cpu import fused_softmax_cross_entropy
-
             return fused_softmax_cross_entropy(logits, target, self.ignore_index, class_weight=self.class_weight)
         return cross_entropy_over_valid(logits, target, self.ignore_index, self.class_weight)
 

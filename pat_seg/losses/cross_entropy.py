@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pat_seg.kernels import check_cpu_implementation, use_fused_cpu
+from pat_seg.kernels.softmax_cross_entropy_cpu import fused_softmax_cross_entropy
 from pat_seg.losses.base import PixelLoss
 
 
@@ -28,8 +29,6 @@ class CrossEntropyLoss(PixelLoss):
 
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
         if use_fused_cpu(self.implementation, logits):
-            from pat_seg.kernels.softmax_cross_entropy_cpu import fused_softmax_cross_entropy
-
             return fused_softmax_cross_entropy(logits, target, self.ignore_index)
         total = F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="sum")
         num_valid = (target != self.ignore_index).sum().clamp_min(1)

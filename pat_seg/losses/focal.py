@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from pat_seg.kernels import check_cpu_implementation, use_fused_cpu
+from pat_seg.kernels.softmax_cross_entropy_cpu import fused_softmax_cross_entropy
 from pat_seg.losses._pixel import lookup_class, mean_over_valid, target_log_prob
 from pat_seg.losses.base import PixelLoss
 
@@ -31,8 +32,6 @@ def focal_over_valid(
     with ``p_t = 1``, or an ignored pixel, whose ``log p_t`` is set to 0) is 0 and not ``0 * inf``.
     """
     if use_fused_cpu(implementation, logits):
-        from pat_seg.kernels.softmax_cross_entropy_cpu import fused_softmax_cross_entropy
-
         return fused_softmax_cross_entropy(logits, target, ignore_index, class_weight=class_weight,
                                            pixel_function="focal", gamma=gamma)
     log_p_t, valid, index = target_log_prob(logits, target, ignore_index)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from pat_seg.kernels import check_cpu_implementation, use_fused_cpu
+from pat_seg.kernels.softmax_cross_entropy_cpu import fused_softmax_cross_entropy
 from pat_seg.losses._pixel import lookup_class, mean_over_valid, target_log_prob
 from pat_seg.losses.class_balanced import class_balanced_weights
 from pat_seg.losses.class_counts import ClassCountLoss
@@ -87,8 +88,6 @@ class LDAMLoss(ClassCountLoss):
 
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
         if use_fused_cpu(self.implementation, logits):
-            from pat_seg.kernels.softmax_cross_entropy_cpu import fused_softmax_cross_entropy
-
             return fused_softmax_cross_entropy(
                 logits, target, self.ignore_index, scale=self.scale,
                 target_margin=self.margins if self.training else None,

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from pat_seg.kernels import FUSED_DTYPES, check_cpu_implementation, triton_available, use_fused_cpu
+from pat_seg.kernels.softmax_cross_entropy_cpu import fused_softmax_cross_entropy
 from pat_seg.losses._pixel import pat_pixel_weights, per_image_class_counts, target_log_prob
 from pat_seg.losses.base import PixelLoss
 
@@ -102,8 +103,6 @@ class PATLoss(PixelLoss):
 
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
         if self.implementation in ("auto", "cpu") and use_fused_cpu(self.implementation, logits):
-            from pat_seg.kernels.softmax_cross_entropy_cpu import fused_softmax_cross_entropy
-
             weights = pat_pixel_weights(target, self.ignore_index, logits.shape[1], self.class_reduction)
             return fused_softmax_cross_entropy(
                 logits, target, self.ignore_index, class_weight=weights, normalize=False, pixel_function="pat",
