@@ -140,12 +140,18 @@ def test_half_normal_is_sqrt2_erfinv_of_the_centred_24_bit_uniform():
 
 
 @needs_kernel
-def test_exp_is_accurate_and_never_subnormal():
+def test_exp_is_accurate_never_subnormal_and_overflows_to_inf():
     x = torch.cat([torch.linspace(-87.0, 0.0, 200_001), torch.tensor([-1e-30, -0.0])])
     got = call_math("pat_seg_math_exp", x).double()
     torch.testing.assert_close(got, x.double().exp(), rtol=3e-7, atol=0)
     below = call_math("pat_seg_math_exp", torch.tensor([-87.5, -100.0, -1e4, -float("inf")]))
     assert below.tolist() == [0.0, 0.0, 0.0, 0.0]  # flushed, never a subnormal
+    positive = torch.linspace(0.0, 88.72, 100_001)  # PAT's weight exp((1 - p - eps) / T) takes these
+    torch.testing.assert_close(call_math("pat_seg_math_exp", positive).double(), positive.double().exp(),
+                               rtol=3e-7, atol=0)
+    above = call_math("pat_seg_math_exp", torch.tensor([88.73, 89.5, 1e4, float("inf")]))
+    assert above.tolist() == [float("inf")] * 4
+    assert math.isnan(float(call_math("pat_seg_math_exp", torch.tensor([float("nan")]))))
 
 
 @needs_kernel

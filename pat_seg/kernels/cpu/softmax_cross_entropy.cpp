@@ -57,7 +57,7 @@ inline To bits_as(From value) {
 // exp(x): 0 below -87 (never a subnormal), +inf above 88.72, NaN for NaN.
 inline float exp_float(float x) {
   const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer held in the mantissa
-  const float clamped = x < -88.0f ? -88.0f : (x > 89.0f ? 89.0f : x);  // keeps n in [-127, 129]
+  const float clamped = x < -88.0f ? -88.0f : (x > 89.0f ? 89.0f : x);  // keeps n in [-127, 128]
   const float t = clamped * 1.44269504088896341f + shifter;
   const int32_t n = static_cast<int32_t>(bits_as<uint32_t>(t) - bits_as<uint32_t>(shifter));  // round(x / ln2)
   const float nf = t - shifter;
