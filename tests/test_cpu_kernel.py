@@ -446,6 +446,31 @@ def test_the_library_is_cached_per_source_compiler_and_cpu(tmp_path, monkeypatch
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no scratch files left
 
 
+@needs_kernel
+def test_the_std_thread_build_without_openmp_gives_the_same_bits(tmp_path, monkeypatch):
+    """Apple's clang has no OpenMP: the kernel then splits the tiles over std::threads instead."""
+    logits, target = make_batch((2, NUM_CLASSES, 64, 96), seed=17)
+    loss = lambda z, t: fused_softmax_cross_entropy(  # noqa: E731
+        z, t, variation_scale=ref_blv_scale(COUNTS).float(), sigma=0.5, seed=9, scale=2.0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with_openmp = value_and_grad(loss, logits, target)
+        monkeypatch.setenv("PAT_SEG_KERNEL_CACHE", str(tmp_path))
+        monkeypatch.setattr(cpu_build, "TARGET_FLAGS", (("-march=native",), ()))
+        load_cpu_kernels.cache_clear()
+        try:
+            library = load_cpu_kernels()
+            assert not hasattr(library, "omp_get_num_threads")  # nothing from libgomp was linked in
+            with_threads = value_and_grad(loss, logits, target)
+        finally:
+            load_cpu_kernels.cache_clear()
+    finally:
+        torch.set_num_threads(threads)
+    assert float(with_openmp[0]) == float(with_threads[0])
+    assert torch.equal(with_openmp[1], with_threads[1])
+
+
 def test_without_a_compiler_auto_falls_back_to_eager_and_cpu_says_why(tmp_path, monkeypatch):
     monkeypatch.setenv("PAT_SEG_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", "")
