@@ -1,7 +1,5 @@
 """`pat-seg` end to end on tiny synthetic runs: TensorBoard tags, saved config, every subcommand."""
 
-from pathlib import Path
-
 import pytest
 import torch
 import yaml

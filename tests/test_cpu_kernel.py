@@ -331,8 +331,6 @@ def test_blv_kernel_noise_statistics(sigma):
     for a, b in ((centred[:, 0], centred[:, 1]), (centred[:, 3], centred[:, 4]), (centred[:, 0, :, 1:], centred[:, 0, :, :-1])):
         correlation = float((a * b).mean() / (a.std() * b.std()))
         assert abs(correlation) < 0.01
-    # the mean shift the loss applies per class is a_c times that: f_c / max f, largest for the rarest class
-    assert torch.argmax(ref_blv_scale(COUNTS)) == NUM_CLASSES - 1
 
 
 @needs_kernel

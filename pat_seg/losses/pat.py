@@ -102,7 +102,7 @@ class PATLoss(PixelLoss):
         )
 
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
-        if self.implementation in ("auto", "cpu") and use_fused_cpu(self.implementation, logits):
+        if use_fused_cpu(self.implementation, logits):  # "triton" never gets here (see forward)
             weights = pat_pixel_weights(target, self.ignore_index, logits.shape[1], self.class_reduction)
             return fused_softmax_cross_entropy(
                 logits, target, self.ignore_index, class_weight=weights, normalize=False, pixel_function="pat",
