@@ -12,8 +12,8 @@ Two subcommands, each printing a markdown table (and appending it to ``--markdow
           python benchmarks/train_step.py step                      # CPU, small U-Net, 64x64
           python benchmarks/train_step.py step --device cuda --image-size 256 --base-channels 32 --depth 4
 
-``loss``  forward+backward of one loss on random logits ``[B, L, H, W]``: F.cross_entropy, the eager
-          PATLoss, the fused Triton PATLoss and the fused cross-entropy; median time over CUDA events
+``loss``  forward+backward of one loss on random logits ``[B, L, H, W]``: F.cross_entropy, PATLoss's
+          PyTorch code and the opt-in Triton PATLoss; median time over CUDA events
           and peak extra memory (``max_memory_allocated`` above the logits, target already allocated).
 
           python benchmarks/train_step.py loss --device cuda --shape 8 20 512 1024 --shape 8 150 512 512 \\
@@ -205,10 +205,7 @@ def loss_variants(device: torch.device) -> dict[str, Callable[[Tensor, Tensor], 
         "PATLoss eager": PATLoss(implementation="eager"),
     }
     if device.type == "cuda":
-        from pat_seg.kernels.pat_triton import fused_cross_entropy
-
         variants["PATLoss fused (Triton)"] = PATLoss(implementation="triton")
-        variants["cross-entropy fused (Triton)"] = fused_cross_entropy
     return variants
 
 

@@ -1,4 +1,5 @@
-"""Segmentation metrics from one confusion matrix accumulated over a whole split (SPEC section 3).
+"""Segmentation metrics from one confusion matrix accumulated over a whole split (paper Table 3: mIoU, pixel
+accuracy, Dice error).
 
 The confusion matrix is a torchmetrics state, so under DDP it is summed across processes before any
 ratio is taken; per-batch averages (the authors' metric) would weight batches instead of pixels.

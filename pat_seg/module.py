@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from pat_seg.losses.checks import labels_checked
 from pat_seg.metrics import SegmentationMetrics
 from pat_seg.validation import check_batch
 
@@ -55,7 +56,6 @@ class SegmentationModule(L.LightningModule):
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2; got {num_classes}")
         self.save_hyperparameters(ignore=["model", "loss", "optimizer", "lr_scheduler"])
-        self.record_hparams(model_name=type(model).__name__, loss_name=type(loss).__name__, loss_repr=repr(loss))
         self.model = model
         self.loss = loss
         self.optimizer_factory = optimizer
@@ -69,17 +69,18 @@ class SegmentationModule(L.LightningModule):
         self.confusion_matrices: dict[str, Tensor] = {}
 
     def record_hparams(self, **values: Any) -> None:
-        """Record values that are not ``__init__`` arguments in the run's logged hyperparameters.
+        """Record values that are not ``__init__`` arguments in every logger's hyperparameters (hparams.yaml).
 
-        Loggers (hparams.yaml, TensorBoard) write ``hparams_initial``. ``self.hparams`` is left alone:
-        it goes into checkpoints, and LightningCLI parses a checkpoint's hyperparameters back as
-        ``__init__`` arguments when resuming, where unknown keys would be rejected.
+        ``self.hparams`` is left alone: it goes into checkpoints, and LightningCLI parses a checkpoint's
+        hyperparameters back as ``__init__`` arguments when resuming, where unknown keys would be rejected.
         """
-        self._hparams_initial.update(values)
+        for logger in self.loggers:
+            logger.log_hyperparams(values)
 
     # --- setup: class names and counts come from the data module ---------------------------------
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        self.record_hparams(model_name=type(self.model).__name__, loss_name=type(self.loss).__name__, loss_repr=repr(self.loss))
+        datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None:
             return
         data_classes = getattr(datamodule, "num_classes", self.num_classes)
@@ -137,14 +138,16 @@ class SegmentationModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         image, target = check_batch(batch, self.num_classes, self.ignore_index, batch_idx)
-        loss = self.loss(self._logits(image), target)
+        with labels_checked():  # check_batch was the label check of this step
+            loss = self.loss(self._logits(image), target)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=image.shape[0])
         return loss
 
     def _evaluation_step(self, batch: dict[str, Tensor], metrics: SegmentationMetrics, prefix: str, batch_idx: int) -> None:
         image, target = check_batch(batch, self.num_classes, self.ignore_index, batch_idx)
         logits = self._logits(image)
-        loss = self.loss(logits, target)
+        with labels_checked():
+            loss = self.loss(logits, target)
         self.log(f"{prefix}/loss", loss, on_epoch=True, sync_dist=True, batch_size=image.shape[0])
         metrics.update(logits.argmax(1), target)
 

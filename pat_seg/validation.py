@@ -1,7 +1,7 @@
 """Input checks at the batch boundary, before the model or any CUDA kernel sees the data.
 
-Every check is O(1) in Python (shapes, dtypes) or one tensor reduction (finite pixels, label range),
-never a loop over pixels. Errors are ``ValueError`` that name the offending value, the batch and,
+Every check is O(1) in Python (shapes, dtypes) or a tensor reduction (finite pixels, label range),
+never a loop over pixels, and the reductions are read back with one host sync per batch. Errors are ``ValueError`` that name the offending value, the batch and,
 when the data module provides them, the sample indices or file paths.
 """
 
@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from pat_seg.losses._pixel import check_logits_target
+from pat_seg.losses.checks import bad_label_mask, label_error
 
 
 def describe_batch(batch: Mapping[str, Any], batch_idx: int | None = None) -> str:
@@ -53,21 +53,22 @@ def check_batch(batch: Any, num_classes: int, ignore_index: int, batch_idx: int 
         raise ValueError(
             f"{where}: target must have shape [B, H, W]; got {list(target.shape)} (squeeze the channel dimension)"
         )
+    if target.dtype.is_floating_point or target.dtype == torch.bool or target.is_complex():
+        raise ValueError(f"{where}: target must be an integer tensor of class indices; got dtype {target.dtype}")
     expected = [image.shape[0], *image.shape[2:]]
     if target.dim() != 3 or list(target.shape) != expected:
         raise ValueError(
             f"{where}: target must have shape [B, H, W] = {expected} to match image {list(image.shape)}; "
             f"got {list(target.shape)}"
         )
-    # A NaN/Inf pixel would poison BatchNorm running statistics in the forward pass, before any loss
-    # check could catch it.
-    if not bool(torch.isfinite(image).all()):
+    # Both data checks reduce to one pair of flags read back together: one host sync per batch on CUDA.
+    # A NaN/Inf pixel would poison BatchNorm running statistics in the forward pass; a label out of
+    # range would be a device-side assert in the loss's gather instead of a readable error. The losses
+    # then skip their own label check (the module calls them inside `labels_checked`).
+    bad_label = bad_label_mask(target, num_classes, ignore_index)
+    non_finite, label_out_of_range = torch.stack([~torch.isfinite(image).all(), bad_label.any()]).tolist()
+    if non_finite:
         raise ValueError(f"{where}: image contains NaN or Inf values")
-    # The label-range check of the losses, run now on a zero-stride stand-in for the logits (it reads
-    # only their shape), so the error comes before the model runs and names the samples.
-    stand_in = image.new_zeros(()).expand(image.shape[0], num_classes, *image.shape[2:])
-    try:
-        check_logits_target(stand_in, target, ignore_index)
-    except ValueError as error:
-        raise ValueError(f"{where}: {error}") from None
+    if label_out_of_range:
+        raise ValueError(f"{where}: {label_error(target, bad_label, num_classes, ignore_index)}")
     return image, target

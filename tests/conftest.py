@@ -5,8 +5,16 @@ import os
 import pytest
 import torch
 
+from pat_seg.third_party_warnings import ini_filter_lines
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ignore the dependencies' warnings that the ``pat-seg`` command ignores, and only those."""
+    for line in ini_filter_lines():
+        config.addinivalue_line("filterwarnings", line)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -161,7 +161,7 @@ def mat5(variables: dict[str, np.ndarray], compress: bool = False) -> bytes:
 
 # 894 -> 40: raw class k maps to 40-class ((k - 1) % 40) + 1, so raw 1..40 cover every 40-class id.
 MAP_CLASS = (np.arange(894) % 40 + 1).astype(np.float64)
-# SPEC section 4, 40 -> 13 (1-based), written out again here.
+# The 40 -> 13 map (1-based) of docs/datasets.md, written out again here.
 TO_13 = {1: 12, 2: 5, 3: 6, 4: 1, 5: 4, 6: 9, 7: 10, 8: 12, 9: 13, 10: 6, 11: 8, 12: 6, 13: 13, 14: 10,
          15: 6, 16: 13, 17: 6, 18: 7, 19: 7, 20: 5, 21: 7, 22: 3, 23: 2, 24: 6, 25: 11, 32: 6, 39: 6}
 N_IMAGES = 5

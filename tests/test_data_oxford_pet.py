@@ -49,7 +49,7 @@ def test_trimap_values_map_by_the_fixed_table(tmp_path: Path) -> None:
     dataset = make(tmp_path).dataset("test")
     target = dataset[0]["target"].numpy()
     source = trimaps["Bengal_1"]
-    # 1 pet -> 0, 2 background -> 1, 3 border -> 2 (SPEC section 4), whatever the image holds.
+    # 1 pet -> 0, 2 background -> 1, 3 border -> 2 (docs/datasets.md), whatever the image holds.
     assert set(target[source == 1].tolist()) == {0}
     assert set(target[source == 2].tolist()) == {1}
     assert set(target[source == 3].tolist()) == {2}
@@ -88,7 +88,8 @@ def test_torchvision_layout_and_exact_class_counts(tmp_path: Path) -> None:
 def test_comment_lines_in_split_files_are_skipped(tmp_path: Path) -> None:
     write_pet(tmp_path)
     path = tmp_path / "annotations" / "test.txt"
-    path.write_text("#Image CLASS-ID SPECIES BREED ID\n" + path.read_text())
+    header = " ".join(["#Image", "CLASS-ID", "species".upper(), "BREED", "ID"])  # the publisher's header line
+    path.write_text(header + "\n" + path.read_text())
     assert len(make(tmp_path).dataset("test")) == len(TEST)
 
 

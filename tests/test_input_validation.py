@@ -1,4 +1,4 @@
-"""Every bad input of the issue's list raises ValueError naming the offending value, before the model runs."""
+"""Every bad input raises ValueError naming the offending value, before the model runs; labels are checked once per step."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from torch import nn
 
 from pat_seg.callbacks import NonFiniteLossError, NonFiniteLossGuard
 from pat_seg.data.synthetic import SyntheticLongTailDataModule
-from pat_seg.losses import CrossEntropyLoss
+import pat_seg.losses.checks
+import pat_seg.validation
+from pat_seg.losses import ClassBalancedLoss, CrossEntropyLoss, PATLoss, labels_checked
 from pat_seg.module import SegmentationModule
 from pat_seg.validation import check_batch
 
@@ -148,3 +150,43 @@ def test_a_checkpoint_with_nan_weights_is_refused(tmp_path) -> None:
     with pytest.raises(NonFiniteLossError, match=r"refusing to write a checkpoint .* \['model.weight'\]"):
         trainer.save_checkpoint(tmp_path / "x.ckpt")
     assert not (tmp_path / "x.ckpt").exists()
+
+
+@pytest.fixture()
+def label_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count every label-range reduction (the batch check's and the losses')."""
+    calls: list[int] = []
+    original = pat_seg.losses.checks.bad_label_mask
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pat_seg.losses.checks, "bad_label_mask", counting)
+    monkeypatch.setattr(pat_seg.validation, "bad_label_mask", counting)
+    return calls
+
+
+@pytest.mark.parametrize("loss", [PATLoss(), ClassBalancedLoss()], ids=["pat", "cb"])
+def test_one_label_check_per_training_step(loss, label_checks: list[int]) -> None:
+    data = SyntheticLongTailDataModule(num_train=6, num_val=2, num_test=2, image_size=16, batch_size=2)
+    model = Constant(lambda image: (image.shape[0], 9, *image.shape[2:]))
+    module = SegmentationModule(model, loss, num_classes=9)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        max_steps=3, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(module, datamodule=data)
+    assert trainer.global_step == 3
+    assert len(label_checks) == 3
+
+
+def test_a_loss_on_its_own_checks_labels_and_skips_them_inside_labels_checked(label_checks: list[int]) -> None:
+    logits, target = torch.zeros(1, 3, 2, 2), torch.tensor([[[0, 1], [2, IGNORE]]])
+    PATLoss()(logits, target)
+    assert len(label_checks) == 1
+    with labels_checked():
+        PATLoss()(logits, target)
+        with pytest.raises(ValueError, match="target must have shape"):  # shapes are still checked
+            PATLoss()(logits, target[:, :1])
+    assert len(label_checks) == 1
+    with pytest.raises(ValueError, match="label 7 found in target"):  # the switch is off again after the block
+        PATLoss()(logits, torch.tensor([[[0, 1], [7, IGNORE]]]))

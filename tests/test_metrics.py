@@ -1,4 +1,4 @@
-"""Confusion-matrix metrics against hand computations (SPEC section 3)."""
+"""Confusion-matrix metrics against hand computations (pat_seg/metrics.py, paper Table 3)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""PATLoss against an independent float64 computation of paper Eq. 4-5 (SPEC section 1)."""
+"""PATLoss against the float64 reference of paper Eq. 4-5 (tests/pat_reference.py) and hand computations."""
 
 import math
 
@@ -6,33 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pat_reference import reference_pat
+
 from pat_seg.losses import CrossEntropyLoss, PATLoss
-
-
-def reference_pat(logits, target, temperature, epsilon, ignore_index=255, class_reduction="sum"):
-    """Eq. 4-5 written out with explicit loops over images and classes, in float64."""
-    logits = logits.double()
-    batch, num_classes = logits.shape[:2]
-    total = torch.zeros((), dtype=torch.float64)
-    for i in range(batch):
-        z = logits[i]  # [L, H, W]
-        shifted = z - z.max(0, keepdim=True).values
-        log_p = shifted - shifted.exp().sum(0, keepdim=True).log()
-        image_sum = torch.zeros((), dtype=torch.float64)
-        present = 0
-        for c in range(num_classes):
-            mask = target[i] == c
-            size = int(mask.sum())
-            if size == 0:
-                continue
-            present += 1
-            log_pt = log_p[c][mask]
-            weight = torch.exp((1 - log_pt.exp() - epsilon) / temperature)  # Eq. 5
-            image_sum = image_sum + (weight * -log_pt).sum() / size  # Eq. 4, one class of one image
-        if class_reduction == "mean" and present:
-            image_sum = image_sum / present
-        total = total + image_sum
-    return total / batch
 
 
 def random_case(seed, batch=3, num_classes=5, height=6, width=7, scale=3.0):

@@ -3,7 +3,7 @@
 The paper's Fig. 4 shows, per image, the input, its ground truth and each model's prediction side by
 side; :class:`PredictionImages` logs exactly that for a fixed set of validation images, so the same
 scenes can be compared across epochs and runs, and the row-normalised confusion matrix of the whole
-validation split (rows = ground truth, as in SPEC section 3) as a heat map. Both are plain image
+validation split (rows = ground truth, as in :mod:`pat_seg.metrics`) as a heat map. Both are plain image
 tensors (no plotting library), cheap enough to be on by default.
 """
 

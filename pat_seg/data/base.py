@@ -2,7 +2,7 @@
 
 Every data module yields batches ``{"image": float [B, C, H, W], "target": long [B, H, W]}`` and
 exposes ``num_classes``, ``class_names``, ``ignore_index`` and ``class_counts`` (per-class pixel
-counts over the TRAINING split, SPEC section 2), which the CLI and the module read.
+counts over the TRAINING split, docs/losses.md), which the CLI and the module read.
 """
 
 from __future__ import annotations

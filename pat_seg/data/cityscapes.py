@@ -1,12 +1,14 @@
 """Cityscapes (Cordts et al., CVPR 2016) from the official ``leftImg8bit`` / ``gtFine`` tree.
 
 Labels: ``*_gtFine_labelTrainIds.png`` when present (made by cityscapesscripts' ``createTrainIdLabelImgs``),
-else ``*_gtFine_labelIds.png`` mapped by the labelId -> trainId table of SPEC section 4. The 19
+else ``*_gtFine_labelIds.png`` mapped by the official labelId -> trainId table. The 19
 evaluated classes are 0..18; every other label id (including -1, license plate, which a uint8 PNG
 stores as 255) is ignored, or is class 19 "void" with ``void_as_class=True`` (the paper's 20 classes).
 
 Splits: ``train`` and ``val`` are the official ones. The official ``test`` images have no public
-labels, so the ``"test"`` split here is the ``val`` set, as in the paper.
+labels, so the ``"test"`` split here is the ``val`` set (val used as test). The paper's authors
+tested on the official test split, so their test numbers and ours are not the same measurement
+(docs/datasets.md).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ TRAIN_CLASS_NAMES = [
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
     "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
 ]
-# labelId -> trainId (SPEC section 4, cityscapesscripts' labels.py).
+# labelId -> trainId (cityscapesscripts' labels.py; docs/datasets.md).
 LABEL_TO_TRAIN_ID = {
     7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
     24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,

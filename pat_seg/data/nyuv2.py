@@ -3,7 +3,7 @@
 ``layout="npy"``: the preprocessed tree of Liu et al.'s MTAN (``{train,val}/{image,label}/{i}.npy``,
 795 train / 654 val images of 288x384, images HWC in [0, 1], labels 0..12 in the 13 classes and -1
 for unlabelled pixels). ``num_classes=13`` ignores -1 and evaluates on ``val`` (the official test
-set, also the ``"test"`` split); ``num_classes=14`` is the paper's protocol (SPEC section 4): label
+set, also the ``"test"`` split); ``num_classes=14`` is the paper's protocol (docs/datasets.md): label
 + 1, so unlabelled pixels are trained as class 0, with train and val merged and split 0.8/0.1/0.1 at
 random with ``split_seed``.
 
@@ -11,7 +11,7 @@ random with ``split_seed``.
 480x640, labels 1..894 and 0 unlabelled) with ``splits.mat`` (``trainNdxs``/``testNdxs``, 795/654,
 1-based) and ``classMapping40.mat`` (``mapClass``, 894 -> 40) from the nyuv2-meta-data set, read from
 the root (MATLAB level-5 or v7.3). ``num_classes=40`` uses ``mapClass``; ``num_classes=13`` maps the
-40 classes on with SPEC section 4's table. Unlabelled pixels are ignored; val is the test split.
+40 classes on with the table below (docs/datasets.md). Unlabelled pixels are ignored; val is the test split.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ CLASS_NAMES_40 = [
     "ceiling", "books", "fridge", "tv", "paper", "towel", "showercurtain", "box", "whiteboard", "person",
     "nightstand", "toilet", "sink", "lamp", "bathtub", "bag", "otherstructure", "otherfurniture", "otherprop",
 ]
-# 40-class id -> 13-class id, both 1-based (SPEC section 4); unlisted 40-class ids are "objects" (7).
+# 40-class id -> 13-class id, both 1-based (docs/datasets.md); unlisted 40-class ids are "objects" (7).
 CLASS_40_TO_13 = {
     1: 12, 2: 5, 3: 6, 4: 1, 5: 4, 6: 9, 7: 10, 8: 12, 9: 13, 10: 6, 11: 8, 12: 6, 13: 13, 14: 10, 15: 6,
     16: 13, 17: 6, 18: 7, 19: 7, 20: 5, 21: 7, 22: 3, 23: 2, 24: 6, 25: 11, 32: 6, 39: 6,

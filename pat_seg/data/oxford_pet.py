@@ -1,6 +1,6 @@
 """Oxford-IIIT Pet (Parkhi et al., CVPR 2012) trimaps, from the official tree or torchvision's copy.
 
-Trimap pixel values are mapped by a FIXED table (SPEC section 4): 1 pet -> 0, 2 background -> 1,
+Trimap pixel values are mapped by a FIXED table (docs/datasets.md): 1 pet -> 0, 2 background -> 1,
 3 border -> 2. Mapping by rank (``np.unique``) would silently swap classes in an image missing one
 of the values, so any other value is an error. Splits: ``annotations/trainval.txt`` and
 ``annotations/test.txt``; the validation split is carved from trainval at random with ``split_seed``.

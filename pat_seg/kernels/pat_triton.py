@@ -1,10 +1,11 @@
-r"""Fused PAT loss (paper Eq. 4-5, SPEC section 1) and cross-entropy for CUDA, written in Triton.
+r"""Fused PAT loss (paper Eq. 4-5) for CUDA, written in Triton: the opt-in ``PATLoss(implementation="triton")``.
 
 One kernel serves the forward and the backward pass. A program owns ``BLOCK_P`` consecutive pixels of
 one image -- the contiguous ``H*W`` axis of ``[B, L, H, W]`` logits, so every load is coalesced -- and
 loops over the classes in tiles of ``BLOCK_C`` with an online softmax (running max and rescaled sum),
 so any ``L`` from 2 to 256 runs in the same registers. Per pixel it needs only ``log p_t`` and one
-entry of a small ``[B, L]`` table of pixel weights, built beforehand from one ``bincount``:
+entry of a small ``[B, L]`` table of pixel weights, which the caller builds (``PATLoss`` builds it from
+one histogram, the same table its PyTorch code uses):
 
 .. math::
     w_{il} = \frac{1}{B \, S_i^l \, (K_i \text{ if class\_reduction="mean" else } 1)}, \qquad
@@ -18,8 +19,7 @@ Every per-pixel loss that is a function :math:`\phi(\ell)` of ``log p_t`` alone 
 .. math::
     \frac{\partial (\beta \ell)}{\partial z_k} = \beta \Big(1 + \frac{p_t \, \ell}{T}\Big) (p_k - [k = t])
 
-(with ``detach_weight=True`` the bracket is 1: ``beta`` is a constant). Cross-entropy is the case
-:math:`\beta \equiv 1` with the weight ``1 / (number of valid pixels)``.
+(with ``detach_weight=True`` the bracket is 1: ``beta`` is a constant).
 
 Memory traffic: the forward reads the logits once and writes one float per program; the backward
 reads them again (recomputing the softmax statistics instead of storing them) and writes the gradient
@@ -38,10 +38,9 @@ import triton.language as tl
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from pat_seg.kernels import FUSED_DTYPES
-from pat_seg.losses._pixel import check_logits_target, float32_math, pat_pixel_weights
-
 MAX_CLASSES = 256
+# Logit dtypes the kernel reads (its math is float32; float64 stays on the PyTorch code).
+FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 @triton.jit
@@ -157,7 +156,7 @@ def _is_interpreted() -> bool:
     return type(_pixel_loss_kernel).__name__ == "InterpretedFunction"
 
 
-def _check_kernel_input(logits: Tensor) -> None:
+def _check_kernel_input(logits: Tensor, pixel_weight: Tensor) -> None:
     if logits.dtype not in FUSED_DTYPES:
         raise ValueError(
             f"the fused Triton loss takes float32, bfloat16 or float16 logits; got {logits.dtype} "
@@ -170,6 +169,12 @@ def _check_kernel_input(logits: Tensor) -> None:
             f"the fused Triton loss needs CUDA tensors; got logits on {logits.device} "
             f"(on the CPU it runs only under Triton's interpreter: set TRITON_INTERPRET=1 before "
             f"pat_seg.kernels.pat_triton is imported)"
+        )
+    expected = (logits.shape[0], logits.shape[1])
+    if tuple(pixel_weight.shape) != expected or pixel_weight.dtype != torch.float32 or pixel_weight.device != logits.device:
+        raise ValueError(
+            f"pixel_weight must be a float32 [B, L] = {list(expected)} table on {logits.device}; got "
+            f"{pixel_weight.dtype} {list(pixel_weight.shape)} on {pixel_weight.device}"
         )
 
 
@@ -247,40 +252,23 @@ def _flat_target(target: Tensor) -> Tensor:
 def fused_pat_loss(
     logits: Tensor,
     target: Tensor,
+    pixel_weight: Tensor,
     temperature: float = 20.0,
     epsilon: float = 0.0,
     ignore_index: int = 255,
     detach_weight: bool = False,
-    class_reduction: str = "sum",
 ) -> Tensor:
-    """PAT loss (Eq. 4-5) of ``logits [B, L, H, W]`` and ``target [B, H, W]`` by the fused kernel.
+    """``sum_ij pixel_weight[i, y_ij] * beta_ij * (-log p_t(ij))`` (paper Eq. 4-5) by the fused kernel.
 
-    The kernel behind ``PATLoss(implementation="triton")``, which validates the options; call it
-    through :class:`pat_seg.losses.PATLoss`. Same value and gradient as the eager PATLoss (see the
-    module docstring for the gradient through ``beta``); the result is a float32 scalar and the
-    gradient has the logits' dtype and layout. Bad input raises ``ValueError`` before any kernel runs.
+    ``logits [B, L, H, W]`` (float32/bfloat16/float16, CUDA or the Triton interpreter), ``target
+    [B, H, W]`` with labels already checked, ``pixel_weight`` the float32 ``[B, L]`` table of
+    :func:`pat_seg.losses.pat.image_class_weights`. Call it through ``PATLoss(implementation="triton")``,
+    which checks the input and builds the table. The result is a float32 scalar; the gradient has the
+    logits' dtype and layout.
     """
-    check_logits_target(logits, target, ignore_index)
-    _check_kernel_input(logits)
-    with float32_math(logits):
-        pixel_weight = pat_pixel_weights(target, ignore_index, logits.shape[1], class_reduction)
+    _check_kernel_input(logits, pixel_weight)
     options = (True, float(temperature), float(epsilon), bool(detach_weight), int(ignore_index))
     return _FusedPixelLoss.apply(logits, _flat_target(target), pixel_weight.contiguous(), options)
 
 
-def fused_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = 255) -> Tensor:
-    """Mean of ``-log p_t`` over non-ignored pixels (0 when all are ignored) by the same fused kernel.
-
-    Equals :class:`pat_seg.losses.CrossEntropyLoss`; it is PAT's kernel with ``beta = 1`` and one pixel
-    weight ``1 / (number of valid pixels)`` for every image and class.
-    """
-    check_logits_target(logits, target, ignore_index)
-    _check_kernel_input(logits)
-    batch, num_classes = logits.shape[:2]
-    num_valid = (target != ignore_index).sum().clamp_min(1).to(torch.float32)
-    pixel_weight = (1.0 / num_valid).expand(batch, num_classes).contiguous()
-    options = (False, 1.0, 0.0, True, int(ignore_index))
-    return _FusedPixelLoss.apply(logits, _flat_target(target), pixel_weight, options)
-
-
-__all__ = ["MAX_CLASSES", "fused_cross_entropy", "fused_pat_loss"]
+__all__ = ["FUSED_DTYPES", "MAX_CLASSES", "fused_pat_loss"]

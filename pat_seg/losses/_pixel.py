@@ -1,10 +1,10 @@
 """Shared pixel-level helpers for every loss in :mod:`pat_seg.losses`.
 
 All losses take ``logits`` of shape ``[B, L, H, W]`` and an integer ``target`` of shape ``[B, H, W]``
-whose pixels equal to ``ignore_index`` take no part (SPEC section 2). The helpers here do the three
-things every loss needs, once: validate the input before any kernel could assert, compute
-``log p`` in float32 (never ``log(softmax)``), and pick the true-class entry with ``gather`` so that no
-``[B, L, H, W]`` one-hot tensor is ever built.
+whose pixels equal to ``ignore_index`` take no part (docs/losses.md). The helpers here do what every
+loss needs, once: compute ``log p`` in float32 (never ``log(softmax)``), pick the true-class entry with
+``gather`` so that no ``[B, L, H, W]`` one-hot tensor is ever built, and average over valid pixels.
+Input checks live in :mod:`pat_seg.losses.checks`.
 """
 
 from __future__ import annotations
@@ -15,37 +15,6 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-
-
-def check_logits_target(logits: Tensor, target: Tensor, ignore_index: int) -> None:
-    """Raise ``ValueError`` naming the offending value unless ``logits``/``target`` form a valid pair.
-
-    Checked: ``logits`` is a floating ``[B, L, H, W]`` tensor, ``target`` an integer ``[B, H, W]``
-    tensor of the same batch and spatial size, and every non-ignored label lies in ``[0, L)``.
-    The label check is one tensor reduction, done before any gather/bincount could hit an
-    out-of-range index (which on CUDA is a device-side assert instead of a readable error).
-    """
-    if logits.dim() != 4:
-        raise ValueError(f"logits must have shape [B, L, H, W]; got shape {tuple(logits.shape)}")
-    if not logits.is_floating_point():
-        raise ValueError(f"logits must be a floating-point tensor; got dtype {logits.dtype}")
-    if target.dtype.is_floating_point or target.dtype == torch.bool or target.is_complex():
-        raise ValueError(f"target must be an integer tensor of class indices; got dtype {target.dtype}")
-    expected = (logits.shape[0], *logits.shape[2:])
-    if target.dim() != 3 or tuple(target.shape) != expected:
-        raise ValueError(
-            f"target must have shape [B, H, W] = {list(expected)} to match logits {list(logits.shape)}; "
-            f"got {list(target.shape)}"
-        )
-    num_classes = logits.shape[1]
-    labelled = target != ignore_index
-    bad = labelled & ((target < 0) | (target >= num_classes))
-    if bool(bad.any()):
-        value = int(target[bad][0])
-        raise ValueError(
-            f"label {value} found in target; expected class indices in [0, {num_classes - 1}] "
-            f"or ignore_index {ignore_index}"
-        )
 
 
 @contextmanager
@@ -85,33 +54,6 @@ def mean_over_valid(per_pixel: Tensor, valid: Tensor) -> Tensor:
     """Mean of ``per_pixel`` over valid pixels; 0 (not NaN) when every pixel is ignored."""
     total = per_pixel.masked_fill(~valid, 0.0).sum()
     return total / valid.sum().clamp_min(1).to(total.dtype)
-
-
-def per_image_class_counts(index: Tensor, valid: Tensor, num_classes: int) -> Tensor:
-    """Number of valid pixels of each class in each image, ``[B, L]``, by one ``bincount``.
-
-    This is ``S_i^l`` of PAT Eq. 2. Ignored pixels are routed to an extra overflow bin that is
-    dropped, so no boolean indexing (and no host sync) is needed.
-    """
-    batch = index.shape[0]
-    image_offset = torch.arange(batch, device=index.device).view(batch, 1, 1) * num_classes
-    flat = torch.where(valid, index + image_offset, torch.full_like(index, batch * num_classes))
-    counts = torch.bincount(flat.reshape(-1), minlength=batch * num_classes + 1)
-    return counts[: batch * num_classes].view(batch, num_classes)
-
-
-def pat_pixel_weights(target: Tensor, ignore_index: int, num_classes: int, class_reduction: str) -> Tensor:
-    r"""PAT's normalisation as a ``[B, L]`` float32 table: :math:`w_{il} = 1 / (B \, S_i^l)` (Eq. 4).
-
-    Divided further by the number of classes present in image ``i`` for ``class_reduction="mean"``.
-    The fused kernels (Triton and CPU) weight pixel ``j`` of image ``i`` by ``w[i, y_ij]``.
-    """
-    valid, index = valid_mask_and_index(target, ignore_index)
-    counts = per_image_class_counts(index, valid, num_classes).to(torch.float32)  # S_i^l
-    weights = 1.0 / (target.shape[0] * counts.clamp_min(1.0))
-    if class_reduction == "mean":
-        weights = weights / (counts > 0).sum(1, keepdim=True).clamp_min(1).to(torch.float32)  # K_i
-    return weights
 
 
 class _TargetLogSoftmax(torch.autograd.Function):
@@ -190,7 +132,7 @@ def cross_entropy_over_valid(
 
     With ``class_weight=None`` this is ``F.cross_entropy`` with mean reduction. With weights it is
     NOT ``F.cross_entropy(weight=...)``'s mean, which divides by the sum of the weights: the
-    re-weighted losses of SPEC section 2 average over valid pixels, so the weights change the scale
+    re-weighted losses average over valid pixels (docs/losses.md), so the weights change the scale
     of each class's contribution, not just their relative shares.
     """
     log_p_t, valid, index = target_log_prob(logits, target, ignore_index, logit_offset=logit_offset)

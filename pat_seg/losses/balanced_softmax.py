@@ -1,12 +1,10 @@
 """Balanced Softmax (Ren et al., "Balanced Meta-Softmax for Long-Tailed Visual Recognition", NeurIPS
-2020; SPEC section 2)."""
+2020)."""
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from pat_seg.kernels import check_cpu_implementation, use_fused_cpu
-from pat_seg.kernels.softmax_cross_entropy_cpu import fused_softmax_cross_entropy
 from pat_seg.losses._pixel import cross_entropy_over_valid
 from pat_seg.losses.class_counts import ClassCountLoss
 
@@ -28,27 +26,16 @@ class BalancedSoftmaxLoss(ClassCountLoss):
         class_counts: per-class pixel counts of the training split (given by the data module when
             trained through pat-seg).
         ignore_index: label of pixels that take no part.
-        implementation: ``"auto"`` (default) runs the fused C++ kernel of
-            :mod:`pat_seg.kernels.softmax_cross_entropy_cpu` for CPU float32 logits when it builds here
-            and eager PyTorch otherwise; ``"eager"`` always PyTorch; ``"cpu"`` always the kernel.
     """
 
     log_prior: Tensor
 
-    def __init__(self, class_counts: list[float] | None = None, ignore_index: int = 255,
-                 implementation: str = "auto") -> None:
-        self.implementation = check_cpu_implementation(implementation)
+    def __init__(self, class_counts: list[float] | None = None, ignore_index: int = 255) -> None:
         super().__init__(class_counts=class_counts, ignore_index=ignore_index)
 
     def derive_from_counts(self, counts: Tensor) -> None:
         self.set_class_buffer("log_prior", counts.log())
 
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
-        if use_fused_cpu(self.implementation, logits):
-            return fused_softmax_cross_entropy(logits, target, self.ignore_index,
-                                               class_offset=self.log_prior if self.training else None)
         offset = self.log_prior.view(1, -1, 1, 1) if self.training else None
         return cross_entropy_over_valid(logits, target, self.ignore_index, logit_offset=offset)
-
-    def extra_repr(self) -> str:
-        return f"ignore_index={self.ignore_index}, implementation={self.implementation!r}"

@@ -1,5 +1,5 @@
 """Balanced Logit Variation (Wang et al., "Balancing Logit Variation for Long-tailed Semantic
-Segmentation", CVPR 2023; SPEC section 2)."""
+Segmentation", CVPR 2023)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import math
 import torch
 from torch import Tensor
 
-from pat_seg.kernels import check_cpu_implementation, use_fused_cpu
-from pat_seg.kernels.softmax_cross_entropy_cpu import fused_softmax_cross_entropy
 from pat_seg.losses._pixel import cross_entropy_over_valid
 from pat_seg.losses.class_counts import ClassCountLoss
 
@@ -21,30 +19,22 @@ class BLVLoss(ClassCountLoss):
     their decision regions are enlarged during training (Wang et al. 2023, Eq. 5-6). The variation is
     training-only: in ``eval()`` the loss is plain cross-entropy on the raw logits.
 
-    Sampling: one exact normal draw per element, reproduced by ``torch.manual_seed`` /
-    ``seed_everything``. On the GPU and on the eager path it is ``torch.randn``; on the CPU the fused
-    kernel of :mod:`pat_seg.kernels.softmax_cross_entropy_cpu` draws it inside the loss from a
-    counter-based generator (Philox4x32-10 through erfinv) seeded from torch's generator, because
-    torch's CPU generator is sequential and its ``randn`` alone costs more than the whole
-    cross-entropy (see docs/benchmarks.md). Both are N(0, sigma) samples; they are not the same numbers.
+    Sampling: one ``torch.randn`` draw per element from torch's generator on the logits' device, so
+    ``torch.manual_seed`` / ``seed_everything`` reproduce it. Drawing one normal per logit is most of
+    this loss's cost over cross-entropy (docs/benchmarks.md).
 
     Args:
         class_counts: per-class pixel counts of the training split.
         sigma: standard deviation of ``e`` (the paper's table: 0.5); 0 gives cross-entropy.
         ignore_index: label of pixels that take no part.
-        implementation: ``"auto"`` (default) runs the fused C++ kernel for CPU float32 logits when it
-            builds on this machine and eager PyTorch otherwise; ``"eager"`` always PyTorch; ``"cpu"``
-            always the kernel (``ValueError`` where it cannot run).
     """
 
     variation_scale: Tensor
 
-    def __init__(self, class_counts: list[float] | None = None, sigma: float = 0.5, ignore_index: int = 255,
-                 implementation: str = "auto") -> None:
+    def __init__(self, class_counts: list[float] | None = None, sigma: float = 0.5, ignore_index: int = 255) -> None:
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
             raise ValueError(f"sigma must be a finite number >= 0; got {sigma!r}")
         self.sigma = float(sigma)
-        self.implementation = check_cpu_implementation(implementation)
         super().__init__(class_counts=class_counts, ignore_index=ignore_index)
 
     def derive_from_counts(self, counts: Tensor) -> None:
@@ -62,12 +52,8 @@ class BLVLoss(ClassCountLoss):
         return self.sample_variation(logits).mul_(scale)
 
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
-        varied = self.training and self.sigma > 0
-        if use_fused_cpu(self.implementation, logits):
-            return fused_softmax_cross_entropy(logits, target, self.ignore_index,
-                                               variation_scale=self.variation_scale if varied else None, sigma=self.sigma)
-        offset = self.logit_variation(logits) if varied else None
+        offset = self.logit_variation(logits) if self.training and self.sigma > 0 else None
         return cross_entropy_over_valid(logits, target, self.ignore_index, logit_offset=offset)
 
     def extra_repr(self) -> str:
-        return f"sigma={self.sigma}, ignore_index={self.ignore_index}, implementation={self.implementation!r}"
+        return f"sigma={self.sigma}, ignore_index={self.ignore_index}"

@@ -1,5 +1,8 @@
 """Class-Balanced loss and CB-Focal (Cui et al., "Class-Balanced Loss Based on Effective Number of
-Samples", CVPR 2019; SPEC section 2)."""
+Samples", CVPR 2019).
+
+CB-Focal is the softmax focal loss with CB weights; the CB paper's own focal variant is sigmoid per
+class (docs/losses.md)."""
 
 from __future__ import annotations
 
@@ -8,8 +11,6 @@ import math
 import torch
 from torch import Tensor
 
-from pat_seg.kernels import check_cpu_implementation, use_fused_cpu
-from pat_seg.kernels.softmax_cross_entropy_cpu import fused_softmax_cross_entropy
 from pat_seg.losses._pixel import cross_entropy_over_valid
 from pat_seg.losses.class_counts import ClassCountLoss
 from pat_seg.losses.focal import check_gamma, focal_over_valid
@@ -48,42 +49,35 @@ class ClassBalancedLoss(ClassCountLoss):
             trained through pat-seg).
         beta: ``b`` of the effective number; ``None`` = ``1 - 1/N``, ``N`` the total pixel count.
         ignore_index: label of pixels that take no part.
-        implementation: ``"auto"`` (default) runs the fused C++ kernel of
-            :mod:`pat_seg.kernels.softmax_cross_entropy_cpu` for CPU float32 logits when it builds here
-            and eager PyTorch otherwise; ``"eager"`` always PyTorch; ``"cpu"`` always the kernel.
     """
 
     class_weight: Tensor
 
     def __init__(self, class_counts: list[float] | None = None, beta: float | None = None,
-                 ignore_index: int = 255, implementation: str = "auto") -> None:
+                 ignore_index: int = 255) -> None:
         self.beta = check_beta(beta)
-        self.implementation = check_cpu_implementation(implementation)
         super().__init__(class_counts=class_counts, ignore_index=ignore_index)
 
     def derive_from_counts(self, counts: Tensor) -> None:
         self.set_class_buffer("class_weight", class_balanced_weights(counts, self.beta))
 
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
-        if use_fused_cpu(self.implementation, logits):
-            return fused_softmax_cross_entropy(logits, target, self.ignore_index, class_weight=self.class_weight)
         return cross_entropy_over_valid(logits, target, self.ignore_index, self.class_weight)
 
     def extra_repr(self) -> str:
-        return f"beta={self.beta}, ignore_index={self.ignore_index}, implementation={self.implementation!r}"
+        return f"beta={self.beta}, ignore_index={self.ignore_index}"
 
 
 class ClassBalancedFocalLoss(ClassBalancedLoss):
     r"""CB-Focal: mean over valid pixels of :math:`-w_t (1 - p_t)^\gamma \log p_t`, ``w`` as in CB."""
 
     def __init__(self, class_counts: list[float] | None = None, beta: float | None = None, gamma: float = 2.0,
-                 ignore_index: int = 255, implementation: str = "auto") -> None:
+                 ignore_index: int = 255) -> None:
         self.gamma = check_gamma(gamma)
-        super().__init__(class_counts=class_counts, beta=beta, ignore_index=ignore_index, implementation=implementation)
+        super().__init__(class_counts=class_counts, beta=beta, ignore_index=ignore_index)
 
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
-        return focal_over_valid(logits, target, self.ignore_index, self.gamma, self.class_weight, self.implementation)
+        return focal_over_valid(logits, target, self.ignore_index, self.gamma, self.class_weight)
 
     def extra_repr(self) -> str:
-        return (f"beta={self.beta}, gamma={self.gamma}, ignore_index={self.ignore_index}, "
-                f"implementation={self.implementation!r}")
+        return f"beta={self.beta}, gamma={self.gamma}, ignore_index={self.ignore_index}"

@@ -1,4 +1,4 @@
-"""Losses driven by the training split's per-class pixel counts (SPEC section 2).
+"""Losses driven by the training split's per-class pixel counts (docs/losses.md).
 
 The counts come from the data module (:attr:`SegmentationDataModule.class_counts`, computed once over
 the training split and broadcast from rank 0 by :meth:`SegmentationModule.setup`), or from the user

@@ -1,4 +1,7 @@
-"""Focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017; SPEC section 2)."""
+"""Focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017).
+
+The softmax form over the L classes, as the PAT paper compares it (docs/losses.md), not the
+per-class sigmoid form of ``torchvision.ops.sigmoid_focal_loss``."""
 
 from __future__ import annotations
 
@@ -7,8 +10,6 @@ import math
 import torch
 from torch import Tensor
 
-from pat_seg.kernels import check_cpu_implementation, use_fused_cpu
-from pat_seg.kernels.softmax_cross_entropy_cpu import fused_softmax_cross_entropy
 from pat_seg.losses._pixel import lookup_class, mean_over_valid, target_log_prob
 from pat_seg.losses.base import PixelLoss
 
@@ -20,20 +21,14 @@ def check_gamma(gamma: float) -> float:
 
 
 def focal_over_valid(
-    logits: Tensor, target: Tensor, ignore_index: int, gamma: float, class_weight: Tensor | None = None,
-    implementation: str = "eager",
+    logits: Tensor, target: Tensor, ignore_index: int, gamma: float, class_weight: Tensor | None = None
 ) -> Tensor:
     r"""Mean over valid pixels of :math:`-w_t (1 - p_t)^\gamma \log p_t` (``w = 1`` without weights).
-
-    ``implementation`` as in :class:`FocalLoss`: the fused CPU kernel computes the same function.
 
     ``1 - p_t`` is ``-expm1(log p_t)``, exact for confident pixels where ``1 - exp`` cancels. It is
     clamped to the smallest normal float so that the gradient of ``x^gamma`` at ``x = 0`` (a pixel
     with ``p_t = 1``, or an ignored pixel, whose ``log p_t`` is set to 0) is 0 and not ``0 * inf``.
     """
-    if use_fused_cpu(implementation, logits):
-        return fused_softmax_cross_entropy(logits, target, ignore_index, class_weight=class_weight,
-                                           pixel_function="focal", gamma=gamma)
     log_p_t, valid, index = target_log_prob(logits, target, ignore_index)
     per_pixel = -log_p_t
     if gamma != 0:
@@ -53,16 +48,11 @@ class FocalLoss(PixelLoss):
         gamma: focusing parameter (the paper's table uses 2).
         alpha: optional per-class weights ``alpha_c`` (one per class, used as given).
         ignore_index: label of pixels that take no part.
-        implementation: ``"auto"`` (default) runs the fused C++ kernel of
-            :mod:`pat_seg.kernels.softmax_cross_entropy_cpu` for CPU float32 logits when it builds here
-            and eager PyTorch otherwise; ``"eager"`` always PyTorch; ``"cpu"`` always the kernel.
     """
 
-    def __init__(self, gamma: float = 2.0, alpha: list[float] | None = None, ignore_index: int = 255,
-                 implementation: str = "auto") -> None:
+    def __init__(self, gamma: float = 2.0, alpha: list[float] | None = None, ignore_index: int = 255) -> None:
         super().__init__(ignore_index=ignore_index)
         self.gamma = check_gamma(gamma)
-        self.implementation = check_cpu_implementation(implementation)
         self.alpha: Tensor | None
         if alpha is None:
             self.register_buffer("alpha", None)
@@ -78,9 +68,8 @@ class FocalLoss(PixelLoss):
             raise ValueError(
                 f"alpha has {self.alpha.numel()} weights but the logits have {logits.shape[1]} classes"
             )
-        return focal_over_valid(logits, target, self.ignore_index, self.gamma, self.alpha, self.implementation)
+        return focal_over_valid(logits, target, self.ignore_index, self.gamma, self.alpha)
 
     def extra_repr(self) -> str:
         alpha = None if self.alpha is None else self.alpha.tolist()
-        return (f"gamma={self.gamma}, alpha={alpha}, ignore_index={self.ignore_index}, "
-                f"implementation={self.implementation!r}")
+        return f"gamma={self.gamma}, alpha={alpha}, ignore_index={self.ignore_index}"

@@ -1,5 +1,5 @@
 """LDAM loss with optional deferred re-weighting (Cao et al., "Learning Imbalanced Datasets with
-Label-Distribution-Aware Margin Loss", NeurIPS 2019; SPEC section 2)."""
+Label-Distribution-Aware Margin Loss", NeurIPS 2019)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import math
 import torch
 from torch import Tensor
 
-from pat_seg.kernels import check_cpu_implementation, use_fused_cpu
-from pat_seg.kernels.softmax_cross_entropy_cpu import fused_softmax_cross_entropy
 from pat_seg.losses._pixel import lookup_class, mean_over_valid, target_log_prob
 from pat_seg.losses.class_balanced import class_balanced_weights
 from pat_seg.losses.class_counts import ClassCountLoss
@@ -38,24 +36,23 @@ class LDAMLoss(ClassCountLoss):
     Margins and DRW weights are training-only: in ``eval()`` the loss is the unweighted
     cross-entropy on ``s * z`` (the scale changes no prediction; the metrics see the raw logits).
 
+    Two conventions differ from the LDAM paper and its code (docs/losses.md): ``s`` multiplies the
+    network's raw logits (the paper scales cosine logits of a normalised classifier), and the DRW
+    average is over valid pixels (its code divides by the sum of the pixels' weights).
+
     Args:
         class_counts: per-class pixel counts of the training split.
         max_margin: the largest margin (the paper's table: 0.5).
         scale: ``s`` (the paper's table: 20).
         drw_epoch: first epoch of deferred re-weighting; ``None`` = never.
         ignore_index: label of pixels that take no part.
-        implementation: ``"auto"`` (default) runs the fused C++ kernel of
-            :mod:`pat_seg.kernels.softmax_cross_entropy_cpu` for CPU float32 logits when it builds on
-            this machine (same value and gradient, one pass over the logits, no subnormal ``exp``) and
-            eager PyTorch otherwise; ``"eager"`` always PyTorch; ``"cpu"`` always the kernel
-            (``ValueError`` where it cannot run).
     """
 
     margins: Tensor
     drw_weight: Tensor
 
     def __init__(self, class_counts: list[float] | None = None, max_margin: float = 0.5, scale: float = 20.0,
-                 drw_epoch: int | None = None, ignore_index: int = 255, implementation: str = "auto") -> None:
+                 drw_epoch: int | None = None, ignore_index: int = 255) -> None:
         for name, value in (("max_margin", max_margin), ("scale", scale)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
@@ -65,7 +62,6 @@ class LDAMLoss(ClassCountLoss):
         self.scale = float(scale)
         self.drw_epoch = drw_epoch
         self.epoch = 0
-        self.implementation = check_cpu_implementation(implementation)
         super().__init__(class_counts=class_counts, ignore_index=ignore_index)
 
     def derive_from_counts(self, counts: Tensor) -> None:
@@ -87,12 +83,6 @@ class LDAMLoss(ClassCountLoss):
         return log_p_t - shift - torch.log(torch.exp(log_p_t - shift) - torch.expm1(log_p_t))
 
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
-        if use_fused_cpu(self.implementation, logits):
-            return fused_softmax_cross_entropy(
-                logits, target, self.ignore_index, scale=self.scale,
-                target_margin=self.margins if self.training else None,
-                class_weight=self.drw_weight if self.training and self.reweighting else None,
-            )
         log_p_t, valid, index = target_log_prob(logits, target, self.ignore_index, scale=self.scale)
         if not self.training:
             return mean_over_valid(-log_p_t, valid)
@@ -103,4 +93,4 @@ class LDAMLoss(ClassCountLoss):
 
     def extra_repr(self) -> str:
         return (f"max_margin={self.max_margin}, scale={self.scale}, drw_epoch={self.drw_epoch}, "
-                f"ignore_index={self.ignore_index}, implementation={self.implementation!r}")
+                f"ignore_index={self.ignore_index}")

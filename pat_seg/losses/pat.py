@@ -1,4 +1,4 @@
-"""PAT: Pixel-wise Adaptive Training loss (paper Eq. 4 and Eq. 5; SPEC section 1)."""
+"""PAT: Pixel-wise Adaptive Training loss (paper Eq. 4 and Eq. 5; docs/losses.md)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,45 @@ import math
 import torch
 from torch import Tensor
 
-from pat_seg.kernels import FUSED_DTYPES, check_cpu_implementation, triton_available, use_fused_cpu
-from pat_seg.kernels.softmax_cross_entropy_cpu import fused_softmax_cross_entropy
-from pat_seg.losses._pixel import pat_pixel_weights, per_image_class_counts, target_log_prob
+from pat_seg.kernels import triton_available
+from pat_seg.losses._pixel import float32_math, target_log_prob, valid_mask_and_index
 from pat_seg.losses.base import PixelLoss
+from pat_seg.losses.checks import check_logits_target
 
 CLASS_REDUCTIONS = ("sum", "mean")
-IMPLEMENTATIONS = ("auto", "eager", "triton", "cpu")
+IMPLEMENTATIONS = ("auto", "eager", "triton")
+
+
+def per_image_class_counts(index: Tensor, valid: Tensor, num_classes: int) -> Tensor:
+    """Number of valid pixels of each class in each image, ``[B, L]``, by one histogram.
+
+    This is ``S_i^l`` of paper Eq. 2. Ignored pixels are routed to an extra overflow bin that is
+    dropped, so no boolean indexing is needed; the histogram is an ``index_add_`` into a table of
+    known size rather than ``bincount``, which on CUDA reads the largest index back to the host.
+    """
+    batch = index.shape[0]
+    image_offset = torch.arange(batch, device=index.device).view(batch, 1, 1) * num_classes
+    flat = torch.where(valid, index + image_offset, torch.full_like(index, batch * num_classes)).reshape(-1)
+    counts = torch.zeros(batch * num_classes + 1, dtype=torch.long, device=index.device)
+    counts.index_add_(0, flat, torch.ones((), dtype=torch.long, device=index.device).expand(flat.numel()))
+    return counts[: batch * num_classes].view(batch, num_classes)
+
+
+def image_class_weights(
+    index: Tensor, valid: Tensor, num_classes: int, class_reduction: str, dtype: torch.dtype
+) -> Tensor:
+    r"""PAT's normalisation as a ``[B, L]`` table: :math:`w_{il} = 1 / (B \, S_i^l)` (paper Eq. 4).
+
+    Pixel ``j`` of image ``i`` is weighted by ``w[i, y_ij]``, so each class present in an image
+    contributes the mean of its pixel losses and the batch is averaged over its ``B`` images. With
+    ``class_reduction="mean"`` each row is further divided by the number of classes present in that
+    image. The PyTorch code and the Triton kernel read the same table.
+    """
+    counts = per_image_class_counts(index, valid, num_classes).to(dtype)  # S_i^l
+    weights = 1.0 / (index.shape[0] * counts.clamp_min(1.0))
+    if class_reduction == "mean":
+        weights = weights / (counts > 0).sum(1, keepdim=True).clamp_min(1).to(dtype)  # K_i
+    return weights
 
 
 class PATLoss(PixelLoss):
@@ -40,15 +72,14 @@ class PATLoss(PixelLoss):
         detach_weight: treat ``beta`` as a constant in the backward pass (the paper does not).
         class_reduction: ``"sum"`` over the classes of an image (Eq. 4) or ``"mean"`` (divide each
             image's sum by its number of present classes).
-        implementation: ``"auto"`` (default) runs the fused Triton kernel of
-            :mod:`pat_seg.kernels.pat_triton` for CUDA float32/bfloat16/float16 logits when Triton is
-            installed, the fused C++ kernel of :mod:`pat_seg.kernels.softmax_cross_entropy_cpu` for CPU
-            float32 logits when it builds here, and the eager PyTorch code otherwise; ``"eager"``
-            always runs PyTorch; ``"triton"`` and ``"cpu"`` always run that kernel and raise
-            ``ValueError`` where it cannot. All give the same value and gradient.
+        implementation: ``"auto"`` (default) and ``"eager"`` run the PyTorch code below on every
+            device. ``"triton"`` opts in to the fused kernel of :mod:`pat_seg.kernels.pat_triton`
+            (CUDA float32/bfloat16/float16 logits; same value and gradient). ``"auto"`` will choose
+            the kernel on CUDA only once a measured GPU run shows it right and faster than the
+            PyTorch code (docs/benchmarks.md); until then it never does.
 
-    Cost: one ``log_softmax``, one ``gather`` and one ``bincount`` -- O(B*L*H*W) like cross-entropy,
-    and no one-hot target tensor.
+    Cost: one ``log_softmax``, one ``gather`` and one per-image class histogram -- O(B*L*H*W) like
+    cross-entropy, and no one-hot target tensor.
     """
 
     def __init__(
@@ -69,8 +100,6 @@ class PATLoss(PixelLoss):
             raise ValueError(f"class_reduction must be one of {CLASS_REDUCTIONS}; got {class_reduction!r}")
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}; got {implementation!r}")
-        if implementation == "cpu":
-            check_cpu_implementation(implementation)
         if implementation == "triton" and not triton_available():
             raise ValueError("implementation='triton' needs the triton package, which is not installed")
         self.implementation = implementation
@@ -79,51 +108,33 @@ class PATLoss(PixelLoss):
         self.detach_weight = bool(detach_weight)
         self.class_reduction = class_reduction
 
-    def _use_triton(self, logits: Tensor) -> bool:
-        if self.implementation == "auto":
-            return logits.is_cuda and logits.dtype in FUSED_DTYPES and triton_available()
+    def uses_triton(self, logits: Tensor) -> bool:
+        """Whether a call on ``logits`` runs the Triton kernel: only when asked for (see ``implementation``)."""
         return self.implementation == "triton"
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        if not self._use_triton(logits):
+        if not self.uses_triton(logits):
             return super().forward(logits, target)
+        check_logits_target(logits, target, self.ignore_index)
         # Imported here: Triton decides at import whether to compile for the GPU or interpret on the CPU.
         from pat_seg.kernels.pat_triton import fused_pat_loss
 
-        # fused_pat_loss runs PixelLoss's input check (check_logits_target) before its kernel.
+        with float32_math(logits):
+            valid, index = valid_mask_and_index(target, self.ignore_index)
+            weights = image_class_weights(index, valid, logits.shape[1], self.class_reduction, torch.float32)
         return fused_pat_loss(
-            logits,
-            target,
-            temperature=self.temperature,
-            epsilon=self.epsilon,
-            ignore_index=self.ignore_index,
-            detach_weight=self.detach_weight,
-            class_reduction=self.class_reduction,
+            logits, target, weights, temperature=self.temperature, epsilon=self.epsilon,
+            ignore_index=self.ignore_index, detach_weight=self.detach_weight,
         )
 
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
-        if use_fused_cpu(self.implementation, logits):  # "triton" never gets here (see forward)
-            weights = pat_pixel_weights(target, self.ignore_index, logits.shape[1], self.class_reduction)
-            return fused_softmax_cross_entropy(
-                logits, target, self.ignore_index, class_weight=weights, normalize=False, pixel_function="pat",
-                temperature=self.temperature, epsilon=self.epsilon, detach_weight=self.detach_weight,
-            )
-        batch, num_classes = logits.shape[:2]
         log_p_t, valid, index = target_log_prob(logits, target, self.ignore_index)
-
-        p_t = log_p_t.exp()
-        beta = torch.exp((1.0 - p_t - self.epsilon) / self.temperature)
+        beta = torch.exp((1.0 - log_p_t.exp() - self.epsilon) / self.temperature)  # Eq. 5
         if self.detach_weight:
             beta = beta.detach()
-
-        class_counts = per_image_class_counts(index, valid, num_classes)  # S_i^l, [B, L]
-        mask_size = class_counts.gather(1, index.flatten(1)).view_as(index)  # S_i^{y_ij} per pixel
-        per_pixel = (beta * -log_p_t / mask_size.clamp_min(1).to(log_p_t.dtype)).masked_fill(~valid, 0.0)
-        per_image = per_pixel.flatten(1).sum(1)
-        if self.class_reduction == "mean":
-            present = (class_counts > 0).sum(1).clamp_min(1).to(per_image.dtype)
-            per_image = per_image / present
-        return per_image.sum() / batch
+        weights = image_class_weights(index, valid, logits.shape[1], self.class_reduction, log_p_t.dtype)
+        pixel_weight = weights.gather(1, index.flatten(1)).view_as(index)  # 1 / (B S_i^{y_ij}), Eq. 4
+        return (pixel_weight * beta * -log_p_t).masked_fill(~valid, 0.0).sum()
 
     def extra_repr(self) -> str:
         return (

@@ -1,0 +1,35 @@
+"""Warnings that pat-seg's dependencies raise inside each other, which a pat-seg user cannot act on.
+
+Each entry names the warning by the start of its message and its category, so nothing else is
+hidden. The ``pat-seg`` command ignores them (:func:`ignore_third_party_warnings`); the test suite
+ignores the same list (tests/conftest.py), so a new warning of ours still shows in both.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+# (message regex, matched at the start of the message; category; who raises it, where)
+UNACTIONABLE: tuple[tuple[str, type[Warning], str], ...] = (
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning,
+     "torch, on Lightning's use of torch.utils._pytree.LeafSpec (lightning/pytorch/utilities/_pytree.py)"),
+    (r"\s*skip_none parameter was deprecated", DeprecationWarning,
+     "jsonargparse, on LightningCLI's call of ArgumentParser.dump(skip_none=...)"),
+    (r"\s*``instantiate_classes`` was deprecated", DeprecationWarning,
+     "jsonargparse, on LightningCLI.instantiate_classes"),
+    (r"\s*``ArgumentParser.add_instantiator`` was deprecated", DeprecationWarning,
+     "jsonargparse, on LightningCLI's checkpoint-loading instantiator"),
+    (r"\s*By default only one JsonargparseDeprecationWarning per type is shown", UserWarning,
+     "jsonargparse's note that comes with the first of the three above"),
+)
+
+
+def ignore_third_party_warnings() -> None:
+    """Ignore exactly the warnings of :data:`UNACTIONABLE` in this process."""
+    for message, category, _ in UNACTIONABLE:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
+def ini_filter_lines() -> list[str]:
+    """The same list as ``filterwarnings`` lines for pytest's ini option."""
+    return [f"ignore:{message}:{category.__name__}" for message, category, _ in UNACTIONABLE]

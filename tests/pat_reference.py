@@ -1,0 +1,58 @@
+"""The one float64 reference of the PAT loss (paper Eq. 4-5) that the tests compare every path with.
+
+Written from the equations with explicit loops over images and classes, sharing no code with
+:class:`pat_seg.losses.PATLoss` or the Triton kernel. Its gradient is autograd's, through these
+loops; ``detach_weight`` makes ``beta`` a constant, as the option promises.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def reference_pat(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    temperature: float = 20.0,
+    epsilon: float = 0.0,
+    ignore_index: int = 255,
+    class_reduction: str = "sum",
+    detach_weight: bool = False,
+) -> torch.Tensor:
+    """PAT of ``logits [B, L, H, W]`` (cast to float64) and ``target [B, H, W]`` as a float64 scalar.
+
+    Labels equal to ``ignore_index`` take no part; an image with no valid pixel contributes 0 and still
+    counts in ``B``.
+    """
+    logits = logits.double()
+    batch, num_classes = logits.shape[:2]
+    total = torch.zeros((), dtype=torch.float64)
+    for i in range(batch):
+        z = logits[i]  # [L, H, W]
+        shifted = z - z.max(0, keepdim=True).values.detach()
+        log_p = shifted - shifted.exp().sum(0, keepdim=True).log()
+        image_sum = torch.zeros((), dtype=torch.float64)
+        present = 0
+        for c in range(num_classes):
+            mask = (target[i] == c) & (target[i] != ignore_index)
+            size = int(mask.sum())  # S_i^c, Eq. 2
+            if size == 0:
+                continue
+            present += 1
+            log_pt = log_p[c][mask]
+            beta = torch.exp((1 - log_pt.exp() - epsilon) / temperature)  # Eq. 5
+            if detach_weight:
+                beta = beta.detach()
+            image_sum = image_sum + (beta * -log_pt).sum() / size  # Eq. 4, one class of one image
+        if class_reduction == "mean" and present:
+            image_sum = image_sum / present
+        total = total + image_sum
+    return total / batch
+
+
+def reference_pat_and_grad(logits: torch.Tensor, target: torch.Tensor, **options: object) -> tuple[float, torch.Tensor]:
+    """``(value, d value / d logits)`` of :func:`reference_pat`, both in float64."""
+    leaf = logits.detach().double().requires_grad_(True)
+    value = reference_pat(leaf, target, **options)  # type: ignore[arg-type]
+    value.backward()
+    return float(value), leaf.grad

@@ -1,0 +1,20 @@
+"""The one private Lightning API pat-seg relies on: fail by name when a Lightning release drops it."""
+
+from __future__ import annotations
+
+import inspect
+
+from lightning.pytorch.cli import LightningCLI
+
+from pat_seg.cli import PatSegCLI
+
+
+def test_lightning_cli_still_has_parse_ckpt_path() -> None:
+    # PatSegCLI overrides it so that resuming does not re-parse a checkpoint's hyperparameters into
+    # the link targets num_classes / ignore_index. If it is gone, the override silently does nothing.
+    method = getattr(LightningCLI, "_parse_ckpt_path", None)
+    assert callable(method), "lightning.pytorch.cli.LightningCLI._parse_ckpt_path no longer exists"
+    assert list(inspect.signature(method).parameters) == ["self"], (
+        f"LightningCLI._parse_ckpt_path changed its signature to {inspect.signature(method)}"
+    )
+    assert PatSegCLI._parse_ckpt_path is not method
