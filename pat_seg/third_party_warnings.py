@@ -19,7 +19,7 @@ UNACTIONABLE: tuple[tuple[str, type[Warning], str], ...] = (
      "jsonargparse, on LightningCLI.instantiate_classes"),
     (r"\s*``ArgumentParser.add_instantiator`` was deprecated", DeprecationWarning,
      "jsonargparse, on LightningCLI's checkpoint-loading instantiator"),
-    (r"\s*By default only one JsonargparseDeprecationWarning per type is shown", UserWarning,
+    (r"\s*By default only one JsonargparseDeprecationWarning per type is shown", DeprecationWarning,
      "jsonargparse's note that comes with the first of the three above"),
 )
 
