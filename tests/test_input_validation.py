@@ -190,3 +190,24 @@ def test_a_loss_on_its_own_checks_labels_and_skips_them_inside_labels_checked(la
     assert len(label_checks) == 1
     with pytest.raises(ValueError, match="label 7 found in target"):  # the switch is off again after the block
         PATLoss()(logits, torch.tensor([[[0, 1], [7, IGNORE]]]))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_batch_check_and_loss_sync_with_the_host_once_on_cuda() -> None:
+    import warnings
+
+    batch = {key: value.cuda() for key, value in good_batch().items()}
+    logits = torch.randn(2, NUM_CLASSES, 2, 2, device="cuda", requires_grad=True)
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            image, target = check_batch(batch, NUM_CLASSES, IGNORE)
+            with labels_checked():
+                PATLoss()(logits, target).backward()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    assert len(syncs) == 1, [str(w.message) for w in syncs]
