@@ -8,9 +8,13 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
+from torchmetrics.aggregation import MeanMetric
 
+from pat_seg.losses import PixelLoss
 from pat_seg.losses.checks import labels_checked
 from pat_seg.metrics import SegmentationMetrics
+from pat_seg.models import SegmentationNetwork
+from pat_seg.run_summary import hparams_summary
 from pat_seg.validation import check_batch
 
 
@@ -23,8 +27,10 @@ class SegmentationModule(L.LightningModule):
     """Semantic segmentation: ``model`` gives logits, ``loss`` trains them, metrics judge ``argmax``.
 
     Args:
-        model: network mapping ``[B, C, H, W]`` images to ``[B, num_classes, H, W]`` logits.
-        loss: a :mod:`pat_seg.losses` loss (``forward(logits, target) -> scalar``). A loss that needs
+        model: network mapping ``[B, C, H, W]`` images to ``[B, num_classes, H, W]`` logits: one of
+            :mod:`pat_seg.models` (by name, e.g. ``UNet``) or any ``nn.Module`` class path.
+        loss: a :mod:`pat_seg.losses` loss (``forward(logits, target) -> scalar``; by name, e.g.
+            ``PATLoss``) or any ``nn.Module`` class path with that call. A loss that needs
             training class counts (``needs_class_counts = True``) gets them from the data module at
             setup, identical on every process.
         optimizer: optimizer factory; the default ``torch.optim.Adam`` uses lr 1e-3, as the authors.
@@ -41,8 +47,8 @@ class SegmentationModule(L.LightningModule):
 
     def __init__(
         self,
-        model: nn.Module,
-        loss: nn.Module,
+        model: SegmentationNetwork | nn.Module,
+        loss: PixelLoss | nn.Module,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         cosine_annealing: bool = True,
@@ -65,6 +71,9 @@ class SegmentationModule(L.LightningModule):
         self.ignore_index = ignore_index
         self.val_metrics = SegmentationMetrics(num_classes, ignore_index, class_names)
         self.test_metrics = SegmentationMetrics(num_classes, ignore_index, class_names)
+        # Loss means over images, as sums and counts reduced over processes: exact under DDP, where
+        # Lightning's own epoch mean would average the per-process means.
+        self.mean_losses = nn.ModuleDict({f"{split}_loss": MeanMetric() for split in ("train", "val", "test")})
         # The last split-wide confusion matrix per prefix ("val", "test"), for callbacks that draw it.
         self.confusion_matrices: dict[str, Tensor] = {}
 
@@ -93,7 +102,9 @@ class SegmentationModule(L.LightningModule):
         if names is not None and self.hparams.get("class_names") is None:
             for metrics in (self.val_metrics, self.test_metrics):
                 metrics.class_names = list(names)
-        if hasattr(datamodule, "class_counts"):
+        self.record_hparams(class_names=list(self.val_metrics.class_names))
+        # Prediction needs no class statistics (and an unlabelled image folder has none).
+        if stage != "predict" and hasattr(datamodule, "class_counts"):
             counts = self._shared_class_counts(datamodule)
             self.record_hparams(class_counts=counts)
             for metrics in (self.val_metrics, self.test_metrics):
@@ -140,15 +151,22 @@ class SegmentationModule(L.LightningModule):
         image, target = check_batch(batch, self.num_classes, self.ignore_index, batch_idx)
         with labels_checked():  # check_batch was the label check of this step
             loss = self.loss(self._logits(image), target)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=image.shape[0])
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=image.shape[0])
+        self._log_mean_loss("train", loss, image.shape[0])
         return loss
+
+    def _log_mean_loss(self, split: str, loss: Tensor, batch_size: int) -> None:
+        mean = self.mean_losses[f"{split}_loss"]
+        mean.update(loss.detach(), weight=batch_size)
+        # A torchmetrics object: Lightning computes it (synced) at the epoch's end and resets it.
+        self.log(f"{split}/loss_epoch" if split == "train" else f"{split}/loss", mean, on_step=False, on_epoch=True)
 
     def _evaluation_step(self, batch: dict[str, Tensor], metrics: SegmentationMetrics, prefix: str, batch_idx: int) -> None:
         image, target = check_batch(batch, self.num_classes, self.ignore_index, batch_idx)
         logits = self._logits(image)
         with labels_checked():
             loss = self.loss(logits, target)
-        self.log(f"{prefix}/loss", loss, on_epoch=True, sync_dist=True, batch_size=image.shape[0])
+        self._log_mean_loss(prefix, loss, image.shape[0])
         metrics.update(logits.argmax(1), target)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
@@ -163,8 +181,10 @@ class SegmentationModule(L.LightningModule):
     def _log_metrics(self, metrics: SegmentationMetrics, prefix: str) -> None:
         results = metrics.compute()  # synced over processes: one confusion matrix for the split
         miou = results.pop("miou")
-        self.log(f"{prefix}/miou", miou, prog_bar=True)
-        self.log_dict({f"{prefix}/{key}": value for key, value in results.items()})
+        # The values are already equal on every process; "max" over processes returns them bit for bit
+        # (a mean could round) and tells Lightning they are synced.
+        self.log(f"{prefix}/miou", miou, prog_bar=True, sync_dist=True, reduce_fx="max")
+        self.log_dict({f"{prefix}/{key}": value for key, value in results.items()}, sync_dist=True, reduce_fx="max")
         self.confusion_matrices[prefix] = metrics.computed_confmat  # summed over processes, like the numbers
         metrics.reset()
 
@@ -173,6 +193,13 @@ class SegmentationModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics(self.test_metrics, "test")
+
+    def on_train_end(self) -> None:
+        # The run's parameters next to its final validation metrics, for TensorBoard's HParams tab
+        # (before the trainer finalises its loggers, which writes hparams.yaml).
+        params, metrics = hparams_summary(self, self.trainer)
+        for logger in self.loggers:
+            logger.log_hyperparams(params, metrics)
 
     # --- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

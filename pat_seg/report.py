@@ -8,8 +8,11 @@ the tags ``pat-seg test`` wrote (same logger name and version as the fit run) in
 Utilisation tags (``utilisation/...``, logged per epoch) are averaged over the epochs of a run.
 
 Cells are the mean over the runs that differ only in seed, ``± sample standard deviation`` (n-1)
-when there are two or more; the best mean of each column (within each model for Tables 4 and 5)
-is marked. mIoU, pixel accuracy and IoU are printed in percent, Dice error (1 - mean Dice) as a
+when there are two or more, and the number of runs ``(n=3)``; the best mean of each column (within
+each model for Tables 4 and 5) is marked. Runs are pooled only when their saved configs are equal
+apart from the seeds and logging settings (:attr:`pat_seg.runs.Run.identity`): runs that differ in
+anything else (epochs, batch size, precision, ...) get rows of their own, labelled with what differs,
+and of two runs of one experiment with the same seeds only the newest counts (a warning names both). mIoU, pixel accuracy and IoU are printed in percent, Dice error (1 - mean Dice) as a
 fraction, as in the paper; CSV holds the raw values.
 """
 
@@ -25,7 +28,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from pat_seg.runs import LOSS_LABELS, MODEL_LABELS, Run, display_labels, find_runs, identity_key
+from pat_seg.runs import LOSS_LABELS, MODEL_LABELS, Run, differing_keys, display_labels, find_runs, identity_key
 
 FORMATS = ("markdown", "latex", "csv")
 SPLITS = ("val", "test")
@@ -110,11 +113,35 @@ class LabelledRun:
     is_pat: bool
 
 
-def label_runs(runs: Sequence[Run]) -> list[LabelledRun]:
-    """Attach the data set, model and method labels that the tables print."""
+def newest_per_seed(runs: Sequence[Run], warn: Callable[[str], None]) -> list[Run]:
+    """One run per (experiment, seeds): a repeat with the same seeds is a rerun, not another sample."""
+    groups: dict[tuple[str, tuple], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.identity_key, run.seeds), []).append(run)
+    kept = []
+    for group in groups.values():
+        group.sort(key=lambda run: (run.path / "config.yaml").stat().st_mtime)
+        kept.append(group[-1])
+        if len(group) > 1:
+            warn(f"runs {', '.join(str(r.path) for r in group[:-1])} repeat {group[-1].path} (same config and "
+                 f"seeds {group[-1].seeds}): only the newest, {group[-1].path}, is counted")
+    return sorted(kept, key=lambda run: str(run.path))
+
+
+def _short_key(key: str) -> str:
+    return key.replace(".init_args.", ".").removeprefix("model.")
+
+
+def label_runs(runs: Sequence[Run], warn: Callable[[str], None] = lambda message: None) -> list[LabelledRun]:
+    """Attach the data set, model and method labels that the tables print.
+
+    Runs whose labels agree but whose experiments differ (:attr:`Run.identity`) get what differs
+    appended to the method label, so that no cell pools two experiments.
+    """
+    runs = newest_per_seed(runs, warn)
     kinds = {"data": lambda r: r.data, "model": lambda r: r.model, "loss": lambda r: r.loss}
     labels = {kind: display_labels([get(r) for r in runs], kind) for kind, get in kinds.items()}
-    return [
+    entries = [
         LabelledRun(
             run,
             dataset=labels["data"][identity_key(*run.data)],
@@ -124,6 +151,18 @@ def label_runs(runs: Sequence[Run]) -> list[LabelledRun]:
         )
         for run in runs
     ]
+    clusters: dict[tuple[str, str, str], list[LabelledRun]] = {}
+    for entry in entries:
+        clusters.setdefault((entry.dataset, entry.model, entry.method), []).append(entry)
+    for cluster in clusters.values():
+        identities = {entry.run.identity_key: entry.run.identity for entry in cluster}
+        if len(identities) < 2:
+            continue
+        keys = differing_keys(list(identities.values()))
+        for entry in cluster:
+            difference = ", ".join(f"{_short_key(key)}={entry.run.identity.get(key)}" for key in keys)
+            entry.method = f"{entry.method} [{difference}]"
+    return entries
 
 
 def _natural(text: str) -> tuple:
@@ -157,11 +196,11 @@ def _fill(table: Table, runs: Sequence[LabelledRun], row_of: Callable[[LabelledR
     return table
 
 
-def build_tables(runs: Sequence[Run], split: str = "val") -> list[Table]:
+def build_tables(runs: Sequence[Run], split: str = "val", warn: Callable[[str], None] = lambda message: None) -> list[Table]:
     """Tables 3-6 and the utilisation table for ``runs`` (those with nothing to show are left out)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
-    entries = [e for e in label_runs(runs) if e.run.last(f"{split}/miou") is not None]
+    entries = [e for e in label_runs(runs, warn) if e.run.last(f"{split}/miou") is not None]
 
     def last(run: Run, tag: str) -> float | None:
         return run.last(f"{split}/{tag}")
@@ -231,10 +270,12 @@ def format_cell(cell: Cell, tag: str) -> str:
     _, scale, _ = metric_spec(tag)
     if tag.startswith(UTILISATION_PREFIX):
         text = f"{cell.mean:.4g}"
-        return text if cell.std is None else f"{text} ± {cell.std:.2g}"
+        text = text if cell.std is None else f"{text} ± {cell.std:.2g}"
+        return f"{text} (n={len(cell.values)})"
     digits = 2 if scale == 100.0 else 3
     text = f"{cell.mean * scale:.{digits}f}"
-    return text if cell.std is None else f"{text} ± {cell.std * scale:.{digits}f}"
+    text = text if cell.std is None else f"{text} ± {cell.std * scale:.{digits}f}"
+    return f"{text} (n={len(cell.values)})"
 
 
 def _header(column: Column, arrows: tuple[str, str]) -> str:
@@ -317,7 +358,7 @@ def report(logdir: str, fmt: str = "markdown", split: str = "val", runs: str = "
     found = find_runs(logdir, runs)
     if not found:
         raise ValueError(f"no runs (a config.yaml beside an event file) under {logdir!r} matching {runs!r}")
-    tables = build_tables(found, split)
+    tables = build_tables(found, split, warn=lambda message: sys.stderr.write(f"pat-seg report: warning: {message}\n"))
     if not tables:
         raise ValueError(f"{len(found)} runs under {logdir!r} but none logged {split}/miou; "
                          f"run `pat-seg test` first for --split test")

@@ -1,9 +1,11 @@
 """Reading finished ``pat-seg fit`` / ``pat-seg test`` runs back from disk.
 
 A run is a logger directory (``<save_dir>/<name>/<version>/``) holding the ``config.yaml`` that
-LightningCLI saved and one or more TensorBoard event files (``pat-seg test`` with the same logger
-name and version appends a second file). What a run *is* -- loss, model, data set, seed -- is read
-from the saved config, never from the directory name, so renamed or hand-made runs report correctly.
+LightningCLI saved and one or more TensorBoard event files (a resumed run adds one); ``pat-seg test``
+and ``validate`` of the run write into its ``test/`` and ``validate/`` folders, read with it. What a
+run *is* -- loss, model, data set, seed -- is read from the saved config, never from the directory
+name, so renamed or hand-made runs report correctly. Two runs are the same experiment only when
+their configs agree in everything but the seeds (:attr:`Run.identity`).
 """
 
 from __future__ import annotations
@@ -44,7 +46,21 @@ DATA_LABELS = {
 }
 # Init args that say nothing about *which* method, model or data set a run used.
 NOT_IDENTITY = {"ignore_index", "class_counts", "num_classes", "root", "batch_size", "eval_batch_size",
-                "num_workers", "pin_memory", "persistent_workers"}
+                "num_workers", "pin_memory", "persistent_workers", "seed", "implementation"}
+# Config keys (dotted, a key covers everything below it) that vary between repeats of one experiment.
+SEED_KEYS = ("seed_everything", "data.init_args.seed")
+# Config keys that change where and how a run is logged or resumed, not what it computes.
+PLUMBING = (
+    "name", "ckpt_path", "config", "predictions", "trainer.logger", "trainer.default_root_dir",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.callbacks",
+    "trainer.log_every_n_steps", "trainer.enable_checkpointing", "trainer.num_sanity_val_steps",
+    "data.init_args.root", "data.init_args.num_workers", "data.init_args.pin_memory",
+    "data.init_args.persistent_workers", "data.init_args.eval_batch_size", "model.num_classes",
+    "model.ignore_index", "model.class_names", "model.loss.init_args.ignore_index",
+    "model.loss.init_args.class_counts", "model.loss.init_args.implementation", "model.model.init_args.num_classes",
+)
+# Folders a run's evaluations write into (pat_seg.run_folders.SUBFOLDERS), read as part of the run.
+EVALUATION_FOLDERS = ("test", "validate")
 
 
 @dataclass
@@ -70,9 +86,24 @@ class Run:
 
     @property
     def data(self) -> tuple[str, dict[str, Any]]:
-        """The data module class, identified with its number of classes (NYUv2 13/14/40 differ)."""
-        name, _ = _class_and_args(self.config.get("data"))
-        return name, {"classes": len(self.class_names("val") or self.class_names("test"))}
+        """The data module class and its arguments, with its number of classes (NYUv2 13/14/40 differ)."""
+        name, args = _class_and_args(self.config.get("data"))
+        return name, {**args, "classes": len(self.class_names("val") or self.class_names("test"))}
+
+    @property
+    def seeds(self) -> tuple[Any, ...]:
+        """The values of :data:`SEED_KEYS` (initialisation and data order): what repeats of a run vary."""
+        flat = flatten(self.config)
+        return tuple(flat.get(key) for key in SEED_KEYS)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """The run's config without seeds and logging plumbing: equal for repeats of one experiment."""
+        return {key: value for key, value in flatten(self.config).items() if not _covered(key, SEED_KEYS + PLUMBING)}
+
+    @property
+    def identity_key(self) -> str:
+        return yaml.safe_dump(self.identity, sort_keys=True, default_flow_style=True).strip()
 
     def class_names(self, split: str) -> list[str]:
         """Class names in logging order, from the ``<split>/iou/<name>`` tags."""
@@ -91,6 +122,26 @@ class Run:
         return math.fsum(v for _, v in values) / len(values) if values else None
 
 
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"trainer.max_epochs": 12, ...}`` (lists stay values)."""
+    if not isinstance(node, dict):
+        return {prefix: node} if prefix else {}
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _covered(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
+
+
+def differing_keys(identities: list[dict[str, Any]]) -> list[str]:
+    """Dotted keys whose values are not the same in every one of ``identities``."""
+    keys = sorted({key for identity in identities for key in identity})
+    return [key for key in keys if len({repr(identity.get(key)) for identity in identities}) > 1]
+
+
 def _class_and_args(node: Any) -> tuple[str, dict[str, Any]]:
     """``(class name, init args)`` of a LightningCLI ``class_path`` node (``("", {})`` when absent)."""
     if isinstance(node, str):
@@ -105,15 +156,18 @@ def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
     When the same step of a tag was written twice (a resumed run), the later write wins.
     """
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    scalars = {}
-    for tag in accumulator.Tags()["scalars"]:
-        by_step: dict[int, tuple[float, float]] = {}
-        for event in accumulator.Scalars(tag):
-            if event.step not in by_step or event.wall_time >= by_step[event.step][0]:
-                by_step[event.step] = (event.wall_time, event.value)
-        scalars[tag] = [(step, value) for step, (_, value) in sorted(by_step.items())]
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for folder in [run_dir, *(run_dir / name for name in EVALUATION_FOLDERS)]:
+        if not any(folder.glob("events.out.tfevents.*")):
+            continue
+        accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            by_step: dict[int, tuple[float, float]] = {}
+            for event in accumulator.Scalars(tag):
+                if event.step not in by_step or event.wall_time >= by_step[event.step][0]:
+                    by_step[event.step] = (event.wall_time, event.value)
+            scalars[tag] = [(step, value) for step, (_, value) in sorted(by_step.items())]
     return scalars
 
 
@@ -130,6 +184,8 @@ def find_runs(logdir: str | Path, pattern: str = "**") -> list[Run]:
         run_dir = config_file.parent
         if not any(run_dir.glob("events.out.tfevents.*")):
             continue
+        if (run_dir.parent / "config.yaml").is_file():
+            continue  # a run's test/, validate/ or predictions/ folder, read with the run
         config = yaml.safe_load(config_file.read_text()) or {}
         runs.append(Run(run_dir, config, read_scalars(run_dir)))
     return runs

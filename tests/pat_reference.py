@@ -3,6 +3,12 @@
 Written from the equations with explicit loops over images and classes, sharing no code with
 :class:`pat_seg.losses.PATLoss` or the Triton kernel. Its gradient is autograd's, through these
 loops; ``detach_weight`` makes ``beta`` a constant, as the option promises.
+
+The two ablation options are written from their definitions (docs/losses.md):
+
+- ``confidence_weight=False``: ``beta_ij = 1`` instead of Eq. 5.
+- ``normalization="pixel"``: every valid pixel's term divided by ``V``, the number of valid pixels in
+  the whole batch, instead of Eq. 4's ``B * S_i^l``.
 """
 
 from __future__ import annotations
@@ -18,14 +24,20 @@ def reference_pat(
     ignore_index: int = 255,
     class_reduction: str = "sum",
     detach_weight: bool = False,
+    confidence_weight: bool = True,
+    normalization: str = "image_class",
 ) -> torch.Tensor:
     """PAT of ``logits [B, L, H, W]`` (cast to float64) and ``target [B, H, W]`` as a float64 scalar.
 
-    Labels equal to ``ignore_index`` take no part; an image with no valid pixel contributes 0 and still
-    counts in ``B``.
+    Labels equal to ``ignore_index`` take no part; with ``normalization="image_class"`` an image with
+    no valid pixel contributes 0 and still counts in ``B``; with ``"pixel"`` a batch without valid
+    pixels gives 0.
     """
+    if normalization not in ("image_class", "pixel"):
+        raise ValueError(f"unknown normalization {normalization!r}")
     logits = logits.double()
     batch, num_classes = logits.shape[:2]
+    valid_in_batch = int((target != ignore_index).sum())  # V
     total = torch.zeros((), dtype=torch.float64)
     for i in range(batch):
         z = logits[i]  # [L, H, W]
@@ -40,13 +52,21 @@ def reference_pat(
                 continue
             present += 1
             log_pt = log_p[c][mask]
-            beta = torch.exp((1 - log_pt.exp() - epsilon) / temperature)  # Eq. 5
-            if detach_weight:
-                beta = beta.detach()
-            image_sum = image_sum + (beta * -log_pt).sum() / size  # Eq. 4, one class of one image
-        if class_reduction == "mean" and present:
+            if confidence_weight:
+                beta = torch.exp((1 - log_pt.exp() - epsilon) / temperature)  # Eq. 5
+                if detach_weight:
+                    beta = beta.detach()
+            else:
+                beta = torch.ones_like(log_pt)
+            if normalization == "image_class":
+                image_sum = image_sum + (beta * -log_pt).sum() / size  # Eq. 4, one class of one image
+            else:
+                image_sum = image_sum + (beta * -log_pt).sum()  # divided by V below
+        if normalization == "image_class" and class_reduction == "mean" and present:
             image_sum = image_sum / present
         total = total + image_sum
+    if normalization == "pixel":
+        return total / valid_in_batch if valid_in_batch else total
     return total / batch
 
 

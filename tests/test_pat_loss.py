@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from pat_reference import reference_pat
 
@@ -171,3 +172,158 @@ def test_bad_shapes_and_dtypes_raise(logits_shape, target_shape, dtype, match):
 def test_bad_options_raise(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         PATLoss(**kwargs)
+
+
+# --- the two ablation options: confidence_weight (Eq. 5 off) and normalization (Eq. 4 off) ------------
+# Every valid combination; class_reduction="mean" exists only with Eq. 4's per-class sums.
+COMBINATIONS = [
+    (confidence_weight, normalization, class_reduction)
+    for confidence_weight in (True, False)
+    for normalization in ("image_class", "pixel")
+    for class_reduction in (("sum", "mean") if normalization == "image_class" else ("sum",))
+]
+
+
+def combination_id(combination):
+    confidence_weight, normalization, class_reduction = combination
+    return f"{'beta' if confidence_weight else 'nobeta'}-{normalization}-{class_reduction}"
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS, ids=combination_id)
+@pytest.mark.parametrize("detach_weight", [False, True])
+def test_options_value_and_gradient_match_float64_reference(combination, detach_weight):
+    confidence_weight, normalization, class_reduction = combination
+    logits, target = random_case(seed=21)
+    options = dict(temperature=2.0, epsilon=0.1, class_reduction=class_reduction, detach_weight=detach_weight,
+                   confidence_weight=confidence_weight, normalization=normalization)
+    ours = logits.clone().requires_grad_(True)
+    ref = logits.clone().requires_grad_(True)
+    value = PATLoss(**options)(ours, target)
+    expected = reference_pat(ref, target, **options)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-10)
+    value.backward()
+    expected.backward()
+    torch.testing.assert_close(ours.grad, ref.grad, rtol=1e-9, atol=1e-12)
+    assert ours.grad[-1].abs().max() == 0  # the all-ignored image gets no gradient under either normalisation
+    # float32 logits give the same value to float32 precision.
+    assert PATLoss(**options)(logits.float(), target).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS, ids=combination_id)
+def test_options_gradcheck_float64(combination):
+    confidence_weight, normalization, class_reduction = combination
+    logits, target = random_case(seed=13, batch=2, num_classes=4, height=3, width=4)
+    logits.requires_grad_(True)
+    loss = PATLoss(temperature=1.5, epsilon=0.2, class_reduction=class_reduction,
+                   confidence_weight=confidence_weight, normalization=normalization)
+    assert torch.autograd.gradcheck(lambda z: loss(z, target), (logits,), eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "confidence_weight,normalization,expected",
+    [
+        # Worked out by hand for the three-pixel case of test_hand_computed_two_pixel_case:
+        # -log p_t = ln 2, ln(1 + e^-2), ln(1 + e^-1) = 0.6931472, 0.1269280, 0.3132617;
+        # beta = exp((1 - p_t)/20) = 1.0253151, 1.0059779, 1.0135379.
+        (True, "image_class", 0.7366931),   # (b0 l0 + b1 l1)/2 + b2 l2  (Eq. 4-5)
+        (False, "image_class", 0.7232993),  # (l0 + l1)/2 + l2            (Eq. 4, beta = 1)
+        (True, "pixel", 0.3852946),         # (b0 l0 + b1 l1 + b2 l2)/3   (Eq. 5, pixel mean)
+        (False, "pixel", 0.3777790),        # (l0 + l1 + l2)/3            (cross-entropy)
+    ],
+)
+def test_options_hand_computed_three_pixel_case(confidence_weight, normalization, expected):
+    logits = torch.tensor([[[[0.0, 2.0, 0.0]], [[0.0, 0.0, 1.0]]]])  # [1, 2, 1, 3]
+    target = torch.tensor([[[0, 0, 1]]])
+    loss = PATLoss(temperature=20.0, confidence_weight=confidence_weight, normalization=normalization)
+    assert loss(logits, target).item() == pytest.approx(expected, abs=2e-7)
+
+
+def test_both_options_off_is_cross_entropy():
+    logits, target = random_case(seed=9)
+    logits.requires_grad_(True)
+    ablated = PATLoss(confidence_weight=False, normalization="pixel")(logits, target)
+    (grad,) = torch.autograd.grad(ablated, logits)
+    expected = F.cross_entropy(logits, target, ignore_index=255)  # the all-ignored image has no valid pixel
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    assert ablated.item() == pytest.approx(expected.item(), rel=1e-12)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-14)
+
+
+def test_pixel_normalization_weighs_classes_by_their_area():
+    # The case of test_small_and_large_class_weigh_the_same: 1 pixel of class 1 among 16. Eq. 4 gives
+    # both classes the same weight (2 x per-pixel term); the pixel mean gives each pixel 1/16.
+    logits = torch.zeros(1, 2, 4, 4)
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[0, 0, 0] = 1
+    per_pixel = math.exp((1 - 0.5) / 20) * math.log(2)
+    assert PATLoss(normalization="pixel")(logits, target).item() == pytest.approx(per_pixel, rel=1e-6)
+    assert PATLoss(normalization="pixel", confidence_weight=False)(logits, target).item() == pytest.approx(
+        math.log(2), rel=1e-6)
+
+
+def test_pixel_normalization_counts_valid_pixels_not_images():
+    # Two images: one with 3 valid pixels, one all ignored. Eq. 4 divides by B = 2; the pixel mean by V = 3.
+    logits = torch.zeros(2, 2, 1, 3, dtype=torch.float64)  # p_t = 1/2 everywhere
+    target = torch.tensor([[[0, 0, 1]], [[255, 255, 255]]])
+    l = math.log(2)
+    assert PATLoss(confidence_weight=False, normalization="pixel")(logits, target).item() == pytest.approx(l, rel=1e-12)
+    assert PATLoss(confidence_weight=False)(logits, target).item() == pytest.approx((l + l) / 2, rel=1e-12)
+    everything_ignored = torch.full_like(target, 255)
+    z = logits.clone().requires_grad_(True)
+    value = PATLoss(normalization="pixel")(z, everything_ignored)
+    value.backward()
+    assert value.item() == 0.0 and not z.grad.any()
+
+
+def test_confidence_weight_off_gradient_by_hand():
+    # beta = 1: d/dz of -log p_t / (B S) is (p - onehot) / (B S); temperature and epsilon play no part.
+    logits, target = random_case(seed=6)
+    z = logits.clone().requires_grad_(True)
+    PATLoss(temperature=0.3, epsilon=0.7, confidence_weight=False)(z, target).backward()
+    p = torch.softmax(logits, 1)
+    expected = torch.zeros_like(logits)
+    for i in range(logits.shape[0]):
+        for c in range(logits.shape[1]):
+            mask = target[i] == c
+            if mask.any():
+                onehot = torch.zeros(logits.shape[1], dtype=torch.float64)
+                onehot[c] = 1
+                expected[i][:, mask] = (p[i][:, mask] - onehot[:, None]) / mask.sum() / logits.shape[0]
+    torch.testing.assert_close(z.grad, expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kwargs,named",
+    [
+        ({"confidence_weight": "false"}, "'false'"),
+        ({"confidence_weight": 0}, "got 0"),
+        ({"normalization": "image"}, "'image'"),
+        ({"normalization": "pixel", "class_reduction": "mean"}, "class_reduction='mean'"),
+        ({"temperature": float("inf")}, "inf"),
+    ],
+)
+def test_bad_ablation_options_raise_naming_the_value(kwargs, named):
+    with pytest.raises(ValueError, match=next(iter(kwargs))) as error:
+        PATLoss(**kwargs)
+    assert named in str(error.value)
+
+
+def test_options_through_the_cli_survive_a_saved_config(tmp_path, capsys):
+    """The flags parse through LightningCLI, and the config it writes reads back to the same loss."""
+    from pat_seg.cli import cli_main
+
+    def printed_loss(args):
+        with pytest.raises(SystemExit):
+            cli_main(["fit", *args, "--print_config"])
+        return yaml.safe_load(capsys.readouterr().out)
+
+    config = printed_loss(["--model.loss.init_args.confidence_weight=false",
+                           "--model.loss.init_args.normalization=pixel"])
+    init_args = config["model"]["loss"]["init_args"]
+    assert init_args["confidence_weight"] is False and init_args["normalization"] == "pixel"
+    saved = tmp_path / "config.yaml"
+    saved.write_text(yaml.safe_dump(config))
+    again = printed_loss([f"--config={saved}"])["model"]["loss"]
+    assert again == config["model"]["loss"]
+    loss = PATLoss(**{k: v for k, v in again["init_args"].items() if k != "ignore_index"})
+    assert loss.confidence_weight is False and loss.normalization == "pixel"

@@ -62,9 +62,11 @@ def compiled() -> ModuleType:
 
 
 def reference(logits: torch.Tensor, target: torch.Tensor, temperature: float, epsilon: float, detach_weight: bool,
-              class_reduction: str, ignore_index: int = 255) -> tuple[float, torch.Tensor]:
+              class_reduction: str, ignore_index: int = 255, confidence_weight: bool = True,
+              normalization: str = "image_class") -> tuple[float, torch.Tensor]:
     return reference_pat_and_grad(logits, target, temperature=temperature, epsilon=epsilon, ignore_index=ignore_index,
-                                  class_reduction=class_reduction, detach_weight=detach_weight)
+                                  class_reduction=class_reduction, detach_weight=detach_weight,
+                                  confidence_weight=confidence_weight, normalization=normalization)
 
 
 def make_batch(
@@ -87,23 +89,39 @@ def value_and_grad(loss: torch.nn.Module, logits: torch.Tensor, target: torch.Te
 
 # --- kernel vs the float64 reference ----------------------------------------------------------------
 OPTIONS = [
-    # temperature, epsilon, detach_weight, class_reduction
-    (20.0, 0.0, False, "sum"),
-    (2.0, 0.3, False, "mean"),
-    (0.5, -0.1, True, "sum"),
-    (5.0, 0.0, True, "mean"),
+    # temperature, epsilon, detach_weight, class_reduction, confidence_weight, normalization
+    (20.0, 0.0, False, "sum", True, "image_class"),
+    (2.0, 0.3, False, "mean", True, "image_class"),
+    (0.5, -0.1, True, "sum", True, "image_class"),
+    (5.0, 0.0, True, "mean", True, "image_class"),
+    # The ablations: Eq. 5 off (CONFIDENCE_WEIGHT=False), Eq. 4 off (the 1/V table), and both.
+    (2.0, 0.3, False, "sum", False, "image_class"),
+    (2.0, 0.3, False, "mean", False, "image_class"),
+    (2.0, 0.3, False, "sum", True, "pixel"),
+    (0.5, -0.1, True, "sum", True, "pixel"),
+    (2.0, 0.3, False, "sum", False, "pixel"),
 ]
+OPTION_NAMES = ("temperature", "epsilon", "detach_weight", "class_reduction", "confidence_weight", "normalization")
+
+
+def options_id(options: tuple) -> str:
+    temperature, epsilon, detach_weight, class_reduction, confidence_weight, normalization = options
+    beta = "beta" if confidence_weight else "nobeta"
+    return f"T{temperature}-eps{epsilon}-detach{detach_weight}-{class_reduction}-{beta}-{normalization}"
+
+
+def pat_loss(options: tuple, implementation: str) -> PATLoss:
+    return PATLoss(**dict(zip(OPTION_NAMES, options)), implementation=implementation)
 
 
 @interpreter_only
 @pytest.mark.parametrize("num_classes", [2, 5, 19, 37])
-@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: f"T{o[0]}-eps{o[1]}-detach{o[2]}-{o[3]}")
+@pytest.mark.parametrize("options", OPTIONS, ids=options_id)
 def test_kernel_matches_reference_for_every_option(interpreted: ModuleType, num_classes: int, options: tuple) -> None:
-    temperature, epsilon, detach_weight, class_reduction = options
     logits, target = make_batch(2, num_classes, 17, 19, seed=num_classes)  # 323 pixels: several pixel tiles for L >= 9
-    loss = PATLoss(temperature, epsilon, 255, detach_weight, class_reduction, implementation="triton")
+    loss = pat_loss(options, "triton")
     value, grad = value_and_grad(loss, logits.float(), target)
-    expected_value, expected_grad = reference(logits.float(), target, *options)
+    expected_value, expected_grad = reference_pat_and_grad(logits.float(), target, **dict(zip(OPTION_NAMES, options)))
     assert value.dtype == torch.float32 and grad.dtype == torch.float32
     assert float(value) == pytest.approx(expected_value, rel=2e-6)
     torch.testing.assert_close(grad.double(), expected_grad, rtol=1e-4, atol=1e-7)
@@ -116,6 +134,23 @@ def test_kernel_equals_eager_pat_with_custom_ignore_index(interpreted: ModuleTyp
     fused = value_and_grad(PATLoss(ignore_index=-1, implementation="triton"), logits.float(), target)
     assert float(fused[0]) == pytest.approx(float(eager[0]), rel=2e-6)
     torch.testing.assert_close(fused[1].double(), eager[1], rtol=1e-4, atol=1e-7)
+
+
+@interpreter_only
+@pytest.mark.parametrize("confidence_weight", [True, False])
+def test_pixel_normalization_divides_by_valid_pixels_of_the_batch(interpreted: ModuleType, confidence_weight: bool) -> None:
+    # Image 1 all ignored: Eq. 4 still counts it in B, the pixel mean leaves it out of V.
+    logits, target = make_batch(2, 3, 5, 6)
+    target[1] = 255
+    loss = PATLoss(temperature=2.0, confidence_weight=confidence_weight, normalization="pixel", implementation="triton")
+    value, grad = value_and_grad(loss, logits.float(), target)
+    single_value, single_grad = reference(logits[:1].float(), target[:1], 2.0, 0.0, False, "sum",
+                                          confidence_weight=confidence_weight, normalization="pixel")
+    assert float(value) == pytest.approx(single_value, rel=2e-6)
+    assert torch.equal(grad[1], torch.zeros_like(grad[1]))
+    torch.testing.assert_close(grad[:1].double(), single_grad, rtol=1e-4, atol=1e-7)
+    value, grad = value_and_grad(loss, logits.float(), torch.full_like(target, 255))
+    assert float(value) == 0.0 and not grad.any()
 
 
 @interpreter_only
@@ -248,14 +283,15 @@ def test_forced_triton_on_cpu_without_interpreter_is_a_clear_error(compiled: Mod
         PATLoss(implementation="triton")(torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))
 
 
-def sm90_ptx_and_ptxas_log(kernel_module: ModuleType, dtype: str, compute_grad: bool, tmp_path: Path) -> tuple[str, str]:
+def sm90_ptx_and_ptxas_log(kernel_module: ModuleType, dtype: str, compute_grad: bool, tmp_path: Path,
+                           confidence_weight: bool = True) -> tuple[str, str]:
     """Compile the kernel for an H100 (sm_90a) with no GPU present; return its PTX and ``ptxas -v`` log."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     kernel = kernel_module._pixel_loss_kernel
     block_c, block_p, num_warps = kernel_module._block_sizes(20)
-    constants = {"CONFIDENCE_WEIGHT": True, "DETACH_WEIGHT": False, "COMPUTE_GRAD": compute_grad,
+    constants = {"CONFIDENCE_WEIGHT": confidence_weight, "DETACH_WEIGHT": False, "COMPUTE_GRAD": compute_grad,
                  "PIXELS_CONTIGUOUS": True, "BLOCK_C": block_c, "BLOCK_P": block_p}
     signature = {}
     for name in kernel.arg_names:
@@ -282,11 +318,13 @@ def sm90_ptx_and_ptxas_log(kernel_module: ModuleType, dtype: str, compute_grad: 
 
 
 @compiled_only
-@pytest.mark.parametrize(("dtype", "compute_grad"), [("fp32", False), ("fp32", True), ("bf16", True)])
-def test_kernel_compiles_for_h100_without_spills_and_with_vector_access(compiled: ModuleType, dtype: str, compute_grad: bool, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("dtype", "compute_grad", "confidence_weight"),
+                         [("fp32", False, True), ("fp32", True, True), ("bf16", True, True), ("fp32", True, False)])
+def test_kernel_compiles_for_h100_without_spills_and_with_vector_access(compiled: ModuleType, dtype: str, compute_grad: bool,
+                                                                        confidence_weight: bool, tmp_path: Path) -> None:
     """The GPU compiler (not the interpreter) accepts the kernel; the tiles fit in registers; loads are 16-byte."""
     try:
-        ptx, log = sm90_ptx_and_ptxas_log(compiled, dtype, compute_grad, tmp_path)
+        ptx, log = sm90_ptx_and_ptxas_log(compiled, dtype, compute_grad, tmp_path, confidence_weight)
     except (RuntimeError, FileNotFoundError) as error:  # no NVIDIA backend or ptxas in this triton build
         pytest.skip(f"cannot compile for sm_90 here: {error}")
     assert "0 bytes spill stores" in log, log
@@ -301,13 +339,14 @@ def test_kernel_compiles_for_h100_without_spills_and_with_vector_access(compiled
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("shape", [(2, 19, 64, 96), (2, 150, 48, 40), (1, 256, 17, 33)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("options", OPTIONS[:2], ids=["defaults", "T2-eps0.3-mean"])
+@pytest.mark.parametrize("options", [OPTIONS[0], OPTIONS[1], OPTIONS[4], OPTIONS[6]],
+                         ids=["defaults", "T2-eps0.3-mean", "nobeta", "pixel"])
 def test_compiled_kernel_on_cuda_equals_eager(compiled: ModuleType, shape: tuple, dtype: torch.dtype, options: tuple) -> None:
     logits, target = make_batch(*shape)
     logits, target = logits.cuda().to(dtype), target.cuda()
-    expected_value, expected_grad = value_and_grad(PATLoss(*options[:2], 255, *options[2:], implementation="eager"), logits.double(), target)
+    expected_value, expected_grad = value_and_grad(pat_loss(options, "eager"), logits.double(), target)
     assert not PATLoss().uses_triton(logits)  # "auto" runs the PyTorch code on CUDA too
-    loss = PATLoss(*options[:2], 255, *options[2:], implementation="triton")
+    loss = pat_loss(options, "triton")
     tolerance = {torch.float32: 1e-5, torch.bfloat16: 2**-8, torch.float16: 2**-11}[dtype]  # rounding to nearest
     for view in (logits, logits.contiguous(memory_format=torch.channels_last)):
         value, grad = value_and_grad(loss, view, target)

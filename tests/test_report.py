@@ -23,15 +23,24 @@ CLASSES = ["sky", "road", "light"]
 
 def make_run(root: Path, version: str, scalars: dict[str, list[tuple[int, float]]], loss: str = "CrossEntropyLoss",
              loss_args: dict | None = None, model: str = "UNet", seed: int = 0, data: str = "SyntheticLongTailDataModule",
-             walltimes: list[float] | None = None) -> None:
-    """A run directory as `pat-seg fit` leaves it: config.yaml and an event file with these scalars."""
+             walltimes: list[float] | None = None, extra: dict | None = None, subfolder: str | None = None) -> Path:
+    """A run directory as `pat-seg fit` leaves it: config.yaml and an event file with these scalars.
+
+    ``extra`` adds top-level config sections (e.g. ``{"trainer": {...}}``); ``subfolder`` writes the
+    scalars into ``<run>/<subfolder>/`` as `pat-seg test` does.
+    """
     run_dir = root / "sweep" / version
     run_dir.mkdir(parents=True)
     config = {"seed_everything": seed,
               "model": {"loss": {"class_path": f"pat_seg.losses.{loss}", "init_args": {"ignore_index": 255, **(loss_args or {})}},
                         "model": {"class_path": f"pat_seg.models.{model}", "init_args": {"base_channels": 16}}},
-              "data": {"class_path": f"pat_seg.data.{data}", "init_args": {"batch_size": 16}}}
+              "data": {"class_path": f"pat_seg.data.{data}", "init_args": {"batch_size": 16}}, **(extra or {})}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    if subfolder is not None:
+        SummaryWriter(str(run_dir)).close()
+        run_dir = run_dir / subfolder
+        run_dir.mkdir()
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     writer = SummaryWriter(str(run_dir))
     for tag, points in scalars.items():
         for i, (step, value) in enumerate(points):
@@ -39,6 +48,7 @@ def make_run(root: Path, version: str, scalars: dict[str, list[tuple[int, float]
     for name in CLASSES:  # per-class tags tell the report the data set's classes
         writer.add_scalar(f"val/iou/{name}", 0.5, 1)
     writer.close()
+    return run_dir
 
 
 def val(miou: float, acc: float = 0.9, dice_error: float = 0.3) -> dict[str, list[tuple[int, float]]]:
@@ -51,7 +61,7 @@ def cell(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
     """The expected `mean ± std` text, computed here in float64 from the numbers written above."""
     mean = sum(values) / len(values)
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f} (n={len(values)})"
 
 
 def table(text: str, title: str) -> list[list[str]]:
@@ -87,7 +97,7 @@ def test_csv_holds_raw_means_and_std(tmp_path: Path) -> None:
 def test_a_step_written_twice_keeps_the_later_write(tmp_path: Path) -> None:
     # A resumed run rewrites epoch 9: the later wall time is what the run ended with.
     make_run(tmp_path, "ce-s0", {"val/miou": [(9, 0.10), (9, 0.30), (4, 0.90)]}, walltimes=[5.0, 7.0, 6.0])
-    assert table(report(str(tmp_path)), "Table 3")[0][:2] == ["CE", "30.00"]
+    assert table(report(str(tmp_path)), "Table 3")[0][:2] == ["CE", "30.00 (n=1)"]
 
 
 def test_tables_4_and_5_appear_with_models_and_temperatures_best_within_each_model(tmp_path: Path) -> None:
@@ -99,18 +109,18 @@ def test_tables_4_and_5_appear_with_models_and_temperatures_best_within_each_mod
     text = report(str(tmp_path))
     assert "Table 3: method x data set (UNet)" in text and "Table 3: method x data set (DLV3+)" in text
     assert [r[:3] for r in table(text, "Table 4")] == [
-        ["UNet", "CE", "40.00"], ["UNet", "PAT (T=5)", "42.00"], ["UNet", "PAT (T=10)", "**45.00**"],
-        ["DLV3+", "CE", "**60.00**"], ["DLV3+", "PAT (T=5)", "55.00"]]
+        ["UNet", "CE", "40.00 (n=1)"], ["UNet", "PAT (T=5)", "42.00 (n=1)"], ["UNet", "PAT (T=10)", "**45.00 (n=1)**"],
+        ["DLV3+", "CE", "**60.00 (n=1)**"], ["DLV3+", "PAT (T=5)", "55.00 (n=1)"]]
     assert [r[:3] for r in table(text, "Table 5")] == [
-        ["UNet", "PAT (T=5)", "42.00"], ["UNet", "PAT (T=10)", "**45.00**"], ["DLV3+", "PAT (T=5)", "55.00"]]
+        ["UNet", "PAT (T=5)", "42.00 (n=1)"], ["UNet", "PAT (T=10)", "**45.00 (n=1)**"], ["DLV3+", "PAT (T=5)", "55.00 (n=1)"]]
 
 
 def test_other_differing_loss_arguments_keep_runs_apart(tmp_path: Path) -> None:
     make_run(tmp_path, "a", val(0.40), "PATLoss", {"temperature": 20.0, "detach_weight": False})
     make_run(tmp_path, "b", val(0.50), "PATLoss", {"temperature": 20.0, "detach_weight": True})
     rows = table(report(str(tmp_path)), "Table 3")
-    assert [r[:2] for r in rows] == [["PAT (T=20, detach_weight=False)", "40.00"],
-                                     ["PAT (T=20, detach_weight=True)", "**50.00**"]]
+    assert [r[:2] for r in rows] == [["PAT (T=20, detach_weight=False)", "40.00 (n=1)"],
+                                     ["PAT (T=20, detach_weight=True)", "**50.00 (n=1)**"]]
 
 
 def test_per_class_table_and_utilisation_averaged_over_epochs(tmp_path: Path) -> None:
@@ -121,24 +131,61 @@ def test_per_class_table_and_utilisation_averaged_over_epochs(tmp_path: Path) ->
     header = [line for line in text.split("Table 6")[1].splitlines() if line.startswith("|")][0]
     assert [c.strip() for c in header.strip("|").split("|")] == [
         "Method", "sky↑", "road↑", "light↑", "mIoU head↑", "mIoU tail↑", "mIoU↑"]
-    assert table(text, "Table 6") == [["CE", "50.00 ± 0.00", "50.00 ± 0.00", "50.00 ± 0.00", "", "12.50 ± 0.00",
-                                       "40.00 ± 0.00"]]
+    assert table(text, "Table 6") == [["CE", "50.00 ± 0.00 (n=2)", "50.00 ± 0.00 (n=2)", "50.00 ± 0.00 (n=2)", "", "12.50 ± 0.00 (n=2)",
+                                       "40.00 ± 0.00 (n=2)"]]
     # per-run means 12 and 20 s: mean 16, sample std 5.657
-    assert table(text, "Utilisation") == [["Synthetic", "UNet", "CE", "16 ± 5.7"]]
+    assert table(text, "Utilisation") == [["Synthetic", "UNet", "CE", "16 ± 5.7 (n=2)"]]
 
 
 def test_latex_marks_best_and_escapes(tmp_path: Path) -> None:
     make_run(tmp_path, "ce", val(0.40))
     make_run(tmp_path, "pat", val(0.50), "PATLoss", {"temperature": 20.0})
     text = report(str(tmp_path), "latex")
-    assert r"PAT (T=20) & \textbf{50.00} & " in text
-    assert r"CE & 40.00 & \textbf{90.00} & \textbf{0.300} \\" in text  # ties are all marked
+    assert r"PAT (T=20) & \textbf{50.00 (n=1)} & " in text
+    assert r"CE & 40.00 (n=1) & \textbf{90.00 (n=1)} & \textbf{0.300 (n=1)} \\" in text  # ties are all marked
     assert r"mIoU$\uparrow$" in text and r"Dice err$\downarrow$" in text and "mean $\\pm$ std" in text
 
 
 def test_split_test_reads_test_tags(tmp_path: Path) -> None:
     make_run(tmp_path, "ce", {**val(0.40), "test/miou": [(9, 0.37)]})
-    assert table(report(str(tmp_path), split="test"), "Table 3")[0][:2] == ["CE", "37.00"]
+    assert table(report(str(tmp_path), split="test"), "Table 3")[0][:2] == ["CE", "37.00 (n=1)"]
+
+
+def test_split_test_reads_the_runs_test_folder(tmp_path: Path) -> None:
+    make_run(tmp_path, "ce", {"test/miou": [(9, 0.37)]}, subfolder="test")
+    assert table(report(str(tmp_path), split="test"), "Table 3")[0][:2] == ["CE", "37.00 (n=1)"]
+
+
+def test_runs_that_differ_beyond_seeds_are_never_pooled(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    long, short = {"trainer": {"max_epochs": 12}}, {"trainer": {"max_epochs": 2}}
+    make_run(tmp_path, "long-s0", val(0.70), "PATLoss", {"temperature": 20.0}, seed=0, extra=long)
+    make_run(tmp_path, "long-s1", val(0.72), "PATLoss", {"temperature": 20.0}, seed=1, extra=long)
+    make_run(tmp_path, "short-s0", val(0.30), "PATLoss", {"temperature": 20.0}, seed=0, extra=short)
+    make_run(tmp_path, "short-s1", val(0.36), "PATLoss", {"temperature": 20.0}, seed=1, extra=short)
+    # Same experiment as long-s*, apart from seeds and where it was logged: pooled with them.
+    logged_elsewhere = {"trainer": {"max_epochs": 12, "logger": {"init_args": {"version": "x"}}}, "name": "other",
+                        "data": {"class_path": "pat_seg.data.SyntheticLongTailDataModule",
+                                 "init_args": {"batch_size": 16, "seed": 7, "num_workers": 4}}}
+    make_run(tmp_path, "long-s2", val(0.74), "PATLoss", {"temperature": 20.0}, seed=2, extra=logged_elsewhere)
+    rows = table(report(str(tmp_path)), "Table 3")
+    assert [row[:2] for row in rows] == [  # natural order: 2 before 12
+        ["PAT (T=20) [trainer.max_epochs=2]", cell([0.30, 0.36])],
+        ["PAT (T=20) [trainer.max_epochs=12]", f"**{cell([0.70, 0.72, 0.74])}**"],
+    ]
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_rerun_with_the_same_seeds_counts_once_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import os
+
+    first = make_run(tmp_path, "ce-s0", val(0.40), seed=0)
+    make_run(tmp_path, "ce-s1", val(0.44), seed=1)
+    rerun = make_run(tmp_path, "ce-s0-again", val(0.50), seed=0)
+    os.utime(first / "config.yaml", (1000, 1000))  # the first run is the older one
+    rows = table(report(str(tmp_path)), "Table 3")
+    assert rows[0][:2] == ["CE", cell([0.44, 0.50])]
+    err = capsys.readouterr().err
+    assert "warning" in err and str(first) in err and f"only the newest, {rerun}" in err
 
 
 @pytest.mark.parametrize("args, message", [

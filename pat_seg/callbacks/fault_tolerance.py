@@ -124,7 +124,7 @@ class StepCheckpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.fast_dev_run:
-            trainer.save_checkpoint(self.last_checkpoint_path)
+            trainer.save_checkpoint(self.last_checkpoint_path, weights_only=False)
             self.last_model_path = str(self.last_checkpoint_path)
 
 
@@ -179,6 +179,6 @@ class PreemptionCheckpoint(L.Callback):
         if not isinstance(exception, SIGTERMException) or trainer.sanity_checking:
             return
         path = self.checkpoint_path(trainer)
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)
         self.saved_path = str(path)
         log.warning("pre-empted at global step %d: saved %s", trainer.global_step, path)

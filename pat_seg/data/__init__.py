@@ -2,6 +2,7 @@
 
 from pat_seg.data.base import SegmentationDataModule, count_classes
 from pat_seg.data.cityscapes import CityscapesDataModule
+from pat_seg.data.image_folder import ImageFolderDataModule
 from pat_seg.data.io import DatasetLayoutError
 from pat_seg.data.nyuv2 import NYUv2DataModule
 from pat_seg.data.oxford_pet import OxfordPetDataModule
@@ -11,6 +12,7 @@ from pat_seg.data.transforms import SegmentationTransform
 __all__ = [
     "CityscapesDataModule",
     "DatasetLayoutError",
+    "ImageFolderDataModule",
     "NYUv2DataModule",
     "OxfordPetDataModule",
     "SegmentationDataModule",

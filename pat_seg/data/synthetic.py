@@ -8,17 +8,44 @@ frequencies span more than three orders of magnitude. Classes are paired by colo
 car and pole with road, person with building, light with vegetation) with per-instance colour jitter
 and a per-image brightness, so colour alone cannot separate them: texture and shape must.
 An unlabelled "clutter" patch in some images carries ``ignore_index``, as real data sets do.
+
+**Imbalance regimes** (``imbalance=R``, ``rarity=...``; the default ``imbalance=None`` is the scene
+above, unchanged). The same stuff background and the same appearance of every class, but the five
+thing classes are placed by a plan whose training pixel shares form a geometric tail: thing ``k``
+(car, person, pole, sign, light for ``k = 1..5``) gets ``R^(-k/5)`` times the pixel share of the
+most frequent class (road), so the measured span ``max share / min share`` is ``R``. Where the rarity
+comes from is the second argument:
+
+- ``rarity="small"``: every thing class is present in half of the images (``SMALL_PRESENCE``); its
+  object size carries the rarity (the light of ``R = 1000`` covers about 2 pixels of a 64x64 image).
+- ``rarity="infrequent"``: every object covers ``INFREQUENT_COVERAGE`` of the image (8x8 pixels at
+  64x64, an ordinary thing); how many images contain the class carries the rarity (a class that
+  would need more than every image is present in all of them and grows instead).
+
+Things are placed uniformly (objects may be cut by the image border), so every pixel of the image is
+covered by a given object with the same probability and the expected shares follow in closed form
+(:func:`regime_plan`); which images contain a class is stratified (one image per block of ``1/q``
+consecutive indices, chosen at random), so a split of ``N`` images holds ``N q`` of them up to one,
+not a binomial draw. Each sample still depends only on ``(seed, split, index)`` and the regime.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import random
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from pat_seg.data.base import Sample, SegmentationDataModule
+
+log = logging.getLogger(__name__)
+Painter = Callable[[Tensor, int], None]  # paints a mask with a class (and a new instance id)
 
 CLASS_NAMES = ["sky", "road", "building", "vegetation", "car", "person", "pole", "sign", "light"]
 SKY, ROAD, BUILDING, VEGETATION, CAR, PERSON, POLE, SIGN, LIGHT = range(len(CLASS_NAMES))
@@ -53,22 +80,125 @@ CLASS_TEXTURES = torch.tensor(
 )
 SPLIT_OFFSETS = {"train": 0, "val": 10_000_000, "test": 20_000_000}
 
+# --- imbalance regimes (module docstring) ------------------------------------------------------------
+RARITIES = ("small", "infrequent")
+THINGS = (CAR, PERSON, POLE, SIGN, LIGHT)  # from the most to the least frequent; painted in this order
+# Height / width of each thing's bounding box (the person is an ellipse, the others rectangles), as in
+# the default scene: wide cars, tall people, thin poles, square signs, upright lights.
+THING_ASPECTS = {CAR: 0.5, PERSON: 2.5, POLE: 6.0, SIGN: 1.0, LIGHT: 1.5}
+SMALL_PRESENCE = 0.5  # rarity="small": share of the images that contain each thing class
+INFREQUENT_COVERAGE = 1 / 64  # rarity="infrequent": share of the image one object covers (8x8 at 64x64)
+# Below these a regime is refused: a rare object of fewer pixels shows no texture to learn it by, and a
+# class in fewer training images is an anecdote, not a regime a loss can be judged on.
+MIN_OBJECT_PIXELS = 2.0
+MIN_RAREST_TRAIN_IMAGES = 4
+
+
+def road_share(image_size: int) -> float:
+    """Expected pixel share of road (the most frequent class) in the stuff background, before things.
+
+    Road is every row at or below ``ground = s * U(0.62, 0.78)``: ``s - ceil(ground)`` rows, whose mean
+    is ``0.30 s - 0.5`` (``ceil`` adds half a row on average).
+    """
+    return 0.30 - 0.5 / image_size
+
+
+@dataclass(frozen=True)
+class ThingPlan:
+    """How one thing class is drawn in a regime.
+
+    ``presence``: share of the images that contain it; ``coverage``: probability that its object
+    covers a given pixel of an image that contains it (the object's expected visible area divided by
+    the image area; the same for every pixel because objects are placed uniformly).
+    """
+
+    cls: int
+    presence: float
+    coverage: float
+
+    def object_pixels(self, image_size: int) -> float:
+        """Expected visible pixels of one object."""
+        return self.coverage * image_size**2
+
+
+def regime_plan(imbalance: float, rarity: str, image_size: int) -> list[ThingPlan]:
+    r"""Presence and object size of each thing class such that the expected span is ``imbalance``.
+
+    With ``a_k = presence_k * coverage_k`` the expected share of the image painted by thing ``k``
+    (things painted in the order of :data:`THINGS`, later ones over earlier ones, all independently
+    and uniformly placed), road keeps ``b \prod_j (1 - a_j)`` and thing ``k`` keeps
+    ``a_k \prod_{j > k} (1 - a_j)``. Asking thing ``k`` for ``R^{-k/5}`` times road's share gives
+    ``a_k / (1 - a_k) = b R^{-k/5} \prod_{j < k} (1 - a_j)``, solved in order ``k = 1..5``; ``b`` is
+    :func:`road_share`. The rarest class, the light, is painted last (nothing but clutter covers it),
+    so the span ``max share / min share`` is road over light, ``R``.
+    """
+    if rarity not in RARITIES:
+        raise ValueError(f"rarity must be one of {RARITIES}; got {rarity!r}")
+    base = road_share(image_size)
+    plan, kept = [], 1.0
+    for k, cls in enumerate(THINGS, start=1):
+        ratio = base * kept * imbalance ** (-k / len(THINGS))
+        painted = ratio / (1.0 + ratio)  # a_k
+        kept *= 1.0 - painted
+        if rarity == "small":
+            presence, coverage = SMALL_PRESENCE, painted / SMALL_PRESENCE
+        else:
+            presence = min(1.0, painted / INFREQUENT_COVERAGE)
+            coverage = painted / presence
+        plan.append(ThingPlan(cls, presence, coverage))
+    return plan
+
+
+def check_regime(imbalance: float | None, rarity: str) -> None:
+    """Refuse a regime argument that is not one: errors name the value."""
+    if rarity not in RARITIES:
+        raise ValueError(f"rarity must be one of {RARITIES}; got {rarity!r}")
+    if imbalance is None:
+        if rarity != "small":
+            raise ValueError(f"rarity={rarity!r} needs an imbalance (the default scene, imbalance=None, has its own tail)")
+        return
+    if isinstance(imbalance, bool) or not isinstance(imbalance, (int, float)) or not math.isfinite(imbalance) or imbalance <= 1:
+        raise ValueError(f"imbalance must be a finite number > 1 (max class share / min class share) or None; got {imbalance!r}")
+
+
+def _box_width(coverage: float, aspect: float, area_factor: float, image_size: int) -> float:
+    r"""Width ``W`` of a shape of height ``aspect * W`` and area ``area_factor * W * H`` that covers a
+    given pixel with probability ``coverage`` when its centre is uniform over
+    ``[-W/2, s' + W/2] x [-H/2, s' + H/2]``, ``s' = s - 1``.
+
+    That centre range contains every placement that touches the image, so each pixel is covered with
+    probability ``area / ((s' + W)(s' + H))``; setting this to ``coverage`` gives the quadratic
+    ``aspect (f - c) W^2 - c s' (1 + aspect) W - c s'^2 = 0`` whose positive root is returned.
+    """
+    c, f, span = coverage, area_factor, image_size - 1
+    a, b = aspect * (f - c), c * span * (1 + aspect)
+    return (b + math.sqrt(b * b + 4 * a * c * span * span)) / (2 * a)
+
 
 class SyntheticLongTailDataset(Dataset):
     """``num_samples`` generated scenes of one split; sample ``i`` depends only on (seed, split, i)."""
 
     def __init__(self, num_samples: int, image_size: int = 64, seed: int = 0, split: str = "train",
-                 ignore_index: int = 255, clutter_probability: float = 0.3) -> None:
+                 ignore_index: int = 255, clutter_probability: float = 0.3, imbalance: float | None = None,
+                 rarity: str = "small") -> None:
         if split not in SPLIT_OFFSETS:
             raise ValueError(f"split must be one of {list(SPLIT_OFFSETS)}; got {split!r}")
         if image_size < 16:
             raise ValueError(f"image_size must be >= 16; got {image_size}")
+        check_regime(imbalance, rarity)
         self.num_samples = num_samples
         self.size = image_size
         self.seed = seed
         self.split = split
         self.ignore_index = ignore_index
         self.clutter_probability = clutter_probability
+        self.imbalance = imbalance
+        self.rarity = rarity
+        self.plan = None if imbalance is None else regime_plan(imbalance, rarity, image_size)
+        # Offset of each class's presence blocks, fixed per (seed, split, class); see _present.
+        self._block_offsets = {
+            cls: random.Random(f"pat-seg synthetic blocks {seed} {split} {cls}").random() for cls in THINGS
+        }
         coords = torch.arange(image_size, dtype=torch.float32)
         self.yy, self.xx = torch.meshgrid(coords, coords, indexing="ij")
 
@@ -79,14 +209,59 @@ class SyntheticLongTailDataset(Dataset):
         if not 0 <= index < self.num_samples:
             raise IndexError(f"index {index} out of range for {self.num_samples} samples")
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + SPLIT_OFFSETS[self.split] + index)
-        image, target = self._scene(g)
+        image, target = self._scene(g, index)
         return {"image": image, "target": target, "index": index}
 
     # -- scene generation -------------------------------------------------------------------------
     def _uniform(self, g: torch.Generator, low: float, high: float) -> float:
         return low + (high - low) * float(torch.rand((), generator=g))
 
-    def _scene(self, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    def _present(self, cls: int, index: int, presence: float) -> bool:
+        """Whether image ``index`` contains thing ``cls``: one image per block, so ``N q`` in ``N`` (up to one).
+
+        Image ``i`` belongs to block ``floor(i q + u)`` (``u`` fixed per seed, split and class); each
+        block of about ``1/q`` consecutive images holds the class in exactly one of them, chosen by a
+        generator seeded with the block alone, so the answer depends on ``(seed, split, cls, index)``
+        only and every worker agrees on it.
+        """
+        if presence >= 1.0:
+            return True
+        offset = self._block_offsets[cls]
+
+        def block(i: int) -> int:
+            return math.floor(i * presence + offset)
+
+        own = block(index)
+        first = index
+        while first > 0 and block(first - 1) == own:
+            first -= 1
+        last = index
+        while block(last + 1) == own:
+            last += 1
+        chosen = random.Random(f"pat-seg synthetic presence {self.seed} {self.split} {cls} {own}").randint(first, last)
+        return chosen == index
+
+    def _regime_things(self, g: torch.Generator, index: int, paint: Painter) -> None:
+        """Things of an imbalance regime (:func:`regime_plan`), placed uniformly, rarest painted last."""
+        s, yy, xx = self.size, self.yy, self.xx
+        assert self.plan is not None
+        for thing in self.plan:
+            if not self._present(thing.cls, index, thing.presence):
+                continue
+            # A little variety of shape (the aspect), none of expected area (the coverage is exact).
+            aspect = THING_ASPECTS[thing.cls] * math.exp(self._uniform(g, -0.2, 0.2))
+            ellipse = thing.cls == PERSON
+            width = _box_width(thing.coverage, aspect, math.pi / 4 if ellipse else 1.0, s)
+            height = aspect * width
+            cx = self._uniform(g, -width / 2, s - 1 + width / 2)
+            cy = self._uniform(g, -height / 2, s - 1 + height / 2)
+            if ellipse:
+                mask = ((xx - cx) / (width / 2)) ** 2 + ((yy - cy) / (height / 2)) ** 2 <= 1
+            else:
+                mask = ((xx - cx).abs() < width / 2) & ((yy - cy).abs() < height / 2)
+            paint(mask, thing.cls)
+
+    def _scene(self, g: torch.Generator, index: int) -> tuple[Tensor, Tensor]:
         s, yy, xx = self.size, self.yy, self.xx
         label = torch.full((s, s), ROAD, dtype=torch.long)
         instance = torch.zeros((s, s), dtype=torch.long)  # colour jitter and texture phase per region
@@ -113,6 +288,25 @@ class SyntheticLongTailDataset(Dataset):
         paint(yy >= ground, ROAD)
         instance[label == ROAD] = 0
 
+        if self.plan is not None:
+            self._regime_things(g, index, paint)
+        else:
+            self._default_things(g, paint, horizon, ground)
+        image = self._render(label, instance, regions, g)
+
+        # Unlabelled clutter: random colour and texture, label ignore_index.
+        if torch.rand((), generator=g) < self.clutter_probability:
+            w, h = s * self._uniform(g, 0.08, 0.2), s * self._uniform(g, 0.08, 0.2)
+            cx, cy = self._uniform(g, 0, s), self._uniform(g, 0, s)
+            clutter = ((xx - cx).abs() < w / 2) & ((yy - cy).abs() < h / 2)
+            noise = torch.rand((3, s, s), generator=g)
+            image = torch.where(clutter, noise, image)
+            label[clutter] = self.ignore_index
+        return image, label
+
+    def _default_things(self, g: torch.Generator, paint: Painter, horizon: float, ground: float) -> None:
+        """The default scene's things (``imbalance=None``): the draws and shapes of the original scene."""
+        s, yy, xx = self.size, self.yy, self.xx
         # Things, from large and common to tiny and rare.
         for _ in range(int(torch.randint(0, 3, (), generator=g))):
             w, h = s * self._uniform(g, 0.14, 0.26), s * self._uniform(g, 0.08, 0.14)
@@ -133,18 +327,6 @@ class SyntheticLongTailDataset(Dataset):
             cx, cy = self._uniform(g, 0.1, 0.9) * s, self._uniform(g, 0.2, 0.6) * s
             paint(((xx - cx).abs() < 1.0) & ((yy - cy).abs() < 1.5), LIGHT)
 
-        image = self._render(label, instance, regions, g)
-
-        # Unlabelled clutter: random colour and texture, label ignore_index.
-        if torch.rand((), generator=g) < self.clutter_probability:
-            w, h = s * self._uniform(g, 0.08, 0.2), s * self._uniform(g, 0.08, 0.2)
-            cx, cy = self._uniform(g, 0, s), self._uniform(g, 0, s)
-            clutter = ((xx - cx).abs() < w / 2) & ((yy - cy).abs() < h / 2)
-            noise = torch.rand((3, s, s), generator=g)
-            image = torch.where(clutter, noise, image)
-            label[clutter] = self.ignore_index
-        return image, label
-
     def _render(self, label: Tensor, instance: Tensor, regions: int, g: torch.Generator) -> Tensor:
         s = self.size
         jitter = 0.07 * torch.randn((regions + 1, 3), generator=g)
@@ -164,7 +346,16 @@ class SyntheticLongTailDataModule(SegmentationDataModule):
     Args:
         num_train / num_val / num_test: samples per split.
         image_size: side of the square images.
-        seed: selects the scenes; the same seed gives the same data everywhere.
+        seed: selects the scenes and the training order; the same seed gives the same data everywhere.
+        imbalance: ``None`` (default): the default scene, whose tail spans about 1800x. A number
+            ``R > 1``: an imbalance regime whose training pixel shares span ``R`` (most frequent class
+            over rarest), thing shares spaced geometrically in between (module docstring).
+        rarity: with ``imbalance``, where the rarity of the rare classes comes from: ``"small"``
+            objects present in many images, or ``"infrequent"``: ordinary-sized objects present in
+            few images.
+
+    At ``setup("fit")`` the module prints (rank 0, once) its class table: each class's share of the
+    training pixels and the number of training images that contain it.
     """
 
     class_names = list(CLASS_NAMES)
@@ -183,6 +374,8 @@ class SyntheticLongTailDataModule(SegmentationDataModule):
         persistent_workers: bool = False,
         eval_batch_size: int | None = None,
         seed: int = 0,
+        imbalance: float | None = None,
+        rarity: str = "small",
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size, seed)
         for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
@@ -190,9 +383,75 @@ class SyntheticLongTailDataModule(SegmentationDataModule):
                 raise ValueError(f"{name} must be >= 1; got {value}")
         if 0 <= ignore_index < self.num_classes:
             raise ValueError(f"ignore_index {ignore_index} collides with a class index in [0, {self.num_classes - 1}]")
+        check_regime(imbalance, rarity)
+        if imbalance is not None:
+            check_regime_is_learnable(imbalance, rarity, image_size, num_train)
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.image_size = image_size
         self.ignore_index = ignore_index
+        self.imbalance = imbalance
+        self.rarity = rarity
+        self._table_printed = False
 
     def build_dataset(self, split: str) -> SyntheticLongTailDataset:
-        return SyntheticLongTailDataset(self.sizes[split], self.image_size, self.seed, split, self.ignore_index)
+        return SyntheticLongTailDataset(self.sizes[split], self.image_size, self.seed, split, self.ignore_index,
+                                        imbalance=self.imbalance, rarity=self.rarity)
+
+    def class_table(self) -> tuple[list[int], list[int]]:
+        """``(pixels, images)`` per class over the training split: pixel counts and images containing it.
+
+        One pass over the split; the pixel counts become :attr:`class_counts` when those are not known yet.
+        """
+        dataset = self.dataset("train")
+        pixels = torch.zeros(self.num_classes, dtype=torch.long)
+        images = torch.zeros(self.num_classes, dtype=torch.long)
+        for index in range(len(dataset)):
+            target = dataset[index]["target"]
+            counts = torch.bincount(target[target != self.ignore_index], minlength=self.num_classes)
+            pixels += counts
+            images += counts > 0
+        if self._class_counts is None:
+            self.class_counts = pixels.tolist()
+        return pixels.tolist(), images.tolist()
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        trainer = getattr(self, "trainer", None)
+        if stage == "fit" and not self._table_printed and (trainer is None or trainer.is_global_zero):
+            pixels, images = self.class_table()
+            rank_zero_info(format_class_table(self.class_names, pixels, images, self.sizes["train"],
+                                              self.imbalance, self.rarity))
+            self._table_printed = True
+
+
+def check_regime_is_learnable(imbalance: float, rarity: str, image_size: int, num_train: int) -> None:
+    """Refuse a regime whose rarest class has too few pixels per object or too few training images."""
+    rarest = regime_plan(imbalance, rarity, image_size)[-1]
+    pixels = rarest.object_pixels(image_size)
+    if pixels < MIN_OBJECT_PIXELS:
+        raise ValueError(
+            f"imbalance={imbalance:g} with rarity='small' at image_size={image_size} makes the rarest class "
+            f"{pixels:.2f} pixels per object (at least {MIN_OBJECT_PIXELS:g} needed to show its texture); "
+            f"use a larger image_size or a smaller imbalance"
+        )
+    expected_images = rarest.presence * num_train
+    if expected_images < MIN_RAREST_TRAIN_IMAGES:
+        raise ValueError(
+            f"imbalance={imbalance:g} with rarity={rarity!r} puts the rarest class in {expected_images:.1f} of "
+            f"num_train={num_train} training images (at least {MIN_RAREST_TRAIN_IMAGES} needed); use more "
+            f"training images or a smaller imbalance"
+        )
+
+
+def format_class_table(names: list[str], pixels: list[int], images: list[int], num_images: int,
+                       imbalance: float | None, rarity: str) -> str:
+    """The class table the data module prints: share of the training pixels and images containing each class."""
+    total = max(sum(pixels), 1)
+    regime = "default scene" if imbalance is None else f"imbalance {imbalance:g}x, rarity {rarity!r}"
+    span = max(pixels) / min(pixels) if min(pixels) > 0 else math.inf
+    lines = [f"Synthetic training split ({regime}): {num_images} images, measured span "
+             f"(max share / min share) {span:.0f}x",
+             f"  {'class':<11}{'pixel share':>12}{'images':>8}{'of images':>11}"]
+    for name, count, present in zip(names, pixels, images):
+        lines.append(f"  {name:<11}{100 * count / total:>11.4f}%{present:>8}{100 * present / num_images:>10.1f}%")
+    return "\n".join(lines)

@@ -4,12 +4,17 @@ One kernel serves the forward and the backward pass. A program owns ``BLOCK_P`` 
 one image -- the contiguous ``H*W`` axis of ``[B, L, H, W]`` logits, so every load is coalesced -- and
 loops over the classes in tiles of ``BLOCK_C`` with an online softmax (running max and rescaled sum),
 so any ``L`` from 2 to 256 runs in the same registers. Per pixel it needs only ``log p_t`` and one
-entry of a small ``[B, L]`` table of pixel weights, which the caller builds (``PATLoss`` builds it from
-one histogram, the same table its PyTorch code uses):
+entry of a small ``[B, L]`` table of pixel weights, which the caller builds (``PATLoss`` builds it with
+:func:`pat_seg.losses.pat.pat_weight_table`, the same table its PyTorch code uses):
 
 .. math::
-    w_{il} = \frac{1}{B \, S_i^l \, (K_i \text{ if class\_reduction="mean" else } 1)}, \qquad
-    \mathcal{L} = \sum_{ij} w_{i y_{ij}} \, \beta_{ij} \, \ell_{ij}, \quad \ell = -\log p_t .
+    \mathcal{L} = \sum_{ij} w_{i y_{ij}} \, \beta_{ij} \, \ell_{ij}, \quad \ell = -\log p_t, \qquad
+    w_{il} = \frac{1}{B \, S_i^l \, (K_i \text{ if class\_reduction="mean" else } 1)} \text{ (Eq. 4)}
+    \text{ or } \frac{1}{V} \text{ (normalization="pixel", V valid pixels)} .
+
+With ``confidence_weight=False`` (the ``CONFIDENCE_WEIGHT`` constexpr, compiled as its own variant)
+``beta = 1`` and the kernel computes ``sum_ij w_{i y_ij} l_ij``; the table alone carries the choice of
+normalisation, so the kernel serves every combination of the two options.
 
 Every per-pixel loss that is a function :math:`\phi(\ell)` of ``log p_t`` alone has the gradient
 :math:`\partial \phi / \partial z_k = \phi'(\ell) (p_k - [k = t])` because
@@ -19,7 +24,8 @@ Every per-pixel loss that is a function :math:`\phi(\ell)` of ``log p_t`` alone 
 .. math::
     \frac{\partial (\beta \ell)}{\partial z_k} = \beta \Big(1 + \frac{p_t \, \ell}{T}\Big) (p_k - [k = t])
 
-(with ``detach_weight=True`` the bracket is 1: ``beta`` is a constant).
+(with ``detach_weight=True`` the bracket is 1: ``beta`` is a constant; with ``confidence_weight=False``
+the whole factor is 1).
 
 Memory traffic: the forward reads the logits once and writes one float per program; the backward
 reads them again (recomputing the softmax statistics instead of storing them) and writes the gradient
@@ -257,17 +263,20 @@ def fused_pat_loss(
     epsilon: float = 0.0,
     ignore_index: int = 255,
     detach_weight: bool = False,
+    confidence_weight: bool = True,
 ) -> Tensor:
     """``sum_ij pixel_weight[i, y_ij] * beta_ij * (-log p_t(ij))`` (paper Eq. 4-5) by the fused kernel.
 
     ``logits [B, L, H, W]`` (float32/bfloat16/float16, CUDA or the Triton interpreter), ``target
     [B, H, W]`` with labels already checked, ``pixel_weight`` the float32 ``[B, L]`` table of
-    :func:`pat_seg.losses.pat.image_class_weights`. Call it through ``PATLoss(implementation="triton")``,
-    which checks the input and builds the table. The result is a float32 scalar; the gradient has the
-    logits' dtype and layout.
+    :func:`pat_seg.losses.pat.pat_weight_table` (Eq. 4's ``1 / (B S_i^l)`` or the pixel mean's
+    ``1 / V``). ``confidence_weight=False`` sets ``beta_ij = 1`` (Eq. 5 off; ``temperature``,
+    ``epsilon`` and ``detach_weight`` are then unused). Call it through
+    ``PATLoss(implementation="triton")``, which checks the input and builds the table. The result is a
+    float32 scalar; the gradient has the logits' dtype and layout.
     """
     _check_kernel_input(logits, pixel_weight)
-    options = (True, float(temperature), float(epsilon), bool(detach_weight), int(ignore_index))
+    options = (bool(confidence_weight), float(temperature), float(epsilon), bool(detach_weight), int(ignore_index))
     return _FusedPixelLoss.apply(logits, _flat_target(target), pixel_weight.contiguous(), options)
 
 

@@ -14,6 +14,9 @@ from pat_seg.losses.checks import check_logits_target
 
 CLASS_REDUCTIONS = ("sum", "mean")
 IMPLEMENTATIONS = ("auto", "eager", "triton")
+# "image_class": paper Eq. 4 (each class's pixel terms divided by its mask size in that image);
+# "pixel": the mean over the batch's valid pixels, cross-entropy's reduction (Eq. 4 switched off).
+NORMALIZATIONS = ("image_class", "pixel")
 
 
 def per_image_class_counts(index: Tensor, valid: Tensor, num_classes: int) -> Tensor:
@@ -31,16 +34,30 @@ def per_image_class_counts(index: Tensor, valid: Tensor, num_classes: int) -> Te
     return counts[: batch * num_classes].view(batch, num_classes)
 
 
-def image_class_weights(
-    index: Tensor, valid: Tensor, num_classes: int, class_reduction: str, dtype: torch.dtype
+def pat_weight_table(
+    index: Tensor,
+    valid: Tensor,
+    num_classes: int,
+    normalization: str,
+    class_reduction: str,
+    dtype: torch.dtype,
 ) -> Tensor:
-    r"""PAT's normalisation as a ``[B, L]`` table: :math:`w_{il} = 1 / (B \, S_i^l)` (paper Eq. 4).
+    r"""PAT's normalisation as a ``[B, L]`` table ``w``: pixel ``j`` of image ``i`` is weighted by ``w[i, y_ij]``.
 
-    Pixel ``j`` of image ``i`` is weighted by ``w[i, y_ij]``, so each class present in an image
-    contributes the mean of its pixel losses and the batch is averaged over its ``B`` images. With
-    ``class_reduction="mean"`` each row is further divided by the number of classes present in that
-    image. The PyTorch code and the Triton kernel read the same table.
+    - ``normalization="image_class"`` (paper Eq. 4): :math:`w_{il} = 1 / (B \, S_i^l)`, so each class
+      present in an image contributes the mean of its pixel terms and the batch is averaged over its
+      ``B`` images. With ``class_reduction="mean"`` each row is further divided by ``K_i``, the
+      number of classes present in that image.
+    - ``normalization="pixel"``: :math:`w_{il} = 1 / V` for every entry, ``V`` the number of valid
+      pixels in the batch (at least 1): the mean over valid pixels, as cross-entropy reduces. No
+      histogram is needed, and ``V`` stays on the device (no host sync).
+
+    The PyTorch code of :class:`PATLoss` and the Triton kernel read the same table, so both paths
+    normalise identically whichever option is chosen.
     """
+    if normalization == "pixel":
+        inverse = 1.0 / valid.sum().clamp_min(1).to(dtype)  # 1 / V, a 0-d tensor
+        return inverse.expand(index.shape[0], num_classes)
     counts = per_image_class_counts(index, valid, num_classes).to(dtype)  # S_i^l
     weights = 1.0 / (index.shape[0] * counts.clamp_min(1.0))
     if class_reduction == "mean":
@@ -49,7 +66,7 @@ def image_class_weights(
 
 
 class PATLoss(PixelLoss):
-    r"""Pixel-wise Adaptive Training loss.
+    r"""Pixel-wise Adaptive Training loss, and the two ablations that switch off one ingredient each.
 
     For image :math:`i`, valid pixel :math:`j` of true class :math:`l = y_{ij}`:
 
@@ -64,6 +81,16 @@ class PATLoss(PixelLoss):
     whatever its mask size; absent classes contribute nothing; an all-ignored image contributes 0 and
     still counts in :math:`B`.
 
+    The paper applies both ingredients together. To measure what each one does alone:
+
+    - ``confidence_weight=False`` sets :math:`\beta_{ij} = 1` (Eq. 5 off; ``temperature`` and
+      ``epsilon`` are then unused): :math:`\frac{1}{B} \sum_i \sum_j -\log p_t(ij) / S_i^{y_{ij}}`.
+    - ``normalization="pixel"`` replaces Eq. 4's division by :math:`B \, S_i^{y_{ij}}` with the
+      mean over the batch's :math:`V` valid pixels, as cross-entropy does:
+      :math:`\frac{1}{V} \sum_{ij} \beta_{ij} (-\log p_t(ij))` (0 when :math:`V = 0`).
+
+    With both off the loss is cross-entropy.
+
     Args:
         temperature: ``T`` of Eq. 5 (the paper's best overall is 20). Larger ``T`` flattens the
             confidence weight towards 1.
@@ -71,15 +98,18 @@ class PATLoss(PixelLoss):
         ignore_index: label of pixels that take no part.
         detach_weight: treat ``beta`` as a constant in the backward pass (the paper does not).
         class_reduction: ``"sum"`` over the classes of an image (Eq. 4) or ``"mean"`` (divide each
-            image's sum by its number of present classes).
+            image's sum by its number of present classes). ``"mean"`` needs
+            ``normalization="image_class"``: with ``"pixel"`` there are no per-class sums to average.
+        confidence_weight: ``True`` (default) applies Eq. 5's ``beta``; ``False`` sets ``beta = 1``.
+        normalization: ``"image_class"`` (default, Eq. 4) or ``"pixel"`` (mean over valid pixels).
         implementation: ``"auto"`` (default) and ``"eager"`` run the PyTorch code below on every
             device. ``"triton"`` opts in to the fused kernel of :mod:`pat_seg.kernels.pat_triton`
-            (CUDA float32/bfloat16/float16 logits; same value and gradient). ``"auto"`` will choose
-            the kernel on CUDA only once a measured GPU run shows it right and faster than the
-            PyTorch code (docs/benchmarks.md); until then it never does.
+            (CUDA float32/bfloat16/float16 logits; same value and gradient, every option above).
+            ``"auto"`` will choose the kernel on CUDA only once a measured GPU run shows it right
+            and faster than the PyTorch code (docs/benchmarks.md); until then it never does.
 
-    Cost: one ``log_softmax``, one ``gather`` and one per-image class histogram -- O(B*L*H*W) like
-    cross-entropy, and no one-hot target tensor.
+    Cost: one ``log_softmax``, one ``gather`` and one per-image class histogram (none with
+    ``normalization="pixel"``) -- O(B*L*H*W) like cross-entropy, and no one-hot target tensor.
     """
 
     def __init__(
@@ -90,14 +120,29 @@ class PATLoss(PixelLoss):
         detach_weight: bool = False,
         class_reduction: str = "sum",
         implementation: str = "auto",
+        confidence_weight: bool = True,
+        normalization: str = "image_class",
     ) -> None:
         super().__init__(ignore_index=ignore_index)
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
+            raise ValueError(
+                f"temperature must be a finite number > 0; got {temperature!r} "
+                f"(confidence_weight=False switches the weight of Eq. 5 off)"
+            )
         if not (isinstance(epsilon, (int, float)) and math.isfinite(epsilon)):
             raise ValueError(f"epsilon must be a finite number; got {epsilon!r}")
         if class_reduction not in CLASS_REDUCTIONS:
             raise ValueError(f"class_reduction must be one of {CLASS_REDUCTIONS}; got {class_reduction!r}")
+        # A bool only: a string such as "false" is truthy and would silently keep the weight on.
+        if not isinstance(confidence_weight, bool):
+            raise ValueError(f"confidence_weight must be True or False; got {confidence_weight!r}")
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}; got {normalization!r}")
+        if normalization == "pixel" and class_reduction != "sum":
+            raise ValueError(
+                f"class_reduction={class_reduction!r} needs normalization='image_class' (it averages the "
+                f"per-class sums of Eq. 4, which normalization='pixel' does not form)"
+            )
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}; got {implementation!r}")
         if implementation == "triton" and not triton_available():
@@ -107,6 +152,8 @@ class PATLoss(PixelLoss):
         self.epsilon = float(epsilon)
         self.detach_weight = bool(detach_weight)
         self.class_reduction = class_reduction
+        self.confidence_weight = confidence_weight
+        self.normalization = normalization
 
     def uses_triton(self, logits: Tensor) -> bool:
         """Whether a call on ``logits`` runs the Triton kernel: only when asked for (see ``implementation``)."""
@@ -121,24 +168,33 @@ class PATLoss(PixelLoss):
 
         with float32_math(logits):
             valid, index = valid_mask_and_index(target, self.ignore_index)
-            weights = image_class_weights(index, valid, logits.shape[1], self.class_reduction, torch.float32)
+            weights = pat_weight_table(
+                index, valid, logits.shape[1], self.normalization, self.class_reduction, torch.float32
+            )
         return fused_pat_loss(
             logits, target, weights, temperature=self.temperature, epsilon=self.epsilon,
             ignore_index=self.ignore_index, detach_weight=self.detach_weight,
+            confidence_weight=self.confidence_weight,
         )
 
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
         log_p_t, valid, index = target_log_prob(logits, target, self.ignore_index)
-        beta = torch.exp((1.0 - log_p_t.exp() - self.epsilon) / self.temperature)  # Eq. 5
-        if self.detach_weight:
-            beta = beta.detach()
-        weights = image_class_weights(index, valid, logits.shape[1], self.class_reduction, log_p_t.dtype)
-        pixel_weight = weights.gather(1, index.flatten(1)).view_as(index)  # 1 / (B S_i^{y_ij}), Eq. 4
-        return (pixel_weight * beta * -log_p_t).masked_fill(~valid, 0.0).sum()
+        weights = pat_weight_table(
+            index, valid, logits.shape[1], self.normalization, self.class_reduction, log_p_t.dtype
+        )
+        # 1 / (B S_i^{y_ij}) (Eq. 4), or 1 / V with normalization="pixel"
+        pixel_weight = weights.gather(1, index.flatten(1)).view_as(index)
+        if self.confidence_weight:
+            beta = torch.exp((1.0 - log_p_t.exp() - self.epsilon) / self.temperature)  # Eq. 5
+            if self.detach_weight:
+                beta = beta.detach()
+            pixel_weight = pixel_weight * beta
+        return (pixel_weight * -log_p_t).masked_fill(~valid, 0.0).sum()
 
     def extra_repr(self) -> str:
         return (
             f"temperature={self.temperature}, epsilon={self.epsilon}, ignore_index={self.ignore_index}, "
             f"detach_weight={self.detach_weight}, class_reduction={self.class_reduction!r}, "
+            f"confidence_weight={self.confidence_weight}, normalization={self.normalization!r}, "
             f"implementation={self.implementation!r}"
         )

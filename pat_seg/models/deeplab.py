@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from pat_seg.models._blocks import ConvBNReLU, check_model_args
 from pat_seg.models.backbones import resnet_features
+from pat_seg.models.base import SegmentationNetwork
 
 # ASPP atrous rates at output stride 16 (DeepLabV3 Sec. 3.3); output stride 8 doubles them.
 ASPP_RATES_OS16 = (6, 12, 18)
@@ -68,7 +69,7 @@ def aspp_rates(output_stride: int) -> tuple[int, ...]:
     return tuple(rate * 16 // output_stride for rate in ASPP_RATES_OS16)
 
 
-class DeepLabV3(nn.Module):
+class DeepLabV3(SegmentationNetwork):
     """DeepLabV3: dilated ResNet -> ASPP -> 1x1 classifier -> bilinear up-sampling to the input size.
 
     Args:

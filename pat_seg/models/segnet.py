@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pat_seg.models._blocks import ConvBNReLU, check_model_args
+from pat_seg.models.base import SegmentationNetwork
 
 # VGG-16 (configuration D of Simonyan and Zisserman 2015) without its fully connected layers:
 # the number of 3x3 convolutions in each of the five stages (13 in all) and their width relative
@@ -19,7 +20,7 @@ def _conv_stack(widths: list[int]) -> nn.Sequential:
     return nn.Sequential(*(ConvBNReLU(a, b) for a, b in zip(widths[:-1], widths[1:])))
 
 
-class SegNet(nn.Module):
+class SegNet(SegmentationNetwork):
     """SegNet: a VGG-16-BN encoder (13 convolutions) and a mirrored decoder that up-samples by
     max-unpooling with the indices each encoder max-pool stored (SegNet paper, Sec. 3, Fig. 3).
 

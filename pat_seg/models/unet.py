@@ -6,9 +6,10 @@ import torch
 from torch import Tensor, nn
 
 from pat_seg.models._blocks import DoubleConv, check_model_args, match_size
+from pat_seg.models.base import SegmentationNetwork
 
 
-class UNet(nn.Module):
+class UNet(SegmentationNetwork):
     """U-Net: ``depth`` max-pool stages, channels doubling from ``base_channels``, skip concatenation.
 
     Returns logits ``[B, num_classes, H, W]`` at the input resolution for any ``H, W``: odd sizes are

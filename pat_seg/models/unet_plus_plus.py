@@ -6,9 +6,10 @@ import torch
 from torch import Tensor, nn
 
 from pat_seg.models._blocks import DoubleConv, check_model_args, match_size
+from pat_seg.models.base import SegmentationNetwork
 
 
-class UNetPlusPlus(nn.Module):
+class UNetPlusPlus(SegmentationNetwork):
     """U-Net++: the encoder of U-Net joined to the decoder by nested, densely connected skips.
 
     Node ``X[i][j]`` (level ``i``, ``j``-th node along the skip pathway) is, for ``j >= 1`` (paper

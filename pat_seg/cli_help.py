@@ -1,0 +1,67 @@
+"""Help text of the ``pat-seg`` command: the tools in one screen, and argument help without clutter.
+
+jsonargparse lists, for an argument typed ``nn.Module``, every ``nn.Module`` subclass imported in the
+process (about 800 names from torch, timm and torchvision). :class:`PatSegHelpFormatter` shows
+pat-seg's own networks and losses there instead, and shortens other long lists to their size.
+"""
+
+from __future__ import annotations
+
+import re
+from argparse import Action
+
+from jsonargparse import DefaultHelpFormatter
+
+COMMANDS = {
+    "fit": "train a model (default: the embedded synthetic data, a small U-Net, the PAT loss)",
+    "validate": "evaluate a checkpoint on the validation split (writes <run>/validate/)",
+    "test": "evaluate a checkpoint on the test split (writes <run>/test/)",
+    "predict": "write label PNGs (and colour overlays) for the test split or an image folder (<run>/predictions/)",
+    "report": "the paper's tables from finished runs (runs that differ only in seed pooled)",
+    "sweep": "a grid of runs from configs/sweeps/*.yaml: run here, print, or as a SLURM array",
+}
+LONG_LIST = 12
+_KNOWN = re.compile(r", known subclasses: (?P<paths>.*)\)$", re.DOTALL)
+
+
+def top_level_help() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: pat-seg COMMAND [options]   (pat-seg COMMAND --help for a command's options)", "",
+             "Long-tailed semantic segmentation with the PAT loss.", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
+    lines += ["", "examples:",
+              "  pat-seg fit                                        # embedded data, CPU is fine",
+              "  pat-seg fit --config configs/cityscapes_pat.yaml --data.root /data/cityscapes",
+              "  pat-seg fit --model.loss CrossEntropyLoss --model.model DeepLabV3Plus",
+              "  pat-seg test --config lightning_logs/default/version_0/config.yaml --ckpt_path best",
+              "  pat-seg report --logdir lightning_logs",
+              "", "PAT_SEG_DEBUG=1 shows the full traceback of an error."]
+    return "\n".join(lines) + "\n"
+
+
+def own_classes() -> list[str]:
+    """Class paths of pat-seg's networks and losses, as the help shows them."""
+    from pat_seg.losses import PAPER_LOSSES
+    from pat_seg.models import PAPER_MODELS
+
+    return [f"{cls.__module__.rsplit('.', 1)[0]}.{cls.__name__}" for cls in (*PAPER_MODELS, *PAPER_LOSSES)]
+
+
+class PatSegHelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help, with each "known subclasses" list cut to what helps a pat-seg user."""
+
+    def _get_help_string(self, action: Action) -> str:
+        text = super()._get_help_string(action)
+        match = _KNOWN.search(text)
+        if match is None:
+            return text
+        paths = [path.strip() for path in match["paths"].split(",")]
+        ours = [path for path in own_classes() if path in paths]
+        if ours:
+            names = ", ".join(path.rsplit(".", 1)[1] for path in ours)
+            replacement = f"; pat-seg's: {names} (by name), or any importable class path)"
+        elif len(paths) > LONG_LIST:
+            replacement = f"; {len(paths)} known subclasses, e.g. {', '.join(paths[:4])})"
+        else:
+            return text
+        return text[: match.start()] + replacement

@@ -1,0 +1,92 @@
+"""Your own images, for ``pat-seg predict``: every JPEG/PNG in a folder, any size, no labels.
+
+    pat-seg predict --config lightning_logs/cityscapes_pat/version_0/config.yaml --ckpt_path best \\
+        --data ImageFolderDataModule --data.root photos/
+
+The run's classes (number and names) come from the run when ``num_classes`` is not given (the CLI
+reads them from the run's ``hparams.yaml``). Images are read as RGB floats in [0, 1], as every
+pat-seg data module gives them, optionally resized to the size the model was trained at; the
+prediction writer returns each label map to the image's own size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_image, read_file
+from torchvision.transforms.v2 import functional as F
+
+from pat_seg.data.base import SegmentationDataModule
+from pat_seg.data.io import DatasetLayoutError
+from pat_seg.data.transforms import check_size
+
+SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+class ImageFolder(Dataset):
+    """Sample ``i``: ``{"image": float [3, H, W], "path": str, "original_size": (H0, W0), "index": i}``."""
+
+    def __init__(self, paths: list[Path], size: tuple[int, int] | None = None) -> None:
+        self.paths = paths
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.paths[index]
+        try:
+            image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+        except (RuntimeError, OSError) as error:
+            raise ValueError(f"cannot read image {path}: {error}") from error
+        original_size = tuple(image.shape[-2:])
+        image = image.float().div_(255)
+        if self.size is not None and original_size != self.size:
+            image = F.resize(image, list(self.size), antialias=True)
+        return {"image": image, "path": str(path), "original_size": torch.tensor(original_size), "index": index}
+
+
+class ImageFolderDataModule(SegmentationDataModule):
+    """Unlabelled images of a folder (recursively), served as the prediction split.
+
+    Args:
+        root: the folder.
+        num_classes / class_names: the trained model's classes (filled in from the run by the CLI).
+        ignore_index: the label value reserved for "no class" in written label maps.
+        size: ``(height, width)`` to resize to before the network (None: each image's own size, which
+            needs ``batch_size=1`` unless all images have one size).
+        batch_size / num_workers: as for every data module.
+    """
+
+    def __init__(self, root: str, num_classes: int | None = None, class_names: list[str] | None = None,
+                 ignore_index: int = 255, size: tuple[int, int] | None = None, batch_size: int = 1,
+                 num_workers: int = 0) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise DatasetLayoutError(f"{self.root} is not a folder; expected a folder of .jpg/.png images")
+        if num_classes is None or num_classes < 2:
+            raise ValueError(f"num_classes must be the trained model's number of classes (>= 2); got {num_classes!r}")
+        self.num_classes = int(num_classes)
+        self.class_names = list(class_names) if class_names else [str(c) for c in range(self.num_classes)]
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"got {len(self.class_names)} class names for num_classes={self.num_classes}")
+        self.ignore_index = int(ignore_index)
+        self.size = None if size is None else check_size(size)
+        self.paths = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+        if not self.paths:
+            raise DatasetLayoutError(f"{self.root} holds no .jpg/.jpeg/.png images")
+
+    def build_dataset(self, split: str) -> Dataset:
+        if split != "test":
+            raise ValueError(f"ImageFolderDataModule holds unlabelled images: it serves `pat-seg predict`, "
+                             f"not the {split!r} split")
+        return ImageFolder(self.paths, self.size)
+
+    def setup(self, stage: str) -> None:
+        if stage != "predict":
+            raise ValueError(f"ImageFolderDataModule serves `pat-seg predict` only; got stage {stage!r}")
+        super().setup(stage)
