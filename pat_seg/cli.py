@@ -74,8 +74,12 @@ class PatSegCLI(LightningCLI):
         # may not be given. The config defines the module; the checkpoint supplies its weights.
         return
 
+    def _of_subcommand(self, container: Any) -> Any:
+        """The part of a config for this subcommand (the whole config when built with ``run=False``)."""
+        return container[self.subcommand] if self.subcommand else container
+
     def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand]
+        config = self._of_subcommand(self.config)
         # The experiment name is resolved once and saved in config.yaml, so a run restarted from its
         # own config.yaml keeps its name.
         config.name = experiment_name(config.get("name"), list(config.get("config") or []))
@@ -90,7 +94,7 @@ class PatSegCLI(LightningCLI):
             trainer.sync_batchnorm = False
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
-        settings = self.config_init[self.subcommand]
+        settings = self._of_subcommand(self.config_init)
         trainer_settings = settings["trainer"]
         folder = self._run_folder(settings, trainer_settings)
         if folder is not None:
@@ -111,7 +115,7 @@ class PatSegCLI(LightningCLI):
             return None
         if isinstance(configured, TensorBoardLogger):
             # The version as configured (None: the next free one), not the logger's resolved property.
-            spec = self.config[self.subcommand].trainer.logger
+            spec = self._of_subcommand(self.config).trainer.logger
             version = spec.init_args.get("version") if isinstance(spec, Namespace) else None
             version = f"version_{version}" if isinstance(version, int) else version
             default = RunFolder(Path(configured.save_dir), configured.name, version)

@@ -39,12 +39,13 @@ def top_level_help() -> str:
     return "\n".join(lines) + "\n"
 
 
-def own_classes() -> list[str]:
-    """Class paths of pat-seg's networks and losses, as the help shows them."""
+def own_classes(dest: str) -> list[str]:
+    """Class paths of pat-seg's losses (for ``model.loss``) or networks (any other argument)."""
     from pat_seg.losses import PAPER_LOSSES
     from pat_seg.models import PAPER_MODELS
 
-    return [f"{cls.__module__.rsplit('.', 1)[0]}.{cls.__name__}" for cls in (*PAPER_MODELS, *PAPER_LOSSES)]
+    classes = PAPER_LOSSES if dest.endswith("loss") else PAPER_MODELS
+    return [f"{cls.__module__.rsplit('.', 1)[0]}.{cls.__name__}" for cls in classes]
 
 
 class PatSegHelpFormatter(DefaultHelpFormatter):
@@ -56,7 +57,7 @@ class PatSegHelpFormatter(DefaultHelpFormatter):
         if match is None:
             return text
         paths = [path.strip() for path in match["paths"].split(",")]
-        ours = [path for path in own_classes() if path in paths]
+        ours = [path for path in own_classes(action.dest) if path in paths]
         if ours:
             names = ", ".join(path.rsplit(".", 1)[1] for path in ours)
             replacement = f"; pat-seg's: {names} (by name), or any importable class path)"

@@ -2,11 +2,13 @@
 
 Each entry names the warning by the start of its message and its category, so nothing else is
 hidden. The ``pat-seg`` command ignores them (:func:`ignore_third_party_warnings`); the test suite
-ignores the same list (tests/conftest.py), so a new warning of ours still shows in both.
+ignores the same list (tests/conftest.py), so a new warning of ours still shows in both. The command
+also drops Lightning's advertising "Tip" lines from its log (:data:`ADVERTISEMENTS`).
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 # (message regex, matched at the start of the message; category; who raises it, where)
@@ -24,10 +26,23 @@ UNACTIONABLE: tuple[tuple[str, type[Warning], str], ...] = (
 )
 
 
+# Lightning logs these through its rank-zero logger at every start: suggestions to install other
+# products, not information about the run.
+ADVERTISEMENTS = ("💡 Tip:",)
+RANK_ZERO_LOGGER = "lightning.pytorch.utilities.rank_zero"
+
+
+def _not_an_advertisement(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(ADVERTISEMENTS)
+
+
 def ignore_third_party_warnings() -> None:
-    """Ignore exactly the warnings of :data:`UNACTIONABLE` in this process."""
+    """Ignore exactly the warnings of :data:`UNACTIONABLE` and the :data:`ADVERTISEMENTS` in this process."""
     for message, category, _ in UNACTIONABLE:
         warnings.filterwarnings("ignore", message=message, category=category)
+    logger = logging.getLogger(RANK_ZERO_LOGGER)
+    if _not_an_advertisement not in logger.filters:
+        logger.addFilter(_not_an_advertisement)
 
 
 def ini_filter_lines() -> list[str]:

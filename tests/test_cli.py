@@ -19,7 +19,7 @@ TINY = [
 def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     cli_main(["fit", f"--trainer.default_root_dir={root}", *TINY])
-    (version,) = (root / "lightning_logs").iterdir()
+    (version,) = (root / "lightning_logs" / "default").iterdir()  # no --config: experiment "default"
     return root, version
 
 

@@ -1,8 +1,11 @@
 """DDP on CPU (gloo): the validation confusion matrix of a FIXED checkpoint is identical with 1 process,
-2 processes (``--trainer.strategy=ddp --trainer.devices=2``) and two torchrun "nodes" on 127.0.0.1.
+2 processes (``--trainer.strategy=ddp --trainer.devices=2``) and two torchrun "nodes" on 127.0.0.1,
+and so is ``val/loss``, reduced as a sum and a count over processes (not a mean of per-process means).
 
 The validation split has an odd size (7 samples), so a padding sampler would count a sample twice
 under 2 processes and the matrices would differ; the matrix must also sum to the split's valid pixels.
+With 2 processes the ranks hold 4 and 3 images, so a mean of per-process means would differ from the
+1-process mean: the default PAT loss is a mean over images, whose total does not depend on batching.
 """
 
 from __future__ import annotations
@@ -33,9 +36,12 @@ class SaveConfusionMatrix(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Runs before the module's own hook resets the metric; the summed matrix is what compute() sees.
         with pl_module.val_metrics.sync_context():
-            confmat = pl_module.val_metrics.confmat.detach().cpu().clone()
+            self.confmat = pl_module.val_metrics.confmat.detach().cpu().clone()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loss = float(trainer.callback_metrics["val/loss"])  # the epoch's value, reduced over processes
         if trainer.is_global_zero:
-            torch.save(confmat, self.path)
+            torch.save({"confmat": self.confmat, "loss": loss}, self.path)
 
 
 def validate_config(root: Path, name: str) -> Path:
@@ -63,30 +69,37 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.Te
     (root / "train.yaml").write_text(json.dumps(config))
     trained = run_pat_seg(["fit", "--config", str(root / "train.yaml")])
     assert trained.returncode == 0, trained.stderr[-3000:]
-    ckpt = root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    ckpt = root / "lightning_logs" / "train" / "version_0" / "checkpoints" / "last.ckpt"
     single = run_pat_seg(["validate", "--config", str(validate_config(root, "single")), "--ckpt_path", str(ckpt)])
     assert single.returncode == 0, single.stderr[-3000:]
-    matrix = torch.load(root / "single.pt")
+    saved = torch.load(root / "single.pt")
+    matrix = saved["confmat"]
     valid_pixels = sum(int((SyntheticLongTailDataset(NUM_VAL, IMAGE_SIZE, 0, "val")[i]["target"] != 255).sum()) for i in range(NUM_VAL))
     assert int(matrix.sum()) == valid_pixels  # every valid pixel of the split counted once
-    return ckpt, matrix
+    return ckpt, saved
+
+
+def assert_same_validation(saved: dict, single: dict) -> None:
+    assert torch.equal(saved["confmat"], single["confmat"])
+    assert saved["loss"] == pytest.approx(single["loss"], rel=1e-6)
 
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_one_process(checkpoint: tuple[Path, torch.Tensor]) -> None:
+def test_two_process_ddp_matches_one_process(checkpoint: tuple[Path, dict]) -> None:
     ckpt, single = checkpoint
-    root = ckpt.parents[3]
+    root = ckpt.parents[4]
     args = ["validate", "--config", str(validate_config(root, "ddp")), "--ckpt_path", str(ckpt),
             "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
     ddp = run_pat_seg(args, env={"MASTER_PORT": str(free_port())})
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    assert torch.equal(torch.load(root / "ddp.pt"), single)
+    assert_same_validation(torch.load(root / "ddp.pt"), single)
+    assert "sync_dist" not in ddp.stderr  # every logged metric is reduced over processes
 
 
 @pytest.mark.slow
-def test_two_torchrun_nodes_match_one_process(checkpoint: tuple[Path, torch.Tensor]) -> None:
+def test_two_torchrun_nodes_match_one_process(checkpoint: tuple[Path, dict]) -> None:
     ckpt, single = checkpoint
-    root = ckpt.parents[3]
+    root = ckpt.parents[4]
     config = validate_config(root, "nodes")
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "OMP_NUM_THREADS": "1"}
     port = str(free_port())
@@ -102,4 +115,15 @@ def test_two_torchrun_nodes_match_one_process(checkpoint: tuple[Path, torch.Tens
     ]
     outputs = [node.communicate(timeout=300)[0] for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
-    assert torch.equal(torch.load(root / "nodes.pt"), single)
+    assert_same_validation(torch.load(root / "nodes.pt"), single)
+
+
+@pytest.mark.slow
+def test_two_process_fit_logs_without_sync_warnings(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path)
+    config["trainer"].update(max_epochs=1, limit_train_batches=2)
+    (tmp_path / "fit.yaml").write_text(json.dumps(config))
+    fit = run_pat_seg(["fit", "--config", str(tmp_path / "fit.yaml"), "--trainer.accelerator=cpu",
+                       "--trainer.devices=2", "--trainer.strategy=ddp"], env={"MASTER_PORT": str(free_port())})
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert "sync_dist" not in fit.stderr, fit.stderr[-3000:]

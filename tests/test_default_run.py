@@ -17,7 +17,7 @@ def run_default_fit(cwd: Path, *args: str) -> dict[str, list[float]]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "pat_seg", "fit", "--trainer.enable_progress_bar=false", *args]
     subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True, timeout=900)
-    (version,) = (cwd / "lightning_logs").iterdir()
+    (version,) = (cwd / "lightning_logs" / "default").iterdir()
     return read_scalars(version)
 
 

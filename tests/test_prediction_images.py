@@ -13,13 +13,14 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pat_seg.callbacks.predictions import (
-    EMPTY_ROW_COLOUR,
-    HEAT_COLOUR,
     PredictionImages,
     class_palette,
     colourise,
-    confusion_matrix_image,
+    confusion_matrix_figure,
+    figure_to_image,
+    prediction_figure,
     prediction_grid,
+    row_normalised,
 )
 from pat_seg.cli import DEFAULT_CONFIG, cli_main
 
@@ -60,23 +61,40 @@ def test_grid_rows_are_image_truth_prediction() -> None:
         prediction_grid(images, targets, predictions[:1], 2, 255)
 
 
-def test_confusion_matrix_image_is_row_normalised() -> None:
+def test_confusion_matrix_figure_shows_rows_normalised_with_names_and_titles() -> None:
     confmat = torch.tensor([[3, 1, 0], [0, 0, 0], [2, 0, 2]])
-    cell = 6
-    image = confusion_matrix_image(confmat, cell=cell)
-    strip = cell // 3
-    assert image.shape == (3, strip + 3 * cell, strip + 3 * cell)
-
-    def at(row: int, col: int) -> list[float]:
-        return image[:, strip + row * cell + cell // 2, strip + col * cell + cell // 2].tolist()
-
-    white, dark = np.ones(3), HEAT_COLOUR.numpy()
-    for (row, col), fraction in {(0, 0): 0.75, (0, 1): 0.25, (0, 2): 0.0, (2, 0): 0.5, (2, 2): 0.5}.items():
-        assert at(row, col) == pytest.approx(list((1 - fraction) * white + fraction * dark), abs=1e-6)
-    assert at(1, 1) == pytest.approx(list(EMPTY_ROW_COLOUR))  # no ground-truth pixels of class 1
-    assert image[:, 0, strip + cell * 2].tolist() == class_palette(3)[2].tolist()  # colour key on top
+    names = ["sky", "road", "light"]
+    figure = confusion_matrix_figure(confmat, names)
+    axes = figure.axes[0]
+    shown = axes.images[0].get_array()
+    expected = np.array([[0.75, 0.25, 0.0], [np.nan, np.nan, np.nan], [0.5, 0.0, 0.5]])  # by hand
+    assert np.ma.getmaskarray(shown)[1].all() and not np.ma.getmaskarray(shown)[[0, 2]].any()
+    np.testing.assert_allclose(np.ma.filled(shown, np.nan), expected, equal_nan=True)
+    assert [label.get_text() for label in axes.get_xticklabels()] == names
+    assert [label.get_text() for label in axes.get_yticklabels()] == names
+    assert (axes.get_xlabel(), axes.get_ylabel()) == ("prediction", "ground truth")
+    assert sorted(text.get_text() for text in axes.texts) == ["0.25", "0.50", "0.50", "0.75"]
+    image = figure_to_image(figure)
+    assert image.shape[0] == 3 and image.min() >= 0 and image.max() <= 1 and image.shape[1] >= 300
+    np.testing.assert_allclose(row_normalised(confmat)[2].numpy(), [0.5, 0.0, 0.5])
     with pytest.raises(ValueError, match=r"square \[L, L\] matrix; got shape \[2, 3\]"):
-        confusion_matrix_image(torch.zeros(2, 3))
+        row_normalised(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="got 2 class names for a 3x3"):
+        confusion_matrix_figure(confmat, names[:2])
+
+
+def test_prediction_figure_titles_columns_and_has_a_legend_of_class_colours() -> None:
+    grid = prediction_grid(torch.rand(2, 3, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long),
+                           torch.ones(2, 8, 8, dtype=torch.long), num_classes=3, ignore_index=255)
+    figure = prediction_figure(grid, ["sky", "road", "light"], ignore_index=255)
+    axes = figure.axes[0]
+    assert [label.get_text() for label in axes.get_xticklabels()] == ["image", "ground truth", "prediction"]
+    legend = axes.get_legend()
+    assert [text.get_text() for text in legend.get_texts()] == ["sky", "road", "light", "ignored (255)"]
+    palette = class_palette(3).tolist()
+    for patch, colour in zip(legend.get_patches(), palette):
+        assert list(patch.get_facecolor()[:3]) == pytest.approx(colour)
+    np.testing.assert_allclose(axes.images[0].get_array(), grid.permute(1, 2, 0).numpy())
 
 
 def test_bad_arguments_are_refused() -> None:
@@ -92,8 +110,8 @@ def decode(event) -> np.ndarray:
 
 @pytest.mark.slow
 def test_images_are_in_tensorboard_after_a_short_run(tmp_path: Path) -> None:
-    """A 2-epoch fit with the default callbacks writes both images each epoch; the confusion matrix
-    image matches a confusion matrix the test computes itself from the trained model."""
+    """A 2-epoch fit with the default callbacks writes both images each epoch; the matrix they draw is
+    the one the test computes itself from the trained model."""
     cli = cli_main([
         "--config", DEFAULT_CONFIG, "--trainer.max_epochs=2", "--trainer.limit_train_batches=2", f"--trainer.default_root_dir={tmp_path}",
         "--trainer.enable_progress_bar=false", "--data.init_args.num_train=8", "--data.init_args.num_val=6",
@@ -104,19 +122,12 @@ def test_images_are_in_tensorboard_after_a_short_run(tmp_path: Path) -> None:
     accumulator.Reload()
     predictions, confusion = accumulator.Images("val/predictions"), accumulator.Images("val/confusion_matrix")
     assert [e.step for e in predictions] == [e.step for e in confusion] == [2, 4]  # one per epoch, no sanity check
-
-    # Four images of 32 px, enlarged 4x to 128 px, 2-px gaps (also enlarged): image | truth | prediction.
-    grid = decode(predictions[-1])
-    assert grid.shape == (4 * 128 + 3 * 8, 3 * 128 + 2 * 8, 3)
-    dataset = cli.datamodule.dataset("val")
-    palette = class_palette(9).numpy()
-    for row, index in enumerate([0, 2, 3, 5]):  # evenly spaced over the 6 validation images
-        truth = dataset[index]["target"].numpy()
-        panel = grid[row * 136:row * 136 + 128:4, 136:136 + 128:4]
-        expected = np.where((truth == 255)[..., None], 0.0, palette[np.clip(truth, 0, 8)])
-        assert np.abs(panel - expected).max() <= 1 / 255 + 1e-9
+    for event in (predictions[-1], confusion[-1]):
+        picture = decode(event)
+        assert picture.shape[0] >= 300 and picture.shape[1] >= 300 and picture.std() > 0.05
 
     model = cli.model.eval()
+    dataset = cli.datamodule.dataset("val")
     counts = np.zeros((9, 9))
     with torch.no_grad():
         for i in range(len(dataset)):
@@ -124,15 +135,4 @@ def test_images_are_in_tensorboard_after_a_short_run(tmp_path: Path) -> None:
             prediction = model(sample["image"][None]).argmax(1)[0].numpy()
             valid = sample["target"].numpy() != 255
             np.add.at(counts, (sample["target"].numpy()[valid], prediction[valid]), 1)
-    heat = decode(confusion[-1])
-    cell = 256 // 9
-    strip = cell // 3
-    for gt in range(9):
-        for pred in range(9):
-            pixel = heat[strip + gt * cell + cell // 2, strip + pred * cell + cell // 2]
-            if counts[gt].sum() == 0:
-                expected = np.array(EMPTY_ROW_COLOUR)
-            else:
-                fraction = counts[gt, pred] / counts[gt].sum()
-                expected = 1 - fraction * (1 - HEAT_COLOUR.numpy())
-            assert np.abs(pixel - expected).max() <= 1 / 255 + 1e-6, (gt, pred)
+    np.testing.assert_array_equal(cli.model.confusion_matrices["val"].cpu().numpy(), counts)

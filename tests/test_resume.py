@@ -82,7 +82,8 @@ def fit(root: Path, extra_callbacks: list[dict] = (), resume: bool = False) -> s
 
 
 def last_checkpoint(root: Path, version: int) -> dict:
-    path = root / "lightning_logs" / f"version_{version}" / "checkpoints" / "last.ckpt"
+    # The experiment is named after the config file, config.yaml.
+    path = root / "lightning_logs" / "config" / f"version_{version}" / "checkpoints" / "last.ckpt"
     assert path.is_file(), f"no {path}"
     return torch.load(path, map_location="cpu", weights_only=False)
 
@@ -118,7 +119,9 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(interrupted_run
     resumed = fit(base / "killed", resume=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "not resumable" not in resumed.stderr
-    assert_same_weights(last_checkpoint(base / "killed", 1), last_checkpoint(base / "reference", 0))
+    # Resumed in place: the same run folder, no second version.
+    assert_same_weights(last_checkpoint(base / "killed", 0), last_checkpoint(base / "reference", 0))
+    assert not (base / "killed" / "lightning_logs" / "config" / "version_1").exists()
 
 
 @pytest.mark.slow
@@ -130,4 +133,4 @@ def test_sigterm_writes_a_checkpoint_that_resumes_to_the_same_weights(interrupte
     assert saved["global_step"] == 5  # it stopped after finishing the batch at which the signal came
     resumed = fit(base / "terminated", resume=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert_same_weights(last_checkpoint(base / "terminated", 1), last_checkpoint(base / "reference", 0))
+    assert_same_weights(last_checkpoint(base / "terminated", 0), last_checkpoint(base / "reference", 0))

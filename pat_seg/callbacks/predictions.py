@@ -2,22 +2,25 @@
 
 The paper's Fig. 4 shows, per image, the input, its ground truth and each model's prediction side by
 side; :class:`PredictionImages` logs exactly that for a fixed set of validation images, so the same
-scenes can be compared across epochs and runs, and the row-normalised confusion matrix of the whole
-validation split (rows = ground truth, as in :mod:`pat_seg.metrics`) as a heat map. Both are plain image
-tensors (no plotting library), cheap enough to be on by default.
+scenes can be compared across epochs and runs, with a legend of the class colours, and the
+row-normalised confusion matrix of the whole validation split (rows = ground truth, as in
+:mod:`pat_seg.metrics`) with class names on both axes. The panels are drawn as tensors; matplotlib
+lays out the titles, names and legend around them.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, Sequence
+
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
 IGNORE_COLOUR = (0.0, 0.0, 0.0)  # ignored pixels are black in ground truth panels
 EMPTY_ROW_COLOUR = (0.6, 0.6, 0.6)  # a class absent from ground truth has no row to normalise
-HEAT_COLOUR = torch.tensor([0.03, 0.19, 0.42])  # colour of a fraction of 1 (0 is white)
 
 
 def class_palette(num_classes: int) -> Tensor:
@@ -84,30 +87,81 @@ def prediction_grid(images: Tensor, targets: Tensor, predictions: Tensor, num_cl
     return grid
 
 
-def confusion_matrix_image(confmat: Tensor, cell: int = 16) -> Tensor:
-    """Row-normalised confusion matrix (rows = ground truth) as a ``[3, L*cell, L*cell]`` heat map.
-
-    A cell holding the fraction ``f`` of its ground-truth class is ``(1 - f) * white + f * dark blue``;
-    rows of classes absent from the ground truth are grey. A class-colour strip (the palette of the
-    prediction panels) runs along the top and the left so rows and columns can be told apart.
-    """
+def row_normalised(confmat: Tensor) -> Tensor:
+    """Each ground-truth row as fractions of its pixels (float64); NaN rows for classes absent from it."""
     if confmat.ndim != 2 or confmat.shape[0] != confmat.shape[1]:
         raise ValueError(f"confmat must be a square [L, L] matrix; got shape {list(confmat.shape)}")
-    if cell < 2:
-        raise ValueError(f"cell must be >= 2 pixels; got {cell}")
     confmat = confmat.detach().double().cpu()
     totals = confmat.sum(1, keepdim=True)
-    fraction = (confmat / totals.clamp_min(1)).float()
-    heat = 1 - fraction[..., None] * (1 - HEAT_COLOUR)  # [L, L, 3]
-    heat[(totals[:, 0] == 0)] = torch.tensor(EMPTY_ROW_COLOUR)
-    size = confmat.shape[0]
-    strip = max(1, cell // 3)
-    image = torch.ones(3, strip + size * cell, strip + size * cell)
-    image[:, strip:, strip:] = heat.repeat_interleave(cell, 0).repeat_interleave(cell, 1).permute(2, 0, 1)
-    colours = class_palette(size).repeat_interleave(cell, 0).T  # [3, L*cell]
-    image[:, :strip, strip:] = colours[:, None, :]
-    image[:, strip:, :strip] = colours[:, :, None]
-    return image
+    return torch.where(totals > 0, confmat / totals.clamp_min(1), torch.full_like(confmat, float("nan")))
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure  # imported on first use: plotting is not needed to train
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def figure_to_image(figure: Any) -> Tensor:
+    """A rendered matplotlib figure as a ``[3, H, W]`` float tensor in [0, 1]."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
+    return torch.from_numpy(rgba[..., :3].copy()).permute(2, 0, 1).float() / 255
+
+
+def confusion_matrix_figure(confmat: Tensor, class_names: Sequence[str]) -> Any:
+    """The row-normalised matrix with class names on both axes, "ground truth" rows, "prediction" columns.
+
+    Each cell is coloured by the fraction of its row's pixels (printed in the cell up to 30 classes);
+    rows of classes absent from the ground truth are left grey.
+    """
+    fractions = row_normalised(confmat)
+    size = fractions.shape[0]
+    if len(class_names) != size:
+        raise ValueError(f"got {len(class_names)} class names for a {size}x{size} confusion matrix")
+    side = max(4.0, 0.35 * size + 2.0)
+    figure = _figure(side + 1.0, side)
+    axes = figure.add_subplot()
+    axes.set_facecolor(EMPTY_ROW_COLOUR)
+    shown = np.ma.masked_invalid(fractions.numpy())
+    image = axes.imshow(shown, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ticks = list(range(size))
+    axes.set_xticks(ticks, labels=list(class_names), rotation=90)
+    axes.set_yticks(ticks, labels=list(class_names))
+    axes.set_xlabel("prediction")
+    axes.set_ylabel("ground truth")
+    axes.set_title("confusion matrix (each row sums to 1)")
+    if size <= 30:
+        for row in range(size):
+            for col in range(size):
+                value = fractions[row, col].item()
+                if not math.isnan(value) and value >= 0.005:
+                    axes.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                              color="white" if value > 0.5 else "black")
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    return figure
+
+
+def prediction_figure(grid: Tensor, class_names: Sequence[str], ignore_index: int) -> Any:
+    """The ``image | ground truth | prediction`` grid with column titles and a legend of class colours."""
+    palette = class_palette(len(class_names)).tolist()
+    height, width = grid.shape[1:]
+    scale = 3.0 / max(width, 1) * 2.5  # about 2.5 inches a panel
+    figure = _figure(width * scale + 2.4, max(height * scale, 0.3 * len(class_names)) + 0.6)
+    axes = figure.add_subplot()
+    axes.imshow(grid.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+    axes.set_xticks([width / 6, width / 2, 5 * width / 6], labels=["image", "ground truth", "prediction"])
+    axes.xaxis.tick_top()
+    axes.set_yticks([])
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=colour, label=name) for colour, name in zip(palette, class_names)]
+    handles.append(Patch(facecolor=IGNORE_COLOUR, edgecolor="grey", label=f"ignored ({ignore_index})"))
+    axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return figure
 
 
 class PredictionImages(L.Callback):
@@ -160,6 +214,8 @@ class PredictionImages(L.Callback):
             return
         num_classes = int(getattr(pl_module, "num_classes"))
         ignore_index = int(getattr(pl_module, "ignore_index", 255))
+        metrics = getattr(pl_module, "val_metrics", None)
+        class_names = list(getattr(metrics, "class_names", None) or [str(c) for c in range(num_classes)])
         images: dict[str, Tensor] = {}
         batch = self._fixed_batch(trainer)
         if batch is not None:
@@ -168,11 +224,12 @@ class PredictionImages(L.Callback):
             pl_module.eval()
             logits = pl_module(image.to(device=pl_module.device, dtype=pl_module.dtype))
             pl_module.train(was_training)
-            grid = prediction_grid(image, target, logits.argmax(1).cpu(), num_classes, ignore_index)
-            images["val/predictions"] = self._enlarge(grid, image.shape[-2])
+            grid = self._enlarge(prediction_grid(image, target, logits.argmax(1).cpu(), num_classes, ignore_index),
+                                 image.shape[-2])
+            images["val/predictions"] = figure_to_image(prediction_figure(grid, class_names, ignore_index))
         confmat = getattr(pl_module, "confusion_matrices", {}).get("val")
         if self.confusion_matrix and confmat is not None:
-            images["val/confusion_matrix"] = confusion_matrix_image(confmat, cell=max(4, 256 // confmat.shape[0]))
+            images["val/confusion_matrix"] = figure_to_image(confusion_matrix_figure(confmat, class_names))
         for writer in writers:
             for tag, picture in images.items():
                 writer.add_image(tag, picture.clamp(0, 1), global_step=trainer.global_step)
