@@ -99,12 +99,16 @@ class PatSegCLI(LightningCLI):
         folder = self._run_folder(settings, trainer_settings)
         if folder is not None:
             kwargs["logger"] = self._logger_for(folder, settings, trainer_settings)
-            if self.subcommand != "fit" and folder.path is not None:
-                # Checkpoint callbacks write nothing outside fit, but an evaluation restores their state
-                # from the checkpoint: pointed at the run's own folder, it reloads without complaint.
-                for callback in trainer_settings.get("callbacks") or []:
-                    if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
-                        callback.dirpath = str(folder.path / CHECKPOINTS)
+        ckpt_path = settings.get("ckpt_path")
+        run = folder if folder is not None and folder.path is not None else None
+        if run is None and ckpt_path not in (None, "last", "best"):
+            run = run_of_checkpoint(ckpt_path)
+        if self.subcommand != "fit" and run is not None:
+            # Checkpoint callbacks write nothing outside fit, but an evaluation restores their state
+            # from the checkpoint: pointed at the run's own folder, it reloads without complaint.
+            for callback in trainer_settings.get("callbacks") or []:
+                if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                    callback.dirpath = str(run.path / CHECKPOINTS)
         return super().instantiate_trainer(**kwargs)
 
     def _run_folder(self, settings: dict[str, Any], trainer_settings: dict[str, Any]) -> RunFolder | None:
