@@ -28,6 +28,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from pat_seg.paired import paired_difference
 from pat_seg.runs import LOSS_LABELS, MODEL_LABELS, Run, differing_keys, display_labels, find_runs, identity_key
 
 FORMATS = ("markdown", "latex", "csv")
@@ -72,6 +73,14 @@ class Table:
     cells: dict[tuple[Row, Column], Cell]
     best: set[tuple[Row, Column]] = field(default_factory=set)
     note: str = ""
+    # Cell texts that replace the mean ± std rendering (paired differences with their intervals).
+    texts: dict[tuple[Row, Column], str] = field(default_factory=dict)
+
+    def text(self, row: Row, column: Column) -> str:
+        if (row, column) in self.texts:
+            return self.texts[row, column]
+        cell = self.cells.get((row, column))
+        return "" if cell is None else format_cell(cell, column[1])
 
     def mark_best(self, within: Callable[[Row], object] = lambda row: None) -> None:
         """Mark the best mean of every column among the rows that share ``within(row)``."""
@@ -264,6 +273,73 @@ def build_tables(runs: Sequence[Run], split: str = "val", warn: Callable[[str], 
     return tables
 
 
+# --- paired differences ----------------------------------------------------------------------------
+PAIRED_METRICS = ("miou", "miou_tail", "miou_head")
+
+
+def _normalised(label: str) -> str:
+    return re.sub(r"[^a-z0-9=.]", "", label.lower())
+
+
+def _is_baseline(method: str, against: str) -> bool:
+    """``--paired-against`` names a method by its label or its name, case and punctuation aside
+    ("CB-Focal" names "CBFocal"; "PAT" names "PAT (T=20)" when it is the only PAT)."""
+    return _normalised(against) in (_normalised(method), _normalised(method.split(" (")[0].split(" [")[0]))
+
+
+def paired_tables(runs: Sequence[Run], against: str, split: str = "val", confidence: float = 0.95,
+                  warn: Callable[[str], None] = lambda message: None) -> list[Table]:
+    """Per data set and model: every method minus ``against``, seed by seed, with Student-t intervals.
+
+    Runs pair when they share their seeds (``seed_everything`` and the data seed), so both saw the
+    same initialisation and data order (:func:`pat_seg.paired.paired_difference`).
+    """
+    entries = [e for e in label_runs(runs, warn) if e.run.last(f"{split}/miou") is not None]
+    tables = []
+    for model in sorted({e.model for e in entries}, key=lambda label: _paper_order(label, MODEL_ORDER)):
+        mine = [e for e in entries if e.model == model]
+        rows: list[Row] = []
+        texts: dict[tuple[Row, Column], str] = {}
+        cells: dict[tuple[Row, Column], Cell] = {}
+        for dataset in sorted({e.dataset for e in mine}, key=_natural):
+            here = [e for e in mine if e.dataset == dataset]
+            baselines = sorted({e.method for e in here if _is_baseline(e.method, against)})
+            if len(baselines) != 1:
+                if len(baselines) > 1:
+                    raise ValueError(f"--paired-against {against!r} names several methods on {dataset} ({model}): "
+                                     f"{baselines}; give one of them exactly")
+                continue
+            baseline = baselines[0]
+            methods = sorted({e.method for e in here} - {baseline}, key=lambda label: _paper_order(label, METHOD_ORDER))
+            for method in methods:
+                row = (dataset, method)
+                for metric in PAIRED_METRICS:
+                    per_seed = {m: {e.run.seeds: e.run.last(f"{split}/{metric}") for e in here if e.method == m}
+                                for m in (method, baseline)}
+                    per_seed = {m: {seed: v for seed, v in values.items() if v is not None and not math.isnan(v)}
+                                for m, values in per_seed.items()}
+                    if not per_seed[method] or not per_seed[baseline]:
+                        continue
+                    try:
+                        difference = paired_difference(per_seed[method], per_seed[baseline], confidence)
+                    except ValueError as error:
+                        warn(f"{dataset}, {model}, {method} - {baseline}, {metric}: {error}")
+                        continue
+                    column = ("", metric)
+                    texts[row, column] = (f"{difference.format(100.0)} (n={difference.n})" if difference.n > 1
+                                          else f"{difference.mean * 100:+.2f} (n=1, no interval)")
+                    cells[row, column] = Cell([per_seed[method][seed] - per_seed[baseline][seed] for seed in difference.seeds])
+                if any((row, ("", metric)) in texts for metric in PAIRED_METRICS):
+                    rows.append(row)
+        if rows:
+            tables.append(Table(
+                f"Paired differences against {against} ({model})", ("Data set", "Method"), rows,
+                [("", metric) for metric in PAIRED_METRICS], cells,
+                note=f"last epoch of `{split}/*`; method minus {against} per seed, mean "
+                     f"[{confidence:.0%} Student-t interval] in points", texts=texts))
+    return tables
+
+
 # --- rendering -------------------------------------------------------------------------------------
 def format_cell(cell: Cell, tag: str) -> str:
     """``mean ± std`` at the paper's scale: 2 decimals for percentages, 3 for Dice error."""
@@ -298,8 +374,7 @@ def render_markdown(tables: Sequence[Table]) -> str:
         for row in table.rows:
             cells = []
             for column in table.columns:
-                cell = table.cells.get((row, column))
-                text = "" if cell is None else format_cell(cell, column[1])
+                text = table.text(row, column)
                 cells.append(f"**{text}**" if (row, column) in table.best else text)
             out.append("| " + " | ".join(list(row) + cells) + " |")
         out.append(f"\n{table.note}; runs per cell: {_counts(table)}; best in bold.\n")
@@ -324,8 +399,7 @@ def render_latex(tables: Sequence[Table]) -> str:
         for row in table.rows:
             cells = []
             for column in table.columns:
-                cell = table.cells.get((row, column))
-                text = "" if cell is None else _latex_escape(format_cell(cell, column[1]))
+                text = _latex_escape(table.text(row, column))
                 cells.append(rf"\textbf{{{text}}}" if (row, column) in table.best else text)
             out.append(" & ".join([_latex_escape(r) for r in row] + cells) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
@@ -351,17 +425,26 @@ def render_csv(tables: Sequence[Table]) -> str:
 RENDERERS = {"markdown": render_markdown, "latex": render_latex, "csv": render_csv}
 
 
-def report(logdir: str, fmt: str = "markdown", split: str = "val", runs: str = "**") -> str:
-    """The report of every run under ``logdir`` (``runs``: glob of run directories) as text."""
+def report(logdir: str, fmt: str = "markdown", split: str = "val", runs: str = "**",
+           paired_against: str | None = None) -> str:
+    """The report of every run under ``logdir`` (``runs``: glob of run directories) as text; with
+    ``paired_against``, followed by every method's paired differences against that one."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}; got {fmt!r}")
     found = find_runs(logdir, runs)
     if not found:
         raise ValueError(f"no runs (a config.yaml beside an event file) under {logdir!r} matching {runs!r}")
-    tables = build_tables(found, split, warn=lambda message: sys.stderr.write(f"pat-seg report: warning: {message}\n"))
+    warn = lambda message: sys.stderr.write(f"pat-seg report: warning: {message}\n")  # noqa: E731
+    tables = build_tables(found, split, warn=warn)
     if not tables:
         raise ValueError(f"{len(found)} runs under {logdir!r} but none logged {split}/miou; "
                          f"run `pat-seg test` first for --split test")
+    if paired_against is not None:
+        paired = paired_tables(found, paired_against, split)
+        if not paired:
+            methods = sorted({e.method for e in label_runs(found)})
+            raise ValueError(f"--paired-against {paired_against!r} matches none of the methods {methods}")
+        tables += paired
     return RENDERERS[fmt](tables)
 
 
@@ -373,9 +456,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", choices=SPLITS, default="val", help="read <split>/* tags (default: val)")
     parser.add_argument("--runs", default="**", help="glob of run directories under logdir, e.g. 'synthetic_table3/*'")
     parser.add_argument("--output", help="write to this file instead of stdout")
+    parser.add_argument("--paired-against", metavar="METHOD",
+                        help="also print every method minus METHOD (e.g. 'CB-Focal'), paired by seed, with 95%% intervals")
     args = parser.parse_args(argv)
     try:
-        text = report(args.logdir, args.format, args.split, args.runs)
+        text = report(args.logdir, args.format, args.split, args.runs, args.paired_against)
     except ValueError as error:
         parser.exit(2, f"pat-seg report: error: {error}\n")
     if args.output:

@@ -232,3 +232,18 @@ def test_tiny_sweep_then_report_prints_the_logged_numbers(tmp_path: Path) -> Non
             assert rows[method][column].strip("*") == expected, (method, tag)
         means[method] = [last_values(run, "val/pixel_accuracy") for run in runs]
     assert means["CE"] != means["PAT (T=20)"]  # the runs differ, so a mix-up of runs would be caught
+
+
+def test_paired_differences_against_a_baseline_with_t_intervals(tmp_path: Path) -> None:
+    cbfocal, pat = [0.50, 0.52, 0.55], [0.53, 0.56, 0.57]  # differences 0.03, 0.04, 0.02
+    for seed in range(3):
+        make_run(tmp_path, f"cbfocal-s{seed}", val(cbfocal[seed]), "ClassBalancedFocalLoss", seed=seed)
+        make_run(tmp_path, f"pat-s{seed}", val(pat[seed]), "PATLoss", {"temperature": 20.0}, seed=seed)
+    make_run(tmp_path, "ce-s0", val(0.40), seed=0)  # one seed only: no interval
+    text = report(str(tmp_path), paired_against="CB-Focal")
+    rows = table(text, "Paired differences against CB-Focal")
+    # By hand: mean 0.03, sample sd 0.01, t(0.975, 2 df) = 4.302653 -> half width 0.0248414 (points x 100).
+    assert rows == [["Synthetic", "CE", "-10.00 (n=1, no interval)", "", ""],
+                    ["Synthetic", "PAT (T=20)", "+3.00 [+0.52, +5.48] (n=3)", "", ""]]
+    with pytest.raises(ValueError, match="matches none of the methods"):
+        report(str(tmp_path), paired_against="LDAM")
