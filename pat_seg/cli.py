@@ -35,8 +35,8 @@ from pat_seg.run_folders import (
     check_resumable,
     experiment_name,
     newest_run_with_last_checkpoint,
+    run_of,
     run_of_checkpoint,
-    run_of_config,
 )
 from pat_seg.third_party_warnings import ignore_third_party_warnings
 
@@ -131,11 +131,7 @@ class PatSegCLI(LightningCLI):
         ckpt_path = settings.get("ckpt_path")
         if self.subcommand == "fit":
             return self._fit_folder(default, settings, trainer_settings, ckpt_path)
-        run = None
-        if ckpt_path not in (None, "last", "best"):
-            run = run_of_checkpoint(ckpt_path)
-        for config_file in settings.get("config") or []:
-            run = run or run_of_config(config_file)
+        run = run_of(ckpt_path, list(settings.get("config") or []))
         if run is not None and ckpt_path in ("last", "best"):
             settings["ckpt_path"] = str(run.checkpoint(ckpt_path))
         return run or default
@@ -147,7 +143,7 @@ class PatSegCLI(LightningCLI):
         if ckpt_path == "last":
             run = default if default.version is not None else newest_run_with_last_checkpoint(default.save_dir,
                                                                                               default.experiment)
-            if run is None or not (run.path / "checkpoints" / "last.ckpt").is_file():
+            if run is None or not (run.path / CHECKPOINTS / "last.ckpt").is_file():
                 rank_zero_warn(f"--ckpt_path last: no run of {default.experiment!r} under {default.save_dir} has "
                                f"a last checkpoint; starting a new run")
                 settings["ckpt_path"] = None
@@ -187,10 +183,7 @@ def fill_classes_from_run(config: Namespace) -> None:
         return
     if data.init_args.get("num_classes") is not None:
         return
-    ckpt_path = config.get("ckpt_path")
-    run = run_of_checkpoint(ckpt_path) if ckpt_path not in (None, "last", "best") else None
-    for config_file in config.get("config") or []:
-        run = run or run_of_config(config_file)
+    run = run_of(config.get("ckpt_path"), list(config.get("config") or []))
     hparams = run.path / "hparams.yaml" if run is not None and run.path is not None else None
     if hparams is None or not hparams.is_file():
         raise ValueError("ImageFolderDataModule needs --data.num_classes (and --data.class_names), or a run's "

@@ -79,6 +79,15 @@ def run_of_config(config_file: str | Path) -> RunFolder | None:
     return RunFolder(run.parent.parent, run.parent.name, run.name)
 
 
+def run_of(ckpt_path: str | None, config_files: list[Any]) -> RunFolder | None:
+    """The run a command refers to: the one holding its checkpoint file, else the one whose
+    ``config.yaml`` it was given (``--ckpt_path last|best`` then name that run's checkpoints)."""
+    run = run_of_checkpoint(ckpt_path) if ckpt_path not in (None, "last", "best") else None
+    for config_file in config_files:
+        run = run or run_of_config(config_file)
+    return run
+
+
 def newest_run_with_last_checkpoint(save_dir: Path, experiment: str) -> RunFolder | None:
     """The run of ``experiment`` whose ``checkpoints/last.ckpt`` was written last."""
     candidates = list((save_dir / experiment).glob(f"*/{CHECKPOINTS}/last.ckpt"))
@@ -113,6 +122,8 @@ class CheckpointProgress:
 
 def checkpoint_progress(checkpoint: str | Path) -> CheckpointProgress:
     """Read the progress counters of a Lightning checkpoint (memory-mapped: weights are not read)."""
+    if not Path(checkpoint).is_file():
+        raise ResumeError(f"checkpoint {checkpoint} does not exist")
     state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
     epochs = state.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
     # Lightning restores current_epoch from the completed-epoch counter, not from state["epoch"].

@@ -27,9 +27,7 @@ from pat_seg.callbacks.predictions import class_palette, displayable
 def label_image(labels: Tensor, num_classes: int) -> Image.Image:
     """``[H, W]`` class indices as a single-channel PNG image (mode L up to 255 classes, else I;16)."""
     array = labels.to(torch.int32).cpu().numpy()
-    if num_classes <= 255:
-        return Image.fromarray(array.astype("uint8"), mode="L")
-    return Image.fromarray(array.astype("uint16"), mode="I;16")
+    return Image.fromarray(array.astype("uint8" if num_classes <= 255 else "uint16"))  # modes L and I;16
 
 
 def overlay_image(image: Tensor, labels: Tensor, num_classes: int, alpha: float = 0.5) -> Image.Image:

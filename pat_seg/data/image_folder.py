@@ -16,11 +16,10 @@ from typing import Any
 
 import torch
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2 import functional as F
 
 from pat_seg.data.base import SegmentationDataModule
-from pat_seg.data.io import DatasetLayoutError
+from pat_seg.data.io import DatasetLayoutError, read_rgb
 from pat_seg.data.transforms import check_size
 
 SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -38,10 +37,7 @@ class ImageFolder(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.paths[index]
-        try:
-            image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
-        except (RuntimeError, OSError) as error:
-            raise ValueError(f"cannot read image {path}: {error}") from error
+        image = torch.from_numpy(read_rgb(path)).permute(2, 0, 1)
         original_size = tuple(image.shape[-2:])
         image = image.float().div_(255)
         if self.size is not None and original_size != self.size:
@@ -56,9 +52,9 @@ class ImageFolderDataModule(SegmentationDataModule):
         root: the folder.
         num_classes / class_names: the trained model's classes (filled in from the run by the CLI).
         ignore_index: the label value reserved for "no class" in written label maps.
-        size: ``(height, width)`` to resize to before the network (None: each image's own size, which
-            needs ``batch_size=1`` unless all images have one size).
-        batch_size / num_workers: as for every data module.
+        size: ``(height, width)`` to resize to before the network (None: each image at its own size,
+            predicted one at a time).
+        batch_size / num_workers: as for every data module (``batch_size`` applies with a ``size``).
     """
 
     def __init__(self, root: str, num_classes: int | None = None, class_names: list[str] | None = None,
@@ -76,6 +72,8 @@ class ImageFolderDataModule(SegmentationDataModule):
             raise ValueError(f"got {len(self.class_names)} class names for num_classes={self.num_classes}")
         self.ignore_index = int(ignore_index)
         self.size = None if size is None else check_size(size)
+        if self.size is None:
+            self.eval_batch_size = 1  # images of different sizes cannot share a batch
         self.paths = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
         if not self.paths:
             raise DatasetLayoutError(f"{self.root} holds no .jpg/.jpeg/.png images")

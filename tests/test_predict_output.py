@@ -1,0 +1,85 @@
+"""``pat-seg predict`` output: label PNGs a user can read back, for the test split and for own images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from pat_seg.callbacks import PredictionWriter
+from pat_seg.callbacks.prediction_writer import label_image
+from pat_seg.data import DatasetLayoutError, ImageFolderDataModule
+from pat_seg.losses import CrossEntropyLoss
+from pat_seg.module import SegmentationModule
+
+
+class ThresholdNet(nn.Module):
+    """Class 2 where the red channel is above 0.5, else class 0: predictions the test knows in advance."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = nn.Parameter(torch.zeros(()))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        red = image[:, 0]
+        logits = torch.stack([1 - red, torch.zeros_like(red), red], dim=1)
+        return logits + self.unused
+
+
+def write_images(folder: Path) -> dict[str, np.ndarray]:
+    """Two photos of different sizes and formats (a nested one too), each half red."""
+    images = {}
+    for name, (height, width), suffix in (("wide", (20, 36), ".png"), ("nested/tall", (30, 14), ".jpg")):
+        rgb = np.zeros((height, width, 3), dtype=np.uint8)
+        rgb[:, : width // 2, 0] = 250  # left half red
+        path = folder / f"{name}{suffix}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgb).save(path, quality=100)
+        images[Path(name).name] = rgb
+    return images
+
+
+def test_predicting_an_image_folder_writes_label_maps_of_each_images_size(tmp_path: Path) -> None:
+    images = write_images(tmp_path / "photos")
+    data = ImageFolderDataModule(str(tmp_path / "photos"), num_classes=3, class_names=["a", "b", "c"],
+                                 size=(16, 16))  # resized for the network, written back at the image's size
+    module = SegmentationModule(ThresholdNet(), CrossEntropyLoss(), num_classes=3)
+    writer = PredictionWriter(overlay=True, output_dir=str(tmp_path / "out"))
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        callbacks=[writer])
+    trainer.predict(module, datamodule=data, return_predictions=False)
+    for name, rgb in images.items():
+        labels = np.asarray(Image.open(tmp_path / "out" / f"{name}.png"))
+        assert labels.shape == rgb.shape[:2] and labels.dtype == np.uint8
+        width = rgb.shape[1]
+        assert (labels[:, : width // 2 - 1] == 2).all() and (labels[:, width // 2 + 1:] == 0).all()
+        overlay = np.asarray(Image.open(tmp_path / "out" / f"{name}_overlay.png"))
+        assert overlay.shape == (*rgb.shape[:2], 3)
+    assert writer.written == 2
+
+
+def test_image_folder_errors_name_what_is_wrong(tmp_path: Path) -> None:
+    with pytest.raises(DatasetLayoutError, match="is not a folder"):
+        ImageFolderDataModule(str(tmp_path / "missing"), num_classes=3)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetLayoutError, match="holds no .jpg"):
+        ImageFolderDataModule(str(tmp_path / "empty"), num_classes=3)
+    write_images(tmp_path / "photos")
+    with pytest.raises(ValueError, match="num_classes must be the trained model's number of classes"):
+        ImageFolderDataModule(str(tmp_path / "photos"))
+    with pytest.raises(ValueError, match="serves `pat-seg predict`"):
+        ImageFolderDataModule(str(tmp_path / "photos"), num_classes=3).setup("fit")
+
+
+def test_label_pngs_hold_class_indices_in_8_or_16_bits(tmp_path: Path) -> None:
+    labels = torch.tensor([[0, 1], [254, 2]])
+    label_image(labels, num_classes=255).save(tmp_path / "small.png")
+    assert np.asarray(Image.open(tmp_path / "small.png")).tolist() == [[0, 1], [254, 2]]
+    many = torch.tensor([[0, 300], [511, 2]])
+    label_image(many, num_classes=512).save(tmp_path / "many.png")
+    assert np.asarray(Image.open(tmp_path / "many.png")).astype(int).tolist() == [[0, 300], [511, 2]]
