@@ -19,14 +19,17 @@ training loader that the data module builds, as ``pat-seg fit`` uses it:
 - per stage, in this process with one torch thread: ``load`` (reading, decoding, label mapping) and
   ``transform`` (resize, augmentation, dtype conversion); label mapping alone is timed inside
   ``LabelTable.__call__``;
-- end to end, images/s of ``train_dataloader()`` with 0 (this process, one torch thread), 1 and 2
-  workers (each worker uses one torch thread), median of ``--repeats`` passes, timed from the
-  batch by which every worker has delivered once (start-up excluded) to the last batch;
+- end to end, ``train_dataloader()`` with 0 (this process, one torch thread), 1 and 2 workers (one
+  torch thread each), median of ``--repeats`` passes: the CPU time per image of the loader's
+  processes, which gives the images/s of one worker on a core of its own, and the wall-clock rate
+  (steady, start-up excluded) as the machine delivered it.
 
-and says how many workers keep a GPU training step fed: the step of ``benchmarks/gpu_check.py``'s
-part 4 (DeepLabV3+ ResNet-50, batch 8 of 512x1024) takes ``--step-ms`` milliseconds, scaled by the
-pixel count for the other protocol sizes (a convolutional network's step time is close to
-proportional to its pixels once the GPU is busy), so it consumes ``8 / step`` images per second.
+Per-stage and per-worker numbers are CPU time, so that a shared machine's other load does not
+stretch them; the wall-clock rates show that load. The script also says how many workers keep a GPU
+training step fed: the step of ``benchmarks/gpu_check.py``'s part 4 (DeepLabV3+ ResNet-50, batch 8
+of 512x1024) takes ``--step-ms`` milliseconds, scaled by the pixel count for the other protocol
+sizes (a convolutional network's step time is close to proportional to its pixels once the GPU is
+busy), so it consumes ``8 / step`` images per second. Results: docs/benchmarks.md, "Data loaders".
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
 import tempfile
 import time
@@ -55,11 +59,12 @@ from PIL import Image, ImageDraw
 REPO = Path(__file__).resolve().parents[1]
 # The item-4 training step of gpu_check.py: batch and image size it consumes per step.
 STEP_BATCH, STEP_PIXELS = 8, 512 * 1024
-# Assumed H100/H200 time of that step when none was measured: DeepLabV3+ ResNet-50 at output stride
-# 16 needs about 0.35 TFLOP per 512x1024 image forward, so about 8.5 TFLOP per training step of 8
-# images; at a third of the bf16 dense peak (~990 TFLOP/s) that is ~26 ms of matrix work, and
-# normalisation, activations and the optimiser at memory speed roughly triple it. Not measured.
-DEFAULT_STEP_MS = 100.0
+# Assumed H100/H200 time of that step until one is measured (gpu_check.py part 4 measures it): at
+# output stride 16 and 512x1024, the ResNet-50 (dilated last stage), ASPP and decoder take about 125
+# GMAC, 0.25 TFLOP, per image forward, so about 6 TFLOP per training step of 8 images (backward about
+# twice the forward); at 40% of the bf16 dense peak (~990 TFLOP/s) that is 15 ms of convolutions,
+# and normalisation, activations, optimiser and framework at memory speed add about twice that.
+DEFAULT_STEP_MS = 50.0
 
 
 # --- generated files in the publishers' layouts ------------------------------------------------------
@@ -256,17 +261,17 @@ def one_thread() -> Iterator[None]:
 
 @contextmanager
 def timed_label_mapping(total: list[float]) -> Iterator[None]:
-    """Add the seconds spent in ``LabelTable.__call__`` to ``total[0]`` while active."""
+    """Add the CPU seconds spent in ``LabelTable.__call__`` to ``total[0]`` while active."""
     from pat_seg.data.io import LabelTable
 
     original = LabelTable.__call__
 
     def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
+        start = time.process_time()
         try:
             return original(self, *args, **kwargs)
         finally:
-            total[0] += time.perf_counter() - start
+            total[0] += time.process_time() - start
 
     LabelTable.__call__ = timed  # type: ignore[method-assign]
     try:
@@ -276,36 +281,46 @@ def timed_label_mapping(total: list[float]) -> Iterator[None]:
 
 
 def profile_stages(dataset: Any, count: int) -> dict[str, Any]:
-    """Milliseconds per image of ``load`` (read + decode + label mapping) and ``transform``, one thread."""
+    """CPU milliseconds per image of ``load`` (read + decode + label mapping) and ``transform``, one thread.
+
+    Process CPU time, not wall time: on a shared machine other processes' load stretches the wall
+    clock but not the CPU time this process spends.
+    """
     torch.manual_seed(0)
     load_s = transform_s = 0.0
     mapping = [0.0]
     indices = [i % len(dataset) for i in range(count)]
     with one_thread(), timed_label_mapping(mapping):
         for index in indices:
-            start = time.perf_counter()
+            start = time.process_time()
             image, label = dataset.load(index)
-            middle = time.perf_counter()
+            middle = time.process_time()
             dataset.transform(image, label)
             load_s += middle - start
-            transform_s += time.perf_counter() - middle
+            transform_s += time.process_time() - middle
     per_image = 1000 / len(indices)
     return {
         "decode_ms": (load_s - mapping[0]) * per_image,
         "label_mapping_ms": mapping[0] * per_image,
         "transform_ms": transform_s * per_image,
         "total_ms": (load_s + transform_s) * per_image,
-        "label_held": f"{np.dtype(label.dtype).name if hasattr(label, 'dtype') else type(label).__name__} "
-                      f"{tuple(label.shape)}",
-        "label_mib": label.nbytes / 2**20 if hasattr(label, "nbytes") else None,
+        "label_held": f"{np.dtype(label.dtype).name} {'x'.join(map(str, label.shape))}",
+        "label_mib": label.nbytes / 2**20,
     }
 
 
-def loader_rate(datamodule: Any, num_workers: int) -> float:
-    """Steady images/s of one pass over ``train_dataloader()``: batches after every worker's first one.
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
-    Workers start together, so the first ``num_workers`` batches arrive at about the same time after
-    the start-up; from the last of them on, the workers together deliver at their steady rate.
+
+def loader_pass(datamodule: Any, num_workers: int) -> tuple[float, float]:
+    """One pass over ``train_dataloader()``: ``(steady wall images/s, CPU ms per image)``.
+
+    Wall: from the batch by which every worker has delivered once (workers start together, so their
+    first batches arrive at about the same time after start-up) to the last batch. CPU: this
+    process's and the finished workers' CPU time over the whole pass, per image: what one image
+    costs a core, whatever else the machine runs.
     """
     datamodule.num_workers = num_workers
     loader = datamodule.train_dataloader()
@@ -314,10 +329,13 @@ def loader_rate(datamodule: Any, num_workers: int) -> float:
         raise ValueError(f"{len(loader)} batches cannot time {num_workers} workers; generate more --images")
     arrivals, sizes = [], []
     with one_thread():
+        cpu_start = time.process_time() + children_cpu_s()
         for batch in loader:
             arrivals.append(time.perf_counter())
             sizes.append(batch["image"].shape[0])
-    return sum(sizes[skip:]) / (arrivals[-1] - arrivals[skip - 1])
+        del loader  # the workers exit and are joined: their CPU time is in RUSAGE_CHILDREN now
+        cpu = time.process_time() + children_cpu_s() - cpu_start
+    return sum(sizes[skip:]) / (arrivals[-1] - arrivals[skip - 1]), 1000 * cpu / sum(sizes)
 
 
 def required_rate(size: tuple[int, int], step_ms: float, scale: float = 1.0) -> float:
@@ -330,14 +348,18 @@ def required_rate(size: tuple[int, int], step_ms: float, scale: float = 1.0) -> 
 
 
 def measure(protocol: Protocol, root: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Stage profile and loader images/s of one protocol; workers needed to feed the GPU step."""
+    """Stage profile and loader rates of one protocol; workers needed to feed the GPU step."""
     datamodule = build(protocol, root, args.scale, args.batch_size, 0)
     profile = profile_stages(datamodule.dataset("train"), args.profile_images)
-    rates = {}
+    wall, cpu_ms = {}, {}
     for workers in args.workers:
-        rates[workers] = statistics.median(loader_rate(datamodule, workers) for _ in range(args.repeats))
-    # One worker process is the unit a user adds; without one, this process's rate (one thread).
-    per_worker = rates.get(1, rates.get(0, next(iter(rates.values()))))
+        passes = [loader_pass(datamodule, workers) for _ in range(args.repeats)]
+        wall[str(workers)] = statistics.median(p[0] for p in passes)
+        cpu_ms[str(workers)] = statistics.median(p[1] for p in passes)
+    # A worker process is the unit a user adds: its CPU cost per image (batch transfer included)
+    # sets the images/s one worker delivers on a core of its own.
+    unit = "1" if "1" in cpu_ms else next(iter(cpu_ms))
+    per_worker = 1000 / cpu_ms[unit]
     needed = required_rate(datamodule.size, args.step_ms, args.scale)
     return {
         "dataset": protocol.dataset,
@@ -345,8 +367,10 @@ def measure(protocol: Protocol, root: Path, args: argparse.Namespace) -> dict[st
         "size": list(datamodule.size),
         "train_images": len(datamodule.dataset("train")),
         "profile": profile,
-        "images_per_s": {str(w): r for w, r in rates.items()},
-        "images_per_s_per_worker": {str(w): r / max(w, 1) for w, r in rates.items()},
+        "wall_images_per_s": wall,
+        "cpu_ms_per_image": cpu_ms,
+        "images_per_s_per_worker": per_worker,
+        "per_worker_from": f"{unit} worker(s)",
         "required_images_per_s": needed,
         "workers_needed": math.ceil(needed / per_worker),
     }
@@ -368,24 +392,25 @@ def machine() -> str:
 def markdown(results: list[dict[str, Any]], files: dict[str, float], args: argparse.Namespace) -> str:
     workers = [str(w) for w in args.workers]
     lines = [
-        f"Data loaders on {machine()}, torch {torch.__version__}, {date.today().isoformat()}: "
-        f"batch {args.batch_size}, median of {args.repeats} passes over {args.images} generated training "
-        f"images per data set (scale {args.scale}). Mean file sizes: "
-        + ", ".join(f"{name} {kib:.0f} KiB" for name, kib in files.items()) + ".",
+        f"Data loaders on {machine()}, torch {torch.__version__}, {date.today().isoformat()}: batch "
+        f"{args.batch_size}, {args.images} generated training images per data set (scale {args.scale}; mean "
+        "files: " + ", ".join(f"{name} {kib:.0f} KiB" for name, kib in files.items()) + "). CPU ms/image: "
+        f"process CPU time in one thread, mean of {args.profile_images} images. Images/s per worker: one "
+        f"worker's CPU time per image (batch transfer included), median of {args.repeats} passes. Wall "
+        "images/s: steady rate of the loader on this machine as it was loaded. Workers: to feed "
+        f"{STEP_BATCH} images per {args.step_ms:g} ms at 512x1024, scaled by pixels.",
         "",
-        "| data set | protocol | images/s, " + ", ".join(f"{w} workers" for w in workers)
-        + " | images/s per worker | ms/image: decode, label map, transform | label held after load "
-        f"| workers to feed a {args.step_ms:g} ms step |",
-        "|---|---|" + "---:|" * 2 + "---|---|---:|",
+        "| data set | protocol | CPU ms/image: decode, label map, transform = total | label map held "
+        "| images/s per worker | wall images/s, " + " / ".join(workers) + " workers | workers needed |",
+        "|---|---|---|---|---:|---|---:|",
     ]
     for r in results:
         p = r["profile"]
-        rates = " / ".join(f"{r['images_per_s'][w]:.1f}" for w in workers)
-        per_worker = r["images_per_s_per_worker"].get("1", r["images_per_s_per_worker"].get("0"))
+        wall = " / ".join(f"{r['wall_images_per_s'][w]:.1f}" for w in workers)
         lines.append(
-            f"| {r['dataset']} | {r['protocol']} | {rates} | {per_worker:.1f} | "
-            f"{p['decode_ms']:.1f}, {p['label_mapping_ms']:.1f}, {p['transform_ms']:.1f} | {p['label_held']} | "
-            f"{r['workers_needed']} ({r['required_images_per_s']:.0f} img/s) |"
+            f"| {r['dataset']} | {r['protocol']} | {p['decode_ms']:.1f} + {p['label_mapping_ms']:.1f} + "
+            f"{p['transform_ms']:.1f} = {p['total_ms']:.1f} | {p['label_held']} | {r['images_per_s_per_worker']:.1f} | "
+            f"{wall} | {r['workers_needed']} ({r['required_images_per_s']:.0f} img/s) |"
         )
     return "\n".join(lines)
 

@@ -1,6 +1,6 @@
-"""Cost of a training step: Lightning ``fit`` vs a plain PyTorch loop, PAT vs CE; and the loss alone.
+"""Cost of a training step: Lightning ``fit`` vs a plain PyTorch loop, PAT vs CE.
 
-Two subcommands, each printing a markdown table (and appending it to ``--markdown FILE``):
+One subcommand, printing a markdown table (and appending it to ``--markdown FILE``):
 
 ``step``  the same U-Net, pre-generated synthetic batches, loss, Adam and per-step cosine schedule,
           trained by (a) a plain PyTorch loop, (b) ``Trainer.fit`` of :class:`SegmentationModule`
@@ -12,12 +12,9 @@ Two subcommands, each printing a markdown table (and appending it to ``--markdow
           python benchmarks/train_step.py step                      # CPU, small U-Net, 64x64
           python benchmarks/train_step.py step --device cuda --image-size 256 --base-channels 32 --depth 4
 
-``loss``  forward+backward of one loss on random logits ``[B, L, H, W]``: F.cross_entropy, PATLoss's
-          PyTorch code and the opt-in Triton PATLoss; median time over CUDA events
-          and peak extra memory (``max_memory_allocated`` above the logits, target already allocated).
-
-          python benchmarks/train_step.py loss --device cuda --shape 8 20 512 1024 --shape 8 150 512 512 \\
-              --dtype float32 --dtype bfloat16
+:func:`fit_step_cost` times ``Trainer.fit`` steps of any network and loss with a precision and memory
+format; ``benchmarks/gpu_check.py`` uses it for the DeepLabV3+ step on the GPU. The loss alone:
+``benchmarks/losses.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +28,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pat_seg.callbacks import UtilisationMonitor
@@ -120,14 +116,17 @@ class StepClock(L.Callback):
 
 
 def lightning_stamps(
-    model: nn.Module, loss_fn: nn.Module, batches: list[Batch], warmup: int, device: torch.device, logged: bool, num_classes: int
+    model: nn.Module, loss_fn: nn.Module, batches: list[Batch], warmup: int, device: torch.device, logged: bool, num_classes: int,
+    precision: str = "32-true", channels_last: bool = False,
 ) -> Stamps:
+    """Stamps of ``Trainer.fit`` of :class:`SegmentationModule` over ``batches`` (see :class:`StepClock`)."""
     clock = StepClock(warmup, len(batches))
     callbacks: list[L.Callback] = [clock, UtilisationMonitor()] if logged else [clock]
     with tempfile.TemporaryDirectory() as root:
         trainer = L.Trainer(
             accelerator=device.type,
             devices=1,
+            precision=precision,
             max_steps=len(batches),
             max_epochs=1,
             limit_val_batches=0,
@@ -140,8 +139,26 @@ def lightning_stamps(
             callbacks=callbacks,
             default_root_dir=root,
         )
-        trainer.fit(SegmentationModule(model, loss_fn, num_classes=num_classes), train_dataloaders=Replay(batches))
+        module = SegmentationModule(model, loss_fn, num_classes=num_classes, channels_last=channels_last)
+        trainer.fit(module, train_dataloaders=Replay(batches))
     return clock.stamps
+
+
+def fit_step_cost(model: nn.Module, loss_fn: nn.Module, batches: list[Batch], warmup: int, device: torch.device,
+                  num_classes: int, precision: str, channels_last: bool) -> dict[str, float | None]:
+    """One ``Trainer.fit`` run: ``ms_per_step`` (mean of the steps after ``warmup``, CUDA synchronised at
+    both ends), ``images_per_s`` and, on CUDA, ``peak_mib``: the most memory allocated during the run
+    above what was allocated before it (the batches), so network, optimiser state and activations."""
+    peak_mib = None
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+    stamps = lightning_stamps(model, loss_fn, batches, warmup, device, False, num_classes, precision, channels_last)
+    if device.type == "cuda":
+        peak_mib = (torch.cuda.max_memory_allocated(device) - before) / MIB
+    ms = step_milliseconds([stamps], 0, per_step=False)
+    return {"ms_per_step": ms, "images_per_s": 1000 * batches[0]["image"].shape[0] / ms, "peak_mib": peak_mib}
 
 
 def step_milliseconds(runs: list[Stamps], clock: int, per_step: bool) -> float:
@@ -198,86 +215,6 @@ def run_step(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-# --- loss: fused PAT vs F.cross_entropy -------------------------------------------------------------
-def loss_variants(device: torch.device) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
-    variants: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-        "F.cross_entropy": lambda logits, target: F.cross_entropy(logits, target, ignore_index=255),
-        "PATLoss eager": PATLoss(implementation="eager"),
-    }
-    if device.type == "cuda":
-        variants["PATLoss fused (Triton)"] = PATLoss(implementation="triton")
-    return variants
-
-
-def time_forward_backward(fn: Callable[[Tensor, Tensor], Tensor], logits: Tensor, target: Tensor, repeats: int) -> tuple[float, float | None]:
-    """Median milliseconds of ``fn(logits, target).backward()`` and its peak extra MiB (CUDA only)."""
-    device = logits.device
-
-    def once() -> None:
-        logits.grad = None
-        fn(logits, target).backward()
-
-    for _ in range(3):  # warm-up: Triton compilation, allocator caching
-        once()
-    samples = []
-    for _ in range(repeats):
-        logits.grad = None
-        synchronize(device)
-        if device.type == "cuda":
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            begin.record()
-            fn(logits, target).backward()
-            end.record()
-            end.synchronize()
-            samples.append(begin.elapsed_time(end))
-        else:
-            start = time.perf_counter()
-            fn(logits, target).backward()
-            samples.append(1000 * (time.perf_counter() - start))
-    peak = None
-    if device.type == "cuda":
-        logits.grad = None
-        synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        once()
-        synchronize(device)
-        peak = (torch.cuda.max_memory_allocated(device) - base) / MIB
-    return statistics.median(samples), peak
-
-
-def run_loss(args: argparse.Namespace) -> str:
-    device = torch.device(args.device)
-    variants = loss_variants(device)
-    lines = [
-        f"Loss forward+backward on {device_name(device)}: median of {args.repeats} runs after 3 warm-up runs; peak "
-        "extra memory = max_memory_allocated above the logits and target (the logits' gradient included).",
-        "",
-        "| logits | dtype | loss | median ms | x F.cross_entropy | peak extra MiB | x logits size |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for shape in args.shape:
-        for dtype_name in args.dtype:
-            dtype = getattr(torch, dtype_name)
-            generator = torch.Generator(device=device).manual_seed(0)
-            logits = torch.randn(shape, device=device, dtype=dtype, generator=generator)
-            if args.channels_last:  # what SegmentationModule(channels_last=True) networks return
-                logits = logits.contiguous(memory_format=torch.channels_last)
-            logits.requires_grad_(True)
-            target = torch.randint(0, shape[1], (shape[0], *shape[2:]), device=device, generator=generator)
-            target[:, : shape[2] // 16] = 255  # a band of ignored pixels, as in real label maps
-            logits_mib = logits.numel() * logits.element_size() / MIB
-            reference = None
-            for name, fn in variants.items():
-                ms, peak = time_forward_backward(fn, logits, target, args.repeats)
-                reference = ms if reference is None else reference
-                memory = ("--", "--") if peak is None else (f"{peak:.0f}", f"{peak / logits_mib:.2f}")
-                layout = " channels-last" if args.channels_last else ""
-                lines.append(f"| {'x'.join(map(str, shape))}{layout} | {dtype_name} | {name} | {ms:.3f} | {ms / reference:.2f} | {memory[0]} | {memory[1]} |")
-            del logits, target
-    return "\n".join(lines)
-
-
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -298,22 +235,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     step.add_argument("--image-size", type=int, default=64)
     step.add_argument("--base-channels", type=int, default=16)
     step.add_argument("--depth", type=int, default=3)
-    loss = commands.add_parser("loss", help="one loss's forward+backward vs F.cross_entropy")
-    loss.add_argument("--shape", type=int, nargs=4, action="append", metavar=("B", "L", "H", "W"))
-    loss.add_argument("--dtype", action="append", choices=["float32", "bfloat16", "float16"])
-    loss.add_argument("--repeats", type=int, default=20)
-    loss.add_argument("--channels-last", action="store_true", help="logits in channels-last memory format")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.command == "step":
-        if args.warmup < 1 or args.steps < 1:
-            parser.error(f"--warmup and --steps must be >= 1; got {args.warmup} and {args.steps}")
-        table = run_step(args)
-    else:
-        args.shape = args.shape or [[8, 20, 512, 1024], [8, 150, 512, 512]]
-        args.dtype = args.dtype or ["float32", "bfloat16"]
-        table = run_loss(args)
+    if args.warmup < 1 or args.steps < 1:
+        parser.error(f"--warmup and --steps must be >= 1; got {args.warmup} and {args.steps}")
+    table = run_step(args)
     print(table)
     if args.markdown is not None:
         with args.markdown.open("a") as handle:

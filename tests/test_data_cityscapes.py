@@ -86,6 +86,19 @@ def test_void_as_class_gives_the_papers_20_classes(tmp_path: Path) -> None:
     assert set(labels_of(datamodule, "val")[0][every_id_label(0) == 4].tolist()) == {19}
 
 
+@pytest.mark.parametrize("ignore_index", [-1, 300])
+def test_ignore_index_outside_a_byte_is_kept_exactly(tmp_path: Path, ignore_index: int) -> None:
+    # Label maps are held as uint8 when every class and the ignore value fit; -1 and 300 do not.
+    written = write_cityscapes(tmp_path)
+    datamodule = CityscapesDataModule(str(tmp_path), size=(H, W), scale_range=(0.5, 0.5), ignore_index=ignore_index)
+    for label_ids, target in zip(written["train"], labels_of(make(tmp_path, ignore_index=ignore_index), "train")):
+        np.testing.assert_array_equal(target, expected_train_ids(label_ids, void=ignore_index))
+    # Training padding (3/4 of the crop at scale 0.5) holds the same value, not its low byte.
+    target = datamodule.dataset("train")[0]["target"]
+    assert int((target == ignore_index).sum()) >= H * W - (H // 2) * (W // 2) and target.dtype == torch.long
+    assert set(target.unique().tolist()) <= set(range(19)) | {ignore_index}
+
+
 def test_label_train_ids_png_is_preferred_when_present(tmp_path: Path) -> None:
     write_cityscapes(tmp_path, train=1, val=1)
     train_ids = np.full((H, W), 13, dtype=np.uint8)

@@ -74,6 +74,30 @@ def test_random_scale_crop_flip_keep_image_and_mask_aligned() -> None:
         assert (decoded[both] == flipped[both]).float().mean() < 0.6
 
 
+def test_uint8_mask_is_padded_with_an_ignore_index_outside_a_byte() -> None:
+    torch.manual_seed(0)
+    label = np.full((8, 8), 2, dtype=np.uint8)
+    _, target = SegmentationTransform((8, 8), train=True, ignore_index=-1, scale_range=(0.5, 0.5))(
+        np.zeros((8, 8, 3), dtype=np.uint8), label)
+    # 48 padded pixels hold -1 itself (a uint8 mask would wrap it to 255), the 16 others the label.
+    assert target.dtype == torch.long and int((target == -1).sum()) == 48 and int((target == 2).sum()) == 16
+
+
+def test_tensor_image_and_uint8_label_give_what_numpy_and_int64_give() -> None:
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, size=(24, 20, 3), dtype=np.uint8)
+    label = rng.integers(0, 5, size=(24, 20))
+    transform = SegmentationTransform((12, 10), train=True, ignore_index=IGNORE, scale_range=(0.7, 1.6))
+    for seed in range(5):
+        torch.manual_seed(seed)
+        expected = transform(image, label.astype(np.int64))
+        torch.manual_seed(seed)
+        # [3, H, W] as read_rgb returns it, and the label as LabelTable holds it.
+        out = transform(torch.from_numpy(image).permute(2, 0, 1).contiguous(), label.astype(np.uint8))
+        assert torch.equal(out[1], expected[1]) and out[1].dtype == torch.long
+        torch.testing.assert_close(out[0], expected[0], atol=1 / 255, rtol=0)
+
+
 def test_augmentation_is_reproducible_under_the_same_seed_and_varies_otherwise() -> None:
     image, label = _image_coding_labels(np.random.default_rng(3))
     transform = SegmentationTransform((32, 48), train=True)

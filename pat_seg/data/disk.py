@@ -48,8 +48,10 @@ class SegmentationSamples(Dataset):
     def __init__(self, transform: PairTransform) -> None:
         self.transform = transform
 
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
-        """``(image [H, W, 3], label [H, W] int64 in the data set's classes)`` of sample ``index``."""
+    def load(self, index: int) -> tuple[np.ndarray | Tensor, np.ndarray]:  # pragma: no cover - abstract
+        """``(image, label)`` of sample ``index``: the image as numpy ``[H, W, 3]`` or tensor ``[3, H, W]``
+        (uint8, or float in [0, 1]), the label ``[H, W]`` in the data set's classes (a
+        :class:`~pat_seg.data.io.LabelTable`'s dtype); what :class:`SegmentationTransform` takes."""
         raise NotImplementedError
 
     def __len__(self) -> int:  # pragma: no cover - abstract
@@ -75,11 +77,11 @@ class ImageLabelFiles(SegmentationSamples):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def load(self, index: int) -> tuple[Tensor, np.ndarray]:
         image_path, label_path, labels = self.samples[index]
         image = read_rgb(image_path)
         raw = read_label_image(label_path)
-        check_same_size(image, raw, str(image_path), str(label_path))
+        check_same_size(image.shape[-2:], raw.shape[:2], str(image_path), str(label_path))
         return image, labels(raw, str(label_path))
 
 

@@ -37,7 +37,7 @@ class ImageFolder(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.paths[index]
-        image = torch.from_numpy(read_rgb(path)).permute(2, 0, 1)
+        image = read_rgb(path)  # uint8 [3, H, W]
         original_size = tuple(image.shape[-2:])
         image = image.float().div_(255)
         if self.size is not None and original_size != self.size:

@@ -97,7 +97,7 @@ class NpySamples(SegmentationSamples):
         except (OSError, ValueError, EOFError) as error:
             raise ValueError(f"cannot read {image_path} / {label_path}: {error}") from error
         image = _as_hwc_image(image, str(image_path))
-        check_same_size(image, raw, str(image_path), str(label_path))
+        check_same_size(image.shape[:2], raw.shape[:2], str(image_path), str(label_path))
         return image, self.labels(_integral(raw, str(label_path)), str(label_path))
 
 
@@ -128,7 +128,7 @@ class LabeledMatSamples(SegmentationSamples):
         image = np.asarray(self._file["images"][i]).transpose(2, 1, 0)
         raw = np.asarray(self._file["labels"][i]).T
         source = f"{self.path} (image {i + 1})"
-        check_same_size(image, raw, source, source)
+        check_same_size(image.shape[:2], raw.shape[:2], source, source)
         return image, self.labels(raw, source)
 
     def __getstate__(self) -> dict[str, Any]:

@@ -64,8 +64,12 @@ class RandomScaledResize(v2.Transform):
 class SegmentationTransform:
     """Callable ``(image, label) -> (image float [3, H, W] in [0, 1], target long [H, W])``.
 
-    ``image`` is ``uint8`` or float in [0, 1], ``[H, W, 3]`` (numpy) ; ``label`` is ``[H, W]`` of
-    class indices already mapped to the data set's classes (``ignore_index`` for unlabelled pixels).
+    ``image`` is ``uint8`` or float in [0, 1], either a numpy ``[H, W, 3]`` array or a tensor
+    ``[3, H, W]`` (what :func:`pat_seg.data.io.read_rgb` returns); ``label`` is ``[H, W]`` (numpy or
+    tensor) of class indices already mapped to the data set's classes (``ignore_index`` for
+    unlabelled pixels). A ``uint8`` label stays ``uint8`` through resize, crop and flip when
+    ``ignore_index`` fits in it, and becomes ``long`` only at the output size: a 2048x1024 ``int64``
+    map is 16 MiB per copy.
 
     Args:
         size: ``(height, width)`` of every output.
@@ -93,12 +97,17 @@ class SegmentationTransform:
         else:
             self.pipeline = RandomScaledResize(self.size)
 
-    def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[Tensor, Tensor]:
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    def __call__(self, image: np.ndarray | Tensor, label: np.ndarray | Tensor) -> tuple[Tensor, Tensor]:
+        if isinstance(image, Tensor):
+            pixels = image
+        else:  # [H, W, 3] -> a [3, H, W] view, no copy
+            pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
         if pixels.is_floating_point():
             pixels = pixels.float()
-        image_tv = tv_tensors.Image(pixels)
-        mask_tv = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(label, dtype=np.int64)))
+        mask = label if isinstance(label, Tensor) else torch.from_numpy(np.ascontiguousarray(label))
+        if mask.dtype != torch.uint8 or not 0 <= self.ignore_index <= 255:
+            mask = mask.long()  # padding must be able to hold ignore_index
+        image_tv, mask_tv = tv_tensors.Image(pixels), tv_tensors.Mask(mask)
         if self.train or tuple(image_tv.shape[-2:]) != self.size:
             image_tv, mask_tv = self.pipeline(image_tv, mask_tv)
         image_out = F.to_dtype(image_tv, torch.float32, scale=True).as_subclass(Tensor)
