@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pat_seg.data.io import DatasetLayoutError
 from pat_seg.data.sampling import EvaluationSampler, ResumableDataLoader, ResumableShuffleSampler, process_group
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,8 @@ class SegmentationDataModule(L.LightningDataModule):
         if split not in self._datasets:
             dataset = self.build_dataset(split)
             if len(dataset) == 0:  # type: ignore[arg-type]
-                raise ValueError(f"the {split!r} split of {type(self).__name__} is empty")
+                # A layout problem (an empty or half-copied data root), reported as a configuration error.
+                raise DatasetLayoutError(f"the {split!r} split of {type(self).__name__} is empty")
             self._datasets[split] = dataset
         return self._datasets[split]
 
