@@ -31,7 +31,6 @@ not a binomial draw. Each sample still depends only on ``(seed, split, index)`` 
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 from dataclasses import dataclass
@@ -44,7 +43,6 @@ from torch.utils.data import Dataset
 
 from pat_seg.data.base import Sample, SegmentationDataModule
 
-log = logging.getLogger(__name__)
 Painter = Callable[[Tensor, int], None]  # paints a mask with a class (and a new instance id)
 
 CLASS_NAMES = ["sky", "road", "building", "vegetation", "car", "person", "pole", "sign", "light"]
