@@ -30,6 +30,13 @@ LOSS_LABELS: dict[str, tuple[str, dict[str, str]]] = {
     "BLVLoss": ("BLV", {"sigma": "sigma"}),
     "PATLoss": ("PAT", {"temperature": "T"}),
 }
+# Switches of a loss that turn the paper's method into an ablation of it: (the paper's setting, what
+# the label says when a run changes it). A run saved before a switch existed has the paper's setting.
+VARIANTS: dict[str, dict[str, tuple[Any, str]]] = {
+    "PATLoss": {"confidence_weight": (True, "w/o beta"), "normalization": ("image_class", "w/o Eq. 4")},
+}
+# Headline arguments that a variant leaves without effect (T weighs nothing once beta is off).
+UNUSED_IN_VARIANT: dict[str, dict[str, str]] = {"PATLoss": {"confidence_weight": "temperature"}}
 MODEL_LABELS = {
     "SegNet": "SegNet",
     "UNet": "UNet",
@@ -78,7 +85,8 @@ class Run:
 
     @property
     def loss(self) -> tuple[str, dict[str, Any]]:
-        return _class_and_args(self.config.get("model", {}).get("loss"))
+        name, args = _class_and_args(self.config.get("model", {}).get("loss"))
+        return name, with_variant_defaults(name, args)
 
     @property
     def model(self) -> tuple[str, dict[str, Any]]:
@@ -99,7 +107,11 @@ class Run:
     @property
     def identity(self) -> dict[str, Any]:
         """The run's config without seeds and logging plumbing: equal for repeats of one experiment."""
-        return {key: value for key, value in flatten(self.config).items() if not _covered(key, SEED_KEYS + PLUMBING)}
+        flat = flatten(self.config)
+        name = str(flat.get("model.loss.class_path", "")).rsplit(".", 1)[-1]
+        for arg, (default, _) in VARIANTS.get(name, {}).items():
+            flat.setdefault(f"model.loss.init_args.{arg}", default)
+        return {key: value for key, value in flat.items() if not _covered(key, SEED_KEYS + PLUMBING)}
 
     @property
     def identity_key(self) -> str:
@@ -120,6 +132,16 @@ class Run:
         """Mean over every logged value of ``tag`` (for per-epoch costs such as utilisation)."""
         values = self.scalars.get(tag)
         return math.fsum(v for _, v in values) / len(values) if values else None
+
+
+def with_variant_defaults(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` with the paper's setting filled in for every :data:`VARIANTS` switch the run lacks."""
+    return {**{arg: default for arg, (default, _) in VARIANTS.get(name, {}).items()}, **args}
+
+
+def variant_words(name: str, args: dict[str, Any]) -> list[str]:
+    """What a run of ``name`` switched off, e.g. ``["w/o beta"]`` (empty for the paper's method)."""
+    return [words for arg, (default, words) in VARIANTS.get(name, {}).items() if args.get(arg, default) != default]
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -206,11 +228,18 @@ def display_labels(identities: list[tuple[str, dict[str, Any]]], kind: str) -> d
     for key, (name, args) in unique.items():
         if kind == "loss":
             base, shown = LOSS_LABELS.get(name, (name.removesuffix("Loss"), {}))
+            words = variant_words(name, args)
+            if words:
+                base = f"{base} {', '.join(words)}"
+                unused = {UNUSED_IN_VARIANT.get(name, {}).get(arg) for arg in VARIANTS[name]
+                          if args.get(arg) != VARIANTS[name][arg][0]}
+                shown = {arg: symbol for arg, symbol in shown.items() if arg not in unused}
+            shown = {**shown, **{arg: "" for arg in VARIANTS.get(name, {})}}  # in the name, never repeated
         else:
             base, shown = (MODEL_LABELS if kind == "model" else DATA_LABELS).get(name, name), {}
         if kind == "data":
             base = base if name in DATA_LABELS else base.removesuffix("DataModule")
-        parts = [f"{symbol}={_short(args[arg])}" for arg, symbol in shown.items() if arg in args]
+        parts = [f"{symbol}={_short(args[arg])}" for arg, symbol in shown.items() if arg in args and symbol]
         siblings = [other for other in unique.values() if other[0] == name and other[1] != args]
         differing = sorted({arg for _, other in siblings for arg in set(args) | set(other)
                             if args.get(arg) != other.get(arg) and arg not in shown and arg not in NOT_IDENTITY})

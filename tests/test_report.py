@@ -247,3 +247,18 @@ def test_paired_differences_against_a_baseline_with_t_intervals(tmp_path: Path) 
                     ["Synthetic", "PAT (T=20)", "+3.00 [+0.52, +5.48] (n=3)", "", ""]]
     with pytest.raises(ValueError, match="matches none of the methods"):
         report(str(tmp_path), paired_against="LDAM")
+
+
+def test_pat_ablations_are_named_by_what_they_switch_off(tmp_path: Path) -> None:
+    make_run(tmp_path, "pat", val(0.50), "PATLoss", {"temperature": 20.0})  # saved before the switches existed
+    make_run(tmp_path, "nobeta", val(0.45), "PATLoss", {"temperature": 20.0, "confidence_weight": False})
+    make_run(tmp_path, "noeq4", val(0.40), "PATLoss",
+             {"temperature": 20.0, "confidence_weight": True, "normalization": "pixel"})
+    make_run(tmp_path, "pat-new", val(0.52), "PATLoss",
+             {"temperature": 20.0, "confidence_weight": True, "normalization": "image_class"}, seed=1)
+    rows = table(report(str(tmp_path)), "Table 3")
+    assert [row[:2] for row in rows] == [
+        ["PAT (T=20)", f"**{cell([0.50, 0.52])}**"],  # old and new runs of the paper's method pool
+        ["PAT w/o Eq. 4 (T=20)", "40.00 (n=1)"],
+        ["PAT w/o beta", "45.00 (n=1)"],
+    ]
