@@ -98,7 +98,7 @@ class PatSegCLI(LightningCLI):
         trainer_settings = settings["trainer"]
         folder = self._run_folder(settings, trainer_settings)
         if folder is not None:
-            kwargs["logger"] = self._logger_for(folder, settings, trainer_settings)
+            kwargs["logger"] = self._logger_for(folder)
         ckpt_path = settings.get("ckpt_path")
         run = folder if folder is not None and folder.path is not None else None
         if run is None and ckpt_path not in (None, "last", "best"):
@@ -158,11 +158,10 @@ class PatSegCLI(LightningCLI):
                        f"(epoch {progress.completed_epochs}, global step {progress.global_step})")
         return run
 
-    def _logger_for(self, folder: RunFolder, settings: dict[str, Any], trainer_settings: dict[str, Any]) -> TensorBoardLogger:
-        configured = trainer_settings.get("logger")
+    def _logger_for(self, folder: RunFolder) -> TensorBoardLogger:
+        """A TensorBoard logger writing into ``folder`` (or its evaluation sub-folder); a configured
+        TensorBoardLogger's save_dir, name and version are kept, its other options are not."""
         options: dict[str, Any] = {"default_hp_metric": False}  # the HParams tab gets real metrics at the end
-        if isinstance(configured, TensorBoardLogger):
-            options["log_graph"] = configured.log_graph
         if self.subcommand == "fit" and self._purge_step is not None:
             # Events the interrupted process wrote after the checkpoint are hidden by TensorBoard.
             options["purge_step"] = self._purge_step
