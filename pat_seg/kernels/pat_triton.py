@@ -146,7 +146,7 @@ def _block_sizes(num_classes: int) -> tuple[int, int, int]:
     """Class tile, pixel tile and warps: tiles of about 4096 values over 256 threads.
 
     Chosen without a GPU from ``ptxas -v`` for sm_90: 64-100 registers, no spills, 16-byte loads and
-    stores; 32-class tiles needed up to 208 registers. Retune with benchmarks/run_gpu.sh.
+    stores; 32-class tiles needed up to 208 registers. Retune with benchmarks/gpu_check.py (its loss table).
     """
     block_c = min(16, triton.next_power_of_2(num_classes))
     return block_c, min(1024, 4096 // block_c), 8
