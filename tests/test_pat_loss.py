@@ -69,18 +69,23 @@ def test_detach_weight_changes_gradient_not_value():
     # With beta constant, d/dz of beta*(-log p_t)/S is beta/S * (p - onehot): check that by hand.
     z = logits.clone().requires_grad_(True)
     PATLoss(temperature=1.0, detach_weight=True)(z, target).backward()
+    expected = gradient_with_constant_weight(logits, target, lambda p_t: torch.exp(1 - p_t))
+    torch.testing.assert_close(z.grad, expected, rtol=1e-9, atol=1e-12)
+
+
+def gradient_with_constant_weight(logits, target, weight_of_p_t):
+    """d/dz of (1/B) sum_i sum_j w_ij (-log p_t) / S_i^t with w held constant: w (p - onehot) / (B S)."""
     p = torch.softmax(logits, 1)
     expected = torch.zeros_like(logits)
     for i in range(logits.shape[0]):
         for c in range(logits.shape[1]):
             mask = target[i] == c
             if mask.any():
-                beta = torch.exp(1 - p[i, c][mask])
                 onehot = torch.zeros(logits.shape[1], dtype=torch.float64)
                 onehot[c] = 1
-                g = (p[i][:, mask] - onehot[:, None]) * beta / mask.sum()
-                expected[i][:, mask] = g / logits.shape[0]
-    torch.testing.assert_close(z.grad, expected, rtol=1e-9, atol=1e-12)
+                weight = weight_of_p_t(p[i, c][mask])
+                expected[i][:, mask] = (p[i][:, mask] - onehot[:, None]) * weight / mask.sum() / logits.shape[0]
+    return expected
 
 
 def test_hand_computed_two_pixel_case():
@@ -280,15 +285,7 @@ def test_confidence_weight_off_gradient_by_hand():
     logits, target = random_case(seed=6)
     z = logits.clone().requires_grad_(True)
     PATLoss(temperature=0.3, epsilon=0.7, confidence_weight=False)(z, target).backward()
-    p = torch.softmax(logits, 1)
-    expected = torch.zeros_like(logits)
-    for i in range(logits.shape[0]):
-        for c in range(logits.shape[1]):
-            mask = target[i] == c
-            if mask.any():
-                onehot = torch.zeros(logits.shape[1], dtype=torch.float64)
-                onehot[c] = 1
-                expected[i][:, mask] = (p[i][:, mask] - onehot[:, None]) / mask.sum() / logits.shape[0]
+    expected = gradient_with_constant_weight(logits, target, torch.ones_like)
     torch.testing.assert_close(z.grad, expected, rtol=1e-9, atol=1e-12)
 
 
