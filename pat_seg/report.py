@@ -240,7 +240,7 @@ def build_tables(runs: Sequence[Run], split: str = "val", warn: Callable[[str], 
     pat = [e for e in entries if e.is_pat]
     if len({e.method for e in pat}) > 1:  # Table 5: PAT's temperature (and any other PAT setting)
         table = Table(
-            "Table 5: PAT temperature", ("Model", "Method"),
+            "Table 5: PAT settings (temperature, ablations)", ("Model", "Method"),
             [(m, x) for m in models for x in sorted({e.method for e in pat if e.model == m}, key=_natural)],
             [(d, t) for d in datasets for t in ("miou", "pixel_accuracy")], {}, note=note + "; best within each model")
         tables.append(_fill(table, pat, lambda e: (e.model, e.method), last, lambda e: e.dataset))
