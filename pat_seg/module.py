@@ -88,9 +88,11 @@ class SegmentationModule(L.LightningModule):
 
     # --- setup: class names and counts come from the data module ---------------------------------
     def setup(self, stage: str) -> None:
-        self.record_hparams(model_name=type(self.model).__name__, loss_name=type(self.loss).__name__, loss_repr=repr(self.loss))
+        recorded: dict[str, Any] = {"model_name": type(self.model).__name__, "loss_name": type(self.loss).__name__,
+                                    "loss_repr": repr(self.loss)}
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None:
+            self.record_hparams(**recorded)
             return
         data_classes = getattr(datamodule, "num_classes", self.num_classes)
         if data_classes != self.num_classes:
@@ -102,15 +104,16 @@ class SegmentationModule(L.LightningModule):
         if names is not None and self.hparams.get("class_names") is None:
             for metrics in (self.val_metrics, self.test_metrics):
                 metrics.class_names = list(names)
-        self.record_hparams(class_names=list(self.val_metrics.class_names))
+        recorded["class_names"] = list(self.val_metrics.class_names)
         # Prediction needs no class statistics (and an unlabelled image folder has none).
         if stage != "predict" and hasattr(datamodule, "class_counts"):
             counts = self._shared_class_counts(datamodule)
-            self.record_hparams(class_counts=counts)
+            recorded["class_counts"] = counts
             for metrics in (self.val_metrics, self.test_metrics):
                 metrics.set_class_counts(counts)
             if getattr(self.loss, "needs_class_counts", False) and getattr(self.loss, "class_counts", None) is None:
                 self.loss.set_class_counts(counts)
+        self.record_hparams(**recorded)  # one call: a logger with a default hp_metric writes one per call
 
     def _shared_class_counts(self, datamodule: Any) -> list[int]:
         """Training class counts computed on rank 0 and broadcast, so every process holds the same."""
