@@ -58,7 +58,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 PARTS_SCRIPT = Path(__file__).resolve().with_name("gpu_parts.py")
 
-# Rows every run must produce (the table; gpu_parts.py measures them).
+# Rows every run must produce (the loss table of docs/benchmarks.md, "GPU check"; gpu_parts.py measures them).
 LOSS_ROWS = (
     "F.cross_entropy", "CrossEntropyLoss", "FocalLoss (g=2)", "ClassBalancedLoss", "ClassBalancedFocalLoss",
     "BalancedSoftmaxLoss", "LDAMLoss (+DRW)", "BLVLoss (s=0.5)", "PATLoss (T=20)", "PATLoss (T=20), Triton",

@@ -1,4 +1,4 @@
-"""``benchmarks/gpu_check.py --smoke`` (issue 14): the GPU check runs at tiny sizes on the CPU, so it cannot rot.
+"""``benchmarks/gpu_check.py --smoke``: the GPU check runs at tiny sizes on the CPU, so it cannot rot.
 
 The smoke run executes every part of the real check (Triton under its CPU interpreter, wall clock
 instead of CUDA events, ``pytest -m gpu`` collecting and skipping, DDP on two CPU processes); the
@@ -22,7 +22,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
-# The issue's table: every loss of the paper in its PyTorch code, PAT through Triton, F.cross_entropy.
+# The loss table of docs/benchmarks.md: every loss of the paper in its PyTorch code, PAT through Triton, F.cross_entropy.
 LOSS_ROWS = {"F.cross_entropy", "CrossEntropyLoss", "FocalLoss (g=2)", "ClassBalancedLoss", "ClassBalancedFocalLoss",
              "BalancedSoftmaxLoss", "LDAMLoss (+DRW)", "BLVLoss (s=0.5)", "PATLoss (T=20)", "PATLoss (T=20), Triton"}
 # 19 classes (Cityscapes-like) and 150 (ADE20K-like), float32 and bfloat16 logits.
