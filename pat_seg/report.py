@@ -205,11 +205,15 @@ def _fill(table: Table, runs: Sequence[LabelledRun], row_of: Callable[[LabelledR
     return table
 
 
-def build_tables(runs: Sequence[Run], split: str = "val", warn: Callable[[str], None] = lambda message: None) -> list[Table]:
-    """Tables 3-6 and the utilisation table for ``runs`` (those with nothing to show are left out)."""
+def reported_entries(runs: Sequence[Run], split: str, warn: Callable[[str], None] = lambda message: None) -> list[LabelledRun]:
+    """The labelled runs that logged ``<split>/miou``: what every table of the report is built from."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
-    entries = [e for e in label_runs(runs, warn) if e.run.last(f"{split}/miou") is not None]
+    return [e for e in label_runs(runs, warn) if e.run.last(f"{split}/miou") is not None]
+
+
+def build_tables(entries: Sequence[LabelledRun], split: str = "val") -> list[Table]:
+    """Tables 3-6 and the utilisation table for ``entries`` (those with nothing to show are left out)."""
 
     def last(run: Run, tag: str) -> float | None:
         return run.last(f"{split}/{tag}")
@@ -287,14 +291,13 @@ def _is_baseline(method: str, against: str) -> bool:
     return _normalised(against) in (_normalised(method), _normalised(method.split(" (")[0].split(" [")[0]))
 
 
-def paired_tables(runs: Sequence[Run], against: str, split: str = "val", confidence: float = 0.95,
+def paired_tables(entries: Sequence[LabelledRun], against: str, split: str = "val", confidence: float = 0.95,
                   warn: Callable[[str], None] = lambda message: None) -> list[Table]:
     """Per data set and model: every method minus ``against``, seed by seed, with Student-t intervals.
 
     Runs pair when they share their seeds (``seed_everything`` and the data seed), so both saw the
     same initialisation and data order (:func:`pat_seg.paired.paired_difference`).
     """
-    entries = [e for e in label_runs(runs, warn) if e.run.last(f"{split}/miou") is not None]
     tables = []
     for model in sorted({e.model for e in entries}, key=lambda label: _paper_order(label, MODEL_ORDER)):
         mine = [e for e in entries if e.model == model]
@@ -435,14 +438,15 @@ def report(logdir: str, fmt: str = "markdown", split: str = "val", runs: str = "
     if not found:
         raise ValueError(f"no runs (a config.yaml beside an event file) under {logdir!r} matching {runs!r}")
     warn = lambda message: sys.stderr.write(f"pat-seg report: warning: {message}\n")  # noqa: E731
-    tables = build_tables(found, split, warn=warn)
+    entries = reported_entries(found, split, warn)  # labelled once: a rerun's warning is printed once
+    tables = build_tables(entries, split)
     if not tables:
         raise ValueError(f"{len(found)} runs under {logdir!r} but none logged {split}/miou; "
                          f"run `pat-seg test` first for --split test")
     if paired_against is not None:
-        paired = paired_tables(found, paired_against, split)
+        paired = paired_tables(entries, paired_against, split, warn=warn)
         if not paired:
-            methods = sorted({e.method for e in label_runs(found)})
+            methods = sorted({e.method for e in entries})
             raise ValueError(f"--paired-against {paired_against!r} matches none of the methods {methods}")
         tables += paired
     return RENDERERS[fmt](tables)
