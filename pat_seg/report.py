@@ -444,10 +444,13 @@ def report(logdir: str, fmt: str = "markdown", split: str = "val", runs: str = "
         raise ValueError(f"{len(found)} runs under {logdir!r} but none logged {split}/miou; "
                          f"run `pat-seg test` first for --split test")
     if paired_against is not None:
+        methods = sorted({e.method for e in entries})
+        if not any(_is_baseline(method, paired_against) for method in methods):
+            raise ValueError(f"--paired-against {paired_against!r} matches none of the methods {methods}")
         paired = paired_tables(entries, paired_against, split, warn=warn)
         if not paired:
-            methods = sorted({e.method for e in entries})
-            raise ValueError(f"--paired-against {paired_against!r} matches none of the methods {methods}")
+            raise ValueError(f"--paired-against {paired_against!r}: no other method ran on the same data set "
+                             f"and model to compare with (methods: {methods})")
         tables += paired
     return RENDERERS[fmt](tables)
 

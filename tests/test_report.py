@@ -186,6 +186,10 @@ def test_a_rerun_with_the_same_seeds_counts_once_with_a_warning(tmp_path: Path, 
     assert rows[0][:2] == ["CE", cell([0.44, 0.50])]
     err = capsys.readouterr().err
     assert "warning" in err and str(first) in err and f"only the newest, {rerun}" in err
+    with pytest.raises(ValueError, match="no other method ran on the same data set and model"):
+        report(str(tmp_path), paired_against="CE")
+    capsys.readouterr()
+    make_run(tmp_path, "pat-s1", val(0.60), "PATLoss", {"temperature": 20.0}, seed=1)
     report(str(tmp_path), paired_against="CE")  # the paired tables reuse the same labelled runs
     assert capsys.readouterr().err.count("warning") == 1
 
