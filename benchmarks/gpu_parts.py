@@ -6,7 +6,7 @@ prints its progress. A part runs on CUDA when a device is present, otherwise on 
 that the Triton kernel runs under Triton's CPU interpreter). Parts:
 
 - ``env``: versions, devices, and whether Triton interprets.
-- ``diff``: PATLoss through Triton against its PyTorch code, loss and gradient (issue item 3).
+- ``diff``: PATLoss through Triton against its PyTorch code, loss and gradient.
 - ``losses``: every loss's forward+backward time and peak memory against ``F.cross_entropy``
   (item 2), by :func:`losses.measure_losses`.
 - ``step``: DeepLabV3+ training steps with CE, PAT (PyTorch) and PAT (Triton), bf16-mixed,
@@ -63,7 +63,7 @@ class Sizes:
     data_profile_images: int
 
 
-# The issue's sizes: Cityscapes-like 19 classes at 512x1024 and ADE20K-like 150 at 512x512, batch 8.
+# The sizes of docs/benchmarks.md, "GPU check": Cityscapes-like 19 classes at 512x1024 and ADE20K-like 150 at 512x512, batch 8.
 FULL = Sizes(
     smoke=False, loss_shapes=((8, 19, 512, 1024), (8, 150, 512, 512)), dtypes=("float32", "bfloat16"), loss_rounds=20,
     loss_warmup=3, step_batch=8, step_size=(512, 1024), step_backbone="resnet50", step_classes=19, step_warmup=5,

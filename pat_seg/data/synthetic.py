@@ -83,7 +83,7 @@ RARITIES = ("small", "infrequent")
 THINGS = (CAR, PERSON, POLE, SIGN, LIGHT)  # from the most to the least frequent; painted in this order
 # Height / width of each thing's bounding box (the person is an ellipse, the others rectangles), as in
 # the default scene: wide cars, tall people, thin poles, square signs, upright lights.
-THING_ASPECTS = {CAR: 0.5, PERSON: 2.5, POLE: 6.0, SIGN: 1.0, LIGHT: 1.5}
+THING_HEIGHT_TO_WIDTH = {CAR: 0.5, PERSON: 2.5, POLE: 6.0, SIGN: 1.0, LIGHT: 1.5}
 SMALL_PRESENCE = 0.5  # rarity="small": share of the images that contain each thing class
 INFREQUENT_COVERAGE = 1 / 64  # rarity="infrequent": share of the image one object covers (8x8 at 64x64)
 # Below these a regime is refused: a rare object of fewer pixels shows no texture to learn it by, and a
@@ -247,7 +247,7 @@ class SyntheticLongTailDataset(Dataset):
             if not self._present(thing.cls, index, thing.presence):
                 continue
             # A little variety of shape (the aspect), none of expected area (the coverage is exact).
-            aspect = THING_ASPECTS[thing.cls] * math.exp(self._uniform(g, -0.2, 0.2))
+            aspect = THING_HEIGHT_TO_WIDTH[thing.cls] * math.exp(self._uniform(g, -0.2, 0.2))
             ellipse = thing.cls == PERSON
             width = _box_width(thing.coverage, aspect, math.pi / 4 if ellipse else 1.0, s)
             height = aspect * width
