@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import yaml
 from jsonargparse import Namespace
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -26,30 +27,21 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from pat_seg.callbacks.prediction_writer import PredictionWriter
 from pat_seg.cli_help import COMMANDS, PatSegHelpFormatter, top_level_help
 from pat_seg.data.base import SegmentationDataModule
-from pat_seg.errors import CommandProgress, short_errors
+from pat_seg.errors import configuration_error, short_errors
 from pat_seg.module import SegmentationModule
-from pat_seg.run_folders import (
-    CHECKPOINTS,
-    SUBFOLDERS,
-    RunFolder,
-    check_resumable,
-    experiment_name,
-    newest_run_with_last_checkpoint,
-    run_of,
-    run_of_checkpoint,
-)
+from pat_seg.checkpoint_files import SafeCheckpointIO
+from pat_seg.command_plan import CommandPlan, CommandRequest, plan_command
+from pat_seg.exceptions import ConfigurationError
+from pat_seg.run_folders import HPARAMS, SUBFOLDERS, RunFolder, experiment_name, run_of
 from pat_seg.third_party_warnings import ignore_third_party_warnings
 
 DEFAULT_CONFIG = str(files("pat_seg") / "configs" / "default.yaml")
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 TOOLS = ("report", "sweep")
-PROGRESS = CommandProgress()
 
 
 class PatSegCLI(LightningCLI):
     """LightningCLI with pat-seg's argument links, run folders and resume in place."""
-
-    _purge_step: int | None = None  # set when fit resumes a checkpoint
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         for source, targets in {
@@ -93,86 +85,74 @@ class PatSegCLI(LightningCLI):
             rank_zero_warn("sync_batchnorm=True is ignored on CPU (SyncBatchNorm needs CUDA)")
             trainer.sync_batchnorm = False
 
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError) as error:
+            rejection = configuration_error(error)
+            if rejection is None:
+                raise
+            raise rejection from error
+
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         settings = self._of_subcommand(self.config_init)
         trainer_settings = settings["trainer"]
-        folder = self._run_folder(settings, trainer_settings)
-        if folder is not None:
-            kwargs["logger"] = self._logger_for(folder)
-        ckpt_path = settings.get("ckpt_path")
-        run = folder if folder is not None and folder.path is not None else None
-        if run is None and ckpt_path not in (None, "last", "best"):
-            run = run_of_checkpoint(ckpt_path)
-        if self.subcommand != "fit" and run is not None:
+        plan = plan_command(CommandRequest(
+            subcommand=str(self.subcommand or "fit"),
+            ckpt_path=settings.get("ckpt_path"),
+            run=self._logged_run(settings, trainer_settings),
+            config_files=[str(path) for path in settings.get("config") or []],
+            config=self._config_to_save(),
+            max_epochs=trainer_settings.get("max_epochs"),
+            max_steps=trainer_settings.get("max_steps"),
+        ))
+        if plan.state is not None:
+            check_weights_fit(self.model, plan.state, plan.checkpoint)
+        for message in plan.warnings:
+            rank_zero_warn(message)
+        for message in plan.notes:
+            rank_zero_info(message)
+        settings["ckpt_path"] = str(plan.checkpoint) if plan.checkpoint is not None else None
+        if plan.run is not None:
+            kwargs["logger"] = self._logger_for(plan.run, plan.purge_step)
+        kwargs["plugins"] = with_safe_checkpoints(trainer_settings.get("plugins"), plan)
+        if self.subcommand != "fit" and plan.run is not None and plan.run.path is not None:
             # Checkpoint callbacks write nothing outside fit, but an evaluation restores their state
             # from the checkpoint: pointed at the run's own folder, it reloads without complaint.
             for callback in trainer_settings.get("callbacks") or []:
                 if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
-                    callback.dirpath = str(run.path / CHECKPOINTS)
+                    callback.dirpath = str(plan.run.checkpoints)
         return super().instantiate_trainer(**kwargs)
 
-    def _run_folder(self, settings: dict[str, Any], trainer_settings: dict[str, Any]) -> RunFolder | None:
-        """The run this command writes into, with ``settings["ckpt_path"]`` resolved to a file where
-        it names one of a run's checkpoints (None: a logger other than TensorBoard was configured)."""
+    def _config_to_save(self) -> dict[str, Any]:
+        """The config as this command would save it in its run's ``config.yaml``."""
+        parser = self._parser(self.subcommand)
+        return yaml.safe_load(parser.dump(self._of_subcommand(self.config), skip_none=False)) or {}
+
+    def _logged_run(self, settings: dict[str, Any], trainer_settings: dict[str, Any]) -> RunFolder | None:
+        """The run folder the configured logger points at (None: a logger other than TensorBoard, or none)."""
         configured = trainer_settings.get("logger")
-        if configured is False:
-            return None
         if isinstance(configured, TensorBoardLogger):
             # The version as configured (None: the next free one), not the logger's resolved property.
             spec = self._of_subcommand(self.config).trainer.logger
             version = spec.init_args.get("version") if isinstance(spec, Namespace) else None
             version = f"version_{version}" if isinstance(version, int) else version
-            default = RunFolder(Path(configured.save_dir), configured.name, version)
-        elif configured in (None, True):
+            return RunFolder(Path(configured.save_dir), configured.name, version)
+        if configured in (None, True):
             root = Path(trainer_settings.get("default_root_dir") or Path.cwd())
-            default = RunFolder(root / "lightning_logs", settings["name"])
-        else:
-            return None
-        ckpt_path = settings.get("ckpt_path")
-        if self.subcommand == "fit":
-            return self._fit_folder(default, settings, trainer_settings, ckpt_path)
-        run = run_of(ckpt_path, list(settings.get("config") or []))
-        if run is not None and ckpt_path in ("last", "best"):
-            settings["ckpt_path"] = str(run.checkpoint(ckpt_path))
-        return run or default
+            return RunFolder(root / "lightning_logs", settings["name"])
+        return None
 
-    def _fit_folder(self, default: RunFolder, settings: dict[str, Any], trainer_settings: dict[str, Any],
-                    ckpt_path: str | None) -> RunFolder:
-        if ckpt_path is None:
-            return default
-        if ckpt_path == "last":
-            run = default if default.version is not None else newest_run_with_last_checkpoint(default.save_dir,
-                                                                                              default.experiment)
-            if run is None or not (run.path / CHECKPOINTS / "last.ckpt").is_file():
-                rank_zero_warn(f"--ckpt_path last: no run of {default.experiment!r} under {default.save_dir} has "
-                               f"a last checkpoint; starting a new run")
-                settings["ckpt_path"] = None
-                return default
-            settings["ckpt_path"] = str(run.checkpoint("last"))
-        else:
-            run = run_of_checkpoint(ckpt_path) or default
-        progress = check_resumable(settings["ckpt_path"], trainer_settings.get("max_epochs"),
-                                   trainer_settings.get("max_steps"))
-        self._purge_step = progress.global_step
-        rank_zero_info(f"resuming {run.path or 'a new run'} from {settings['ckpt_path']} "
-                       f"(epoch {progress.completed_epochs}, global step {progress.global_step})")
-        return run
-
-    def _logger_for(self, folder: RunFolder) -> TensorBoardLogger:
+    def _logger_for(self, folder: RunFolder, purge_step: int | None) -> TensorBoardLogger:
         """A TensorBoard logger writing into ``folder`` (or its evaluation sub-folder); a configured
         TensorBoardLogger's save_dir, name and version are kept, its other options are not."""
         options: dict[str, Any] = {"default_hp_metric": False}  # the HParams tab gets real metrics at the end
-        if self.subcommand == "fit" and self._purge_step is not None:
+        if purge_step is not None:
             # Events the interrupted process wrote after the checkpoint are hidden by TensorBoard.
-            options["purge_step"] = self._purge_step
-        sub_dir = SUBFOLDERS.get(self.subcommand)
+            options["purge_step"] = purge_step
+        sub_dir = SUBFOLDERS.get(str(self.subcommand))
         return TensorBoardLogger(str(folder.save_dir), name=folder.experiment, version=folder.version,
                                  sub_dir=sub_dir, **options)
-
-    def before_fit(self) -> None:
-        PROGRESS.running = True
-
-    before_validate = before_test = before_predict = before_fit
 
 
 def fill_classes_from_run(config: Namespace) -> None:
@@ -183,13 +163,40 @@ def fill_classes_from_run(config: Namespace) -> None:
     if data.init_args.get("num_classes") is not None:
         return
     run = run_of(config.get("ckpt_path"), list(config.get("config") or []))
-    hparams = run.path / "hparams.yaml" if run is not None and run.path is not None else None
+    hparams = run.path / HPARAMS if run is not None and run.path is not None else None
     if hparams is None or not hparams.is_file():
-        raise ValueError("ImageFolderDataModule needs --data.num_classes (and --data.class_names), or a run's "
+        raise ConfigurationError("ImageFolderDataModule needs --data.num_classes (and --data.class_names), or a run's "
                          "config.yaml / checkpoint whose hparams.yaml holds them")
     recorded = yaml.safe_load(hparams.read_text()) or {}
     data.init_args.num_classes = recorded.get("num_classes")
     data.init_args.class_names = recorded.get("class_names")
+
+
+def check_weights_fit(module: Any, state: dict[str, Any], checkpoint: Path | None) -> None:
+    """Refuse a checkpoint whose weights do not fit the configured network, before anything is written."""
+    expected = {name: tuple(value.shape) for name, value in module.state_dict().items()}
+    saved = {name: tuple(getattr(value, "shape", ())) for name, value in (state.get("state_dict") or {}).items()}
+    if not getattr(module, "strict_loading", True) or saved == expected:
+        return
+    missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
+    reshaped = [f"{name} {saved[name]} vs {expected[name]}" for name in sorted(set(saved) & set(expected))
+                if saved[name] != expected[name]]
+    details = [f"{label}: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}"
+               for label, names in (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped))
+               if names]
+    raise ConfigurationError(f"checkpoint {checkpoint} does not fit the configured network "
+                             f"({type(getattr(module, 'model', module)).__name__}): " + "; ".join(details)
+                             + "\ngive the config the checkpoint was trained with (its run's config.yaml)")
+
+
+def with_safe_checkpoints(configured: Any, plan: CommandPlan) -> list[Any]:
+    """The trainer's plugins with :class:`SafeCheckpointIO` reading and writing its checkpoints."""
+    plugins = [] if configured is None else list(configured) if isinstance(configured, (list, tuple)) else [configured]
+    if any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+        raise ConfigurationError("pat-seg reads and writes checkpoints itself (safe loading, atomic saves): "
+                                 "remove the CheckpointIO from --trainer.plugins")
+    opened = (plan.checkpoint, plan.state) if plan.checkpoint is not None and plan.state is not None else None
+    return [*plugins, SafeCheckpointIO(opened)]
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> PatSegCLI:
@@ -226,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS and not command.startswith("-"):
         sys.stderr.write(f"pat-seg: error: unknown command {command!r}; expected one of {', '.join(COMMANDS)}\n")
         sys.exit(2)
-    with short_errors(command, PROGRESS):
+    with short_errors(command):
         cli_main(None if explicit is None else argv)
 
 

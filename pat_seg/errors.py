@@ -1,11 +1,11 @@
-"""The project's own errors end a ``pat-seg`` command with a short message instead of a traceback.
+"""pat-seg's own errors end a ``pat-seg`` command with a short message instead of a traceback.
 
-pat-seg checks its input where it enters (data layouts, argument values, checkpoints, labels) and
-raises ``ValueError`` (or a subclass) naming the value and what was expected. Such an error, raised by
-pat-seg's code, is printed as ``pat-seg <command>: error: <message>``; the exit code is 2 when the
-configuration is wrong (anything raised before training or evaluation starts, a data layout, a
-checkpoint that cannot be resumed) and 1 when a run fails on the way (a bad label in batch 812, a
-NaN loss). Any other exception is a bug or an environment problem and keeps its full traceback.
+Errors are told apart by type (:mod:`pat_seg.exceptions`), not by where they were raised: a
+:class:`~pat_seg.exceptions.ConfigurationError` is printed as ``pat-seg <command>: error: <message>``
+and exits 2, a :class:`~pat_seg.exceptions.RunFailure` likewise with exit 1. A ``ValueError`` or
+``TypeError`` with which a configured class rejected its arguments while the command was being set
+up is a configuration error too (:func:`configuration_error`). Any other exception -- a torch error
+in pat-seg's own code, an out-of-memory error, a bug -- keeps its full traceback.
 ``PAT_SEG_DEBUG=1`` shows the traceback of every error.
 """
 
@@ -14,56 +14,48 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+from pat_seg.exceptions import ConfigurationError, PatSegError, RunFailure
+
 CONFIGURATION_ERROR = 2
 RUN_FAILURE = 1
 MAX_MESSAGE_LINES = 12
 
 
-class CommandProgress:
-    """Whether the command got past configuration (set by the CLI just before it trains or evaluates)."""
-
-    def __init__(self) -> None:
-        self.running = False
-
-
-def _raised_by_pat_seg(error: BaseException) -> bool:
-    """Whether the frame that raised ``error`` is pat-seg's code (not a dependency's)."""
-    traceback = error.__traceback__
-    if traceback is None:
-        return False
-    while traceback.tb_next is not None:
-        traceback = traceback.tb_next
-    return PACKAGE_DIR in Path(traceback.tb_frame.f_code.co_filename).resolve().parents
-
-
 def _chain(error: BaseException) -> Iterator[BaseException]:
     """``error`` and every exception it was raised from or while handling, outermost first."""
     seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or link.__context__
 
 
-def project_error(error: BaseException) -> ValueError | RuntimeError | None:
+def project_error(error: BaseException) -> PatSegError | None:
     """The pat-seg error behind ``error`` (jsonargparse and Lightning wrap them), or None."""
     for link in _chain(error):
-        if isinstance(link, (ValueError, RuntimeError)) and _raised_by_pat_seg(link):
+        if isinstance(link, PatSegError):
             return link
     return None
 
 
-def exit_code(error: BaseException, progress: CommandProgress) -> int:
-    from pat_seg.data.io import DatasetLayoutError
-    from pat_seg.run_folders import ResumeError
+def configuration_error(error: BaseException) -> ConfigurationError | None:
+    """A class rejecting its configured arguments, as a :class:`ConfigurationError` with the rejection's words.
 
-    if isinstance(error, (DatasetLayoutError, ResumeError)) or not progress.running:
-        return CONFIGURATION_ERROR
-    return RUN_FAILURE
+    jsonargparse wraps what a constructor raised; the innermost error is the rejection. None when
+    ``error`` holds a pat-seg error already, or when the innermost error is not a ``ValueError`` or
+    ``TypeError`` (a torch error while building a network, say): those are raised as they are.
+    """
+    if project_error(error) is not None:
+        return None
+    innermost = list(_chain(error))[-1]
+    return ConfigurationError(str(innermost)) if isinstance(innermost, (ValueError, TypeError)) else None
+
+
+def exit_code(error: PatSegError) -> int:
+    return RUN_FAILURE if isinstance(error, RunFailure) else CONFIGURATION_ERROR
 
 
 def short_message(command: str, error: BaseException) -> str:
@@ -75,7 +67,7 @@ def short_message(command: str, error: BaseException) -> str:
 
 
 @contextmanager
-def short_errors(command: str, progress: CommandProgress) -> Iterator[None]:
+def short_errors(command: str) -> Iterator[None]:
     """Turn pat-seg's own errors into a short message on stderr and an exit code (see the module doc)."""
     try:
         yield
@@ -86,4 +78,4 @@ def short_errors(command: str, progress: CommandProgress) -> Iterator[None]:
         if cause is None:
             raise
         sys.stderr.write(short_message(command, cause))
-        sys.exit(exit_code(cause, progress))
+        sys.exit(exit_code(cause))

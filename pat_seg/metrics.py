@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
+from pat_seg.exceptions import ConfigurationError
 
 
 def iou_per_class(confmat: Tensor) -> Tensor:
@@ -69,14 +70,14 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
         super().__init__(num_classes=num_classes, ignore_index=ignore_index, validate_args=False)
         self.class_names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
         if len(self.class_names) != num_classes:
-            raise ValueError(f"got {len(self.class_names)} class names for num_classes={num_classes}")
+            raise ConfigurationError(f"got {len(self.class_names)} class names for num_classes={num_classes}")
         self.set_class_counts(class_counts)
         self.computed_confmat: Tensor | None = None  # the (process-summed) matrix of the last compute()
 
     def set_class_counts(self, class_counts: Sequence[float] | None) -> None:
         """Define the head/tail split from training pixel counts (None: no head/tail metrics)."""
         if class_counts is not None and len(class_counts) != self.num_classes:
-            raise ValueError(f"got {len(class_counts)} class counts for num_classes={self.num_classes}")
+            raise ConfigurationError(f"got {len(class_counts)} class counts for num_classes={self.num_classes}")
         self.tail = tail_classes(list(class_counts)) if class_counts is not None else None
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]

@@ -16,6 +16,7 @@ from pat_seg.metrics import SegmentationMetrics
 from pat_seg.models import SegmentationNetwork
 from pat_seg.run_summary import hparams_summary
 from pat_seg.validation import check_batch
+from pat_seg.exceptions import ConfigurationError
 
 
 def _images_to_channels_last(model: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -60,7 +61,7 @@ class SegmentationModule(L.LightningModule):
     ) -> None:
         super().__init__()
         if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2; got {num_classes}")
+            raise ConfigurationError(f"num_classes must be >= 2; got {num_classes}")
         self.save_hyperparameters(ignore=["model", "loss", "optimizer", "lr_scheduler"])
         self.model = model
         self.loss = loss
@@ -96,7 +97,7 @@ class SegmentationModule(L.LightningModule):
             return
         data_classes = getattr(datamodule, "num_classes", self.num_classes)
         if data_classes != self.num_classes:
-            raise ValueError(
+            raise ConfigurationError(
                 f"the data module has {data_classes} classes but the module was built with "
                 f"num_classes={self.num_classes}"
             )
@@ -144,7 +145,7 @@ class SegmentationModule(L.LightningModule):
     def _logits(self, image: Tensor) -> Tensor:
         logits = self.model(image)
         if logits.shape[1] != self.num_classes or logits.shape[-2:] != image.shape[-2:]:
-            raise ValueError(
+            raise ConfigurationError(
                 f"model output has shape {list(logits.shape)}; expected [B, {self.num_classes}, "
                 f"{image.shape[-2]}, {image.shape[-1]}] (num_classes at the input resolution)"
             )

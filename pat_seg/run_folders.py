@@ -1,12 +1,15 @@
-"""Where a ``pat-seg`` command writes: one folder per run, named for the experiment.
+"""A run on disk: its folder layout and its identity (no torch: the report and the sweep read it too).
 
 A run is ``<save_dir>/<experiment>/<version>/`` (``lightning_logs/cityscapes_pat/version_0``): the
 experiment name is ``--name``, else the stem of the first ``--config`` file, else ``default``.
 Everything a run produces lives in its folder: TensorBoard events, ``config.yaml``, ``hparams.yaml``,
 ``checkpoints/``; ``pat-seg test|validate|predict`` given one of the run's checkpoints write into
-``<run>/test/``, ``<run>/validate/`` and ``<run>/predictions/``; ``pat-seg fit --ckpt_path last`` (or a
-checkpoint inside a run) continues in that run's folder, and TensorBoard is told to drop whatever the
-interrupted process logged after the checkpoint, so the curves stay one line without repeated steps.
+``<run>/test/``, ``<run>/validate/`` and ``<run>/predictions/``.
+
+What a run *is* comes from its saved ``config.yaml``, not from its folder's name: two configs are the
+same experiment when they agree in everything but seeds and logging plumbing (:func:`experiment_identity`),
+and a command may continue a run only when they also agree in the seeds (:func:`resume_identity`):
+only the training budget may grow.
 """
 
 from __future__ import annotations
@@ -15,16 +18,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+import yaml
+
+from pat_seg.exceptions import ConfigurationError
 
 CHECKPOINTS = "checkpoints"
+LAST = "last.ckpt"
+CONFIG = "config.yaml"
+HPARAMS = "hparams.yaml"
 # Sub-folder of a run that each evaluation subcommand writes into.
 SUBFOLDERS = {"test": "test", "validate": "validate", "predict": "predictions"}
 DEFAULT_EXPERIMENT = "default"
 
+# Config keys (dotted; a key covers everything below it) that vary between repeats of one experiment.
+SEED_KEYS = ("seed_everything", "data.init_args.seed")
+# Config keys that change where and how a run is logged or resumed, not what it computes.
+PLUMBING = (
+    "name", "ckpt_path", "config", "predictions", "trainer.logger", "trainer.default_root_dir",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.callbacks",
+    "trainer.log_every_n_steps", "trainer.enable_checkpointing", "trainer.num_sanity_val_steps",
+    "data.init_args.root", "data.init_args.num_workers", "data.init_args.pin_memory",
+    "data.init_args.persistent_workers", "data.init_args.eval_batch_size", "model.num_classes",
+    "model.ignore_index", "model.class_names", "model.loss.init_args.ignore_index",
+    "model.loss.init_args.class_counts", "model.loss.init_args.implementation", "model.model.init_args.num_classes",
+)
+# The training budget: a resumed run may be given more of it.
+BUDGET_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time")
 
-class ResumeError(ValueError):
-    """A checkpoint cannot be used the way the command asks (missing, or past the run's budget)."""
+
+class ResumeError(ConfigurationError):
+    """A run or checkpoint cannot be continued or evaluated the way the command asks."""
 
 
 @dataclass(frozen=True)
@@ -39,19 +62,20 @@ class RunFolder:
     def path(self) -> Path | None:
         return None if self.version is None else self.save_dir / self.experiment / self.version
 
-    def checkpoint(self, which: str) -> Path:
-        """``last`` -> ``checkpoints/last.ckpt``; ``best`` -> the best checkpoint recorded by the run."""
-        folder = self.save_dir / self.experiment / str(self.version) / CHECKPOINTS
-        last = folder / "last.ckpt"
-        if which == "last":
-            if not last.is_file():
-                raise ResumeError(f"{last} does not exist: run {folder.parent} has no last checkpoint")
-            return last
-        best = best_checkpoint(folder)
-        if best is None:
-            raise ResumeError(f"run {folder.parent} records no best checkpoint in {folder} "
-                              f"(give --ckpt_path last or a checkpoint file)")
-        return best
+    @property
+    def checkpoints(self) -> Path:
+        return self.save_dir / self.experiment / str(self.version) / CHECKPOINTS
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / LAST
+
+    def saved_config(self) -> dict[str, Any] | None:
+        """The ``config.yaml`` the run saved (None: a new run, or one that never got that far)."""
+        path = self.path / CONFIG if self.path is not None else None
+        if path is None or not path.is_file():
+            return None
+        return yaml.safe_load(path.read_text()) or {}
 
 
 def experiment_name(explicit: str | None, config_files: list[Any]) -> str:
@@ -73,7 +97,7 @@ def run_of_checkpoint(checkpoint: str | Path) -> RunFolder | None:
 def run_of_config(config_file: str | Path) -> RunFolder | None:
     """The run whose saved ``config.yaml`` this is (a ``config.yaml`` beside a ``checkpoints/`` folder)."""
     path = Path(str(config_file)).resolve()
-    if path.name != "config.yaml" or not (path.parent / CHECKPOINTS).is_dir():
+    if path.name != CONFIG or not (path.parent / CHECKPOINTS).is_dir():
         return None
     run = path.parent
     return RunFolder(run.parent.parent, run.parent.name, run.name)
@@ -88,60 +112,44 @@ def run_of(ckpt_path: str | None, config_files: list[Any]) -> RunFolder | None:
     return run
 
 
-def newest_run_with_last_checkpoint(save_dir: Path, experiment: str) -> RunFolder | None:
-    """The run of ``experiment`` whose ``checkpoints/last.ckpt`` was written last."""
-    candidates = list((save_dir / experiment).glob(f"*/{CHECKPOINTS}/last.ckpt"))
-    if not candidates:
-        return None
-    newest = max(candidates, key=lambda path: path.stat().st_mtime)
-    return RunFolder(save_dir, experiment, newest.parent.parent.name)
+def runs_with_last_checkpoint(save_dir: Path, experiment: str) -> list[RunFolder]:
+    """The runs of ``experiment`` that hold a ``checkpoints/last.ckpt``, the last written first."""
+    candidates = sorted((save_dir / experiment).glob(f"*/{CHECKPOINTS}/{LAST}"),
+                        key=lambda path: path.stat().st_mtime, reverse=True)
+    return [RunFolder(save_dir, experiment, path.parent.parent.name) for path in candidates]
 
 
-def best_checkpoint(folder: Path) -> Path | None:
-    """The ``best_model_path`` the run's ``ModelCheckpoint`` recorded in ``last.ckpt``, if it still exists."""
-    last = folder / "last.ckpt"
-    if not last.is_file():
-        return None
-    state = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
-    for key, value in state.get("callbacks", {}).items():
-        if str(key).startswith("ModelCheckpoint") and isinstance(value, dict) and value.get("best_model_path"):
-            best = Path(value["best_model_path"])
-            candidate = best if best.is_file() else folder / best.name  # a run folder moved as a whole
-            if candidate.is_file():
-                return candidate
-    return None
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"trainer.max_epochs": 12, ...}`` (lists stay values)."""
+    if not isinstance(node, dict):
+        return {prefix: node} if prefix else {}
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
 
 
-@dataclass(frozen=True)
-class CheckpointProgress:
-    """How far the run of a checkpoint got: epochs completed and optimizer steps taken."""
-
-    completed_epochs: int
-    global_step: int
+def covered(key: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether dotted ``key`` is one of ``prefixes`` or lies below one."""
+    return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
 
 
-def checkpoint_progress(checkpoint: str | Path) -> CheckpointProgress:
-    """Read the progress counters of a Lightning checkpoint (memory-mapped: weights are not read)."""
-    if not Path(checkpoint).is_file():
-        raise ResumeError(f"checkpoint {checkpoint} does not exist")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
-    epochs = state.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
-    # Lightning restores current_epoch from the completed-epoch counter, not from state["epoch"].
-    return CheckpointProgress(int(epochs.get("completed", state.get("epoch", 0))), int(state.get("global_step", 0)))
+def experiment_identity(config: dict[str, Any], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The flattened config without seeds and plumbing: equal for repeats of one experiment.
+
+    ``defaults``: dotted keys filled in where the config lacks them (a switch added after a run was saved).
+    """
+    flat = {**(defaults or {}), **flatten(config)}
+    return {key: value for key, value in flat.items() if not covered(key, SEED_KEYS + PLUMBING)}
 
 
-def check_resumable(checkpoint: str | Path, max_epochs: int | None, max_steps: int | None) -> CheckpointProgress:
-    """The checkpoint's progress, or :class:`ResumeError` if the budget ended before it."""
-    progress = checkpoint_progress(checkpoint)
-    if max_epochs is not None and max_epochs >= 0 and max_epochs < progress.completed_epochs:
-        raise ResumeError(
-            f"cannot resume {checkpoint}: it has completed {progress.completed_epochs} epochs (global step "
-            f"{progress.global_step}) but --trainer.max_epochs={max_epochs}; give max_epochs >= "
-            f"{progress.completed_epochs} to continue it"
-        )
-    if max_steps is not None and max_steps >= 0 and max_steps < progress.global_step:
-        raise ResumeError(
-            f"cannot resume {checkpoint}: it is at global step {progress.global_step} but "
-            f"--trainer.max_steps={max_steps}; give max_steps >= {progress.global_step} to continue it"
-        )
-    return progress
+def resume_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The flattened config without plumbing and budget: what a command must share with the run it continues."""
+    return {key: value for key, value in flatten(config).items() if not covered(key, PLUMBING + BUDGET_KEYS)}
+
+
+def identity_differences(saved: dict[str, Any], requested: dict[str, Any]) -> list[str]:
+    """``key: saved -> requested`` for each identifying key on which two configs disagree."""
+    old, new = resume_identity(saved), resume_identity(requested)
+    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
+            if old.get(key) != new.get(key)]

@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from pat_seg.errors import project_error
+from pat_seg.errors import configuration_error, project_error
+from pat_seg.exceptions import ConfigurationError
+from pat_seg.run_folders import ResumeError
 
 PAT_SEG = str(Path(sys.executable).parent / "pat-seg")
 REPO = Path(__file__).resolve().parents[1]
@@ -86,21 +89,33 @@ def test_resume_past_the_budget_is_named(tmp_path: Path) -> None:
     assert trained.returncode == 0, trained.stderr[-3000:]
     result = pat_seg("fit", "--config", str(config), "--ckpt_path", "last", "--trainer.max_epochs=1", cwd=tmp_path)
     short_error(result, 2, "max_epochs=1", "completed 2 epochs")
+    finished = pat_seg("fit", "--config", str(config), "--ckpt_path", "last", cwd=tmp_path)
+    short_error(finished, 2, "already finished", "completed 2 epochs", "raise --trainer.max_epochs")
 
 
 def test_only_pat_segs_own_errors_are_shortened() -> None:
     from pat_seg.losses import PATLoss
 
-    with pytest.raises(ValueError) as ours:
+    with pytest.raises(ValueError) as rejected:
         PATLoss(temperature=-1.0)
-    assert project_error(ours.value) is ours.value
-    try:  # wrapped, as jsonargparse wraps it: the cause is found
+    # A constructor rejecting its configured arguments, wrapped as jsonargparse wraps it.
+    try:
         try:
             PATLoss(temperature=-1.0)
         except ValueError as error:
             raise RuntimeError("Does not validate against any of the Union subtypes") from error
     except RuntimeError as wrapper:
-        assert isinstance(project_error(wrapper), ValueError) and "temperature" in str(project_error(wrapper))
+        converted = configuration_error(wrapper)
+        assert isinstance(converted, ConfigurationError) and str(converted) == str(rejected.value)
+    ours = ResumeError("cannot resume")
+    try:
+        raise RuntimeError("wrapped by Lightning") from ours
+    except RuntimeError as wrapper:
+        assert project_error(wrapper) is ours
+    # Errors are told apart by type: a torch error raised in pat-seg's own code is not shortened.
+    with pytest.raises(RuntimeError) as torch_error:
+        torch.cat([torch.zeros(1, 2), torch.zeros(1, 3)], dim=0)
+    assert project_error(torch_error.value) is None and configuration_error(torch_error.value) is None
     with pytest.raises(ValueError) as theirs:
-        int("x")  # raised by Python, not by pat-seg: keeps its traceback
+        int("x")
     assert project_error(theirs.value) is None

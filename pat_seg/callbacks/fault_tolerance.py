@@ -21,11 +21,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
+from pat_seg.exceptions import ConfigurationError, RunFailure
 
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RunFailure):
     """The training loss became NaN or Inf."""
 
 
@@ -53,9 +54,9 @@ class NonFiniteLossGuard(L.Callback):
 
     def __init__(self, action: Literal["stop", "skip"] = "stop", max_skipped: int = 100) -> None:
         if action not in ("stop", "skip"):
-            raise ValueError(f"action must be 'stop' or 'skip'; got {action!r}")
+            raise ConfigurationError(f"action must be 'stop' or 'skip'; got {action!r}")
         if max_skipped < 0:
-            raise ValueError(f"max_skipped must be >= 0; got {max_skipped}")
+            raise ConfigurationError(f"max_skipped must be >= 0; got {max_skipped}")
         self.action = action
         self.max_skipped = max_skipped
         self.skipped = 0
@@ -112,7 +113,7 @@ class StepCheckpoint(ModelCheckpoint):
 
     def __init__(self, every_n_train_steps: int = 50, dirpath: str | None = None) -> None:
         if every_n_train_steps < 1:
-            raise ValueError(f"every_n_train_steps must be >= 1; got {every_n_train_steps}")
+            raise ConfigurationError(f"every_n_train_steps must be >= 1; got {every_n_train_steps}")
         super().__init__(dirpath=dirpath, every_n_train_steps=every_n_train_steps, save_top_k=0, save_last=True)
 
     @property
@@ -140,7 +141,7 @@ class PreemptionCheckpoint(L.Callback):
         names = ["SIGUSR1"] if signals is None else list(signals)
         for name in names:
             if not isinstance(getattr(signal, name, None), signal.Signals):
-                raise ValueError(f"unknown signal {name!r}; expected a name such as 'SIGUSR1' or 'SIGUSR2'")
+                raise ConfigurationError(f"unknown signal {name!r}; expected a name such as 'SIGUSR1' or 'SIGUSR2'")
         self.signals = [signal.Signals[name] for name in names]
         self._previous: dict[signal.Signals, Any] = {}
         self.saved_path: str | None = None

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
+from pat_seg.exceptions import ConfigurationError
 
 IGNORE_COLOUR = (0.0, 0.0, 0.0)  # ignored pixels are black in ground truth panels
 EMPTY_ROW_COLOUR = (0.6, 0.6, 0.6)  # a class absent from ground truth has no row to normalise
@@ -30,7 +31,7 @@ def class_palette(num_classes: int) -> Tensor:
     saturation and value alternate so that classes with close hues still differ in brightness.
     """
     if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1; got {num_classes}")
+        raise ConfigurationError(f"num_classes must be >= 1; got {num_classes}")
     index = torch.arange(num_classes, dtype=torch.float64)
     hue = (index * (math.sqrt(5) - 1) / 2) % 1.0
     saturation = torch.where(index % 2 == 0, 0.85, 0.55)
@@ -72,7 +73,7 @@ def prediction_grid(images: Tensor, targets: Tensor, predictions: Tensor, num_cl
     ``images [N, C, H, W]``, ``targets`` and ``predictions [N, H, W]``; returns ``[3, rows, cols]``.
     """
     if images.shape[0] != targets.shape[0] or targets.shape != predictions.shape:
-        raise ValueError(f"images {list(images.shape)}, targets {list(targets.shape)} and predictions "
+        raise ConfigurationError(f"images {list(images.shape)}, targets {list(targets.shape)} and predictions "
                          f"{list(predictions.shape)} must be [N, C, H, W], [N, H, W], [N, H, W]")
     palette = class_palette(num_classes)
     n, _, h, w = images.shape
@@ -90,7 +91,7 @@ def prediction_grid(images: Tensor, targets: Tensor, predictions: Tensor, num_cl
 def row_normalised(confmat: Tensor) -> Tensor:
     """Each ground-truth row as fractions of its pixels (float64); NaN rows for classes absent from it."""
     if confmat.ndim != 2 or confmat.shape[0] != confmat.shape[1]:
-        raise ValueError(f"confmat must be a square [L, L] matrix; got shape {list(confmat.shape)}")
+        raise ConfigurationError(f"confmat must be a square [L, L] matrix; got shape {list(confmat.shape)}")
     confmat = confmat.detach().double().cpu()
     totals = confmat.sum(1, keepdim=True)
     return torch.where(totals > 0, confmat / totals.clamp_min(1), torch.full_like(confmat, float("nan")))
@@ -121,7 +122,7 @@ def confusion_matrix_figure(confmat: Tensor, class_names: Sequence[str]) -> Any:
     fractions = row_normalised(confmat)
     size = fractions.shape[0]
     if len(class_names) != size:
-        raise ValueError(f"got {len(class_names)} class names for a {size}x{size} confusion matrix")
+        raise ConfigurationError(f"got {len(class_names)} class names for a {size}x{size} confusion matrix")
     side = max(4.0, 0.35 * size + 2.0)
     figure = _figure(side + 1.0, side)
     axes = figure.add_subplot()
@@ -179,9 +180,9 @@ class PredictionImages(L.Callback):
                  min_height: int = 128) -> None:
         super().__init__()
         if num_images < 1:
-            raise ValueError(f"num_images must be >= 1; got {num_images}")
+            raise ConfigurationError(f"num_images must be >= 1; got {num_images}")
         if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be >= 1; got {every_n_epochs}")
+            raise ConfigurationError(f"every_n_epochs must be >= 1; got {every_n_epochs}")
         self.num_images = num_images
         self.every_n_epochs = every_n_epochs
         self.confusion_matrix = confusion_matrix

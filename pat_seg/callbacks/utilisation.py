@@ -28,6 +28,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
+from pat_seg.exceptions import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def batch_size_of(batch: Any) -> int:
         batch = batch[0]
     if isinstance(batch, Tensor):
         return int(batch.shape[0])
-    raise ValueError(f"cannot tell the batch size of a {type(batch).__name__}; expected a dict with 'image' or a tensor")
+    raise ConfigurationError(f"cannot tell the batch size of a {type(batch).__name__}; expected a dict with 'image' or a tensor")
 
 
 def peak_rss_mib() -> float | None:
@@ -77,7 +78,7 @@ class UtilisationMonitor(L.Callback):
     def __init__(self, min_sample_interval: float = 0.5) -> None:
         super().__init__()
         if min_sample_interval < 0:
-            raise ValueError(f"min_sample_interval must be >= 0 seconds; got {min_sample_interval}")
+            raise ConfigurationError(f"min_sample_interval must be >= 0 seconds; got {min_sample_interval}")
         self.min_sample_interval = min_sample_interval
         self._read_gpu = True
         self._reset()

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pat_seg.data.io import DatasetLayoutError
 from pat_seg.data.sampling import EvaluationSampler, ResumableDataLoader, ResumableShuffleSampler, process_group
+from pat_seg.exceptions import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def count_classes(dataset: Dataset, num_classes: int, ignore_index: int, batch_s
         bad = (labels < 0) | (labels >= num_classes)
         if bool(bad.any()):
             where = (target == labels[bad][0]).flatten(1).any(1).nonzero()[0, 0].item()
-            raise ValueError(
+            raise ConfigurationError(
                 f"label {int(labels[bad][0])} found in training sample {seen + where}; this dataset has "
                 f"{num_classes} classes and ignore_index {ignore_index}"
             )
@@ -89,9 +90,9 @@ class SegmentationDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+            raise ConfigurationError(f"batch_size must be >= 1; got {batch_size}")
         if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0; got {num_workers}")
+            raise ConfigurationError(f"num_workers must be >= 0; got {num_workers}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -153,7 +154,7 @@ class SegmentationDataModule(L.LightningDataModule):
     @class_counts.setter
     def class_counts(self, counts: Sequence[int]) -> None:
         if len(counts) != self.num_classes:
-            raise ValueError(f"got {len(counts)} class counts for num_classes={self.num_classes}")
+            raise ConfigurationError(f"got {len(counts)} class counts for num_classes={self.num_classes}")
         self._class_counts = [int(c) for c in counts]
 
     def setup(self, stage: str) -> None:

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from pat_seg.data.base import SegmentationDataModule, class_counts_cache_path
 from pat_seg.data.io import LabelTable, check_same_size, read_label_image, read_rgb
 from pat_seg.data.transforms import SegmentationTransform, check_size
+from pat_seg.exceptions import ConfigurationError
 
 PairTransform = Callable[[np.ndarray, np.ndarray], tuple[Tensor, Tensor]]
 
@@ -32,7 +33,7 @@ def seeded_split(count: int, fractions: list[float], seed: int) -> list[list[int
     sizes = [round(f * count) for f in fractions[1:]]
     sizes.insert(0, count - sum(sizes))
     if any(f <= 0 for f in fractions) or any(size < 1 for size in sizes):
-        raise ValueError(f"cannot split {count} samples into fractions {fractions}: a part would be empty")
+        raise ConfigurationError(f"cannot split {count} samples into fractions {fractions}: a part would be empty")
     order = np.random.default_rng(seed).permutation(count)
     bounds = np.cumsum([0, *sizes])
     return [sorted(order[a:b].tolist()) for a, b in zip(bounds[:-1], bounds[1:])]
@@ -115,7 +116,7 @@ class DiskDataModule(SegmentationDataModule):
     def set_classes(self, class_names: list[str], ignore_index: int) -> None:
         """Set ``class_names``, ``num_classes`` and ``ignore_index``, which must not be a class index."""
         if 0 <= ignore_index < len(class_names):
-            raise ValueError(f"ignore_index {ignore_index} collides with a class index in [0, {len(class_names) - 1}]")
+            raise ConfigurationError(f"ignore_index {ignore_index} collides with a class index in [0, {len(class_names) - 1}]")
         self.class_names = list(class_names)
         self.num_classes = len(class_names)
         self.ignore_index = ignore_index
@@ -134,7 +135,7 @@ class DiskDataModule(SegmentationDataModule):
 
     def build_dataset(self, split: str) -> Dataset:
         if split not in ("train", "val", "test"):
-            raise ValueError(f"split must be 'train', 'val' or 'test'; got {split!r}")
+            raise ConfigurationError(f"split must be 'train', 'val' or 'test'; got {split!r}")
         return self.build_samples(split, self.transform(train=split == "train" and self.augment))
 
     def counting_dataset(self) -> Dataset:

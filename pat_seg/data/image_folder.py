@@ -21,6 +21,7 @@ from torchvision.transforms.v2 import functional as F
 from pat_seg.data.base import SegmentationDataModule
 from pat_seg.data.io import DatasetLayoutError, read_rgb
 from pat_seg.data.transforms import check_size
+from pat_seg.exceptions import ConfigurationError
 
 SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -65,11 +66,11 @@ class ImageFolderDataModule(SegmentationDataModule):
         if not self.root.is_dir():
             raise DatasetLayoutError(f"{self.root} is not a folder; expected a folder of .jpg/.png images")
         if num_classes is None or num_classes < 2:
-            raise ValueError(f"num_classes must be the trained model's number of classes (>= 2); got {num_classes!r}")
+            raise ConfigurationError(f"num_classes must be the trained model's number of classes (>= 2); got {num_classes!r}")
         self.num_classes = int(num_classes)
         self.class_names = list(class_names) if class_names else [str(c) for c in range(self.num_classes)]
         if len(self.class_names) != self.num_classes:
-            raise ValueError(f"got {len(self.class_names)} class names for num_classes={self.num_classes}")
+            raise ConfigurationError(f"got {len(self.class_names)} class names for num_classes={self.num_classes}")
         self.ignore_index = int(ignore_index)
         self.size = None if size is None else check_size(size)
         if self.size is None:
@@ -80,11 +81,11 @@ class ImageFolderDataModule(SegmentationDataModule):
 
     def build_dataset(self, split: str) -> Dataset:
         if split != "test":
-            raise ValueError(f"ImageFolderDataModule holds unlabelled images: it serves `pat-seg predict`, "
+            raise ConfigurationError(f"ImageFolderDataModule holds unlabelled images: it serves `pat-seg predict`, "
                              f"not the {split!r} split")
         return ImageFolder(self.paths, self.size)
 
     def setup(self, stage: str) -> None:
         if stage != "predict":
-            raise ValueError(f"ImageFolderDataModule serves `pat-seg predict` only; got stage {stage!r}")
+            raise ConfigurationError(f"ImageFolderDataModule serves `pat-seg predict` only; got stage {stage!r}")
         super().setup(stage)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
+from pat_seg.exceptions import ConfigurationError
 
 try:  # deprecated since torchvision 0.29 (for TorchCodec); without it, PIL decodes every image
     from torchvision.io import ImageReadMode, decode_image, read_file
@@ -23,7 +24,7 @@ except ImportError:  # pragma: no cover - a torchvision that has dropped its ima
     decode_image = None
 
 
-class DatasetLayoutError(FileNotFoundError, ValueError):
+class DatasetLayoutError(FileNotFoundError, ConfigurationError):
     """A data-set root is missing or incomplete (a ``FileNotFoundError`` and a ``ValueError``)."""
 
 
@@ -60,7 +61,7 @@ def read_rgb(path: Path) -> Tensor:
             # np.array copies: torch refuses the read-only buffer PIL would share.
             return torch.from_numpy(np.array(pil_image.convert("RGB"))).permute(2, 0, 1)
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from error
+        raise ConfigurationError(f"cannot read image {path}: {error}") from error
 
 
 def read_label_image(path: Path) -> np.ndarray:
@@ -73,10 +74,10 @@ def read_label_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             if image.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
-                raise ValueError(f"label image {path} has mode {image.mode}; expected a single-channel PNG")
+                raise ConfigurationError(f"label image {path} has mode {image.mode}; expected a single-channel PNG")
             return np.asarray(image)
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(f"cannot read label image {path}: {error}") from error
+        raise ConfigurationError(f"cannot read label image {path}: {error}") from error
 
 
 @dataclass(frozen=True)
@@ -121,14 +122,14 @@ class LabelTable:
             mapped = np.take(self.table, index)
         bad = mapped == self.invalid
         if bad.any():
-            raise ValueError(f"label {int(raw[bad].flat[0])} found in {source}; {self.expected}")
+            raise ConfigurationError(f"label {int(raw[bad].flat[0])} found in {source}; {self.expected}")
         return mapped
 
 
 def check_same_size(image_size: tuple[int, ...], label_size: tuple[int, ...], image_source: str, label_source: str) -> None:
     """Image and label ``(height, width)`` must be equal: they cover the same pixels."""
     if tuple(image_size) != tuple(label_size):
-        raise ValueError(
+        raise ConfigurationError(
             f"image {image_source} is {image_size[0]}x{image_size[1]} but its label {label_source} is "
             f"{label_size[0]}x{label_size[1]} (HxW); they must match"
         )
@@ -177,7 +178,7 @@ def read_mat(path: Path) -> dict[str, np.ndarray]:
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise ValueError(f"cannot read MATLAB file {path}: {error}") from error
+        raise ConfigurationError(f"cannot read MATLAB file {path}: {error}") from error
     if HDF5_SIGNATURE in data[:1024]:  # v7.3: HDF5 after a 512-byte user block
         import h5py
 
@@ -185,7 +186,7 @@ def read_mat(path: Path) -> dict[str, np.ndarray]:
             # HDF5 stores MATLAB arrays transposed; .T restores MATLAB's shape.
             return {k: np.asarray(v).T for k, v in file.items() if isinstance(v, h5py.Dataset) and v.dtype.kind in "iuf"}
     if len(data) < 128 or data[126:128] not in (b"IM", b"MI"):
-        raise ValueError(f"{path} is not a MATLAB file (no level-5 header and no HDF5 signature)")
+        raise ConfigurationError(f"{path} is not a MATLAB file (no level-5 header and no HDF5 signature)")
     endian = "<" if data[126:128] == b"IM" else ">"
     matrices: dict[str, np.ndarray] = {}
     try:
@@ -195,5 +196,5 @@ def read_mat(path: Path) -> dict[str, np.ndarray]:
             if kind == _MI_MATRIX and (matrix := _matrix(payload, endian)) is not None:
                 matrices[matrix[0]] = matrix[1]
     except (struct.error, zlib.error, KeyError, IndexError, ValueError) as error:
-        raise ValueError(f"cannot parse MATLAB file {path}: {error}") from error
+        raise ConfigurationError(f"cannot parse MATLAB file {path}: {error}") from error
     return matrices

@@ -25,6 +25,7 @@ import numpy as np
 
 from pat_seg.data.disk import DiskDataModule, PairTransform, SegmentationSamples, seeded_split
 from pat_seg.data.io import DatasetLayoutError, LabelTable, check_same_size, read_mat, require_paths
+from pat_seg.exceptions import ConfigurationError
 
 CLASS_NAMES_13 = ["bed", "books", "ceiling", "chair", "floor", "furniture", "objects", "picture", "sofa",
                   "table", "tv", "wall", "window"]
@@ -67,15 +68,15 @@ def _as_hwc_image(array: np.ndarray, source: str) -> np.ndarray:
     if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] != 3:
         array = array.transpose(1, 2, 0)  # CHW written by some converters
     if array.ndim != 3 or array.shape[-1] != 3:
-        raise ValueError(f"image {source} has shape {list(array.shape)}; expected [H, W, 3]")
+        raise ConfigurationError(f"image {source} has shape {list(array.shape)}; expected [H, W, 3]")
     if array.dtype != np.uint8 and array.dtype.kind == "f" and (array.min() < 0 or array.max() > 1):
-        raise ValueError(f"image {source} has float values outside [0, 1]; expected [0, 1] or uint8")
+        raise ConfigurationError(f"image {source} has float values outside [0, 1]; expected [0, 1] or uint8")
     return array
 
 
 def _integral(label: np.ndarray, source: str) -> np.ndarray:
     if label.dtype.kind == "f" and not np.array_equal(label, np.round(label)):
-        raise ValueError(f"label file {source} holds non-integer values; expected integer class indices")
+        raise ConfigurationError(f"label file {source} holds non-integer values; expected integer class indices")
     return label.astype(np.int64)
 
 
@@ -95,7 +96,7 @@ class NpySamples(SegmentationSamples):
         try:
             image, raw = np.load(image_path), np.load(label_path)
         except (OSError, ValueError, EOFError) as error:
-            raise ValueError(f"cannot read {image_path} / {label_path}: {error}") from error
+            raise ConfigurationError(f"cannot read {image_path} / {label_path}: {error}") from error
         image = _as_hwc_image(image, str(image_path))
         check_same_size(image.shape[:2], raw.shape[:2], str(image_path), str(label_path))
         return image, self.labels(_integral(raw, str(label_path)), str(label_path))
@@ -138,7 +139,7 @@ class LabeledMatSamples(SegmentationSamples):
 def _read_matrix(path: Path, name: str) -> np.ndarray:
     matrices = read_mat(path)
     if name not in matrices:
-        raise ValueError(f"{path} has no numeric variable {name!r}; found {sorted(matrices)}")
+        raise ConfigurationError(f"{path} has no numeric variable {name!r}; found {sorted(matrices)}")
     return matrices[name].reshape(-1)
 
 
@@ -169,12 +170,12 @@ class NYUv2DataModule(DiskDataModule):
     ) -> None:
         super().__init__(root, size, **settings)
         if layout not in ("auto", "npy", "mat"):
-            raise ValueError(f"layout must be 'auto', 'npy' or 'mat'; got {layout!r}")
+            raise ConfigurationError(f"layout must be 'auto', 'npy' or 'mat'; got {layout!r}")
         require_paths([self.root], "\n".join(LAYOUTS.values()))
         if layout == "auto":
             layout = "mat" if (self.root / MAT_FILE).exists() else "npy"
         if num_classes not in LAYOUT_CLASSES[layout]:
-            raise ValueError(f"num_classes must be one of {LAYOUT_CLASSES[layout]} with layout {layout!r}; got {num_classes}")
+            raise ConfigurationError(f"num_classes must be one of {LAYOUT_CLASSES[layout]} with layout {layout!r}; got {num_classes}")
         self.set_classes({13: CLASS_NAMES_13, 14: ["unlabelled", *CLASS_NAMES_13], 40: CLASS_NAMES_40}[num_classes],
                          ignore_index)
         self.layout = layout
@@ -218,7 +219,7 @@ class NYUv2DataModule(DiskDataModule):
         path = self.root / MAPPING_FILE
         to_40 = _read_matrix(path, "mapClass").astype(np.int64)
         if to_40.size != NUM_RAW_CLASSES or to_40.min() < 1 or to_40.max() > 40:
-            raise ValueError(f"'mapClass' in {path} must hold {NUM_RAW_CLASSES} class ids in 1..40; got "
+            raise ConfigurationError(f"'mapClass' in {path} must hold {NUM_RAW_CLASSES} class ids in 1..40; got "
                              f"{to_40.size} values in {to_40.min()}..{to_40.max()}")
         if self.num_classes == 40:
             mapped = to_40 - 1
@@ -236,12 +237,12 @@ class NYUv2DataModule(DiskDataModule):
                 missing = [k for k in ("images", "labels") if k not in file]
                 count = file["labels"].shape[0] if not missing else 0
         except OSError as error:
-            raise ValueError(f"cannot read {path} as MATLAB v7.3 (HDF5): {error}") from error
+            raise ConfigurationError(f"cannot read {path} as MATLAB v7.3 (HDF5): {error}") from error
         if missing:
-            raise ValueError(f"{path} has no {missing[0]!r} dataset; expected 'images' and 'labels'")
+            raise ConfigurationError(f"{path} has no {missing[0]!r} dataset; expected 'images' and 'labels'")
         key = "trainNdxs" if split == "train" else "testNdxs"
         indices = _read_matrix(self.root / SPLITS_FILE, key).astype(np.int64)
         if indices.size == 0 or indices.min() < 1 or indices.max() > count:
-            raise ValueError(f"{key!r} in {self.root / SPLITS_FILE} must hold 1-based image numbers in 1..{count}; "
+            raise ConfigurationError(f"{key!r} in {self.root / SPLITS_FILE} must hold 1-based image numbers in 1..{count}; "
                              f"got values in {indices.min() if indices.size else None}..{indices.max() if indices.size else None}")
         return LabeledMatSamples(path, (indices - 1).tolist(), self._mat_labels(), transform)

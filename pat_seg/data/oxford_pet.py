@@ -13,6 +13,7 @@ from typing import Any
 
 from pat_seg.data.disk import DiskDataModule, ImageLabelFiles, PairTransform, seeded_split
 from pat_seg.data.io import DatasetLayoutError, LabelTable, require_paths
+from pat_seg.exceptions import ConfigurationError
 
 CLASS_NAMES = ["pet", "background", "border"]
 TRIMAP_TO_CLASS = {1: 0, 2: 1, 3: 2}
@@ -57,7 +58,7 @@ class OxfordPetDataModule(DiskDataModule):
     ) -> None:
         super().__init__(root, size, **settings)
         if not 0 < val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1); got {val_fraction}")
+            raise ConfigurationError(f"val_fraction must be in (0, 1); got {val_fraction}")
         self.set_classes(CLASS_NAMES, ignore_index)
         self.val_fraction = val_fraction
         self.split_seed = split_seed

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from pat_seg.exceptions import ConfigurationError
 
 
 class EvaluationSampler(UnrepeatedDistributedSampler):
@@ -30,7 +31,7 @@ class EvaluationSampler(UnrepeatedDistributedSampler):
 
     def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0) -> None:
         if len(dataset) < num_replicas:  # type: ignore[arg-type]
-            raise ValueError(
+            raise ConfigurationError(
                 f"an evaluation split of {len(dataset)} samples cannot feed {num_replicas} processes; "  # type: ignore[arg-type]
                 "every process needs at least one sample (use fewer devices or a larger split)"
             )
@@ -49,7 +50,7 @@ class ResumableShuffleSampler(DistributedSampler):
     def resume(self, epoch: int, num_samples: int) -> None:
         """Start ``epoch`` after its first ``num_samples`` samples (of this process); other epochs are whole."""
         if not 0 <= num_samples <= self.num_samples:
-            raise ValueError(f"cannot skip {num_samples} samples of an epoch of {self.num_samples}")
+            raise ConfigurationError(f"cannot skip {num_samples} samples of an epoch of {self.num_samples}")
         self.set_epoch(epoch)
         self._resume_epoch, self._resume_skip = epoch, num_samples
 
@@ -75,7 +76,7 @@ class ResumableDataLoader(DataLoader):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not isinstance(self.sampler, ResumableShuffleSampler) or self.batch_size is None:
-            raise ValueError("ResumableDataLoader needs a ResumableShuffleSampler and an integer batch_size")
+            raise ConfigurationError("ResumableDataLoader needs a ResumableShuffleSampler and an integer batch_size")
         self._batches_done = 0
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]

@@ -42,6 +42,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from pat_seg.data.base import Sample, SegmentationDataModule
+from pat_seg.exceptions import ConfigurationError
 
 Painter = Callable[[Tensor, int], None]  # paints a mask with a class (and a new instance id)
 
@@ -131,7 +132,7 @@ def regime_plan(imbalance: float, rarity: str, image_size: int) -> list[ThingPla
     so the span ``max share / min share`` is road over light, ``R``.
     """
     if rarity not in RARITIES:
-        raise ValueError(f"rarity must be one of {RARITIES}; got {rarity!r}")
+        raise ConfigurationError(f"rarity must be one of {RARITIES}; got {rarity!r}")
     base = road_share(image_size)
     plan, kept = [], 1.0
     for k, cls in enumerate(THINGS, start=1):
@@ -150,13 +151,13 @@ def regime_plan(imbalance: float, rarity: str, image_size: int) -> list[ThingPla
 def check_regime(imbalance: float | None, rarity: str) -> None:
     """Refuse a regime argument that is not one: errors name the value."""
     if rarity not in RARITIES:
-        raise ValueError(f"rarity must be one of {RARITIES}; got {rarity!r}")
+        raise ConfigurationError(f"rarity must be one of {RARITIES}; got {rarity!r}")
     if imbalance is None:
         if rarity != "small":
-            raise ValueError(f"rarity={rarity!r} needs an imbalance (the default scene, imbalance=None, has its own tail)")
+            raise ConfigurationError(f"rarity={rarity!r} needs an imbalance (the default scene, imbalance=None, has its own tail)")
         return
     if isinstance(imbalance, bool) or not isinstance(imbalance, (int, float)) or not math.isfinite(imbalance) or imbalance <= 1:
-        raise ValueError(f"imbalance must be a finite number > 1 (max class share / min class share) or None; got {imbalance!r}")
+        raise ConfigurationError(f"imbalance must be a finite number > 1 (max class share / min class share) or None; got {imbalance!r}")
 
 
 def _box_width(coverage: float, aspect: float, area_factor: float, image_size: int) -> float:
@@ -180,9 +181,9 @@ class SyntheticLongTailDataset(Dataset):
                  ignore_index: int = 255, clutter_probability: float = 0.3, imbalance: float | None = None,
                  rarity: str = "small") -> None:
         if split not in SPLIT_OFFSETS:
-            raise ValueError(f"split must be one of {list(SPLIT_OFFSETS)}; got {split!r}")
+            raise ConfigurationError(f"split must be one of {list(SPLIT_OFFSETS)}; got {split!r}")
         if image_size < 16:
-            raise ValueError(f"image_size must be >= 16; got {image_size}")
+            raise ConfigurationError(f"image_size must be >= 16; got {image_size}")
         check_regime(imbalance, rarity)
         self.num_samples = num_samples
         self.size = image_size
@@ -378,9 +379,9 @@ class SyntheticLongTailDataModule(SegmentationDataModule):
         super().__init__(batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size, seed)
         for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
             if value < 1:
-                raise ValueError(f"{name} must be >= 1; got {value}")
+                raise ConfigurationError(f"{name} must be >= 1; got {value}")
         if 0 <= ignore_index < self.num_classes:
-            raise ValueError(f"ignore_index {ignore_index} collides with a class index in [0, {self.num_classes - 1}]")
+            raise ConfigurationError(f"ignore_index {ignore_index} collides with a class index in [0, {self.num_classes - 1}]")
         check_regime(imbalance, rarity)
         if imbalance is not None:
             check_regime_is_learnable(imbalance, rarity, image_size, num_train)
@@ -427,14 +428,14 @@ def check_regime_is_learnable(imbalance: float, rarity: str, image_size: int, nu
     rarest = regime_plan(imbalance, rarity, image_size)[-1]
     pixels = rarest.object_pixels(image_size)
     if pixels < MIN_OBJECT_PIXELS:
-        raise ValueError(
+        raise ConfigurationError(
             f"imbalance={imbalance:g} with rarity='small' at image_size={image_size} makes the rarest class "
             f"{pixels:.2f} pixels per object (at least {MIN_OBJECT_PIXELS:g} needed to show its texture); "
             f"use a larger image_size or a smaller imbalance"
         )
     expected_images = rarest.presence * num_train
     if expected_images < MIN_RAREST_TRAIN_IMAGES:
-        raise ValueError(
+        raise ConfigurationError(
             f"imbalance={imbalance:g} with rarity={rarity!r} puts the rarest class in {expected_images:.1f} of "
             f"num_train={num_train} training images (at least {MIN_RAREST_TRAIN_IMAGES} needed); use more "
             f"training images or a smaller imbalance"

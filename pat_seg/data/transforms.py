@@ -23,12 +23,13 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
+from pat_seg.exceptions import ConfigurationError
 
 
 def check_size(size: tuple[int, int] | list[int], name: str = "size") -> tuple[int, int]:
     """``(height, width)`` of positive ints, or ``ValueError`` naming the bad value."""
     if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
-        raise ValueError(f"{name} must be (height, width) with two positive integers; got {size!r}")
+        raise ConfigurationError(f"{name} must be (height, width) with two positive integers; got {size!r}")
     return int(size[0]), int(size[1])
 
 
@@ -84,7 +85,7 @@ class SegmentationTransform:
         self.size = check_size(size)
         low, high = scale_range
         if not 0 < low <= high:
-            raise ValueError(f"scale_range must satisfy 0 < low <= high; got {tuple(scale_range)}")
+            raise ConfigurationError(f"scale_range must satisfy 0 < low <= high; got {tuple(scale_range)}")
         self.train = train
         self.ignore_index = ignore_index
         if train:

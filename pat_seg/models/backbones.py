@@ -14,6 +14,7 @@ import timm
 import torch
 from timm.models import adapt_input_conv, get_pretrained_cfg
 from torch import Tensor, nn
+from pat_seg.exceptions import ConfigurationError
 
 OUTPUT_STRIDES = (8, 16)
 # Keys under which training scripts commonly nest a model's weights inside a checkpoint.
@@ -31,12 +32,12 @@ def check_backbone_args(backbone: str, output_stride: int) -> None:
     """Raise ``ValueError`` naming the value for an unknown ResNet name or an unsupported stride."""
     architecture = backbone.split(".")[0]
     if architecture not in resnet_architectures():
-        raise ValueError(
+        raise ConfigurationError(
             f"backbone must name a timm ResNet (e.g. resnet18, resnet50, resnet101, resnext50_32x4d, "
             f"optionally with a weight tag such as resnet50.tv_in1k); got {backbone!r}"
         )
     if output_stride not in OUTPUT_STRIDES:
-        raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}; got {output_stride}")
+        raise ConfigurationError(f"output_stride must be one of {OUTPUT_STRIDES}; got {output_stride}")
 
 
 def resnet_features(
@@ -55,7 +56,7 @@ def resnet_features(
     """
     check_backbone_args(backbone, output_stride)
     if pretrained_path is not None and not pretrained:
-        raise ValueError(f"pretrained_path={pretrained_path!r} was given with pretrained=False; set pretrained=True")
+        raise ConfigurationError(f"pretrained_path={pretrained_path!r} was given with pretrained=False; set pretrained=True")
     model = timm.create_model(
         backbone,
         pretrained=False,
@@ -119,7 +120,7 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors (got {type(state).__name__})")
+        raise ConfigurationError(f"{path} does not hold a state dict of tensors (got {type(state).__name__})")
     return state
 
 
@@ -135,7 +136,7 @@ def load_backbone_weights(model: nn.Module, path: Path) -> None:
     missing = [key for key in own if key not in state]
     unexpected = [key for key in state if key not in own and not key.startswith(CLASSIFIER_PREFIX)]
     if missing or unexpected:
-        raise ValueError(
+        raise ConfigurationError(
             f"{path} does not match the backbone: {len(missing)} of its {len(own)} weights missing "
             f"(e.g. {missing[:3]}), {len(unexpected)} unknown keys (e.g. {unexpected[:3]}); expected a "
             "timm/torchvision state dict of the same ResNet architecture"

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from pat_seg.models._blocks import ConvBNReLU, check_model_args
 from pat_seg.models.backbones import resnet_features
 from pat_seg.models.base import SegmentationNetwork
+from pat_seg.exceptions import ConfigurationError
 
 # ASPP atrous rates at output stride 16 (DeepLabV3 Sec. 3.3); output stride 8 doubles them.
 ASPP_RATES_OS16 = (6, 12, 18)
@@ -36,7 +37,7 @@ class ImagePooling(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.training and x.shape[0] < 2:
             # BatchNorm over a pooled 1x1 map needs more than one value per channel in training.
-            raise ValueError(
+            raise ConfigurationError(
                 f"DeepLab's image-pooling branch needs a training batch of >= 2 images (it applies "
                 f"BatchNorm to one pooled value per image); got batch size {x.shape[0]}"
             )
