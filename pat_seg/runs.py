@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from pat_seg.run_folders import CONFIG, SEED_KEYS, SUBFOLDERS, experiment_identity, flatten
+
 # Loss classes under the names of the paper's tables, and the hyperparameters each label shows
 # (init-arg name -> symbol), as in "PAT (T=20)" or "LDAM (m=0.5, s=20)".
 LOSS_LABELS: dict[str, tuple[str, dict[str, str]]] = {
@@ -54,20 +56,8 @@ DATA_LABELS = {
 # Init args that say nothing about *which* method, model or data set a run used.
 NOT_IDENTITY = {"ignore_index", "class_counts", "num_classes", "root", "batch_size", "eval_batch_size",
                 "num_workers", "pin_memory", "persistent_workers", "seed", "implementation"}
-# Config keys (dotted, a key covers everything below it) that vary between repeats of one experiment.
-SEED_KEYS = ("seed_everything", "data.init_args.seed")
-# Config keys that change where and how a run is logged or resumed, not what it computes.
-PLUMBING = (
-    "name", "ckpt_path", "config", "predictions", "trainer.logger", "trainer.default_root_dir",
-    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.callbacks",
-    "trainer.log_every_n_steps", "trainer.enable_checkpointing", "trainer.num_sanity_val_steps",
-    "data.init_args.root", "data.init_args.num_workers", "data.init_args.pin_memory",
-    "data.init_args.persistent_workers", "data.init_args.eval_batch_size", "model.num_classes",
-    "model.ignore_index", "model.class_names", "model.loss.init_args.ignore_index",
-    "model.loss.init_args.class_counts", "model.loss.init_args.implementation", "model.model.init_args.num_classes",
-)
-# Folders a run's evaluations write into (pat_seg.run_folders.SUBFOLDERS), read as part of the run.
-EVALUATION_FOLDERS = ("test", "validate")
+# Folders a run's evaluations write into, read as part of the run (predictions hold no scalars).
+EVALUATION_FOLDERS = tuple(folder for command, folder in SUBFOLDERS.items() if command != "predict")
 
 
 @dataclass
@@ -107,11 +97,9 @@ class Run:
     @property
     def identity(self) -> dict[str, Any]:
         """The run's config without seeds and logging plumbing: equal for repeats of one experiment."""
-        flat = flatten(self.config)
-        name = str(flat.get("model.loss.class_path", "")).rsplit(".", 1)[-1]
-        for arg, (default, _) in VARIANTS.get(name, {}).items():
-            flat.setdefault(f"model.loss.init_args.{arg}", default)
-        return {key: value for key, value in flat.items() if not _covered(key, SEED_KEYS + PLUMBING)}
+        name = str(flatten(self.config).get("model.loss.class_path", "")).rsplit(".", 1)[-1]
+        switches = {f"model.loss.init_args.{arg}": default for arg, (default, _) in VARIANTS.get(name, {}).items()}
+        return experiment_identity(self.config, switches)
 
     @property
     def identity_key(self) -> str:
@@ -142,20 +130,6 @@ def with_variant_defaults(name: str, args: dict[str, Any]) -> dict[str, Any]:
 def variant_words(name: str, args: dict[str, Any]) -> list[str]:
     """What a run of ``name`` switched off, e.g. ``["w/o beta"]`` (empty for the paper's method)."""
     return [words for arg, (default, words) in VARIANTS.get(name, {}).items() if args.get(arg, default) != default]
-
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested config as ``{"trainer.max_epochs": 12, ...}`` (lists stay values)."""
-    if not isinstance(node, dict):
-        return {prefix: node} if prefix else {}
-    flat: dict[str, Any] = {}
-    for key, value in node.items():
-        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
-
-
-def _covered(key: str, prefixes: tuple[str, ...]) -> bool:
-    return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
 
 
 def differing_keys(identities: list[dict[str, Any]]) -> list[str]:
@@ -202,11 +176,11 @@ def find_runs(logdir: str | Path, pattern: str = "**") -> list[Run]:
     if not root.is_dir():
         raise ValueError(f"logdir {str(root)!r} is not a directory")
     runs = []
-    for config_file in sorted(root.glob(f"{pattern.rstrip('/')}/config.yaml")):
+    for config_file in sorted(root.glob(f"{pattern.rstrip('/')}/{CONFIG}")):
         run_dir = config_file.parent
         if not any(run_dir.glob("events.out.tfevents.*")):
             continue
-        if (run_dir.parent / "config.yaml").is_file():
+        if (run_dir.parent / CONFIG).is_file():
             continue  # a run's test/, validate/ or predictions/ folder, read with the run
         config = yaml.safe_load(config_file.read_text()) or {}
         runs.append(Run(run_dir, config, read_scalars(run_dir)))

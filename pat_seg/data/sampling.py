@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
 from pat_seg.exceptions import ConfigurationError
 
 
-class EvaluationSampler(UnrepeatedDistributedSampler):
+class EvaluationSampler(DistributedSampler):
     """Strided, unpadded split of an evaluation set over ``num_replicas`` processes (no shuffling).
 
     Process ``r`` gets samples ``r, r + N, r + 2N, ...``; the union over processes is the split, with no
@@ -36,6 +36,11 @@ class EvaluationSampler(UnrepeatedDistributedSampler):
                 "every process needs at least one sample (use fewer devices or a larger split)"
             )
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.total_size = len(dataset)  # type: ignore[arg-type]
+        self.num_samples = len(range(rank, self.total_size, num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.total_size, self.num_replicas))
 
 
 class ResumableShuffleSampler(DistributedSampler):
@@ -46,6 +51,7 @@ class ResumableShuffleSampler(DistributedSampler):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=drop_last)
         self._resume_epoch: int | None = None
         self._resume_skip = 0
+        self.skipped = 0  # samples the current (last started) iteration skipped
 
     def resume(self, epoch: int, num_samples: int) -> None:
         """Start ``epoch`` after its first ``num_samples`` samples (of this process); other epochs are whole."""
@@ -59,7 +65,7 @@ class ResumableShuffleSampler(DistributedSampler):
         return self._resume_skip if self._resume_epoch == self.epoch else 0
 
     def __iter__(self) -> Iterator[int]:
-        skip = self.pending_skip()
+        skip = self.skipped = self.pending_skip()
         self._resume_epoch, self._resume_skip = None, 0
         indices = list(super().__iter__())
         return iter(indices[skip:])
@@ -84,7 +90,13 @@ class ResumableDataLoader(DataLoader):
         return self._counted(super().__iter__())
 
     def _counted(self, batches: Iterator[Any]) -> Iterator[Any]:
+        started = False
         for batch in batches:
+            if not started:
+                # The sampler's own iteration starts with the first batch, possibly after the trainer
+                # moved it to the next epoch (a resume from the end of an epoch): count what it skipped.
+                self._batches_done = self.sampler.skipped // self.batch_size  # type: ignore[attr-defined,operator]
+                started = True
             self._batches_done += 1
             yield batch
 
