@@ -30,7 +30,7 @@ Sample = dict[str, Any]
 
 @dataclass(frozen=True)
 class ClassStatistics:
-    """Per-class statistics of a training split, from one pass over its label maps.
+    r"""Per-class statistics of a training split, from one pass over its label maps.
 
     ``pixels[l]``: non-ignored pixels of class ``l``; ``images[l]``: images that contain at least one
     of them; ``num_images``: images scanned. ``presence[l] = images[l] / num_images`` is the share
