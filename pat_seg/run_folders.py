@@ -40,7 +40,8 @@ PLUMBING = (
     "data.init_args.root", "data.init_args.num_workers", "data.init_args.pin_memory",
     "data.init_args.persistent_workers", "data.init_args.eval_batch_size", "model.num_classes",
     "model.ignore_index", "model.class_names", "model.loss.init_args.ignore_index",
-    "model.loss.init_args.class_counts", "model.loss.init_args.implementation", "model.model.init_args.num_classes",
+    "model.loss.init_args.class_counts", "model.loss.init_args.class_presence", "model.loss.init_args.implementation",
+    "model.model.init_args.num_classes",
 )
 # The training budget: a resumed run may be given more of it.
 BUDGET_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time")
