@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import yaml
+
 from pat_seg.paired import PairedDifference, holm_adjust, paired_difference
-from pat_seg.runs import LOSS_LABELS, MODEL_LABELS, Run, differing_keys, display_labels, find_runs, identity_key
+from pat_seg.runs import LOSS_LABELS, MODEL_LABELS, NOT_IDENTITY, Run, differing_keys, display_labels, find_runs, identity_key
 
 FORMATS = ("markdown", "latex", "csv")
 SPLITS = ("val", "test")
@@ -210,7 +212,9 @@ def reported_entries(runs: Sequence[Run], split: str, warn: Callable[[str], None
     """The labelled runs that logged ``<split>/miou``: what every table of the report is built from."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
-    return [e for e in label_runs(runs, warn) if e.run.last(f"{split}/miou") is not None]
+    # Runs still training (nothing logged yet) are left out before labelling: their empty class list
+    # would otherwise read as a data set of another size and relabel every finished run.
+    return label_runs([run for run in runs if run.last(f"{split}/miou") is not None], warn)
 
 
 def build_tables(entries: Sequence[LabelledRun], split: str = "val") -> list[Table]:
@@ -408,29 +412,42 @@ def learned_tables(entries: Sequence[LabelledRun], split: str = "val", threshold
 RUN_COLUMNS = ("run", "dataset", "model", "method", "is_pat", "seed", "data_seed", "split", "step")
 
 
-def render_runs_csv(entries: Sequence[LabelledRun], split: str = "val") -> str:
+def render_runs_csv(entries: Sequence[LabelledRun], split: str = "val", root: str | Path | None = None) -> str:
     """One line per run and evaluation (step) with every ``<split>/*`` value it logged, raw.
 
     The labels are the report's, so tables rebuilt from this file (:func:`entries_from_csv`) equal
-    those of the runs themselves; a study kept as this file needs no event files.
+    those of the runs themselves; a study kept as this file needs no event files. Run folders are
+    written relative to ``root`` (the log directory) when they lie below it.
     """
     prefix = f"{split}/"
     tags = sorted({tag[len(prefix):] for e in entries for tag in e.run.scalars if tag.startswith(prefix)},
                   key=lambda tag: (tag.startswith("iou/"), tag))
     classes = {name: i for e in entries for i, name in enumerate(e.run.class_names(split))}
+    # The data module's identifying arguments (e.g. a synthetic regime's imbalance and rarity), so that a
+    # study's file says what each run trained on even where the labels need not show it.
+    data_keys = sorted({key for e in entries for key in e.run.data[1]} - NOT_IDENTITY - {"classes"})
     tags.sort(key=lambda tag: (tag.startswith("iou/"), classes.get(tag[len("iou/"):], 0) if tag.startswith("iou/") else tag))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*RUN_COLUMNS, *tags])
+    writer.writerow([*RUN_COLUMNS, *(f"data.{key}" for key in data_keys), *tags])
     for entry in entries:
         seed, data_seed = entry.run.seeds
         steps = sorted({step for tag in tags for step, _ in entry.run.scalars.get(prefix + tag, [])})
         for step in steps:
             values = {tag: dict(entry.run.scalars.get(prefix + tag, [])).get(step) for tag in tags}
-            writer.writerow([entry.run.path.as_posix(), entry.dataset, entry.model, entry.method, int(entry.is_pat),
+            path = entry.run.path
+            if root is not None and path.is_relative_to(root):
+                path = path.relative_to(root)
+            writer.writerow([path.as_posix(), entry.dataset, entry.model, entry.method, int(entry.is_pat),
                              "" if seed is None else seed, "" if data_seed is None else data_seed, split, step,
+                             *[_csv_value(entry.run.data[1].get(key)) for key in data_keys],
                              *["" if values[tag] is None else repr(values[tag]) for tag in tags]])
     return buffer.getvalue()
+
+
+def _csv_value(value: object) -> str:
+    """A data argument in one CSV field, as YAML writes a scalar (``null``, ``1000.0``, ``small``)."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def _csv_seed(text: str) -> int | None:
@@ -447,14 +464,17 @@ def entries_from_csv(path: str, split: str = "val") -> list[LabelledRun]:
     if not rows or not set(RUN_COLUMNS) <= set(rows[0]):
         raise ValueError(f"--from-csv {path!r} is not a per-run file of `pat-seg report --format csv --per-run` "
                          f"(expected the columns {list(RUN_COLUMNS)} and one line per run and step)")
-    tags = [key for key in rows[0] if key not in RUN_COLUMNS]
+    tags = [key for key in rows[0] if key not in RUN_COLUMNS and not key.startswith("data.")]
+    data_keys = [key for key in rows[0] if key.startswith("data.")]
     runs: dict[str, LabelledRun] = {}
     for line, row in enumerate(rows, start=2):
         if row["split"] != split:
             continue
         entry = runs.get(row["run"])
         if entry is None:
-            config = {"seed_everything": _csv_seed(row["seed"]), "data": {"init_args": {"seed": _csv_seed(row["data_seed"])}}}
+            data_args = {key[len("data."):]: yaml.safe_load(row[key]) for key in data_keys}
+            config = {"seed_everything": _csv_seed(row["seed"]),
+                      "data": {"class_path": "", "init_args": {**data_args, "seed": _csv_seed(row["data_seed"])}}}
             entry = runs[row["run"]] = LabelledRun(Run(Path(row["run"]), config, {}), row["dataset"], row["model"],
                                                    row["method"], row["is_pat"] == "1")
         for tag in tags:
@@ -582,7 +602,7 @@ def report(logdir: str, fmt: str = "markdown", split: str = "val", runs: str = "
     if not entries:
         raise ValueError(f"{source}: none logged {split}/miou; run `pat-seg test` first for --split test")
     if per_run:
-        return render_runs_csv(entries, split)
+        return render_runs_csv(entries, split, root=logdir)
     tables = build_tables(entries, split) + learned_tables(entries, split)
     if paired_against is not None:
         methods = sorted({e.method for e in entries})
