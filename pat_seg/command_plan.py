@@ -27,6 +27,7 @@ from pat_seg.run_folders import (
     run_of_checkpoint,
     runs_with_last_checkpoint,
 )
+from pat_seg.runs import LOSS_PLUMBING
 
 NAMED_CHECKPOINTS = ("last", "best")
 
@@ -144,7 +145,7 @@ def _run_to_continue(default: RunFolder, config: dict[str, Any]) -> RunFolder | 
 
 def _differences(run: RunFolder, config: dict[str, Any]) -> list[str]:
     saved = run.saved_config()
-    return [] if saved is None else identity_differences(saved, config)
+    return [] if saved is None else identity_differences(saved, config, LOSS_PLUMBING)
 
 
 def _check_same_run(run: RunFolder, config: dict[str, Any], flag: str) -> None:

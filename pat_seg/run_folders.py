@@ -39,10 +39,8 @@ PLUMBING = (
     "trainer.log_every_n_steps", "trainer.enable_checkpointing", "trainer.num_sanity_val_steps",
     "data.init_args.root", "data.init_args.num_workers", "data.init_args.pin_memory",
     "data.init_args.persistent_workers", "data.init_args.eval_batch_size", "model.num_classes",
-    "model.ignore_index", "model.class_names", "model.loss.init_args.ignore_index",
-    "model.loss.init_args.class_counts", "model.loss.init_args.class_presence", "model.loss.init_args.implementation",
-    "model.model.init_args.num_classes",
-)
+    "model.ignore_index", "model.class_names", "model.model.init_args.num_classes",
+)  # and each loss's own (its description's not_identifying; pat_seg.runs.LOSS_PLUMBING)
 # The training budget: a resumed run may be given more of it.
 BUDGET_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time")
 
@@ -135,22 +133,25 @@ def covered(key: str, prefixes: tuple[str, ...]) -> bool:
     return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
 
 
-def experiment_identity(config: dict[str, Any], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+def experiment_identity(config: dict[str, Any], defaults: dict[str, Any] | None = None,
+                        plumbing: tuple[str, ...] = ()) -> dict[str, Any]:
     """The flattened config without seeds and plumbing: equal for repeats of one experiment.
 
-    ``defaults``: dotted keys filled in where the config lacks them (a switch added after a run was saved).
+    ``defaults``: dotted keys filled in where the config lacks them (a switch added after a run was
+    saved); ``plumbing``: more keys that do not identify (the loss's, from its description).
     """
     flat = {**(defaults or {}), **flatten(config)}
-    return {key: value for key, value in flat.items() if not covered(key, SEED_KEYS + PLUMBING)}
+    return {key: value for key, value in flat.items() if not covered(key, SEED_KEYS + PLUMBING + plumbing)}
 
 
-def resume_identity(config: dict[str, Any]) -> dict[str, Any]:
+def resume_identity(config: dict[str, Any], plumbing: tuple[str, ...] = ()) -> dict[str, Any]:
     """The flattened config without plumbing and budget: what a command must share with the run it continues."""
-    return {key: value for key, value in flatten(config).items() if not covered(key, PLUMBING + BUDGET_KEYS)}
+    return {key: value for key, value in flatten(config).items()
+            if not covered(key, PLUMBING + BUDGET_KEYS + plumbing)}
 
 
-def identity_differences(saved: dict[str, Any], requested: dict[str, Any]) -> list[str]:
+def identity_differences(saved: dict[str, Any], requested: dict[str, Any], plumbing: tuple[str, ...] = ()) -> list[str]:
     """``key: saved -> requested`` for each identifying key on which two configs disagree."""
-    old, new = resume_identity(saved), resume_identity(requested)
+    old, new = resume_identity(saved, plumbing), resume_identity(requested, plumbing)
     return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
             if old.get(key) != new.get(key)]

@@ -14,16 +14,27 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from pat_seg.losses.description import LossDescription
+
 # Arguments that name no property of the method (they come from the data or choose a code path).
 NOT_SHOWN = {"self", "ignore_index", "class_counts", "class_presence", "num_classes", "in_channels", "implementation"}
 FINAL_METRICS = {"val/miou": "hp/miou", "val/miou_head": "hp/miou_head", "val/miou_tail": "hp/miou_tail"}
 
 
 def init_arguments(component: Any) -> dict[str, Any]:
-    """The scalar ``__init__`` arguments of ``component`` that it keeps as attributes of the same name."""
+    """The scalar ``__init__`` arguments of ``component`` that it keeps as attributes of the same name.
+
+    A pat-seg loss names its identifying arguments in its ``description``; other components show
+    every argument but those of :data:`NOT_SHOWN`.
+    """
+    description = getattr(type(component), "description", None)
+    if isinstance(description, LossDescription):
+        names = list(description.arguments(type(component)))
+    else:
+        names = [name for name in inspect.signature(type(component).__init__).parameters if name not in NOT_SHOWN]
     values = {}
-    for name in inspect.signature(type(component).__init__).parameters:
-        if name in NOT_SHOWN or not hasattr(component, name):
+    for name in names:
+        if not hasattr(component, name):
             continue
         value = getattr(component, name)
         if value is None or isinstance(value, (bool, int, float, str)):

@@ -18,30 +18,28 @@ from typing import Any
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from pat_seg.losses import BEYOND_PAPER_LOSSES, PAPER_LOSSES
 from pat_seg.run_folders import CONFIG, SEED_KEYS, SUBFOLDERS, experiment_identity, flatten
 
+# Every loss pat-seg ships, by class name; each declares its label, switches and identifying
+# arguments in its own ``description`` (pat_seg.losses.description).
+LOSSES = {loss.__name__: loss for loss in (*PAPER_LOSSES, *BEYOND_PAPER_LOSSES)}
 # Loss classes under the names of the paper's tables, and the hyperparameters each label shows
 # (init-arg name -> symbol), as in "PAT (T=20)" or "LDAM (m=0.5, s=20)".
 LOSS_LABELS: dict[str, tuple[str, dict[str, str]]] = {
-    "CrossEntropyLoss": ("CE", {}),
-    "FocalLoss": ("Focal", {"gamma": "gamma"}),
-    "ClassBalancedLoss": ("CB", {}),
-    "ClassBalancedFocalLoss": ("CBFocal", {}),
-    "BalancedSoftmaxLoss": ("BMS", {}),
-    "LDAMLoss": ("LDAM", {"max_margin": "m", "scale": "s"}),
-    "BLVLoss": ("BLV", {"sigma": "sigma"}),
-    "PATLoss": ("PAT", {"temperature": "T"}),
-    "PATCBMixtureLoss": ("PAT+CB mix", {"mix": "lambda"}),
+    name: (loss.description.label, loss.description.symbols) for name, loss in LOSSES.items()
 }
-# Switches of a loss that turn the paper's method into an ablation or an extension of it: (the paper's
-# setting, what the label says when a run changes it; "{value}" is the run's value, and words that
-# start with "+" are joined to the name). A run saved before a switch existed has the paper's setting.
+# Switches of a loss that turn the paper's method into an ablation or an extension of it.
 VARIANTS: dict[str, dict[str, tuple[Any, str]]] = {
-    "PATLoss": {"confidence_weight": (True, "w/o beta"), "normalization": ("image_class", "w/o Eq. 4"),
-                "presence_exponent": (0.0, "+presence alpha={value}")},
+    name: loss.description.switches for name, loss in LOSSES.items() if loss.description.switches
 }
-# Headline arguments that a variant leaves without effect (T weighs nothing once beta is off).
-UNUSED_IN_VARIANT: dict[str, dict[str, str]] = {"PATLoss": {"confidence_weight": "temperature"}}
+# Headline arguments that a variant leaves without effect.
+UNUSED_IN_VARIANT: dict[str, dict[str, str]] = {
+    name: loss.description.unused_when_switched for name, loss in LOSSES.items() if loss.description.unused_when_switched
+}
+# Loss arguments that say nothing about the method (from the data, or a code path), as config keys.
+LOSS_PLUMBING = tuple(sorted({f"model.loss.init_args.{arg}" for loss in LOSSES.values()
+                              for arg in loss.description.not_identifying}))
 MODEL_LABELS = {
     "SegNet": "SegNet",
     "UNet": "UNet",
@@ -57,8 +55,8 @@ DATA_LABELS = {
     "NYUv2DataModule": "NYUv2",
 }
 # Init args that say nothing about *which* method, model or data set a run used.
-NOT_IDENTITY = {"ignore_index", "class_counts", "class_presence", "num_classes", "root", "batch_size", "eval_batch_size",
-                "num_workers", "pin_memory", "persistent_workers", "seed", "implementation"}
+NOT_IDENTITY = {"num_classes", "root", "batch_size", "eval_batch_size", "num_workers", "pin_memory",
+                "persistent_workers", "seed"} | {arg for loss in LOSSES.values() for arg in loss.description.not_identifying}
 # Folders a run's evaluations write into, read as part of the run (predictions hold no scalars).
 EVALUATION_FOLDERS = tuple(folder for command, folder in SUBFOLDERS.items() if command != "predict")
 
@@ -102,7 +100,7 @@ class Run:
         """The run's config without seeds and logging plumbing: equal for repeats of one experiment."""
         name = str(flatten(self.config).get("model.loss.class_path", "")).rsplit(".", 1)[-1]
         switches = {f"model.loss.init_args.{arg}": default for arg, (default, _) in VARIANTS.get(name, {}).items()}
-        return experiment_identity(self.config, switches)
+        return experiment_identity(self.config, switches, LOSS_PLUMBING)
 
     @property
     def identity_key(self) -> str:

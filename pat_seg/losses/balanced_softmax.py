@@ -7,6 +7,7 @@ from torch import Tensor
 
 from pat_seg.losses._pixel import cross_entropy_over_valid
 from pat_seg.losses.class_counts import ClassCountLoss
+from pat_seg.losses.description import LossDescription
 
 
 class BalancedSoftmaxLoss(ClassCountLoss):
@@ -27,6 +28,8 @@ class BalancedSoftmaxLoss(ClassCountLoss):
             trained through pat-seg).
         ignore_index: label of pixels that take no part.
     """
+
+    description = LossDescription("BMS")
 
     log_prior: Tensor
 

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from pat_seg.losses._pixel import cross_entropy_over_valid
 from pat_seg.losses.class_counts import ClassCountLoss
+from pat_seg.losses.description import LossDescription
 
 class BLVLoss(ClassCountLoss):
     r"""BLV: cross-entropy on :math:`z_c + |e| \, f_c / \max_k f_k` in training.
@@ -28,6 +29,8 @@ class BLVLoss(ClassCountLoss):
         sigma: standard deviation of ``e`` (the paper's table: 0.5); 0 gives cross-entropy.
         ignore_index: label of pixels that take no part.
     """
+
+    description = LossDescription("BLV", symbols={"sigma": "sigma"})
 
     variation_scale: Tensor
 

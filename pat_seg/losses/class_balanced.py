@@ -14,6 +14,7 @@ from torch import Tensor
 from pat_seg.losses._pixel import cross_entropy_over_valid
 from pat_seg.losses.class_counts import ClassCountLoss
 from pat_seg.losses.focal import check_gamma, focal_over_valid
+from pat_seg.losses.description import LossDescription
 
 
 def check_beta(beta: float | None) -> float | None:
@@ -51,6 +52,8 @@ class ClassBalancedLoss(ClassCountLoss):
         ignore_index: label of pixels that take no part.
     """
 
+    description = LossDescription("CB")
+
     class_weight: Tensor
 
     def __init__(self, class_counts: list[float] | None = None, beta: float | None = None,
@@ -70,6 +73,8 @@ class ClassBalancedLoss(ClassCountLoss):
 
 class ClassBalancedFocalLoss(ClassBalancedLoss):
     r"""CB-Focal: mean over valid pixels of :math:`-w_t (1 - p_t)^\gamma \log p_t`, ``w`` as in CB."""
+
+    description = LossDescription("CBFocal")
 
     def __init__(self, class_counts: list[float] | None = None, beta: float | None = None, gamma: float = 2.0,
                  ignore_index: int = 255) -> None:

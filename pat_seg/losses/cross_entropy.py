@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pat_seg.losses.base import PixelLoss
+from pat_seg.losses.description import LossDescription
 
 
 class CrossEntropyLoss(PixelLoss):
@@ -16,6 +17,8 @@ class CrossEntropyLoss(PixelLoss):
     Args:
         ignore_index: label of pixels that take no part.
     """
+
+    description = LossDescription("CE")
 
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
         total = F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="sum")

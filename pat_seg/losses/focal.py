@@ -12,6 +12,7 @@ from torch import Tensor
 
 from pat_seg.losses._pixel import lookup_class, mean_over_valid, target_log_prob
 from pat_seg.losses.base import PixelLoss
+from pat_seg.losses.description import LossDescription
 
 
 def check_gamma(gamma: float) -> float:
@@ -49,6 +50,8 @@ class FocalLoss(PixelLoss):
         alpha: optional per-class weights ``alpha_c`` (one per class, used as given).
         ignore_index: label of pixels that take no part.
     """
+
+    description = LossDescription("Focal", symbols={"gamma": "gamma"})
 
     def __init__(self, gamma: float = 2.0, alpha: list[float] | None = None, ignore_index: int = 255) -> None:
         super().__init__(ignore_index=ignore_index)

@@ -11,6 +11,7 @@ from torch import Tensor
 from pat_seg.losses._pixel import lookup_class, mean_over_valid, target_log_prob
 from pat_seg.losses.class_balanced import class_balanced_weights
 from pat_seg.losses.class_counts import ClassCountLoss
+from pat_seg.losses.description import LossDescription
 
 
 class LDAMLoss(ClassCountLoss):
@@ -47,6 +48,8 @@ class LDAMLoss(ClassCountLoss):
         drw_epoch: first epoch of deferred re-weighting; ``None`` = never.
         ignore_index: label of pixels that take no part.
     """
+
+    description = LossDescription("LDAM", symbols={"max_margin": "m", "scale": "s"})
 
     margins: Tensor
     drw_weight: Tensor

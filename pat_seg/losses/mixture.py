@@ -25,6 +25,7 @@ from pat_seg.losses._pixel import lookup_class, mean_over_valid, target_log_prob
 from pat_seg.losses.class_balanced import check_beta, class_balanced_weights
 from pat_seg.losses.class_counts import ClassCountLoss
 from pat_seg.losses.pat import PATLoss
+from pat_seg.losses.description import LossDescription
 
 
 class PATCBMixtureLoss(ClassCountLoss):
@@ -46,6 +47,8 @@ class PATCBMixtureLoss(ClassCountLoss):
     The running means are buffers saved in checkpoints, so a resumed run continues them exactly. Under
     DDP each process keeps its own (each normalises the loss it computes).
     """
+
+    description = LossDescription("PAT+CB mix", symbols={"mix": "lambda"})
 
     class_weight: Tensor
     running_means: Tensor  # [2]: PAT term, CB term (bias-uncorrected EMA)

@@ -12,6 +12,7 @@ from pat_seg.kernels import triton_available
 from pat_seg.losses._pixel import float32_math, target_log_prob, valid_mask_and_index
 from pat_seg.losses.base import PixelLoss
 from pat_seg.losses.checks import check_logits_target
+from pat_seg.losses.description import LossDescription
 
 
 CLASS_REDUCTIONS = ("sum", "mean")
@@ -160,6 +161,13 @@ class PATLoss(PixelLoss):
     Cost: one ``log_softmax``, one ``gather`` and one per-image class histogram (none with
     ``normalization="pixel"``) -- O(B*L*H*W) like cross-entropy, and no one-hot target tensor.
     """
+
+    description = LossDescription(
+        "PAT", symbols={"temperature": "T"},
+        switches={"confidence_weight": (True, "w/o beta"), "normalization": ("image_class", "w/o Eq. 4"),
+                  "presence_exponent": (0.0, "+presence alpha={value}")},
+        unused_when_switched={"confidence_weight": "temperature"},  # T weighs nothing once beta is off
+    )
 
     presence_factor: Tensor  # a_l, set with class_presence
 
