@@ -175,8 +175,15 @@ def run_all(sweep: Sweep, extra: list[str], force: bool = False) -> int:
         raise ValueError(f"config files of the sweep {sweep.name!r} do not exist: {missing} "
                          f"(paths are relative to {Path.cwd()})")
     # A terminated sweep must not leave its current `pat-seg fit` running: SIGTERM becomes SystemExit,
-    # on which subprocess.run kills the child before re-raising.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    # on which subprocess.run kills the child before re-raising. The caller's handler comes back after.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        return _run_each(sweep, extra, force)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_each(sweep: Sweep, extra: list[str], force: bool) -> int:
     failed = 0
     for index, run in enumerate(sweep.runs, 1):
         run_dir = sweep.run_dir(run)

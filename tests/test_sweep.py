@@ -117,3 +117,23 @@ def test_the_papers_grids_expand_to_their_sizes(monkeypatch) -> None:
     synthetic = load_sweep("configs/sweeps/synthetic_table3.yaml")
     assert {c for r in synthetic.runs for c in r.configs} == {
         f"configs/synthetic_{loss}.yaml" for loss in ("ce", "focal", "cb", "cbfocal", "bms", "ldam", "blv", "pat")}
+
+
+def test_run_gives_the_callers_sigterm_handler_back(tmp_path: Path, monkeypatch) -> None:
+    import signal
+
+    monkeypatch.chdir(tmp_path)
+    grid = {"name": "grid", "save_dir": "out", "axes": {"seed": {"s0": {"args": {"seed_everything": 0}}}}}
+    sweep = load_sweep(write(tmp_path / "g.yaml", grid))
+    (tmp_path / "out" / "grid" / "s0").mkdir(parents=True)
+    (tmp_path / "out" / "grid" / "s0" / ".sweep-done").touch()  # finished: nothing is trained
+
+    def callers_handler(signum: int, frame: object) -> None:
+        raise AssertionError("not called")
+
+    previous = signal.signal(signal.SIGTERM, callers_handler)
+    try:
+        assert run_all(sweep, []) == 0
+        assert signal.getsignal(signal.SIGTERM) is callers_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
