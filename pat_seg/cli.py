@@ -10,6 +10,7 @@ run, resumed in place, evaluations and predictions inside the run they evaluate.
 from __future__ import annotations
 
 import sys
+from argparse import ArgumentError
 from importlib import import_module
 from importlib.resources import files
 from pathlib import Path
@@ -27,7 +28,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from pat_seg.callbacks.prediction_writer import PredictionWriter
 from pat_seg.cli_help import COMMANDS, PatSegHelpFormatter, top_level_help
 from pat_seg.data.base import SegmentationDataModule
-from pat_seg.errors import configuration_error, short_errors
+from pat_seg.errors import configuration_error, explain_parse_error, short_errors
 from pat_seg.module import SegmentationModule
 from pat_seg.checkpoint_files import SafeCheckpointIO
 from pat_seg.command_plan import CommandPlan, CommandRequest, plan_command
@@ -65,6 +66,13 @@ class PatSegCLI(LightningCLI):
         # num_classes and ignore_index are link targets (set from the data module), which a parser
         # may not be given. The config defines the module; the checkpoint supplies its weights.
         return
+
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as error:
+            argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+            raise explain_parse_error(error, argv, option_strings(parser, argv)) from error
 
     def _of_subcommand(self, container: Any) -> Any:
         """The part of a config for this subcommand (the whole config when built with ``run=False``)."""
@@ -199,11 +207,22 @@ def with_safe_checkpoints(configured: Any, plan: CommandPlan) -> list[Any]:
     return [*plugins, SafeCheckpointIO(opened)]
 
 
+def option_strings(parser: Any, argv: list[str]) -> list[str]:
+    """The options the command in ``argv`` accepts (its subcommand's parser, when it has one)."""
+    subcommands = getattr(parser, "_subcommands_action", None)
+    if subcommands is not None and argv and argv[0] in subcommands.choices:
+        parser = subcommands.choices[argv[0]]
+    return [option for option in getattr(parser, "_option_string_actions", {}) if option.startswith("--")]
+
+
 def cli_main(args: list[str] | None = None, run: bool = True) -> PatSegCLI:
     """Entry point of the ``pat-seg`` console script (``args=None`` reads ``sys.argv``)."""
-    parser_kwargs: dict[str, Any] = {command: {"default_config_files": [DEFAULT_CONFIG],
-                                               "formatter_class": PatSegHelpFormatter} for command in SUBCOMMANDS}
-    parser_kwargs["formatter_class"] = PatSegHelpFormatter
+    # No abbreviated options (--trainer.max_epoch is not --trainer.max_epochs), and a parse error is
+    # raised (explained by pat_seg.errors) instead of jsonargparse printing the usage before it.
+    strict = {"formatter_class": PatSegHelpFormatter, "allow_abbrev": False, "exit_on_error": False}
+    parser_kwargs: dict[str, Any] = {command: {"default_config_files": [DEFAULT_CONFIG], **strict}
+                                     for command in SUBCOMMANDS}
+    parser_kwargs.update(strict)
     return PatSegCLI(
         SegmentationModule,
         SegmentationDataModule,

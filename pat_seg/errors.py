@@ -11,9 +11,14 @@ in pat-seg's own code, an out-of-memory error, a bug -- keeps its full traceback
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import os
+import re
 import sys
 from contextlib import contextmanager
+from importlib import import_module
+from pathlib import Path
 from typing import Iterator
 
 from pat_seg.exceptions import ConfigurationError, PatSegError, RunFailure
@@ -79,3 +84,60 @@ def short_errors(command: str) -> Iterator[None]:
             raise
         sys.stderr.write(short_message(command, cause))
         sys.exit(exit_code(cause))
+
+
+_UNACCEPTED = re.compile(r"class_path '(?P<path>[\w.]+)':\s*\n\s*(?:Option|Key) '(?P<key>[\w.]+)' is not (?:accepted|expected)")
+_UNRECOGNIZED = re.compile(r"unrecognized arguments: (?P<arguments>.+)")
+_PARSER_KEY = re.compile(r'Parser key "(?P<key>[\w.]+)"')
+
+
+def explain_parse_error(error: Exception, argv: list[str], options: list[str]) -> ConfigurationError:
+    """A jsonargparse parse error as one short message: the file and key, and the closest valid key.
+
+    ``argv``: the command's arguments (its ``--config`` files are searched for the key); ``options``:
+    the option strings the command accepts (for a mistyped flag).
+    """
+    text = str(error)
+    unaccepted = _UNACCEPTED.search(text)
+    if unaccepted is not None:
+        key, path = unaccepted["key"], unaccepted["path"]
+        accepted = _init_arguments(path)
+        section = _PARSER_KEY.search(text)
+        name = f"{section['key']}.init_args.{key}" if section else key
+        message = f"{_where(key, argv)}: {name} is not an argument of {path.rsplit('.', 1)[-1]}"
+        return ConfigurationError(message + _closest(key, accepted) + (f"\naccepted: {', '.join(accepted)}" if accepted else ""))
+    unrecognized = _UNRECOGNIZED.search(text)
+    if unrecognized is not None:
+        flag = unrecognized["arguments"].split()[0].split("=")[0]
+        return ConfigurationError(f"unknown option {flag}" + _closest(flag, options, prefix=""))
+    lines = [line for line in text.strip().splitlines() if line.strip()][:MAX_MESSAGE_LINES - 2]
+    return ConfigurationError("\n".join(lines) or type(error).__name__)
+
+
+def _init_arguments(class_path: str) -> list[str]:
+    """The ``__init__`` arguments of the class at ``class_path`` (empty when it cannot be imported)."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(import_module(module), name)
+        return [parameter for parameter in inspect.signature(cls.__init__).parameters if parameter != "self"]
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return []
+
+
+def _closest(key: str, candidates: list[str], prefix: str = "") -> str:
+    match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    return f"; did you mean {prefix}{match[0]}?" if match else ""
+
+
+def _where(key: str, argv: list[str]) -> str:
+    """``file.yaml line N`` of the first ``--config`` file that sets ``key``, else ``the command line``."""
+    files = [argv[index + 1] for index, argument in enumerate(argv[:-1]) if argument in ("--config", "-c")]
+    files += [argument.split("=", 1)[1] for argument in argv if argument.startswith("--config=")]
+    pattern = re.compile(rf"^\s*['\"]?{re.escape(key)}['\"]?\s*:", re.MULTILINE)
+    for file in files:
+        path = Path(file)
+        text = path.read_text() if path.is_file() else ""
+        found = pattern.search(text) or re.search(rf"['\"]{re.escape(key)}['\"]\s*:", text)
+        if found is not None:
+            return f"{file} line {text.count(chr(10), 0, found.start()) + 1}"
+    return "the command line"

@@ -1,0 +1,52 @@
+"""The traps a new user walked into, each replayed through the ``pat-seg`` console script."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from test_run_safety import TINY_DATA, TINY_TRAINER, pat_seg, short_error, write
+
+TINY = [f"--data.{key}={value}" for key, value in TINY_DATA.items()] + [
+    "--model.model.init_args.base_channels=4", "--model.model.init_args.depth=1", "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false", "--trainer.max_epochs=1"]
+
+
+@pytest.mark.slow
+def test_a_mistyped_key_in_a_config_file_names_the_file_the_key_and_the_closest_one(tmp_path: Path) -> None:
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("model:\n  loss:\n    class_path: pat_seg.losses.PATLoss\n    init_args:\n      temprature: 5\n")
+    result = pat_seg("fit", "--config", str(typo), cwd=tmp_path)
+    short_error(result, f"{typo} line 5", "model.loss.init_args.temprature", "did you mean temperature")
+    assert result.returncode == 2 and result.stderr.count("temprature") == 1  # said once
+
+
+@pytest.mark.slow
+def test_an_abbreviated_flag_is_refused_with_the_full_name(tmp_path: Path) -> None:
+    result = pat_seg("fit", "--trainer.max_epoch=3", cwd=tmp_path)
+    short_error(result, "unknown option --trainer.max_epoch", "did you mean --trainer.max_epochs")
+    assert result.returncode == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["test", "predict"])
+def test_a_missing_or_unusable_checkpoint_is_a_short_error(tmp_path: Path, command: str) -> None:
+    missing = tmp_path / "missing.ckpt"
+    short_error(pat_seg(command, "--ckpt_path", str(missing), *TINY, cwd=tmp_path), str(missing), "does not exist")
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint")
+    short_error(pat_seg(command, "--ckpt_path", str(garbage), *TINY, cwd=tmp_path), f"cannot read checkpoint {garbage}")
+
+
+@pytest.mark.slow
+def test_best_without_the_runs_config_names_the_config_and_no_checkpoint_warns(tmp_path: Path) -> None:
+    config = write(tmp_path / "tiny.yaml", {"trainer": TINY_TRAINER, "data": {"init_args": TINY_DATA},
+                                            "model": {"model": {"init_args": {"base_channels": 4, "depth": 1}}}})
+    assert pat_seg("fit", "--config", str(config), cwd=tmp_path).returncode == 0
+    run_config = tmp_path / "lightning_logs" / "tiny" / "version_0" / "config.yaml"
+    result = pat_seg("test", "--ckpt_path", "best", cwd=tmp_path)
+    short_error(result, "give that run's config", str(run_config))
+    assert "ModelCheckpoint" not in result.stderr
+    random_weights = pat_seg("test", "--config", str(config), cwd=tmp_path)
+    assert random_weights.returncode == 0 and "random weights" in random_weights.stderr
