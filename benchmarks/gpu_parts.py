@@ -27,16 +27,16 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
+from typing import Any
 
 # The sibling benchmark scripts (this folder is sys.path[0] when run as a script); train_step, which
 # imports Lightning, only where it is needed.
 import data as data_bench
 import losses as loss_bench
+import torch
 
 
 @dataclass(frozen=True)

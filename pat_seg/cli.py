@@ -26,13 +26,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from pat_seg.callbacks.prediction_writer import PredictionWriter
+from pat_seg.checkpoint_files import SafeCheckpointIO
 from pat_seg.cli_help import COMMANDS, PatSegHelpFormatter, top_level_help
+from pat_seg.command_plan import CommandPlan, CommandRequest, plan_command
 from pat_seg.data.base import SegmentationDataModule
 from pat_seg.errors import configuration_error, explain_parse_error, short_errors
-from pat_seg.module import SegmentationModule
-from pat_seg.checkpoint_files import SafeCheckpointIO
-from pat_seg.command_plan import CommandPlan, CommandRequest, plan_command
 from pat_seg.exceptions import ConfigurationError
+from pat_seg.module import SegmentationModule
 from pat_seg.run_folders import HPARAMS, SUBFOLDERS, RunFolder, experiment_name, run_of
 from pat_seg.third_party_warnings import ignore_third_party_warnings
 

@@ -16,10 +16,10 @@ import inspect
 import os
 import re
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import import_module
 from pathlib import Path
-from typing import Iterator
 
 from pat_seg.exceptions import ConfigurationError, PatSegError, RunFailure
 

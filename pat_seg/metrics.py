@@ -8,11 +8,12 @@ ratio is taken; per-batch averages (the authors' metric) would weight batches in
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
+
 from pat_seg.exceptions import ConfigurationError
 
 

@@ -10,13 +10,13 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.aggregation import MeanMetric
 
+from pat_seg.exceptions import ConfigurationError
 from pat_seg.losses import PixelLoss
 from pat_seg.losses.checks import labels_checked
 from pat_seg.metrics import SegmentationMetrics
 from pat_seg.models import SegmentationNetwork
 from pat_seg.run_summary import hparams_summary
 from pat_seg.validation import check_batch
-from pat_seg.exceptions import ConfigurationError
 
 
 def _images_to_channels_last(model: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -115,9 +115,9 @@ class SegmentationModule(L.LightningModule):
             for metrics in (self.val_metrics, self.test_metrics):
                 metrics.set_class_counts(counts)
             if getattr(self.loss, "needs_class_counts", False) and getattr(self.loss, "class_counts", None) is None:
-                self.loss.set_class_counts(counts)
+                self.loss.set_class_counts(counts)  # type: ignore[operator]  # checked by getattr above; nn.Module types attributes as Tensor | Module
             if getattr(self.loss, "needs_class_presence", False) and getattr(self.loss, "class_presence", None) is None:
-                self.loss.set_class_presence(statistics.presence)
+                self.loss.set_class_presence(statistics.presence)  # type: ignore[operator]  # checked by getattr above; nn.Module types attributes as Tensor | Module
         self.record_hparams(**recorded)  # one call: a logger with a default hp_metric writes one per call
 
     def _shared_class_statistics(self, datamodule: Any) -> Any:
@@ -130,10 +130,10 @@ class SegmentationModule(L.LightningModule):
 
     def configure_model(self) -> None:
         # Called by every fit/validate/test: convert and hook once.
-        if self.hparams.channels_last and self._channels_last_hook is None:
+        if self.hparams["channels_last"] and self._channels_last_hook is None:
             self.model.to(memory_format=torch.channels_last)
             self._channels_last_hook = self.model.register_forward_pre_hook(_images_to_channels_last)
-        if self.hparams.compile_model:
+        if self.hparams["compile_model"]:
             self.model.compile()  # nn.Module.compile: same parameters and state-dict keys
 
     def on_train_epoch_start(self) -> None:
@@ -165,6 +165,7 @@ class SegmentationModule(L.LightningModule):
 
     def _log_mean_loss(self, split: str, loss: Tensor, batch_size: int) -> None:
         mean = self.mean_losses[f"{split}_loss"]
+        assert isinstance(mean, MeanMetric)
         mean.update(loss.detach(), weight=batch_size)
         # A torchmetrics object: Lightning computes it (synced) at the epoch's end and resets it.
         self.log(f"{split}/loss_epoch" if split == "train" else f"{split}/loss", mean, on_step=False, on_epoch=True)
@@ -193,7 +194,8 @@ class SegmentationModule(L.LightningModule):
         # (a mean could round) and tells Lightning they are synced.
         self.log(f"{prefix}/miou", miou, prog_bar=True, sync_dist=True, reduce_fx="max")
         self.log_dict({f"{prefix}/{key}": value for key, value in results.items()}, sync_dist=True, reduce_fx="max")
-        self.confusion_matrices[prefix] = metrics.computed_confmat  # summed over processes, like the numbers
+        if metrics.computed_confmat is not None:  # summed over processes, like the numbers
+            self.confusion_matrices[prefix] = metrics.computed_confmat
         metrics.reset()
 
     def on_validation_epoch_end(self) -> None:
@@ -214,7 +216,7 @@ class SegmentationModule(L.LightningModule):
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is not None:
             scheduler = self.scheduler_factory(optimizer)
-        elif self.hparams.cosine_annealing:
+        elif self.hparams["cosine_annealing"]:
             total = max(1, int(self.trainer.estimated_stepping_batches))
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
         else:

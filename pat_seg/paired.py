@@ -29,8 +29,8 @@ Pure Python: no torch, Lightning or TensorBoard, so the report and the tests can
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Mapping, Sequence
 
 __all__ = ["PairedDifference", "holm_adjust", "paired_difference", "student_t_cdf", "student_t_quantile"]
 

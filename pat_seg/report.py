@@ -25,14 +25,23 @@ import math
 import re
 import statistics
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import yaml
 
 from pat_seg.paired import PairedDifference, holm_adjust, paired_difference
-from pat_seg.runs import LOSS_LABELS, MODEL_LABELS, NOT_IDENTITY, Run, differing_keys, display_labels, find_runs, identity_key
+from pat_seg.runs import (
+    LOSS_LABELS,
+    MODEL_LABELS,
+    NOT_IDENTITY,
+    Run,
+    differing_keys,
+    display_labels,
+    find_runs,
+    identity_key,
+)
 
 FORMATS = ("markdown", "latex", "csv")
 SPLITS = ("val", "test")
@@ -390,7 +399,8 @@ def learned_tables(entries: Sequence[LabelledRun], split: str = "val", threshold
             classes = mine[0].run.class_names(split)
             methods = sorted({e.method for e in mine}, key=lambda label: _paper_order(label, METHOD_ORDER))
             columns = [("", f"iou/{name}") for name in classes]
-            cells, texts = {}, {}
+            cells: dict[tuple[Row, Column], Cell] = {}
+            texts: dict[tuple[Row, Column], str] = {}
             for method in methods:
                 for column in columns:
                     values = [v for e in mine if e.method == method
@@ -588,7 +598,9 @@ def report(logdir: str, fmt: str = "markdown", split: str = "val", runs: str = "
         raise ValueError(f"--per-run writes CSV; got --format {fmt}")
     if holm and paired_against is None:
         raise ValueError("--holm corrects the paired differences: give --paired-against METHOD too")
-    warn = lambda message: sys.stderr.write(f"pat-seg report: warning: {message}\n")  # noqa: E731
+    def warn(message: str) -> None:
+        sys.stderr.write(f"pat-seg report: warning: {message}\n")
+
     if from_csv is not None:
         entries = entries_from_csv(from_csv, split)
         source = f"--from-csv {from_csv!r}"

@@ -44,7 +44,7 @@ def init_arguments(component: Any) -> dict[str, Any]:
 
 def hparams_summary(module: nn.Module, trainer: Any) -> tuple[dict[str, Any], dict[str, float]]:
     """``(params, metrics)`` for ``logger.log_hyperparams`` at the end of fitting."""
-    model, loss = getattr(module, "model"), getattr(module, "loss")
+    model, loss = module.model, module.loss
     params: dict[str, Any] = {"model": type(model).__name__, "loss": type(loss).__name__}
     params.update({f"loss/{key}": value for key, value in init_arguments(loss).items()})
     params.update({f"model/{key}": value for key, value in init_arguments(model).items()})

@@ -25,13 +25,13 @@ other in this process's environment, ``print`` lists the commands, ``slurm`` wri
 from __future__ import annotations
 
 import argparse
-from fnmatch import fnmatch
 import itertools
 import shlex
 import signal
 import subprocess
 import sys
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 

@@ -8,7 +8,8 @@ when the data module provides them, the sample indices or file paths.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor

@@ -3,10 +3,10 @@
 import pytest
 import torch
 import yaml
+from tensorboard_utils import read_scalars
 
 from pat_seg.cli import cli_main
 from pat_seg.data import SyntheticLongTailDataModule
-from tensorboard_utils import read_scalars
 
 TINY = [
     "--data.num_train=16", "--data.num_val=8", "--data.num_test=8", "--data.image_size=32",

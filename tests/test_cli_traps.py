@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from test_run_safety import TINY_DATA, TINY_TRAINER, pat_seg, short_error, write
 
 TINY = [f"--data.{key}={value}" for key, value in TINY_DATA.items()] + [

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tensorboard_utils import read_scalars
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,9 +23,9 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from test_resume import run_pat_seg, tiny_config
 
 from pat_seg.checkpoint_files import read_checkpoint
-from test_resume import run_pat_seg, tiny_config
 
 KILLS = 20
 EPOCHS, STEPS_PER_EPOCH = 10, 4

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from pat_seg.callbacks import NonFiniteLossError, NonFiniteLossGuard
-from pat_seg.data.synthetic import SyntheticLongTailDataModule
 import pat_seg.losses.checks
 import pat_seg.validation
+from pat_seg.callbacks import NonFiniteLossError, NonFiniteLossGuard
+from pat_seg.data.synthetic import SyntheticLongTailDataModule
 from pat_seg.losses import ClassBalancedLoss, CrossEntropyLoss, PATLoss, labels_checked
 from pat_seg.module import SegmentationModule
 from pat_seg.validation import check_batch

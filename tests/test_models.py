@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pat_seg.losses import CrossEntropyLoss
 from pat_seg.models import AttentionUNet, DeepLabV3, DeepLabV3Plus, SegNet, UNet, UNetPlusPlus
 from pat_seg.models.attention_unet import AttentionGate
 from pat_seg.module import SegmentationModule
-from pat_seg.losses import CrossEntropyLoss
 
 # Small widths keep every model to a fraction of a second on a CPU.
 SMALL_MODELS = {

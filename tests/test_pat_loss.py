@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-
 from pat_reference import reference_pat
 
 from pat_seg.losses import CrossEntropyLoss, PATLoss
@@ -270,9 +269,9 @@ def test_pixel_normalization_counts_valid_pixels_not_images():
     # Two images: one with 3 valid pixels, one all ignored. Eq. 4 divides by B = 2; the pixel mean by V = 3.
     logits = torch.zeros(2, 2, 1, 3, dtype=torch.float64)  # p_t = 1/2 everywhere
     target = torch.tensor([[[0, 0, 1]], [[255, 255, 255]]])
-    l = math.log(2)
-    assert PATLoss(confidence_weight=False, normalization="pixel")(logits, target).item() == pytest.approx(l, rel=1e-12)
-    assert PATLoss(confidence_weight=False)(logits, target).item() == pytest.approx((l + l) / 2, rel=1e-12)
+    log2 = math.log(2)
+    assert PATLoss(confidence_weight=False, normalization="pixel")(logits, target).item() == pytest.approx(log2, rel=1e-12)
+    assert PATLoss(confidence_weight=False)(logits, target).item() == pytest.approx((log2 + log2) / 2, rel=1e-12)
     everything_ignored = torch.full_like(target, 255)
     z = logits.clone().requires_grad_(True)
     value = PATLoss(normalization="pixel")(z, everything_ignored)

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_checkpoint_files import crafted_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

@@ -35,7 +35,7 @@ GRID = {
 def test_grid_is_the_product_of_the_axes_first_axis_outermost(tmp_path: Path) -> None:
     sweep = load_sweep(write(tmp_path / "g.yaml", GRID))
     assert [r.version for r in sweep.runs] == [
-        f"{d}-{l}-{s}" for d in ("cityscapes", "nyuv2") for l in ("pat", "ce") for s in ("s0", "s1")]
+        f"{d}-{loss}-{s}" for d in ("cityscapes", "nyuv2") for loss in ("pat", "ce") for s in ("s0", "s1")]
     run = sweep.runs[5]  # nyuv2-pat-s1
     assert run.configs == ["base.yaml", "configs/nyuv2_pat.yaml"]
     assert run.args == {"trainer.max_epochs": 5, "seed_everything": 1}  # axis args override the base

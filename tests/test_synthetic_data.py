@@ -10,8 +10,19 @@ import torch
 import yaml
 
 from pat_seg.data import SyntheticLongTailDataModule
-from pat_seg.data.synthetic import (CAR, CLASS_NAMES, LIGHT, PERSON, POLE, ROAD, SIGN, THINGS,
-                                    SyntheticLongTailDataset, format_class_table, regime_plan)
+from pat_seg.data.synthetic import (
+    CAR,
+    CLASS_NAMES,
+    LIGHT,
+    PERSON,
+    POLE,
+    ROAD,
+    SIGN,
+    THINGS,
+    SyntheticLongTailDataset,
+    format_class_table,
+    regime_plan,
+)
 from pat_seg.metrics import SegmentationMetrics
 from pat_seg.sweep import load_sweep
 
@@ -158,7 +169,7 @@ def test_the_sweep_has_the_regimes_this_file_checks():
     assert {seed for *_, seed in SWEEP_REGIMES} == {0, 1, 2}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def regime_counts(imbalance, rarity, num_train, image_size, seed):
     """Training pixel counts and image counts of one regime, generated once per test session."""
     dataset = SyntheticLongTailDataset(num_train, image_size, seed, "train", imbalance=imbalance, rarity=rarity)

@@ -13,8 +13,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard_utils import read_scalars
 
-from pat_seg.callbacks import UtilisationMonitor
-from pat_seg.callbacks import utilisation
+from pat_seg.callbacks import UtilisationMonitor, utilisation
 from pat_seg.cli import cli_main
 from pat_seg.data import SyntheticLongTailDataModule
 from pat_seg.losses import PATLoss

@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
+
 from pat_seg.exceptions import ConfigurationError, RunFailure
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ class StepCheckpoint(ModelCheckpoint):
         return Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.fast_dev_run:
+        if not trainer.fast_dev_run:  # type: ignore[attr-defined]  # set in Trainer.__init__, not declared
             trainer.save_checkpoint(self.last_checkpoint_path, weights_only=False)
             self.last_model_path = str(self.last_checkpoint_path)
 
@@ -154,9 +155,9 @@ class PreemptionCheckpoint(L.Callback):
         environment = getattr(trainer.strategy, "cluster_environment", None)
         if environment is None and SLURMEnvironment.detect():
             environment = SLURMEnvironment()
-        slurm_requeue = isinstance(environment, SLURMEnvironment) and environment.auto_requeue
+        requeue = environment.requeue_signal if isinstance(environment, SLURMEnvironment) and environment.auto_requeue else None
         for signum in self.signals:
-            if slurm_requeue and signum == environment.requeue_signal:
+            if signum == requeue:
                 continue
             self._previous[signum] = signal.signal(signum, self._forward_as_sigterm)
 

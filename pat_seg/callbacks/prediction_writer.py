@@ -9,8 +9,9 @@ appears in a prediction. Files are named after the input image when the data mod
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -63,7 +64,7 @@ class PredictionWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Tensor,
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
         folder = self.folder(trainer)
-        num_classes = int(getattr(pl_module, "num_classes"))
+        num_classes = int(pl_module.num_classes)  # type: ignore[arg-type]  # an int attribute; LightningModule types unknown attributes as Tensor | Module
         paths = batch.get("path")
         indices = batch.get("index")
         sizes = batch.get("original_size")

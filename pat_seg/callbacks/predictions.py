@@ -11,13 +11,15 @@ lays out the titles, names and legend around them.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
+
 from pat_seg.exceptions import ConfigurationError
 
 IGNORE_COLOUR = (0.0, 0.0, 0.0)  # ignored pixels are black in ground truth panels
@@ -213,7 +215,7 @@ class PredictionImages(L.Callback):
         writers = [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
         if not writers:
             return
-        num_classes = int(getattr(pl_module, "num_classes"))
+        num_classes = int(pl_module.num_classes)  # type: ignore[arg-type]  # an int attribute; LightningModule types unknown attributes as Tensor | Module
         ignore_index = int(getattr(pl_module, "ignore_index", 255))
         metrics = getattr(pl_module, "val_metrics", None)
         class_names = list(getattr(metrics, "class_names", None) or [str(c) for c in range(num_classes)])
@@ -223,7 +225,7 @@ class PredictionImages(L.Callback):
             image, target = batch
             was_training = pl_module.training
             pl_module.eval()
-            logits = pl_module(image.to(device=pl_module.device, dtype=pl_module.dtype))
+            logits = pl_module(image.to(device=pl_module.device, dtype=pl_module.dtype))  # type: ignore[arg-type]  # a torch.dtype at run time
             pl_module.train(was_training)
             grid = self._enlarge(prediction_grid(image, target, logits.argmax(1).cpu(), num_classes, ignore_index),
                                  image.shape[-2])

@@ -28,6 +28,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
+
 from pat_seg.exceptions import ConfigurationError
 
 log = logging.getLogger(__name__)

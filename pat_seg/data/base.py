@@ -14,11 +14,11 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pat_seg.data.io import DatasetLayoutError
 from pat_seg.data.sampling import EvaluationSampler, ResumableDataLoader, ResumableShuffleSampler, process_group
@@ -217,6 +217,7 @@ class SegmentationDataModule(L.LightningDataModule):
         dataset = self.dataset(split)
         num_replicas, rank = process_group(self.trainer)
         loader_class = ResumableDataLoader if shuffle else DataLoader
+        sampler: DistributedSampler
         if shuffle:
             sampler = ResumableShuffleSampler(dataset, num_replicas, rank, seed=self.seed)
         else:
@@ -241,7 +242,7 @@ class SegmentationDataModule(L.LightningDataModule):
         drop_last = per_process > self.batch_size
         loader = self._loader("train", shuffle=True, batch_size=self.batch_size, drop_last=drop_last)
         if self._train_loader_state is not None:
-            loader.load_state_dict(self._train_loader_state)
+            loader.load_state_dict(self._train_loader_state)  # type: ignore[attr-defined]  # shuffle=True: a ResumableDataLoader
             self._train_loader_state = None
         self._train_loader = loader  # type: ignore[assignment]
         return loader

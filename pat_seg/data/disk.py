@@ -8,8 +8,9 @@ on-disk cache of class counts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from torch import Tensor
@@ -61,7 +62,7 @@ class SegmentationSamples(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
-        image, target = self.transform(*self.load(index))
+        image, target = self.transform(*self.load(index))  # type: ignore[arg-type]  # the transform takes a tensor image too
         return {"image": image, "target": target, "index": index}
 
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
+
 from pat_seg.exceptions import ConfigurationError
 
 try:  # deprecated since torchvision 0.29 (for TorchCodec); without it, PIL decodes every image
@@ -98,7 +99,7 @@ class LabelTable:
     invalid: int
 
     @classmethod
-    def from_mapping(cls, mapping: dict[int, int], low: int, high: int, expected: str) -> "LabelTable":
+    def from_mapping(cls, mapping: dict[int, int], low: int, high: int, expected: str) -> LabelTable:
         """The table of ``mapping`` (raw value -> class) for raw values ``low..high``."""
         values = set(mapping.values())
         unused = sorted(set(range(256)) - values)

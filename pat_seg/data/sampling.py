@@ -14,7 +14,8 @@ All three are ``DistributedSampler`` subclasses, so Lightning keeps them instead
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -86,7 +87,7 @@ class ResumableDataLoader(DataLoader):
         self._batches_done = 0
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        self._batches_done = self.sampler.pending_skip() // self.batch_size  # type: ignore[attr-defined,operator]
+        self._batches_done = self.sampler.pending_skip() // self.batch_size  # type: ignore[attr-defined]  # DataLoader types its sampler as Sampler; __init__ checked it is ours
         return self._counted(super().__iter__())
 
     def _counted(self, batches: Iterator[Any]) -> Iterator[Any]:
@@ -95,7 +96,7 @@ class ResumableDataLoader(DataLoader):
             if not started:
                 # The sampler's own iteration starts with the first batch, possibly after the trainer
                 # moved it to the next epoch (a resume from the end of an epoch): count what it skipped.
-                self._batches_done = self.sampler.skipped // self.batch_size  # type: ignore[attr-defined,operator]
+                self._batches_done = self.sampler.skipped // self.batch_size  # type: ignore[attr-defined]  # DataLoader types its sampler as Sampler; __init__ checked it is ours
                 started = True
             self._batches_done += 1
             yield batch

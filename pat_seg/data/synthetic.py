@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 from torchvision import tv_tensors
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
+
 from pat_seg.exceptions import ConfigurationError
 
 

@@ -235,7 +235,7 @@ class _FusedPixelLoss(torch.autograd.Function):
     """``sum_ij w[i, y_ij] * phi(-log p_t(ij))`` with the fused kernel for forward and backward."""
 
     @staticmethod
-    def forward(ctx, logits: Tensor, target: Tensor, pixel_weight: Tensor, options: tuple) -> Tensor:  # type: ignore[override]
+    def forward(ctx, logits: Tensor, target: Tensor, pixel_weight: Tensor, options: tuple) -> Tensor:
         partial = _launch(logits, target, pixel_weight, options, grad_scale=None)
         ctx.save_for_backward(logits, target, pixel_weight)
         ctx.options = options
@@ -243,7 +243,7 @@ class _FusedPixelLoss(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_loss: Tensor) -> tuple[Tensor | None, None, None, None]:  # type: ignore[override]
+    def backward(ctx, grad_loss: Tensor) -> tuple[Tensor | None, None, None, None]:
         logits, target, pixel_weight = ctx.saved_tensors
         grad_scale = grad_loss.detach().to(torch.float32).reshape(1)
         grad = _launch(logits, target, pixel_weight, ctx.options, grad_scale=grad_scale)

@@ -9,8 +9,9 @@ Input checks live in :mod:`pat_seg.losses.checks`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor

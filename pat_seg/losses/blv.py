@@ -12,6 +12,7 @@ from pat_seg.losses._pixel import cross_entropy_over_valid
 from pat_seg.losses.class_counts import ClassCountLoss
 from pat_seg.losses.description import LossDescription
 
+
 class BLVLoss(ClassCountLoss):
     r"""BLV: cross-entropy on :math:`z_c + |e| \, f_c / \max_k f_k` in training.
 

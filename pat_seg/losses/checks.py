@@ -9,9 +9,9 @@ does, once per step, before the model runs) calls the loss inside :func:`labels_
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Iterator
 
 import torch
 from torch import Tensor

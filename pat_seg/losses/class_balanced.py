@@ -13,8 +13,8 @@ from torch import Tensor
 
 from pat_seg.losses._pixel import cross_entropy_over_valid
 from pat_seg.losses.class_counts import ClassCountLoss
-from pat_seg.losses.focal import check_gamma, focal_over_valid
 from pat_seg.losses.description import LossDescription
+from pat_seg.losses.focal import check_gamma, focal_over_valid
 
 
 def check_beta(beta: float | None) -> float | None:

@@ -10,7 +10,7 @@ the counts recorded in the run's hyperparameters, so a checkpoint never disagree
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

@@ -39,5 +39,5 @@ class LossDescription:
 
     def arguments(self, loss_class: type) -> tuple[str, ...]:
         """The ``__init__`` arguments of ``loss_class`` that identify a run (the HParams columns)."""
-        names = list(inspect.signature(loss_class.__init__).parameters)[1:]
+        names = list(inspect.signature(loss_class).parameters)
         return tuple(name for name in names if name not in self.not_identifying)

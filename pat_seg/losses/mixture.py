@@ -24,8 +24,8 @@ from torch import Tensor
 from pat_seg.losses._pixel import lookup_class, mean_over_valid, target_log_prob
 from pat_seg.losses.class_balanced import check_beta, class_balanced_weights
 from pat_seg.losses.class_counts import ClassCountLoss
-from pat_seg.losses.pat import PATLoss
 from pat_seg.losses.description import LossDescription
+from pat_seg.losses.pat import PATLoss
 
 
 class PATCBMixtureLoss(ClassCountLoss):

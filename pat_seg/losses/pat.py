@@ -14,7 +14,6 @@ from pat_seg.losses.base import PixelLoss
 from pat_seg.losses.checks import check_logits_target
 from pat_seg.losses.description import LossDescription
 
-
 CLASS_REDUCTIONS = ("sum", "mean")
 IMPLEMENTATIONS = ("auto", "eager", "triton")
 # "image_class": paper Eq. 4 (each class's pixel terms divided by its mask size in that image);

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+
 from pat_seg.exceptions import ConfigurationError
 
 

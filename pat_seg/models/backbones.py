@@ -14,6 +14,7 @@ import timm
 import torch
 from timm.models import adapt_input_conv, get_pretrained_cfg
 from torch import Tensor, nn
+
 from pat_seg.exceptions import ConfigurationError
 
 OUTPUT_STRIDES = (8, 16)
@@ -90,7 +91,7 @@ def cached_weight_paths(backbone: str) -> list[Path]:
         names = [config.hf_hub_filename] if config.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
         paths += [snapshot / name for snapshot in snapshots for name in names]
     if config.url:
-        paths.append(Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(config.url))
+        paths.append(Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(str(config.url)))
     if config.file:
         paths.append(Path(config.file))
     return paths

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pat_seg.exceptions import ConfigurationError
 from pat_seg.models._blocks import ConvBNReLU, check_model_args
 from pat_seg.models.backbones import resnet_features
 from pat_seg.models.base import SegmentationNetwork
-from pat_seg.exceptions import ConfigurationError
 
 # ASPP atrous rates at output stride 16 (DeepLabV3 Sec. 3.3); output stride 8 doubles them.
 ASPP_RATES_OS16 = (6, 12, 18)
@@ -100,7 +100,8 @@ class DeepLabV3(SegmentationNetwork):
         self.backbone = resnet_features(
             backbone, in_channels, output_stride, self.feature_indices, pretrained, pretrained_path
         )
-        self.aspp = ASPP(self.backbone.feature_info.channels()[-1], aspp_rates(output_stride))
+        channels = self.backbone.feature_info.channels()  # type: ignore[union-attr,operator]  # timm's FeatureListNet
+        self.aspp = ASPP(channels[-1], aspp_rates(output_stride))
         self.build_head(num_classes)
 
     def build_head(self, num_classes: int) -> None:
@@ -125,7 +126,7 @@ class DeepLabV3Plus(DeepLabV3):
     feature_indices = (1, 4)
 
     def build_head(self, num_classes: int) -> None:
-        low_level = self.backbone.feature_info.channels()[0]
+        low_level = self.backbone.feature_info.channels()[0]  # type: ignore[union-attr,operator]  # timm's FeatureListNet
         self.reduce_low_level = ConvBNReLU(low_level, LOW_LEVEL_CHANNELS, kernel_size=1)
         self.refine = nn.Sequential(
             ConvBNReLU(ASPP_CHANNELS + LOW_LEVEL_CHANNELS, ASPP_CHANNELS),

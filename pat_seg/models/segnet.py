@@ -62,5 +62,5 @@ class SegNet(SegmentationNetwork):
             pooled.append((indices, size))
         for decoder in self.decoders:
             indices, size = pooled.pop()
-            x = decoder(F.max_unpool2d(x, indices, kernel_size=2, stride=2, output_size=size))
+            x = decoder(F.max_unpool2d(x, indices, kernel_size=(2, 2), stride=(2, 2), output_size=size))
         return self.classifier(x)
