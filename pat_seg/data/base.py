@@ -18,36 +18,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pat_seg.class_statistics import count_classes
 from pat_seg.data.io import DatasetLayoutError
 from pat_seg.data.sampling import EvaluationSampler, ResumableDataLoader, ResumableShuffleSampler, process_group
 
 log = logging.getLogger(__name__)
 
 Sample = dict[str, Any]
-
-
-def count_classes(dataset: Dataset, num_classes: int, ignore_index: int, batch_size: int = 16, num_workers: int = 0) -> list[int]:
-    """Per-class pixel counts of every target in ``dataset`` (ignored pixels skipped).
-
-    Labels outside ``[0, num_classes)`` raise ``ValueError`` naming the value and the sample.
-    """
-    counts = torch.zeros(num_classes, dtype=torch.long)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
-    seen = 0
-    for batch in loader:
-        target = batch["target"]
-        valid = target != ignore_index
-        labels = target[valid]
-        bad = (labels < 0) | (labels >= num_classes)
-        if bool(bad.any()):
-            where = (target == labels[bad][0]).flatten(1).any(1).nonzero()[0, 0].item()
-            raise ValueError(
-                f"label {int(labels[bad][0])} found in training sample {seen + where}; this dataset has "
-                f"{num_classes} classes and ignore_index {ignore_index}"
-            )
-        counts += torch.bincount(labels.flatten(), minlength=num_classes)
-        seen += target.shape[0]
-    return counts.tolist()
 
 
 def class_counts_cache_path(root: str | Path, key: dict[str, Any]) -> Path:
@@ -137,9 +114,13 @@ class SegmentationDataModule(L.LightningDataModule):
                     self._class_counts = [int(c) for c in counts]
                     return self._class_counts
             log.info("counting training pixels per class for %s", type(self).__name__)
-            self._class_counts = count_classes(
-                self.counting_dataset(), self.num_classes, self.ignore_index, num_workers=self.num_workers
-            )
+            loader = DataLoader(self.counting_dataset(), batch_size=16, num_workers=self.num_workers, shuffle=False)
+            try:
+                self._class_counts = count_classes(
+                    (batch["target"] for batch in loader), self.num_classes, self.ignore_index, batched=True
+                )
+            except ValueError as error:  # "label 37 found in label map 12; ..." of the training split
+                raise ValueError(f"{type(self).__name__}, training split: {error}") from None
             if cache is not None:
                 try:
                     cache.parent.mkdir(parents=True, exist_ok=True)

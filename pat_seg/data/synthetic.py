@@ -41,6 +41,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from pat_seg.class_statistics import class_statistics
 from pat_seg.data.base import Sample, SegmentationDataModule
 
 Painter = Callable[[Tensor, int], None]  # paints a mask with a class (and a new instance id)
@@ -400,17 +401,10 @@ class SyntheticLongTailDataModule(SegmentationDataModule):
 
         One pass over the split; the pixel counts become :attr:`class_counts` when those are not known yet.
         """
-        dataset = self.dataset("train")
-        pixels = torch.zeros(self.num_classes, dtype=torch.long)
-        images = torch.zeros(self.num_classes, dtype=torch.long)
-        for index in range(len(dataset)):
-            target = dataset[index]["target"]
-            counts = torch.bincount(target[target != self.ignore_index], minlength=self.num_classes)
-            pixels += counts
-            images += counts > 0
+        statistics = class_statistics(self.dataset("train"), self.num_classes, self.ignore_index)
         if self._class_counts is None:
-            self.class_counts = pixels.tolist()
-        return pixels.tolist(), images.tolist()
+            self.class_counts = statistics.pixels
+        return statistics.pixels, statistics.images
 
     def setup(self, stage: str) -> None:
         super().setup(stage)

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from pat_seg.class_statistics import per_sample_class_counts
 from pat_seg.kernels import triton_available
 from pat_seg.losses._pixel import float32_math, target_log_prob, valid_mask_and_index
 from pat_seg.losses.base import PixelLoss
@@ -17,22 +18,6 @@ IMPLEMENTATIONS = ("auto", "eager", "triton")
 # "image_class": paper Eq. 4 (each class's pixel terms divided by its mask size in that image);
 # "pixel": the mean over the batch's valid pixels, cross-entropy's reduction (Eq. 4 switched off).
 NORMALIZATIONS = ("image_class", "pixel")
-
-
-def per_image_class_counts(index: Tensor, valid: Tensor, num_classes: int) -> Tensor:
-    """Number of valid pixels of each class in each image (or volume), ``[B, L]``, by one histogram.
-
-    This is ``S_i^l`` of paper Eq. 2, counted over all spatial positions of sample ``i``. Ignored pixels are routed to an extra overflow bin that is
-    dropped, so no boolean indexing is needed; the histogram is an ``index_add_`` into a table of
-    known size rather than ``bincount``, which on CUDA reads the largest index back to the host.
-    """
-    batch = index.shape[0]
-    index, valid = index.reshape(batch, -1), valid.reshape(batch, -1)  # every position of a sample, in one row
-    image_offset = torch.arange(batch, device=index.device).view(batch, 1) * num_classes
-    flat = torch.where(valid, index + image_offset, torch.full_like(index, batch * num_classes)).reshape(-1)
-    counts = torch.zeros(batch * num_classes + 1, dtype=torch.long, device=index.device)
-    counts.index_add_(0, flat, torch.ones((), dtype=torch.long, device=index.device).expand(flat.numel()))
-    return counts[: batch * num_classes].view(batch, num_classes)
 
 
 def pat_weight_table(
@@ -59,7 +44,7 @@ def pat_weight_table(
     if normalization == "pixel":
         inverse = 1.0 / valid.sum().clamp_min(1).to(dtype)  # 1 / V, a 0-d tensor
         return inverse.expand(index.shape[0], num_classes)
-    counts = per_image_class_counts(index, valid, num_classes).to(dtype)  # S_i^l
+    counts = per_sample_class_counts(index, valid, num_classes).to(dtype)  # S_i^l
     weights = 1.0 / (index.shape[0] * counts.clamp_min(1.0))
     if class_reduction == "mean":
         weights = weights / (counts > 0).sum(1, keepdim=True).clamp_min(1).to(dtype)  # K_i
