@@ -2,7 +2,8 @@
 
 The class-count losses (:class:`~pat_seg.losses.ClassBalancedLoss`, LDAM, BMS, BLV) take the pixel
 counts of the training split; the image counts (how many label maps hold each class) tell a class
-that is rare because it is small from one that is rare because it is seldom present. Any iterable of
+that is rare because it is small from one that is rare because it is seldom present, and give
+``PATLoss(presence_exponent=...)`` its ``class_presence``. Any iterable of
 label maps feeds them: a dataset, a ``DataLoader`` (``batched=True``), a list of arrays.
 
     from pat_seg.class_statistics import class_statistics
@@ -53,6 +54,12 @@ class ClassStatistics:
     pixels: list[int]
     images: list[int]
     num_images: int
+
+    @property
+    def presence(self) -> list[float]:
+        r"""``images[l] / num_images``: the share :math:`\pi_l` of label maps holding class ``l``
+        (``class_presence`` of the presence-corrected Eq. 4, docs/losses.md)."""
+        return [count / max(self.num_images, 1) for count in self.images]
 
 
 def label_tensor(item: Any, position: int) -> Tensor:

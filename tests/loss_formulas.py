@@ -1,4 +1,4 @@
-"""Float64 per-pixel terms of the eight losses, written from their formulas in docs/losses.md.
+"""Float64 per-pixel terms of the losses, written from their formulas in docs/losses.md.
 
 Each formula builds the one-hot target and the full softmax (fine for test-sized tensors) and shares
 no code with :mod:`pat_seg.losses`: no ``gather``, no histogram, no analytic backward. The gradient
@@ -19,6 +19,21 @@ import torch
 from torch import Tensor
 
 LOSS_NAMES = ("ce", "focal", "cb", "cbfocal", "bms", "ldam", "blv", "pat")
+# Beyond the paper: PAT with the presence correction (presence_exponent 0.5, the CLASS_PRESENCE shares
+# of the first five classes; more classes repeat them), and the PAT+CB mixture at its first training step.
+BEYOND_PAPER_NAMES = ("pat_presence", "patcb")
+PRESENCE_EXPONENT = 0.5
+CLASS_PRESENCE = [0.9, 0.5, 0.3, 0.1, 0.05]
+
+
+def class_presence_for(num_classes: int) -> list[float]:
+    return [CLASS_PRESENCE[c % len(CLASS_PRESENCE)] for c in range(num_classes)]
+
+
+def presence_factors64(presence: Sequence[float], exponent: float) -> list[float]:
+    """``a_l = pi_l^{-alpha} / Z`` with ``Z = sum pi^{1 - alpha} / sum pi`` (every share > 0 here)."""
+    z = sum(p ** (1.0 - exponent) for p in presence) / sum(presence)
+    return [p ** (-exponent) / z for p in presence]
 
 
 def log_softmax64(z: Tensor) -> Tensor:
@@ -91,6 +106,8 @@ def formula_terms(
 ) -> Tensor:
     """Each pixel's float64 term of loss ``name`` in training mode (0 where ignored), ``[B, *spatial]``.
 
+    ``name`` is one of :data:`LOSS_NAMES` or :data:`BEYOND_PAPER_NAMES`.
+
     Hyperparameters are the defaults of the loss classes (focal ``gamma = 2``, LDAM ``max_margin = 0.5``
     with deferred re-weighting on, BLV ``sigma = 0.5``, PAT ``T = 20``); ``blv_noise`` holds the
     standard normals BLV draws, one per logit.
@@ -124,6 +141,16 @@ def formula_terms(
         terms = ce(z + blv_offsets64(counts, blv_noise, 0.5))
     elif name == "pat":
         terms = pat_terms64(z, onehot, temperature=20.0)
+    elif name == "pat_presence":
+        factors = per_class(presence_factors64(class_presence_for(z.shape[1]), PRESENCE_EXPONENT), z)
+        terms = pat_terms64(z, onehot, temperature=20.0) * true_class(factors, onehot)
+    elif name == "patcb":
+        # First training step of a fresh loss: each term divided by its own (detached) value.
+        pat = pat_terms64(z, onehot, temperature=20.0)
+        cb_terms = ce(z) * true_class(cb, onehot)
+        num_valid = max(int(valid.sum()), 1)
+        pat_value, cb_value = pat.sum().detach(), (cb_terms.sum() / num_valid).detach()
+        terms = 0.5 * pat / pat_value + 0.5 * cb_terms / (num_valid * cb_value)
     else:
         raise ValueError(name)
     return torch.where(valid, terms, torch.zeros((), dtype=torch.float64))
@@ -135,7 +162,7 @@ def formula_loss(name: str, z: Tensor, target: Tensor, counts: Sequence[float], 
     terms = formula_terms(name, z, target, counts, ignore_index=ignore_index, **options)  # type: ignore[arg-type]
     if reduction == "none":
         return terms
-    if reduction == "sum" or name == "pat":
+    if reduction == "sum" or name.startswith("pat"):  # PAT's terms (and the mixture's) carry the normalisation
         return terms.sum()
     valid = target.numel() if ignore_index is None else int((target != ignore_index).sum())
     return terms.sum() / max(valid, 1)
@@ -155,6 +182,9 @@ def make_loss(name: str, counts: Sequence[float], ldam_scale: float = 20.0, **kw
         "ldam": lambda: losses.LDAMLoss(counts, max_margin=0.5, scale=ldam_scale, drw_epoch=0, **kwargs),
         "blv": lambda: losses.BLVLoss(counts, sigma=0.5, **kwargs),
         "pat": lambda: losses.PATLoss(temperature=20.0, **kwargs),
+        "pat_presence": lambda: losses.PATLoss(temperature=20.0, presence_exponent=PRESENCE_EXPONENT,
+                                               class_presence=class_presence_for(len(counts)), **kwargs),
+        "patcb": lambda: losses.PATCBMixtureLoss(counts, mix=0.5, temperature=20.0, **kwargs),
     }
     return factories[name]().train()
 

@@ -1,4 +1,6 @@
-"""``reduction``, ``ignore_index=None`` and any number of spatial dimensions, for all eight losses.
+"""``reduction``, ``ignore_index=None`` and any number of spatial dimensions, for every loss.
+
+The eight of the paper's Table 3 and those beyond it (PAT's presence correction, the PAT+CB mixture).
 
 Every value and gradient is checked against the float64 formulas of tests/loss_formulas.py (and PAT's
 volume normalisation against the loop reference of tests/pat_reference.py).
@@ -9,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from loss_formulas import LOSS_NAMES, blv_noise_like, call_seeded, formula_loss, make_loss
+from loss_formulas import BEYOND_PAPER_NAMES, LOSS_NAMES, blv_noise_like, call_seeded, formula_loss, make_loss
 from pat_reference import reference_pat
 
 from pat_seg.losses import LDAMLoss, PATLoss, PixelLoss
@@ -18,6 +20,7 @@ IGNORE = 255
 COUNTS = [5000.0, 1200.0, 300.0, 40.0, 0.0]  # class 4 never seen in training: clamped to 1
 NUM_CLASSES = len(COUNTS)
 SPATIAL_SHAPES = {"1d": (9,), "2d": (5, 6), "3d": (3, 4, 5)}
+ALL_NAMES = LOSS_NAMES + BEYOND_PAPER_NAMES
 
 
 def make_case(spatial: tuple[int, ...], ignore_index: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,7 +44,7 @@ def value_and_gradient(loss: torch.nn.Module, logits: torch.Tensor, target: torc
 @pytest.mark.parametrize("ignore_index", [IGNORE, None], ids=["ignore255", "ignore-none"])
 @pytest.mark.parametrize("spatial", list(SPATIAL_SHAPES), ids=list(SPATIAL_SHAPES))
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("name", LOSS_NAMES)
+@pytest.mark.parametrize("name", ALL_NAMES)
 def test_every_reduction_shape_and_ignore_index_matches_the_float64_formula(name, reduction, spatial, ignore_index):
     logits, target = make_case(SPATIAL_SHAPES[spatial], ignore_index)
     loss = make_loss(name, COUNTS, reduction=reduction, ignore_index=ignore_index)
@@ -59,7 +62,7 @@ def test_every_reduction_shape_and_ignore_index_matches_the_float64_formula(name
         assert (value[target == ignore_index] == 0).all()
 
 
-@pytest.mark.parametrize("name", LOSS_NAMES)
+@pytest.mark.parametrize("name", ALL_NAMES)
 def test_sum_is_the_sum_of_the_per_pixel_terms_and_mean_is_the_default(name):
     logits, target = make_case((4, 5), IGNORE, seed=1)
     terms = call_seeded(make_loss(name, COUNTS, reduction="none"), logits, target)
@@ -68,8 +71,8 @@ def test_sum_is_the_sum_of_the_per_pixel_terms_and_mean_is_the_default(name):
     default = call_seeded(make_loss(name, COUNTS), logits, target)
     torch.testing.assert_close(total, terms.sum(), rtol=1e-12, atol=0)
     valid = int((target != IGNORE).sum())
-    # PAT's terms carry Eq. 4's 1 / (B S_i^l): they add up to the loss itself.
-    torch.testing.assert_close(mean, total if name == "pat" else total / valid, rtol=1e-12, atol=0)
+    # PAT's terms carry Eq. 4's 1 / (B S_i^l) (the mixture's both normalisations): they add up to the loss.
+    torch.testing.assert_close(mean, total if name.startswith("pat") else total / valid, rtol=1e-12, atol=0)
     assert torch.equal(default, mean)
 
 
@@ -95,13 +98,13 @@ def test_ignore_index_none_takes_every_pixel_and_rejects_255() -> None:
     value = make_loss("ce", COUNTS, ignore_index=None)(logits, target)
     torch.testing.assert_close(value, F.cross_entropy(logits, target), rtol=1e-12, atol=0)
     target[0, 1, 2] = IGNORE
-    for name in LOSS_NAMES:
+    for name in ALL_NAMES:
         with pytest.raises(ValueError, match=r"label 255 found in target; expected class indices in \[0, 4\] "
                                              r"\(ignore_index=None: every label must be a class\)"):
             make_loss(name, COUNTS, ignore_index=None)(logits, target)
 
 
-@pytest.mark.parametrize("name", LOSS_NAMES)
+@pytest.mark.parametrize("name", ALL_NAMES)
 def test_bad_reduction_and_ignore_index_are_named(name):
     with pytest.raises(ValueError, match=r"reduction must be one of \('mean', 'sum', 'none'\); got 'avg'"):
         make_loss(name, COUNTS, reduction="avg")
@@ -120,9 +123,9 @@ def test_eval_mode_reductions_are_those_of_its_cross_entropy() -> None:
 def test_every_loss_takes_reduction_and_ignore_index_none() -> None:
     import inspect
 
-    from pat_seg.losses import PAPER_LOSSES
+    from pat_seg.losses import BEYOND_PAPER_LOSSES, PAPER_LOSSES
 
-    for loss_type in PAPER_LOSSES:
+    for loss_type in PAPER_LOSSES + BEYOND_PAPER_LOSSES:
         parameters = inspect.signature(loss_type.__init__).parameters
         assert parameters["reduction"].default == "mean", loss_type
         assert parameters["ignore_index"].annotation in ("int | None", int | None), loss_type

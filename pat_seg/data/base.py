@@ -1,8 +1,9 @@
 """Shared data-module logic: loaders, the fields the rest of the package reads, training class counts.
 
 Every data module yields batches ``{"image": float [B, C, H, W], "target": long [B, H, W]}`` and
-exposes ``num_classes``, ``class_names``, ``ignore_index`` and ``class_counts`` (per-class pixel
-counts over the TRAINING split, docs/losses.md), which the CLI and the module read.
+exposes ``num_classes``, ``class_names``, ``ignore_index``, ``class_counts`` (per-class pixel
+counts over the TRAINING split, docs/losses.md) and ``class_presence`` (per-class share of the training
+images that contain the class), which the CLI and the module read.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pat_seg.class_statistics import count_classes
+from pat_seg.class_statistics import ClassStatistics, class_statistics
 from pat_seg.data.io import DatasetLayoutError
 from pat_seg.data.sampling import EvaluationSampler, ResumableDataLoader, ResumableShuffleSampler, process_group
 
@@ -76,7 +77,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.seed = seed
         self._datasets: dict[str, Dataset] = {}
-        self._class_counts: list[int] | None = None
+        self._class_statistics: ClassStatistics | None = None
         self._train_loader: ResumableDataLoader | None = None
         self._train_loader_state: dict[str, int] | None = None
 
@@ -104,19 +105,22 @@ class SegmentationDataModule(L.LightningDataModule):
         return self._datasets[split]
 
     @property
-    def class_counts(self) -> list[int]:
-        """Per-class pixel counts over the training split, computed once (and cached on disk)."""
-        if self._class_counts is None:
+    def class_statistics(self) -> ClassStatistics:
+        """Per-class pixels and images over the training split, computed once (and cached on disk)."""
+        if self._class_statistics is None:
             cache = self.class_counts_cache_file()
             if cache is not None and cache.is_file():
-                counts = json.loads(cache.read_text())["class_counts"]
-                if len(counts) == self.num_classes:
-                    self._class_counts = [int(c) for c in counts]
-                    return self._class_counts
+                cached = json.loads(cache.read_text())
+                # Files written before the image counts existed lack them: scanned again once.
+                if len(cached.get("class_counts", [])) == self.num_classes and "class_image_counts" in cached:
+                    self._class_statistics = ClassStatistics(
+                        [int(c) for c in cached["class_counts"]], [int(c) for c in cached["class_image_counts"]],
+                        int(cached["num_images"]))
+                    return self._class_statistics
             log.info("counting training pixels per class for %s", type(self).__name__)
             loader = DataLoader(self.counting_dataset(), batch_size=16, num_workers=self.num_workers, shuffle=False)
             try:
-                self._class_counts = count_classes(
+                self._class_statistics = class_statistics(
                     (batch["target"] for batch in loader), self.num_classes, self.ignore_index, batched=True
                 )
             except ValueError as error:  # "label 37 found in label map 12; ..." of the training split
@@ -125,17 +129,30 @@ class SegmentationDataModule(L.LightningDataModule):
                 try:
                     cache.parent.mkdir(parents=True, exist_ok=True)
                     tmp = cache.with_suffix(cache.suffix + ".tmp")
-                    tmp.write_text(json.dumps({"class_names": self.class_names, "class_counts": self._class_counts}))
+                    statistics = self._class_statistics
+                    tmp.write_text(json.dumps({"class_names": self.class_names, "class_counts": statistics.pixels,
+                                               "class_image_counts": statistics.images,
+                                               "num_images": statistics.num_images}))
                     tmp.replace(cache)  # atomic: a concurrent reader never sees half a file
                 except OSError as error:  # a read-only data root must not stop training
                     log.warning("could not cache class counts at %s: %s", cache, error)
-        return self._class_counts
+        return self._class_statistics
 
-    @class_counts.setter
-    def class_counts(self, counts: Sequence[int]) -> None:
-        if len(counts) != self.num_classes:
-            raise ValueError(f"got {len(counts)} class counts for num_classes={self.num_classes}")
-        self._class_counts = [int(c) for c in counts]
+    @class_statistics.setter
+    def class_statistics(self, statistics: ClassStatistics) -> None:
+        if len(statistics.pixels) != self.num_classes or len(statistics.images) != self.num_classes:
+            raise ValueError(f"got statistics of {len(statistics.pixels)} classes for num_classes={self.num_classes}")
+        self._class_statistics = statistics
+
+    @property
+    def class_counts(self) -> list[int]:
+        """Per-class pixel counts over the training split (:attr:`class_statistics`)."""
+        return self.class_statistics.pixels
+
+    @property
+    def class_presence(self) -> list[float]:
+        """Per-class share of the training images that contain the class (:attr:`class_statistics`)."""
+        return self.class_statistics.presence
 
     def setup(self, stage: str) -> None:
         splits = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["test"]}[stage]
