@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
 from pat_seg.losses._pixel import lookup_class, target_log_prob
