@@ -12,7 +12,6 @@ from torchmetrics.aggregation import MeanMetric
 
 from pat_seg.exceptions import ConfigurationError
 from pat_seg.losses import PixelLoss
-from pat_seg.losses.checks import labels_checked
 from pat_seg.metrics import SegmentationMetrics
 from pat_seg.models import SegmentationNetwork
 from pat_seg.run_summary import hparams_summary
@@ -62,6 +61,11 @@ class SegmentationModule(L.LightningModule):
         super().__init__()
         if num_classes < 2:
             raise ConfigurationError(f"num_classes must be >= 2; got {num_classes}")
+        if isinstance(loss, PixelLoss) and loss.reduction == "none":
+            raise ConfigurationError(
+                f"{type(loss).__name__}(reduction='none') returns a loss per pixel; training needs one number "
+                f"per step: use reduction='mean' (the default) or 'sum'"
+            )
         self.save_hyperparameters(ignore=["model", "loss", "optimizer", "lr_scheduler"])
         self.model = model
         self.loss = loss
@@ -157,11 +161,16 @@ class SegmentationModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         image, target = check_batch(batch, self.num_classes, self.ignore_index, batch_idx)
-        with labels_checked():  # check_batch was the label check of this step
-            loss = self.loss(self._logits(image), target)
+        loss = self._loss(self._logits(image), target)
         self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=image.shape[0])
         self._log_mean_loss("train", loss, image.shape[0])
         return loss
+
+    def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        # check_batch was this step's label check: a pat-seg loss skips its own (a host sync on CUDA).
+        if isinstance(self.loss, PixelLoss):
+            return self.loss(logits, target, check_labels=False)
+        return self.loss(logits, target)
 
     def _log_mean_loss(self, split: str, loss: Tensor, batch_size: int) -> None:
         mean = self.mean_losses[f"{split}_loss"]
@@ -173,8 +182,7 @@ class SegmentationModule(L.LightningModule):
     def _evaluation_step(self, batch: dict[str, Tensor], metrics: SegmentationMetrics, prefix: str, batch_idx: int) -> None:
         image, target = check_batch(batch, self.num_classes, self.ignore_index, batch_idx)
         logits = self._logits(image)
-        with labels_checked():
-            loss = self.loss(logits, target)
+        loss = self._loss(logits, target)
         self._log_mean_loss(prefix, loss, image.shape[0])
         metrics.update(logits.argmax(1), target)
 

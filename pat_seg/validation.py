@@ -71,7 +71,7 @@ def check_batch(batch: Any, num_classes: int, ignore_index: int, batch_idx: int 
     # Both data checks reduce to one pair of flags read back together: one host sync per batch on CUDA.
     # A NaN/Inf pixel would poison BatchNorm running statistics in the forward pass; a label out of
     # range would be a device-side assert in the loss's gather instead of a readable error. The losses
-    # then skip their own label check (the module calls them inside `labels_checked`).
+    # then skip their own label check (the module calls them with `check_labels=False`).
     bad_label = bad_label_mask(target, num_classes, ignore_index)
     non_finite, label_out_of_range = torch.stack([~torch.isfinite(image).all(), bad_label.any()]).tolist()
     if non_finite:

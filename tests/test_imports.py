@@ -8,7 +8,7 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("package", ["pat_seg.losses", "pat_seg.models", "pat_seg"])
+@pytest.mark.parametrize("package", ["pat_seg.losses", "pat_seg.class_statistics", "pat_seg.models", "pat_seg"])
 def test_import_leaves_lightning_and_torchmetrics_out(package: str) -> None:
     code = (
         f"import sys; import {package}; "

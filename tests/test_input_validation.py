@@ -11,7 +11,7 @@ import pat_seg.losses.checks
 import pat_seg.validation
 from pat_seg.callbacks import NonFiniteLossError, NonFiniteLossGuard
 from pat_seg.data.synthetic import SyntheticLongTailDataModule
-from pat_seg.losses import ClassBalancedLoss, CrossEntropyLoss, PATLoss, labels_checked
+from pat_seg.losses import ClassBalancedLoss, CrossEntropyLoss, PATLoss
 from pat_seg.module import SegmentationModule
 from pat_seg.validation import check_batch
 
@@ -179,16 +179,15 @@ def test_one_label_check_per_training_step(loss, label_checks: list[int]) -> Non
     assert len(label_checks) == 3
 
 
-def test_a_loss_on_its_own_checks_labels_and_skips_them_inside_labels_checked(label_checks: list[int]) -> None:
+def test_a_loss_on_its_own_checks_labels_and_skips_them_when_told_they_are_checked(label_checks: list[int]) -> None:
     logits, target = torch.zeros(1, 3, 2, 2), torch.tensor([[[0, 1], [2, IGNORE]]])
     PATLoss()(logits, target)
     assert len(label_checks) == 1
-    with labels_checked():
-        PATLoss()(logits, target)
-        with pytest.raises(ValueError, match="target must have shape"):  # shapes are still checked
-            PATLoss()(logits, target[:, :1])
+    PATLoss()(logits, target, check_labels=False)
+    with pytest.raises(ValueError, match="target must have shape"):  # shapes are still checked
+        PATLoss()(logits, target[:, :1], check_labels=False)
     assert len(label_checks) == 1
-    with pytest.raises(ValueError, match="label 7 found in target"):  # the switch is off again after the block
+    with pytest.raises(ValueError, match="label 7 found in target"):  # nothing global: the next call checks
         PATLoss()(logits, torch.tensor([[[0, 1], [7, IGNORE]]]))
 
 
@@ -205,8 +204,7 @@ def test_batch_check_and_loss_sync_with_the_host_once_on_cuda() -> None:
         torch.cuda.set_sync_debug_mode("warn")
         try:
             image, target = check_batch(batch, NUM_CLASSES, IGNORE)
-            with labels_checked():
-                PATLoss()(logits, target).backward()
+            PATLoss()(logits, target, check_labels=False).backward()
         finally:
             torch.cuda.set_sync_debug_mode("default")
     syncs = [w for w in caught if "synchroniz" in str(w.message)]

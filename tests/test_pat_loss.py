@@ -163,7 +163,8 @@ def test_bad_label_raises_before_any_kernel(loss, monkeypatch):
     "logits_shape,target_shape,dtype,match",
     [
         ((2, 3, 4, 4), (2, 4, 5), torch.long, "target must have shape"),
-        ((2, 3, 4), (2, 4), torch.long, "logits must have shape"),
+        ((2,), (2,), torch.long, "logits must have shape"),
+        ((2, 3, 4, 4, 4), (2, 4, 4), torch.long, "target must have shape"),
         ((2, 3, 4, 4), (2, 4, 4), torch.float32, "integer tensor"),
     ],
 )

@@ -180,6 +180,19 @@ def test_largest_class_count(interpreted: ModuleType) -> None:
 
 
 @interpreter_only
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_nothing_ignored_and_both_scalar_reductions(interpreted: ModuleType, reduction: str) -> None:
+    logits, target = make_batch(2, 5, 6, 7)
+    target = target.masked_fill(target == 255, 0)  # every pixel a class: ignore_index=None ignores nothing
+    loss = PATLoss(ignore_index=None, reduction=reduction, implementation="triton")
+    value, grad = value_and_grad(loss, logits.float(), target)
+    # PAT's pixel terms carry Eq. 4's 1 / (B S_i^l): "sum" and "mean" are both the loss.
+    expected_value, expected_grad = reference(logits.float(), target, 20.0, 0.0, False, "sum", ignore_index=-1)
+    assert float(value) == pytest.approx(expected_value, rel=2e-6)
+    torch.testing.assert_close(grad.double(), expected_grad, rtol=1e-4, atol=1e-7)
+
+
+@interpreter_only
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_logits_math_in_float32_gradient_in_their_dtype(interpreted: ModuleType, dtype: torch.dtype) -> None:
     logits, target = make_batch(2, 19, 8, 9)

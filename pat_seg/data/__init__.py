@@ -1,6 +1,7 @@
 """Data modules: batches of ``{"image": float [B, C, H, W], "target": long [B, H, W]}``."""
 
-from pat_seg.data.base import SegmentationDataModule, count_classes
+from pat_seg.class_statistics import count_classes
+from pat_seg.data.base import SegmentationDataModule
 from pat_seg.data.cityscapes import CityscapesDataModule
 from pat_seg.data.image_folder import ImageFolderDataModule
 from pat_seg.data.io import DatasetLayoutError

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from pat_seg.class_statistics import ClassStatistics, class_statistics
 from pat_seg.data.io import DatasetLayoutError
 from pat_seg.data.sampling import EvaluationSampler, ResumableDataLoader, ResumableShuffleSampler, process_group
 from pat_seg.exceptions import ConfigurationError
@@ -27,61 +27,6 @@ from pat_seg.exceptions import ConfigurationError
 log = logging.getLogger(__name__)
 
 Sample = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class ClassStatistics:
-    r"""Per-class statistics of a training split, from one pass over its label maps.
-
-    ``pixels[l]``: non-ignored pixels of class ``l``; ``images[l]``: images that contain at least one
-    of them; ``num_images``: images scanned. ``presence[l] = images[l] / num_images`` is the share
-    :math:`\pi_l` of the presence-corrected Eq. 4 (docs/losses.md).
-    """
-
-    pixels: list[int]
-    images: list[int]
-    num_images: int
-
-    @property
-    def presence(self) -> list[float]:
-        return [count / max(self.num_images, 1) for count in self.images]
-
-
-def class_statistics(dataset: Dataset, num_classes: int, ignore_index: int, batch_size: int = 16,
-                     num_workers: int = 0) -> ClassStatistics:
-    """Per-class pixel counts and numbers of images containing each class, over every target of ``dataset``.
-
-    Ignored pixels are skipped. Labels outside ``[0, num_classes)`` raise ``ValueError`` naming the
-    value and the sample.
-    """
-    pixels = torch.zeros(num_classes, dtype=torch.long)
-    images = torch.zeros(num_classes, dtype=torch.long)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
-    seen = 0
-    for batch in loader:
-        target = batch["target"]
-        valid = target != ignore_index
-        labels = target[valid]
-        bad = (labels < 0) | (labels >= num_classes)
-        if bool(bad.any()):
-            where = (target == labels[bad][0]).flatten(1).any(1).nonzero()[0, 0].item()
-            raise ConfigurationError(
-                f"label {int(labels[bad][0])} found in training sample {seen + where}; this dataset has "
-                f"{num_classes} classes and ignore_index {ignore_index}"
-            )
-        pixels += torch.bincount(labels.flatten(), minlength=num_classes)
-        # One histogram per image (labels offset by image), then "> 0": images that contain each class.
-        per_image = torch.where(valid, target, num_classes).flatten(1)
-        offsets = torch.arange(target.shape[0]).unsqueeze(1) * (num_classes + 1)
-        histogram = torch.bincount((per_image + offsets).flatten(), minlength=target.shape[0] * (num_classes + 1))
-        images += (histogram.view(target.shape[0], num_classes + 1)[:, :num_classes] > 0).sum(0)
-        seen += target.shape[0]
-    return ClassStatistics(pixels.tolist(), images.tolist(), seen)
-
-
-def count_classes(dataset: Dataset, num_classes: int, ignore_index: int, batch_size: int = 16, num_workers: int = 0) -> list[int]:
-    """Per-class pixel counts of every target in ``dataset`` (:func:`class_statistics`'s ``pixels``)."""
-    return class_statistics(dataset, num_classes, ignore_index, batch_size, num_workers).pixels
 
 
 def class_counts_cache_path(root: str | Path, key: dict[str, Any]) -> Path:
@@ -174,9 +119,13 @@ class SegmentationDataModule(L.LightningDataModule):
                         int(cached["num_images"]))
                     return self._class_statistics
             log.info("counting training pixels per class for %s", type(self).__name__)
-            self._class_statistics = class_statistics(
-                self.counting_dataset(), self.num_classes, self.ignore_index, num_workers=self.num_workers
-            )
+            loader = DataLoader(self.counting_dataset(), batch_size=16, num_workers=self.num_workers, shuffle=False)
+            try:
+                self._class_statistics = class_statistics(
+                    (batch["target"] for batch in loader), self.num_classes, self.ignore_index, batched=True
+                )
+            except ValueError as error:  # "label 37 found in label map 12; ..." of the training split
+                raise ConfigurationError(f"{type(self).__name__}, training split: {error}") from None
             if cache is not None:
                 try:
                     cache.parent.mkdir(parents=True, exist_ok=True)

@@ -421,7 +421,7 @@ class SyntheticLongTailDataModule(SegmentationDataModule):
 
 def check_regime_is_learnable(imbalance: float, rarity: str, image_size: int, num_train: int) -> None:
     """Refuse a regime with a thing class of too few pixels per object or in too few training images."""
-    for thing in regime_plan(imbalance, rarity, image_size):
+    for thing in reversed(regime_plan(imbalance, rarity, image_size)):  # the rarest first: it binds
         name = CLASS_NAMES[thing.cls]
         pixels = thing.object_pixels(image_size)
         if pixels < MIN_OBJECT_PIXELS:

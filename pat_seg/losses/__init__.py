@@ -3,7 +3,6 @@
 from pat_seg.losses.balanced_softmax import BalancedSoftmaxLoss
 from pat_seg.losses.base import PixelLoss
 from pat_seg.losses.blv import BLVLoss
-from pat_seg.losses.checks import labels_checked
 from pat_seg.losses.class_balanced import ClassBalancedFocalLoss, ClassBalancedLoss
 from pat_seg.losses.class_counts import ClassCountLoss
 from pat_seg.losses.cross_entropy import CrossEntropyLoss
@@ -41,5 +40,4 @@ __all__ = [
     "PATCBMixtureLoss",
     "PATLoss",
     "PixelLoss",
-    "labels_checked",
 ]

@@ -1,9 +1,10 @@
 """Shared pixel-level helpers for every loss in :mod:`pat_seg.losses`.
 
-All losses take ``logits`` of shape ``[B, L, H, W]`` and an integer ``target`` of shape ``[B, H, W]``
-whose pixels equal to ``ignore_index`` take no part (docs/losses.md). The helpers here do what every
-loss needs, once: compute ``log p`` in float32 (never ``log(softmax)``), pick the true-class entry with
-``gather`` so that no ``[B, L, H, W]`` one-hot tensor is ever built, and average over valid pixels.
+All losses take ``logits`` of shape ``[B, L, *spatial]`` (``[B, L, H, W]`` for images,
+``[B, L, D, H, W]`` for volumes) and an integer ``target`` of shape ``[B, *spatial]`` whose pixels
+equal to ``ignore_index`` take no part (docs/losses.md). The helpers here do what every loss needs,
+once: compute ``log p`` in float32 (never ``log(softmax)``), pick the true-class entry with ``gather``
+so that no one-hot tensor of the logits' size is ever built, and reduce the per-pixel terms.
 Input checks live in :mod:`pat_seg.losses.checks`.
 """
 
@@ -16,6 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+# "mean" is each loss's own reduction (the paper's), "sum" the sum of the "none" terms.
+REDUCTIONS = ("mean", "sum", "none")
 
 
 @contextmanager
@@ -35,45 +39,73 @@ def upcast(logits: Tensor) -> Tensor:
     return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
 
 
-def valid_mask_and_index(target: Tensor, ignore_index: int) -> tuple[Tensor, Tensor]:
+def valid_mask_and_index(target: Tensor, ignore_index: int | None) -> tuple[Tensor, Tensor]:
     """Return ``(valid, index)``: the non-ignored pixels and a target safe to ``gather`` with.
 
     Ignored pixels get index 0 so that ``gather`` stays in range; their contribution is zeroed with
-    ``valid`` afterwards.
+    ``valid`` afterwards. ``ignore_index=None`` ignores nothing.
     """
+    if ignore_index is None:
+        return torch.ones(target.shape, dtype=torch.bool, device=target.device), target.long()
     valid = target != ignore_index
     index = torch.where(valid, target, torch.zeros((), dtype=target.dtype, device=target.device))
     return valid, index.long()
 
 
+def class_view(per_class: Tensor, like: Tensor) -> Tensor:
+    """A per-class ``[L]`` tensor shaped ``[1, L, 1, ..., 1]`` to broadcast against ``like`` ``[B, L, *spatial]``."""
+    return per_class.view(1, -1, *([1] * (like.dim() - 2)))
+
+
 def gather_class(values: Tensor, index: Tensor) -> Tensor:
-    """``values[b, index[b, h, w], h, w]`` as a ``[B, H, W]`` tensor (no one-hot)."""
+    """``values[b, index[b, ...], ...]`` as a ``[B, *spatial]`` tensor (no one-hot)."""
     return values.gather(1, index.unsqueeze(1)).squeeze(1)
 
 
-def mean_over_valid(per_pixel: Tensor, valid: Tensor) -> Tensor:
-    """Mean of ``per_pixel`` over valid pixels; 0 (not NaN) when every pixel is ignored."""
-    total = per_pixel.masked_fill(~valid, 0.0).sum()
+def reduce_pixel_terms(terms: Tensor, valid: Tensor, reduction: str, mean_over_valid: bool = True) -> Tensor:
+    """Reduce per-pixel loss terms ``[B, *spatial]`` as ``reduction`` asks.
+
+    ``"none"``: the terms, 0 at ignored pixels. ``"sum"``: their sum. ``"mean"``: their sum divided
+    by the number of valid pixels (0, not NaN, when every pixel is ignored), or with
+    ``mean_over_valid=False`` the plain sum, for a loss whose terms already carry its normalisation
+    (PAT's ``1 / (B S_i^l)``, paper Eq. 4).
+    """
+    terms = terms.masked_fill(~valid, 0.0)
+    if reduction == "none":
+        return terms
+    total = terms.sum()
+    if reduction == "sum" or not mean_over_valid:
+        return total
     return total / valid.sum().clamp_min(1).to(total.dtype)
 
 
 class _TargetLogSoftmax(torch.autograd.Function):
-    """``log_softmax(s * z + offset, dim=1)`` at the target class, with the analytic gradient.
+    """``log_softmax(s * z + offset - shift * onehot_t, dim=1)`` at the target class, with the analytic gradient.
 
     ``d log p_t / d z_c = s * (1[c = t] - p_c)``, so the backward pass is ``-s * g * exp(log p)`` plus
-    ``s * g`` added at the target by a ``[B, H, W]`` scatter: two passes over the logits' size, where
-    autograd through ``log_softmax`` and ``gather`` takes four (a zero fill, the scatter, and the
+    ``s * g`` added at the target by a ``[B, *spatial]`` scatter: two passes over the logits' size,
+    where autograd through ``log_softmax`` and ``gather`` takes four (a zero fill, the scatter, and the
     two-read ``log_softmax`` backward) and one more for the scale. ``offset`` is a constant:
-    per class (BMS's ``log n_c``, shape ``[1, L, 1, 1]``) or per element (BLV's noise, full shape, which
-    is then overwritten and used as the work buffer instead of allocating another). Saved for
-    backward: ``log p`` and the index, as ``F.cross_entropy`` saves.
+    per class (BMS's ``log n_c``, shape ``[1, L, 1, ...]``) or per element (BLV's noise, full shape,
+    which is then overwritten and used as the work buffer instead of allocating another).
+    ``target_shift`` (``[B, *spatial]``, LDAM's ``s * m_t``) lowers the true-class logit of each pixel
+    before the log-sum-exp, written into the work buffer by a scatter, so the margin costs no extra
+    logits-sized tensor. Saved for backward: ``log p`` and the index, as ``F.cross_entropy`` saves.
     """
 
     @staticmethod
-    def forward(ctx: Any, logits: Tensor, index: Tensor, scale: float, offset: Tensor | None) -> Tensor:
-        adjusted = logits * scale if scale != 1.0 else logits
-        if offset is not None:
-            adjusted = offset.add_(adjusted) if offset.shape == logits.shape else adjusted + offset
+    def forward(ctx: Any, logits: Tensor, index: Tensor, scale: float, offset: Tensor | None,
+                target_shift: Tensor | None) -> Tensor:
+        if offset is not None and offset.shape == logits.shape:
+            adjusted = offset.add_(logits, alpha=scale)  # the caller's temporary becomes the work buffer
+        elif offset is not None:
+            adjusted = logits * scale + offset if scale != 1.0 else logits + offset
+        elif scale != 1.0 or target_shift is not None:
+            adjusted = logits * scale  # a fresh tensor, so that the shift below never writes into the logits
+        else:
+            adjusted = logits
+        if target_shift is not None:
+            adjusted.scatter_add_(1, index.unsqueeze(1), -target_shift.unsqueeze(1))
         log_p = torch.log_softmax(adjusted, dim=1)
         ctx.save_for_backward(log_p, index)
         ctx.scale = scale
@@ -81,63 +113,67 @@ class _TargetLogSoftmax(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None]:
         log_p, index = ctx.saved_tensors
         grad = grad.unsqueeze(1) * ctx.scale if ctx.scale != 1.0 else grad.contiguous().unsqueeze(1)
         grad_logits = torch.exp(log_p).mul_(-grad)
-        return grad_logits.scatter_add_(1, index.unsqueeze(1), grad), None, None, None
+        return grad_logits.scatter_add_(1, index.unsqueeze(1), grad), None, None, None, None
 
 
 def target_log_prob(
     logits: Tensor,
     target: Tensor,
-    ignore_index: int,
+    ignore_index: int | None,
     scale: float = 1.0,
     logit_offset: Tensor | None = None,
+    target_shift: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Return ``(log_p_t, valid, index)`` for upcast logits, without keeping ``log p`` for the caller.
 
-    ``log_p_t`` is ``log_softmax(scale * logits + logit_offset, dim=1)`` at the true class
-    ``[B, H, W]`` (0 where ignored), differentiable by :class:`_TargetLogSoftmax`; with the defaults
-    it is plain ``log p_t``. A full-size ``logit_offset`` is overwritten (pass a
-    temporary). ``valid`` is the non-ignored mask; ``index`` the target with ignored pixels sent to
-    class 0 (safe to gather with).
+    ``log_p_t`` is ``log_softmax(scale * logits + logit_offset - target_shift * onehot_t, dim=1)`` at
+    the true class, ``[B, *spatial]`` (0 where ignored), differentiable by :class:`_TargetLogSoftmax`;
+    with the defaults it is plain ``log p_t``. A full-size ``logit_offset`` is overwritten (pass a
+    temporary). ``target_shift`` is a per-pixel constant, given as a per-class table ``[L]`` looked up
+    by each pixel's label. ``valid`` is the non-ignored mask; ``index`` the target with ignored pixels
+    sent to class 0 (safe to gather with).
     """
     valid, index = valid_mask_and_index(target, ignore_index)
     logits = upcast(logits)
     offset = None if logit_offset is None else logit_offset.to(device=logits.device, dtype=logits.dtype)
-    log_p_t = _TargetLogSoftmax.apply(logits, index, float(scale), offset).masked_fill(~valid, 0.0)
+    shift = None if target_shift is None else lookup_class(target_shift, index, logits)
+    log_p_t = _TargetLogSoftmax.apply(logits, index, float(scale), offset, shift).masked_fill(~valid, 0.0)
     return log_p_t, valid, index
 
 
 def lookup_class(per_class: Tensor, index: Tensor, like: Tensor) -> Tensor:
-    """``per_class[index]`` as a ``[B, H, W]`` tensor in the dtype/device of ``like``.
+    """``per_class[index]`` as a ``[B, *spatial]`` tensor in the dtype/device of ``like``.
 
     Per-class constants (weights, margins) reach each pixel through its label, never through a
-    ``[B, L, H, W]`` one-hot product.
+    one-hot product of the logits' size.
     """
     table = per_class.to(device=like.device, dtype=like.dtype)
     return table.index_select(0, index.reshape(-1)).view(index.shape)  # several times faster than table[index]
 
 
-def cross_entropy_over_valid(
+def cross_entropy_terms(
     logits: Tensor,
     target: Tensor,
-    ignore_index: int,
+    ignore_index: int | None,
     class_weight: Tensor | None = None,
     logit_offset: Tensor | None = None,
-) -> Tensor:
-    """``sum_j w_{t_j} * (-log p_t(j))`` divided by the number of valid pixels (0 if there is none).
+) -> tuple[Tensor, Tensor]:
+    """``(terms, valid)``: ``w_{t_j} * (-log p_t(j))`` per pixel (0 where ignored) and the valid mask.
 
     ``p`` is the softmax of ``logits + logit_offset`` (see :func:`target_log_prob`).
 
-    With ``class_weight=None`` this is ``F.cross_entropy`` with mean reduction. With weights it is
-    NOT ``F.cross_entropy(weight=...)``'s mean, which divides by the sum of the weights: the
-    re-weighted losses average over valid pixels (docs/losses.md), so the weights change the scale
-    of each class's contribution, not just their relative shares.
+    Reduced with :func:`reduce_pixel_terms`' ``"mean"``, this is ``F.cross_entropy`` with mean
+    reduction when ``class_weight=None``. With weights it is NOT ``F.cross_entropy(weight=...)``'s
+    mean, which divides by the sum of the weights: the re-weighted losses average over valid pixels
+    (docs/losses.md), so the weights change the scale of each class's contribution, not just their
+    relative shares.
     """
     log_p_t, valid, index = target_log_prob(logits, target, ignore_index, logit_offset=logit_offset)
-    per_pixel = -log_p_t
+    terms = -log_p_t
     if class_weight is not None:
-        per_pixel = per_pixel * lookup_class(class_weight, index, per_pixel)
-    return mean_over_valid(per_pixel, valid)
+        terms = terms * lookup_class(class_weight, index, terms)
+    return terms, valid

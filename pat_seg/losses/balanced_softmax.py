@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from pat_seg.losses._pixel import cross_entropy_over_valid
+from pat_seg.losses._pixel import class_view, cross_entropy_terms
 from pat_seg.losses.class_counts import ClassCountLoss
 from pat_seg.losses.description import LossDescription
 
@@ -26,19 +26,21 @@ class BalancedSoftmaxLoss(ClassCountLoss):
     Args:
         class_counts: per-class pixel counts of the training split (given by the data module when
             trained through pat-seg).
-        ignore_index: label of pixels that take no part.
+        ignore_index: label of pixels that take no part; ``None``: every pixel takes part.
+        reduction: ``"mean"`` (over valid pixels), ``"sum"`` or ``"none"`` (docs/losses.md).
     """
 
     description = LossDescription("BMS")
 
     log_prior: Tensor
 
-    def __init__(self, class_counts: list[float] | None = None, ignore_index: int = 255) -> None:
-        super().__init__(class_counts=class_counts, ignore_index=ignore_index)
+    def __init__(self, class_counts: list[float] | None = None, ignore_index: int | None = 255,
+                 reduction: str = "mean") -> None:
+        super().__init__(class_counts=class_counts, ignore_index=ignore_index, reduction=reduction)
 
     def derive_from_counts(self, counts: Tensor) -> None:
         self.set_class_buffer("log_prior", counts.log())
 
-    def compute(self, logits: Tensor, target: Tensor) -> Tensor:
-        offset = self.log_prior.view(1, -1, 1, 1) if self.training else None
-        return cross_entropy_over_valid(logits, target, self.ignore_index, logit_offset=offset)
+    def pixel_terms(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        offset = class_view(self.log_prior, logits) if self.training else None
+        return cross_entropy_terms(logits, target, self.ignore_index, logit_offset=offset)

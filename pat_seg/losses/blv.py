@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor
 
-from pat_seg.losses._pixel import cross_entropy_over_valid
+from pat_seg.losses._pixel import class_view, cross_entropy_terms
 from pat_seg.losses.class_counts import ClassCountLoss
 from pat_seg.losses.description import LossDescription
 
@@ -28,36 +28,38 @@ class BLVLoss(ClassCountLoss):
     Args:
         class_counts: per-class pixel counts of the training split.
         sigma: standard deviation of ``e`` (the paper's table: 0.5); 0 gives cross-entropy.
-        ignore_index: label of pixels that take no part.
+        ignore_index: label of pixels that take no part; ``None``: every pixel takes part.
+        reduction: ``"mean"`` (over valid pixels), ``"sum"`` or ``"none"`` (docs/losses.md).
     """
 
     description = LossDescription("BLV", symbols={"sigma": "sigma"})
 
     variation_scale: Tensor
 
-    def __init__(self, class_counts: list[float] | None = None, sigma: float = 0.5, ignore_index: int = 255) -> None:
+    def __init__(self, class_counts: list[float] | None = None, sigma: float = 0.5, ignore_index: int | None = 255,
+                 reduction: str = "mean") -> None:
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
             raise ValueError(f"sigma must be a finite number >= 0; got {sigma!r}")
         self.sigma = float(sigma)
-        super().__init__(class_counts=class_counts, ignore_index=ignore_index)
+        super().__init__(class_counts=class_counts, ignore_index=ignore_index, reduction=reduction)
 
     def derive_from_counts(self, counts: Tensor) -> None:
         frequency_term = counts.sum().log() - counts.log()
         self.set_class_buffer("variation_scale", frequency_term / frequency_term.max())
 
     def sample_variation(self, like: Tensor) -> Tensor:
-        """``min(|e|, 1)`` with ``e ~ N(0, sigma)``, one fresh draw per element of ``like`` (``[B, L, H, W]``)."""
+        """``min(|e|, 1)`` with ``e ~ N(0, sigma)``, one fresh draw per element of ``like`` (``[B, L, *spatial]``)."""
         noise = torch.randn(like.shape, dtype=like.dtype, device=like.device)
         return noise.mul_(self.sigma).abs_().clamp_max_(1.0)
 
     def logit_variation(self, logits: Tensor) -> Tensor:
         """The training offset ``min(|e|, 1) * f_c / max f``, fresh ``e ~ N(0, sigma)`` per element."""
-        scale = self.variation_scale.to(device=logits.device, dtype=logits.dtype).view(1, -1, 1, 1)
+        scale = class_view(self.variation_scale.to(device=logits.device, dtype=logits.dtype), logits)
         return self.sample_variation(logits).mul_(scale)
 
-    def compute(self, logits: Tensor, target: Tensor) -> Tensor:
+    def pixel_terms(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         offset = self.logit_variation(logits) if self.training and self.sigma > 0 else None
-        return cross_entropy_over_valid(logits, target, self.ignore_index, logit_offset=offset)
+        return cross_entropy_terms(logits, target, self.ignore_index, logit_offset=offset)
 
     def extra_repr(self) -> str:
-        return f"sigma={self.sigma}, ignore_index={self.ignore_index}"
+        return f"sigma={self.sigma}, {super().extra_repr()}"

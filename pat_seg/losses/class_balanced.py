@@ -11,10 +11,11 @@ import math
 import torch
 from torch import Tensor
 
-from pat_seg.losses._pixel import cross_entropy_over_valid
+from pat_seg.losses._pixel import cross_entropy_terms
+from pat_seg.losses.base import PixelLoss
 from pat_seg.losses.class_counts import ClassCountLoss
 from pat_seg.losses.description import LossDescription
-from pat_seg.losses.focal import check_gamma, focal_over_valid
+from pat_seg.losses.focal import check_gamma, focal_terms
 
 
 def check_beta(beta: float | None) -> float | None:
@@ -39,7 +40,7 @@ def class_balanced_weights(counts: Tensor, beta: float | None = None) -> Tensor:
 
 
 class ClassBalancedLoss(ClassCountLoss):
-    r"""Class-balanced cross-entropy: mean over valid pixels of :math:`-w_t \log p_t`.
+    r"""Class-balanced cross-entropy: :math:`-w_t \log p_t` per valid pixel, by default their mean.
 
     ``w`` from :func:`class_balanced_weights` (Cui et al. 2019, Eq. 8, normalised to sum to ``L``).
     The mean is over valid pixels, not divided by the sum of the pixels' weights (which would undo
@@ -49,7 +50,8 @@ class ClassBalancedLoss(ClassCountLoss):
         class_counts: per-class pixel counts of the training split (given by the data module when
             trained through pat-seg).
         beta: ``b`` of the effective number; ``None`` = ``1 - 1/N``, ``N`` the total pixel count.
-        ignore_index: label of pixels that take no part.
+        ignore_index: label of pixels that take no part; ``None``: every pixel takes part.
+        reduction: ``"mean"`` (over valid pixels), ``"sum"`` or ``"none"`` (docs/losses.md).
     """
 
     description = LossDescription("CB")
@@ -57,32 +59,32 @@ class ClassBalancedLoss(ClassCountLoss):
     class_weight: Tensor
 
     def __init__(self, class_counts: list[float] | None = None, beta: float | None = None,
-                 ignore_index: int = 255) -> None:
+                 ignore_index: int | None = 255, reduction: str = "mean") -> None:
         self.beta = check_beta(beta)
-        super().__init__(class_counts=class_counts, ignore_index=ignore_index)
+        super().__init__(class_counts=class_counts, ignore_index=ignore_index, reduction=reduction)
 
     def derive_from_counts(self, counts: Tensor) -> None:
         self.set_class_buffer("class_weight", class_balanced_weights(counts, self.beta))
 
-    def compute(self, logits: Tensor, target: Tensor) -> Tensor:
-        return cross_entropy_over_valid(logits, target, self.ignore_index, self.class_weight)
+    def pixel_terms(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        return cross_entropy_terms(logits, target, self.ignore_index, self.class_weight)
 
     def extra_repr(self) -> str:
-        return f"beta={self.beta}, ignore_index={self.ignore_index}"
+        return f"beta={self.beta}, {super().extra_repr()}"
 
 
 class ClassBalancedFocalLoss(ClassBalancedLoss):
-    r"""CB-Focal: mean over valid pixels of :math:`-w_t (1 - p_t)^\gamma \log p_t`, ``w`` as in CB."""
+    r"""CB-Focal: :math:`-w_t (1 - p_t)^\gamma \log p_t` per valid pixel (by default their mean), ``w`` as in CB."""
 
     description = LossDescription("CBFocal")
 
     def __init__(self, class_counts: list[float] | None = None, beta: float | None = None, gamma: float = 2.0,
-                 ignore_index: int = 255) -> None:
+                 ignore_index: int | None = 255, reduction: str = "mean") -> None:
         self.gamma = check_gamma(gamma)
-        super().__init__(class_counts=class_counts, beta=beta, ignore_index=ignore_index)
+        super().__init__(class_counts=class_counts, beta=beta, ignore_index=ignore_index, reduction=reduction)
 
-    def compute(self, logits: Tensor, target: Tensor) -> Tensor:
-        return focal_over_valid(logits, target, self.ignore_index, self.gamma, self.class_weight)
+    def pixel_terms(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        return focal_terms(logits, target, self.ignore_index, self.gamma, self.class_weight)
 
     def extra_repr(self) -> str:
-        return f"beta={self.beta}, gamma={self.gamma}, ignore_index={self.ignore_index}"
+        return f"beta={self.beta}, gamma={self.gamma}, {PixelLoss.extra_repr(self)}"

@@ -45,8 +45,9 @@ class ClassCountLoss(PixelLoss):
 
     needs_class_counts = True
 
-    def __init__(self, class_counts: list[float] | None = None, ignore_index: int = 255) -> None:
-        super().__init__(ignore_index=ignore_index)
+    def __init__(self, class_counts: list[float] | None = None, ignore_index: int | None = 255,
+                 reduction: str = "mean") -> None:
+        super().__init__(ignore_index=ignore_index, reduction=reduction)
         self.class_counts: list[float] | None = None
         if class_counts is not None:
             self.set_class_counts(class_counts)
@@ -67,7 +68,7 @@ class ClassCountLoss(PixelLoss):
         device = current.device if isinstance(current, Tensor) else value.device
         self.register_buffer(name, value.to(device), persistent=False)
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+    def forward(self, logits: Tensor, target: Tensor, check_labels: bool = True) -> Tensor:
         if self.class_counts is None:
             raise ValueError(
                 f"{type(self).__name__} needs class_counts (per-class pixel counts of the training split): "
@@ -79,4 +80,4 @@ class ClassCountLoss(PixelLoss):
                 f"{type(self).__name__} was given {len(self.class_counts)} class_counts but the logits have "
                 f"{logits.shape[1]} classes (shape {list(logits.shape)})"
             )
-        return super().forward(logits, target)
+        return super().forward(logits, target, check_labels)

@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor
 
-from pat_seg.losses._pixel import lookup_class, mean_over_valid, target_log_prob
+from pat_seg.losses._pixel import lookup_class, target_log_prob
 from pat_seg.losses.base import PixelLoss
 from pat_seg.losses.description import LossDescription
 
@@ -21,10 +21,10 @@ def check_gamma(gamma: float) -> float:
     return float(gamma)
 
 
-def focal_over_valid(
-    logits: Tensor, target: Tensor, ignore_index: int, gamma: float, class_weight: Tensor | None = None
-) -> Tensor:
-    r"""Mean over valid pixels of :math:`-w_t (1 - p_t)^\gamma \log p_t` (``w = 1`` without weights).
+def focal_terms(
+    logits: Tensor, target: Tensor, ignore_index: int | None, gamma: float, class_weight: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    r"""``(terms, valid)``: :math:`-w_t (1 - p_t)^\gamma \log p_t` per pixel (``w = 1`` without weights).
 
     ``1 - p_t`` is ``-expm1(log p_t)``, exact for confident pixels where ``1 - exp`` cancels. It is
     clamped to the smallest normal float so that the gradient of ``x^gamma`` at ``x = 0`` (a pixel
@@ -37,24 +37,26 @@ def focal_over_valid(
         per_pixel = per_pixel * one_minus_p_t.pow(gamma)
     if class_weight is not None:
         per_pixel = per_pixel * lookup_class(class_weight, index, per_pixel)
-    return mean_over_valid(per_pixel, valid)
+    return per_pixel, valid
 
 
 class FocalLoss(PixelLoss):
-    r"""Focal loss: mean over valid pixels of :math:`-\alpha_t (1 - p_t)^\gamma \log p_t`.
+    r"""Focal loss: :math:`-\alpha_t (1 - p_t)^\gamma \log p_t` per valid pixel, by default their mean.
 
     Lin et al. 2017, Eq. 5. ``gamma = 0`` with no ``alpha`` is cross-entropy.
 
     Args:
         gamma: focusing parameter (the paper's table uses 2).
         alpha: optional per-class weights ``alpha_c`` (one per class, used as given).
-        ignore_index: label of pixels that take no part.
+        ignore_index: label of pixels that take no part; ``None``: every pixel takes part.
+        reduction: ``"mean"`` (over valid pixels), ``"sum"`` or ``"none"`` (docs/losses.md).
     """
 
     description = LossDescription("Focal", symbols={"gamma": "gamma"})
 
-    def __init__(self, gamma: float = 2.0, alpha: list[float] | None = None, ignore_index: int = 255) -> None:
-        super().__init__(ignore_index=ignore_index)
+    def __init__(self, gamma: float = 2.0, alpha: list[float] | None = None, ignore_index: int | None = 255,
+                 reduction: str = "mean") -> None:
+        super().__init__(ignore_index=ignore_index, reduction=reduction)
         self.gamma = check_gamma(gamma)
         self.alpha: Tensor | None
         if alpha is None:
@@ -66,13 +68,13 @@ class FocalLoss(PixelLoss):
                 raise ValueError(f"alpha must be a non-empty list of finite per-class weights >= 0; got {alpha!r}")
             self.register_buffer("alpha", torch.tensor(values, dtype=torch.float64))
 
-    def compute(self, logits: Tensor, target: Tensor) -> Tensor:
+    def pixel_terms(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         if self.alpha is not None and self.alpha.numel() != logits.shape[1]:
             raise ValueError(
                 f"alpha has {self.alpha.numel()} weights but the logits have {logits.shape[1]} classes"
             )
-        return focal_over_valid(logits, target, self.ignore_index, self.gamma, self.alpha)
+        return focal_terms(logits, target, self.ignore_index, self.gamma, self.alpha)
 
     def extra_repr(self) -> str:
         alpha = None if self.alpha is None else self.alpha.tolist()
-        return f"gamma={self.gamma}, alpha={alpha}, ignore_index={self.ignore_index}"
+        return f"gamma={self.gamma}, alpha={alpha}, {super().extra_repr()}"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pat_seg.losses._pixel import lookup_class, mean_over_valid, target_log_prob
+from pat_seg.losses._pixel import lookup_class, target_log_prob
 from pat_seg.losses.class_balanced import check_beta, class_balanced_weights
 from pat_seg.losses.class_counts import ClassCountLoss
 from pat_seg.losses.description import LossDescription
@@ -42,7 +42,10 @@ class PATCBMixtureLoss(ClassCountLoss):
         temperature / epsilon: Eq. 5's ``T`` and ``eps`` in the PAT term.
         beta: CB's ``b``; ``None`` = ``1 - 1/N``, ``N`` the total pixel count.
         decay: decay ``d`` in [0, 1) of the running means (0.99: a memory of about 100 steps).
-        ignore_index: label of pixels that take no part.
+        ignore_index: label of pixels that take no part; ``None``: every pixel takes part.
+        reduction: ``"mean"`` (default) and ``"sum"`` both return the loss: each pixel's term
+            ``lambda * (its PAT term) / m_PAT + (1 - lambda) * (its CB term) / (V m_CB)`` carries the
+            normalisation of both, so the terms sum to the loss. ``"none"`` returns those terms.
 
     The running means are buffers saved in checkpoints, so a resumed run continues them exactly. Under
     DDP each process keeps its own (each normalises the loss it computes).
@@ -50,6 +53,8 @@ class PATCBMixtureLoss(ClassCountLoss):
 
     description = LossDescription("PAT+CB mix", symbols={"mix": "lambda"})
 
+    # Each pixel's term carries both normalisations (PAT's Eq. 4 and CB's 1 / V): "mean" is their sum.
+    mean_over_valid_pixels = False
     class_weight: Tensor
     running_means: Tensor  # [2]: PAT term, CB term (bias-uncorrected EMA)
     running_steps: Tensor  # number of training updates of the running means
@@ -62,14 +67,15 @@ class PATCBMixtureLoss(ClassCountLoss):
         epsilon: float = 0.0,
         beta: float | None = None,
         decay: float = 0.99,
-        ignore_index: int = 255,
+        ignore_index: int | None = 255,
+        reduction: str = "mean",
     ) -> None:
         if isinstance(mix, bool) or not isinstance(mix, (int, float)) or not 0.0 <= mix <= 1.0:
             raise ValueError(f"mix must be a number in [0, 1] (the share of the PAT term); got {mix!r}")
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be a number in [0, 1); got {decay!r}")
         self.beta = check_beta(beta)
-        super().__init__(class_counts=class_counts, ignore_index=ignore_index)
+        super().__init__(class_counts=class_counts, ignore_index=ignore_index, reduction=reduction)
         self.pat = PATLoss(temperature=temperature, epsilon=epsilon, ignore_index=ignore_index)
         self.mix = float(mix)
         self.decay = float(decay)
@@ -81,13 +87,16 @@ class PATCBMixtureLoss(ClassCountLoss):
     def derive_from_counts(self, counts: Tensor) -> None:
         self.set_class_buffer("class_weight", class_balanced_weights(counts, self.beta))
 
-    def terms(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        """``(L_PAT, L_CB)`` of upcast ``logits`` from one ``log_softmax``."""
+    def term_maps(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(PAT terms, CB terms, valid, V)`` of upcast ``logits`` from one ``log_softmax``.
+
+        The PAT terms carry Eq. 4's normalisation (they sum to ``L_PAT``); the CB terms are
+        ``-w_t log p_t``, whose sum over valid pixels divided by ``V`` (at least 1) is ``L_CB``.
+        """
         log_p_t, valid, index = target_log_prob(logits, target, self.ignore_index)
-        pat_weight = self.pat.pixel_weights(log_p_t, valid, index, logits.shape[1])
-        pat_term = (pat_weight * -log_p_t).masked_fill(~valid, 0.0).sum()
-        cb_term = mean_over_valid(-log_p_t * lookup_class(self.class_weight, index, log_p_t), valid)
-        return pat_term, cb_term
+        pat_terms = (self.pat.pixel_weights(log_p_t, valid, index, logits.shape[1]) * -log_p_t).masked_fill(~valid, 0.0)
+        cb_terms = (-log_p_t * lookup_class(self.class_weight, index, log_p_t)).masked_fill(~valid, 0.0)
+        return pat_terms, cb_terms, valid, valid.sum().clamp_min(1).to(log_p_t.dtype)
 
     def running_scales(self, pat_term: Tensor, cb_term: Tensor) -> Tensor:
         """The bias-corrected running means ``[m_PAT, m_CB]``, updated with these terms when training."""
@@ -104,11 +113,12 @@ class PATCBMixtureLoss(ClassCountLoss):
                              torch.ones_like(self.running_means))
         return scales.to(dtype=pat_term.dtype, device=pat_term.device)
 
-    def compute(self, logits: Tensor, target: Tensor) -> Tensor:
-        pat_term, cb_term = self.terms(logits, target)
-        scales = self.running_scales(pat_term, cb_term)
-        return self.mix * pat_term / scales[0] + (1.0 - self.mix) * cb_term / scales[1]
+    def pixel_terms(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        pat_terms, cb_terms, valid, num_valid = self.term_maps(logits, target)
+        scales = self.running_scales(pat_terms.sum(), cb_terms.sum() / num_valid)
+        terms = self.mix * pat_terms / scales[0] + (1.0 - self.mix) * cb_terms / (scales[1] * num_valid)
+        return terms, valid
 
     def extra_repr(self) -> str:
         return (f"mix={self.mix}, temperature={self.temperature}, epsilon={self.epsilon}, beta={self.beta}, "
-                f"decay={self.decay}, ignore_index={self.ignore_index}")
+                f"decay={self.decay}, {super().extra_repr()}")

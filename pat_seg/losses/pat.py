@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from pat_seg.class_statistics import per_sample_class_counts
 from pat_seg.kernels import triton_available
 from pat_seg.losses._pixel import float32_math, target_log_prob, valid_mask_and_index
 from pat_seg.losses.base import PixelLoss
@@ -19,21 +20,6 @@ IMPLEMENTATIONS = ("auto", "eager", "triton")
 # "image_class": paper Eq. 4 (each class's pixel terms divided by its mask size in that image);
 # "pixel": the mean over the batch's valid pixels, cross-entropy's reduction (Eq. 4 switched off).
 NORMALIZATIONS = ("image_class", "pixel")
-
-
-def per_image_class_counts(index: Tensor, valid: Tensor, num_classes: int) -> Tensor:
-    """Number of valid pixels of each class in each image, ``[B, L]``, by one histogram.
-
-    This is ``S_i^l`` of paper Eq. 2. Ignored pixels are routed to an extra overflow bin that is
-    dropped, so no boolean indexing is needed; the histogram is an ``index_add_`` into a table of
-    known size rather than ``bincount``, which on CUDA reads the largest index back to the host.
-    """
-    batch = index.shape[0]
-    image_offset = torch.arange(batch, device=index.device).view(batch, 1, 1) * num_classes
-    flat = torch.where(valid, index + image_offset, torch.full_like(index, batch * num_classes)).reshape(-1)
-    counts = torch.zeros(batch * num_classes + 1, dtype=torch.long, device=index.device)
-    counts.index_add_(0, flat, torch.ones((), dtype=torch.long, device=index.device).expand(flat.numel()))
-    return counts[: batch * num_classes].view(batch, num_classes)
 
 
 def presence_correction(class_presence: Sequence[float], presence_exponent: float) -> Tensor:
@@ -97,7 +83,7 @@ def pat_weight_table(
     if normalization == "pixel":
         inverse = 1.0 / valid.sum().clamp_min(1).to(dtype)  # 1 / V, a 0-d tensor
         return inverse.expand(index.shape[0], num_classes)
-    counts = per_image_class_counts(index, valid, num_classes).to(dtype)  # S_i^l
+    counts = per_sample_class_counts(index, valid, num_classes).to(dtype)  # S_i^l
     weights = 1.0 / (index.shape[0] * counts.clamp_min(1.0))
     if class_reduction == "mean":
         weights = weights / (counts > 0).sum(1, keepdim=True).clamp_min(1).to(dtype)  # K_i
@@ -141,7 +127,7 @@ class PATLoss(PixelLoss):
         temperature: ``T`` of Eq. 5 (the paper's best overall is 20). Larger ``T`` flattens the
             confidence weight towards 1.
         epsilon: ``eps`` of Eq. 5; shifts the weight down by ``exp(-eps/T)``.
-        ignore_index: label of pixels that take no part.
+        ignore_index: label of pixels that take no part; ``None``: every pixel takes part.
         detach_weight: treat ``beta`` as a constant in the backward pass (the paper does not).
         class_reduction: ``"sum"`` over the classes of an image (Eq. 4) or ``"mean"`` (divide each
             image's sum by its number of present classes). ``"mean"`` needs
@@ -157,24 +143,39 @@ class PATLoss(PixelLoss):
             ``"auto"`` will choose the kernel on CUDA only once a measured GPU run shows it right
             and faster than the PyTorch code (docs/benchmarks.md); until then it never does.
 
+        reduction: ``"mean"`` (default) and ``"sum"`` both return the loss above: each pixel's term
+            already carries the normalisation (``1 / (B S_i^{y_ij})``, or ``1 / V``), so the terms sum
+            to the loss. ``"none"`` returns those terms, shaped like the target, 0 at ignored pixels
+            (not with ``implementation="triton"``, which returns the sum only).
+
+    Logits ``[B, L, *spatial]`` of any number of spatial dimensions: for volumes ``[B, L, D, H, W]``
+    "image" means sample, and :math:`S_i^l` counts the class's voxels over the whole volume. The
+    Triton kernel takes images ``[B, L, H, W]`` only.
+
     Cost: one ``log_softmax``, one ``gather`` and one per-image class histogram (none with
     ``normalization="pixel"``) -- O(B*L*H*W) like cross-entropy, and no one-hot target tensor.
     """
 
     description = LossDescription(
-        "PAT", symbols={"temperature": "T"},
-        switches={"confidence_weight": (True, "w/o beta"), "normalization": ("image_class", "w/o Eq. 4"),
-                  "presence_exponent": (0.0, "+presence alpha={value}")},
+        "PAT",
+        symbols={"temperature": "T"},
+        switches={
+            "confidence_weight": (True, "w/o beta"),
+            "normalization": ("image_class", "w/o Eq. 4"),
+            "presence_exponent": (0.0, "+presence alpha={value}"),
+        },
         unused_when_switched={"confidence_weight": "temperature"},  # T weighs nothing once beta is off
     )
 
+    # The terms carry Eq. 4's 1 / (B S_i^l) (or 1 / V): "mean" is their sum.
+    mean_over_valid_pixels = False
     presence_factor: Tensor  # a_l, set with class_presence
 
     def __init__(
         self,
         temperature: float = 20.0,
         epsilon: float = 0.0,
-        ignore_index: int = 255,
+        ignore_index: int | None = 255,
         detach_weight: bool = False,
         class_reduction: str = "sum",
         implementation: str = "auto",
@@ -182,8 +183,9 @@ class PATLoss(PixelLoss):
         normalization: str = "image_class",
         presence_exponent: float = 0.0,
         class_presence: list[float] | None = None,
+        reduction: str = "mean",
     ) -> None:
-        super().__init__(ignore_index=ignore_index)
+        super().__init__(ignore_index=ignore_index, reduction=reduction)
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
             raise ValueError(
                 f"temperature must be a finite number > 0; got {temperature!r} "
@@ -216,6 +218,11 @@ class PATLoss(PixelLoss):
             raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}; got {implementation!r}")
         if implementation == "triton" and not triton_available():
             raise ValueError("implementation='triton' needs the triton package, which is not installed")
+        if implementation == "triton" and reduction == "none":
+            raise ValueError(
+                "reduction='none' needs implementation='eager' or 'auto': the Triton kernel returns the "
+                "summed loss only"
+            )
         self.implementation = implementation
         self.temperature = float(temperature)
         self.epsilon = float(epsilon)
@@ -236,7 +243,7 @@ class PATLoss(PixelLoss):
     def set_class_presence(self, class_presence: list[float]) -> None:
         """Use ``class_presence`` (per-class share of training images containing the class) from now on."""
         factors = presence_correction(class_presence, self.presence_exponent)
-        self.register_buffer("presence_factor", factors.float(), persistent=False)
+        self.register_buffer("presence_factor", factors, persistent=False)  # float64, cast per call like the other per-class tables
         self.class_presence = [float(share) for share in class_presence]
 
     def _weight_table(self, index: Tensor, valid: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
@@ -261,10 +268,15 @@ class PATLoss(PixelLoss):
         """Whether a call on ``logits`` runs the Triton kernel: only when asked for (see ``implementation``)."""
         return self.implementation == "triton"
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+    def forward(self, logits: Tensor, target: Tensor, check_labels: bool = True) -> Tensor:
         if not self.uses_triton(logits):
-            return super().forward(logits, target)
-        check_logits_target(logits, target, self.ignore_index)
+            return super().forward(logits, target, check_labels)
+        check_logits_target(logits, target, self.ignore_index, check_labels)
+        if logits.dim() != 4:
+            raise ValueError(
+                f"implementation='triton' takes images, logits [B, L, H, W]; got shape {list(logits.shape)} "
+                f"(implementation='eager' takes any number of spatial dimensions)"
+            )
         # Imported here: Triton decides at import whether to compile for the GPU or interpret on the CPU.
         from pat_seg.kernels.pat_triton import fused_pat_loss
 
@@ -273,16 +285,17 @@ class PATLoss(PixelLoss):
             weights = self._weight_table(index, valid, logits.shape[1], torch.float32)
         return fused_pat_loss(
             logits, target, weights, temperature=self.temperature, epsilon=self.epsilon,
-            ignore_index=self.ignore_index, detach_weight=self.detach_weight,
+            # With nothing ignored the labels lie in [0, L) (checked, or vouched for), so -1 matches none.
+            ignore_index=-1 if self.ignore_index is None else self.ignore_index, detach_weight=self.detach_weight,
             confidence_weight=self.confidence_weight,
         )
 
-    def compute(self, logits: Tensor, target: Tensor) -> Tensor:
+    def pixel_terms(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         log_p_t, valid, index = target_log_prob(logits, target, self.ignore_index)
-        return (self.pixel_weights(log_p_t, valid, index, logits.shape[1]) * -log_p_t).masked_fill(~valid, 0.0).sum()
+        return self.pixel_weights(log_p_t, valid, index, logits.shape[1]) * -log_p_t, valid
 
     def pixel_weights(self, log_p_t: Tensor, valid: Tensor, index: Tensor, num_classes: int) -> Tensor:
-        """Each pixel's factor on ``-log p_t``, ``[B, H, W]``: Eq. 4's ``1 / (B S_i^l)`` (times ``a_l``) and Eq. 5's beta."""
+        """Each pixel's factor on ``-log p_t``, ``[B, *spatial]``: Eq. 4's ``1 / (B S_i^l)`` (times ``a_l``) and Eq. 5's beta."""
         weights = self._weight_table(index, valid, num_classes, log_p_t.dtype)
         # 1 / (B S_i^{y_ij}) (Eq. 4), or 1 / V with normalization="pixel"
         pixel_weight = weights.gather(1, index.flatten(1)).view_as(index)
@@ -295,7 +308,7 @@ class PATLoss(PixelLoss):
 
     def extra_repr(self) -> str:
         return (
-            f"temperature={self.temperature}, epsilon={self.epsilon}, ignore_index={self.ignore_index}, "
+            f"temperature={self.temperature}, epsilon={self.epsilon}, {super().extra_repr()}, "
             f"detach_weight={self.detach_weight}, class_reduction={self.class_reduction!r}, "
             f"confidence_weight={self.confidence_weight}, normalization={self.normalization!r}, "
             f"presence_exponent={self.presence_exponent}, implementation={self.implementation!r}"
