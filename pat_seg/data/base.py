@@ -26,6 +26,30 @@ log = logging.getLogger(__name__)
 Sample = dict[str, Any]
 
 
+def class_statistics(target: torch.Tensor, num_classes: int, ignore_index: int, first_sample: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pixels, presence)`` of a batch of label maps ``target [B, H, W]``, both ``long [num_classes]``:
+    pixels of each class, and how many of the ``B`` maps contain the class (ignored pixels skipped).
+
+    Labels outside ``[0, num_classes)`` raise ``ValueError`` naming the value and the sample (numbered
+    from ``first_sample``).
+    """
+    target = target.long()
+    valid = target != ignore_index
+    labels = target[valid]
+    bad = (labels < 0) | (labels >= num_classes)
+    if bool(bad.any()):
+        where = (target == labels[bad][0]).flatten(1).any(1).nonzero()[0, 0].item()
+        raise ValueError(
+            f"label {int(labels[bad][0])} found in training sample {first_sample + where}; this dataset has "
+            f"{num_classes} classes and ignore_index {ignore_index}"
+        )
+    pixels = torch.bincount(labels.flatten(), minlength=num_classes)
+    # One row per map: a class is present in a map when any of its pixels has it.
+    per_map = torch.zeros(target.shape[0], num_classes + 1, dtype=torch.bool)
+    per_map.scatter_(1, torch.where(valid, target, num_classes).flatten(1), True)
+    return pixels, per_map[:, :num_classes].sum(0)
+
+
 def count_classes(dataset: Dataset, num_classes: int, ignore_index: int, batch_size: int = 16, num_workers: int = 0) -> list[int]:
     """Per-class pixel counts of every target in ``dataset`` (ignored pixels skipped).
 
@@ -35,18 +59,8 @@ def count_classes(dataset: Dataset, num_classes: int, ignore_index: int, batch_s
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
     seen = 0
     for batch in loader:
-        target = batch["target"]
-        valid = target != ignore_index
-        labels = target[valid]
-        bad = (labels < 0) | (labels >= num_classes)
-        if bool(bad.any()):
-            where = (target == labels[bad][0]).flatten(1).any(1).nonzero()[0, 0].item()
-            raise ValueError(
-                f"label {int(labels[bad][0])} found in training sample {seen + where}; this dataset has "
-                f"{num_classes} classes and ignore_index {ignore_index}"
-            )
-        counts += torch.bincount(labels.flatten(), minlength=num_classes)
-        seen += target.shape[0]
+        counts += class_statistics(batch["target"], num_classes, ignore_index, seen)[0]
+        seen += batch["target"].shape[0]
     return counts.tolist()
 
 
@@ -115,6 +129,10 @@ class SegmentationDataModule(L.LightningDataModule):
         """The data that :attr:`class_counts` scans: the training split (override to skip augmentation)."""
         return self.dataset("train")
 
+    def precomputed_class_counts(self) -> list[int] | None:
+        """Training class counts known without a scan (a prepared split's statistics), or None."""
+        return None
+
     # --- shared logic ------------------------------------------------------------------------
     def dataset(self, split: str) -> Dataset:
         """The dataset of ``split``, built once."""
@@ -130,6 +148,10 @@ class SegmentationDataModule(L.LightningDataModule):
     def class_counts(self) -> list[int]:
         """Per-class pixel counts over the training split, computed once (and cached on disk)."""
         if self._class_counts is None:
+            known = self.precomputed_class_counts()
+            if known is not None and len(known) == self.num_classes:
+                self._class_counts = known
+                return known
             cache = self.class_counts_cache_file()
             if cache is not None and cache.is_file():
                 counts = json.loads(cache.read_text())["class_counts"]
