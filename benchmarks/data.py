@@ -13,8 +13,10 @@ content is a smooth colour field plus noise whose amount sets the compressed siz
 regions, so label PNGs compress as real ones do. Files are read from the page cache: disk speed is
 not part of the measurement.
 
-Then, for each protocol of ``configs/data/*.yaml`` (the paper's and the standard one), it times the
-training loader that the data module builds, as ``pat-seg fit`` uses it:
+Then, for each protocol of ``configs/data/*.yaml`` (the paper's and the standard one) and each
+``--paths`` (``sources``: decoding the files on every epoch; ``prepared``: the memory-mapped arrays
+``pat-seg prepare`` writes, :mod:`pat_seg.data.prepared`), it times the training loader that the data
+module builds, as ``pat-seg fit`` uses it:
 
 - per stage, in this process with one torch thread: ``load`` (reading, decoding, label mapping) and
   ``transform`` (resize, augmentation, dtype conversion); label mapping alone is timed inside
@@ -23,6 +25,10 @@ training loader that the data module builds, as ``pat-seg fit`` uses it:
   torch thread each), median of ``--repeats`` passes: the CPU time per image of the loader's
   processes, which gives the images/s of one worker on a core of its own, and the wall-clock rate
   (steady, start-up excluded) as the machine delivered it.
+
+For the prepared path it first runs ``pat-seg prepare``'s build of the training split with
+``--prepare-workers`` processes and reports its wall time per image, and for Cityscapes that time
+extrapolated to the 2,975 images of the official training split.
 
 Per-stage and per-worker numbers are CPU time, so that a shared machine's other load does not
 stretch them; the wall-clock rates show that load. The script also says how many workers keep a GPU
@@ -236,13 +242,15 @@ PROTOCOLS = [
 ]
 
 
-def build(protocol: Protocol, root: Path, scale: float, batch_size: int, num_workers: int) -> Any:
-    """The data module of ``protocol`` as ``configs/data/<config>.yaml`` builds it, on ``root``."""
+def build(protocol: Protocol, root: Path, scale: float, batch_size: int, num_workers: int, prepared: str = "off") -> Any:
+    """The data module of ``protocol`` as ``configs/data/<config>.yaml`` builds it, on ``root``
+    (``prepared``: the data module's option; prepared splits go to ``root/../prepared``)."""
     config = yaml.safe_load((REPO / "configs" / "data" / f"{protocol.config}.yaml").read_text())
     module_name, class_name = config["class_path"].rsplit(".", 1)
     cls = getattr(importlib.import_module(module_name), class_name)
     args = {**config["init_args"], **protocol.overrides, "root": str(root), "batch_size": batch_size,
-            "num_workers": num_workers, "persistent_workers": False, "pin_memory": False}
+            "num_workers": num_workers, "persistent_workers": False, "pin_memory": False,
+            "prepared": prepared, "prepared_dir": str(root.parent / "prepared" / root.name)}
     args["size"] = list(scaled(tuple(args["size"]), scale))
     return cls(**args)
 
@@ -304,8 +312,8 @@ def profile_stages(dataset: Any, count: int) -> dict[str, Any]:
         "label_mapping_ms": mapping[0] * per_image,
         "transform_ms": transform_s * per_image,
         "total_ms": (load_s + transform_s) * per_image,
-        "label_held": f"{np.dtype(label.dtype).name} {'x'.join(map(str, label.shape))}",
-        "label_mib": label.nbytes / 2**20,
+        "label_held": f"{str(label.dtype).removeprefix('torch.')} {'x'.join(map(str, label.shape))}",
+        "label_mib": label.numel() * label.element_size() / 2**20 if isinstance(label, torch.Tensor) else label.nbytes / 2**20,
     }
 
 
@@ -347,9 +355,35 @@ def required_rate(size: tuple[int, int], step_ms: float, scale: float = 1.0) -> 
     return STEP_BATCH / step_s
 
 
-def measure(protocol: Protocol, root: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Stage profile and loader rates of one protocol; workers needed to feed the GPU step."""
+CITYSCAPES_TRAIN_IMAGES = 2975
+
+
+def prepare_train(protocol: Protocol, root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Build the prepared training split of ``protocol`` afresh; wall seconds per image and the workers."""
+    import shutil
+
+    from pat_seg.prepare import prepare
+
     datamodule = build(protocol, root, args.scale, args.batch_size, 0)
+    folder = datamodule.split_request("train", datamodule.build_samples("train", datamodule.transform(False))).folder
+    shutil.rmtree(folder, ignore_errors=True)
+    start = time.perf_counter()
+    prepare(datamodule, ["train"], args.prepare_workers, stream=open(os.devnull, "w"))
+    seconds = time.perf_counter() - start
+    count = len(datamodule.build_samples("train", datamodule.transform(False)))
+    stored = sum(f.stat().st_size for f in folder.glob("chunk-*.npy"))
+    result = {"seconds": seconds, "images": count, "workers": args.prepare_workers,
+              "seconds_per_image": seconds / count, "bytes_per_image": stored / count}
+    if protocol.dataset == "Cityscapes":
+        result["cityscapes_train_seconds"] = seconds / count * CITYSCAPES_TRAIN_IMAGES
+    return result
+
+
+def measure(protocol: Protocol, root: Path, args: argparse.Namespace, path: str = "sources") -> dict[str, Any]:
+    """Stage profile and loader rates of one protocol read from ``path`` ("sources" or "prepared");
+    workers needed to feed the GPU step."""
+    built = prepare_train(protocol, root, args) if path == "prepared" else None
+    datamodule = build(protocol, root, args.scale, args.batch_size, 0, "require" if path == "prepared" else "off")
     profile = profile_stages(datamodule.dataset("train"), args.profile_images)
     wall, cpu_ms = {}, {}
     for workers in args.workers:
@@ -364,6 +398,8 @@ def measure(protocol: Protocol, root: Path, args: argparse.Namespace) -> dict[st
     return {
         "dataset": protocol.dataset,
         "protocol": protocol.name,
+        "path": path,
+        "prepare": built,
         "size": list(datamodule.size),
         "train_images": len(datamodule.dataset("train")),
         "profile": profile,
@@ -400,18 +436,29 @@ def markdown(results: list[dict[str, Any]], files: dict[str, float], args: argpa
         "images/s: steady rate of the loader on this machine as it was loaded. Workers: to feed "
         f"{STEP_BATCH} images per {args.step_ms:g} ms at 512x1024, scaled by pixels.",
         "",
-        "| data set | protocol | CPU ms/image: decode, label map, transform = total | label map held "
+        "| data set | protocol | read from | CPU ms/image: decode, label map, transform = total | label map held "
         "| images/s per worker | wall images/s, " + " / ".join(workers) + " workers | workers needed |",
-        "|---|---|---|---|---:|---|---:|",
+        "|---|---|---|---|---|---:|---|---:|",
     ]
     for r in results:
         p = r["profile"]
         wall = " / ".join(f"{r['wall_images_per_s'][w]:.1f}" for w in workers)
         lines.append(
-            f"| {r['dataset']} | {r['protocol']} | {p['decode_ms']:.1f} + {p['label_mapping_ms']:.1f} + "
+            f"| {r['dataset']} | {r['protocol']} | {r['path']} | {p['decode_ms']:.1f} + {p['label_mapping_ms']:.1f} + "
             f"{p['transform_ms']:.1f} = {p['total_ms']:.1f} | {p['label_held']} | {r['images_per_s_per_worker']:.1f} | "
             f"{wall} | {r['workers_needed']} ({r['required_images_per_s']:.0f} img/s) |"
         )
+    built = [r for r in results if r.get("prepare")]
+    if built:
+        lines += ["", f"`pat-seg prepare` of the training split ({args.prepare_workers} worker processes on "
+                  f"{os.cpu_count()} cores):", "",
+                  "| data set | protocol | images | wall s | ms/image | stored KiB/image | 2,975 images (Cityscapes train) |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for r in built:
+            b = r["prepare"]
+            whole = f"{b['cityscapes_train_seconds'] / 60:.1f} min" if "cityscapes_train_seconds" in b else ""
+            lines.append(f"| {r['dataset']} | {r['protocol']} | {b['images']} | {b['seconds']:.1f} | "
+                         f"{1000 * b['seconds_per_image']:.1f} | {b['bytes_per_image'] / 1024:.0f} | {whole} |")
     return "\n".join(lines)
 
 
@@ -431,7 +478,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "trimap": mean_file_kib(paths["oxford_pet"], "annotations/trimaps/*.png"),
         }
         wanted = [p for p in PROTOCOLS if not args.only or any(s.lower() in p.label.lower() for s in args.only)]
-        results = [measure(p, paths[p.fixture], args) for p in wanted]
+        results = [measure(p, paths[p.fixture], args, path) for p in wanted for path in args.paths]
     import pat_seg
 
     return {"machine": machine(), "torch": torch.__version__, "date": date.today().isoformat(),
@@ -453,6 +500,10 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument("--step-ms", type=float, default=DEFAULT_STEP_MS,
                        help="GPU training step (DeepLabV3+ R50, 8x512x1024) to feed; default an estimate")
     parse.add_argument("--only", nargs="*", default=None, help="protocols whose label contains one of these")
+    parse.add_argument("--paths", nargs="+", choices=["sources", "prepared"], default=["sources", "prepared"],
+                       help="read the source files, the prepared split (pat-seg prepare), or both")
+    parse.add_argument("--prepare-workers", type=int, default=len(os.sched_getaffinity(0)),
+                       help="processes of the pat-seg prepare build (default: the usable cores)")
     parse.add_argument("--markdown", type=Path, default=None, help="also write the table here")
     parse.add_argument("--json", type=Path, default=None, help="also write every number here")
     return parse
