@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import default_collate
 from test_data_cityscapes import write_cityscapes
 from test_data_nyuv2 import write_mat, write_npy
 from test_data_oxford_pet import write_pet
@@ -53,8 +54,10 @@ PUBLISHERS: dict[str, tuple[Callable[[Path], Any], Callable[..., Any]]] = {
 
 
 def samples(datamodule: Any, split: str) -> list[dict[str, torch.Tensor]]:
+    """Every sample of ``split`` as the model gets it: a batch of one after the data module's device hook."""
     dataset = datamodule.dataset(split)
-    return [dataset[i] for i in range(len(dataset))]
+    batches = [datamodule.on_after_batch_transfer(default_collate([dataset[i]]), 0) for i in range(len(dataset))]
+    return [{key: value[0] for key, value in batch.items()} for batch in batches]
 
 
 def numpy_statistics(targets: list[np.ndarray], num_classes: int, ignore_index: int) -> tuple[list[int], list[int]]:
@@ -87,13 +90,17 @@ def test_prepared_split_gives_the_bits_statistics_and_batches_of_the_sources(tmp
         assert len(actual) == len(expected)
         for want, got in zip(expected, actual):
             assert got["image"].dtype == want["image"].dtype == torch.float32
+            assert got["target"].dtype == want["target"].dtype == torch.long
             assert torch.equal(got["image"], want["image"]) and torch.equal(got["target"], want["target"])
             assert got["index"] == want["index"]
+        stored = prepared.dataset(split)[0]  # what the loader moves: the stored dtypes
+        assert stored["target"].dtype == torch.uint8 and stored["image"].dtype in (torch.uint8, torch.float32)
         statistics = manifest_of(prepared, split)["class_statistics"]
         pixels, presence = numpy_statistics([s["target"].numpy() for s in expected], sources.num_classes,
                                             sources.ignore_index)
         assert statistics["pixels"] == pixels and statistics["images_containing"] == presence
-    first_expected, first_actual = next(iter(sources.train_dataloader())), next(iter(prepared.train_dataloader()))
+    first_expected = sources.on_after_batch_transfer(next(iter(sources.train_dataloader())), 0)
+    first_actual = prepared.on_after_batch_transfer(next(iter(prepared.train_dataloader())), 0)
     assert torch.equal(first_actual["index"], first_expected["index"])
     assert torch.equal(first_actual["image"], first_expected["image"])
     assert torch.equal(first_actual["target"], first_expected["target"])
@@ -126,7 +133,7 @@ def test_augmented_training_split_is_stored_at_the_largest_scale(tmp_path: Path)
     assert train["class_statistics"]["size"] == [4, 8]  # statistics at the protocol size, as class_counts
     assert train["class_statistics"]["pixels"] == make(prepared="off").class_counts
     torch.manual_seed(0)
-    sample = datamodule.dataset("train")[0]  # random scale, crop and flip, back at the protocol size
+    sample = samples(datamodule, "train")[0]  # random scale, crop and flip, back at the protocol size
     assert sample["image"].shape == (3, 4, 8) and sample["target"].shape == (4, 8)
     for want, got in zip(samples(make(prepared="off"), "val"), samples(datamodule, "val")):  # evaluation: exact
         assert torch.equal(got["image"], want["image"]) and torch.equal(got["target"], want["target"])

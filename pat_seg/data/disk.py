@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
+import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -101,16 +102,27 @@ class ImageLabelFiles(SegmentationSamples):
 
 
 class PreparedSamples(SegmentationSamples):
-    """A prepared split (:mod:`pat_seg.data.prepared`): the stored arrays through ``transform``.
+    """A prepared split (:mod:`pat_seg.data.prepared`): the stored arrays through ``transform``'s
+    geometric part, delivered in their stored dtypes (uint8 images and labels).
 
     The arrays are what ``transform`` would have resized the sources to, so an evaluation transform
-    only converts them (the same bits as from the sources) and a training transform's random scale,
-    crop and flip start from an image stored at the largest size they need.
+    leaves them as they are and a training transform's random scale, crop and flip start from an
+    image stored at the largest size they need. The conversion to float32 images and long targets
+    (:meth:`SegmentationTransform.output`) happens on the batch once it is on the device
+    (:meth:`DiskDataModule.on_after_batch_transfer`): a uint8 batch is a quarter of the bytes a float32
+    one moves through the loader's shared memory and to the GPU, and its label maps an eighth.
     """
 
-    def __init__(self, arrays: PreparedArrays, transform: PairTransform) -> None:
+    def __init__(self, arrays: PreparedArrays, transform: SegmentationTransform) -> None:
         super().__init__(transform)
         self.arrays = arrays
+        self.geometric = transform.resized
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        image, target = self.geometric(*self.load(index))
+        return {"image": image, "target": target, "index": index}
 
     def __len__(self) -> int:
         return len(self.arrays)
@@ -193,6 +205,14 @@ class DiskDataModule(SegmentationDataModule):
         if manifest is None:
             return sources
         return PreparedSamples(PreparedArrays(self.split_request(split, sources).folder, manifest), transform)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Batches of a prepared split arrive as stored (uint8); the conversion reading the sources does
+        # per sample (SegmentationTransform.output) runs here on the whole batch, on the device: the same bits.
+        if isinstance(batch, dict) and "target" in batch and (
+                batch["image"].dtype != torch.float32 or batch["target"].dtype != torch.long):
+            batch["image"], batch["target"] = SegmentationTransform.output(batch["image"], batch["target"])
+        return batch
 
     # --- prepared splits (pat_seg.data.prepared) --------------------------------------------------
     def augmented(self, split: str) -> bool:
