@@ -242,3 +242,52 @@ def test_synthetic_data_needs_no_preparing() -> None:
 
     with pytest.raises(ValueError, match="SyntheticLongTailDataModule is not read from files"):
         prepare(SyntheticLongTailDataModule(), ["train"], workers=1)
+
+
+def test_on_device_augmentation_draws_windows_and_flips_of_the_stored_image(tmp_path: Path) -> None:
+    """Scale fixed at 2: the stored 8x16 image is the scaled one, so every 4x8 sample is a window of it
+    (or of its mirror image), exactly; the windows and flips vary from sample to sample."""
+    write_cityscapes(tmp_path, train=4, val=2)
+
+    def make(**kwargs: Any) -> CityscapesDataModule:
+        return CityscapesDataModule(str(tmp_path), size=(4, 8), augment=True, scale_range=(2.0, 2.0), batch_size=4, **kwargs)
+
+    prepare(make(), ["train"], workers=1)
+    stored = CityscapesDataModule(str(tmp_path), size=(8, 16), augment=False, prepared="off")
+    full = samples(stored, "train")
+    datamodule = make(prepared="require")
+    torch.manual_seed(0)
+    seen_windows, seen_flips = set(), set()
+    for _ in range(8):
+        batch = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
+        assert batch["image"].shape == (4, 3, 4, 8) and batch["target"].shape == (4, 4, 8) and "augment" not in batch
+        assert batch["image"].dtype == torch.float32 and batch["target"].dtype == torch.long
+        for image, target, index in zip(batch["image"], batch["target"], batch["index"].tolist()):
+            matches = [(top, left, flip) for flip in (False, True) for top in range(5) for left in range(9)
+                       if torch.equal(target, (full[index]["target"].flip(-1) if flip else full[index]["target"])[top:top + 4, left:left + 8])
+                       and torch.allclose(image, (full[index]["image"].flip(-1) if flip else full[index]["image"])[:, top:top + 4, left:left + 8], atol=1e-6)]
+            assert matches, f"sample {index} is no window of its stored image"
+            seen_windows.add(matches[0][:2])
+            seen_flips.add(matches[0][2])
+    assert len(seen_windows) > 5 and seen_flips == {False, True}
+
+
+def test_on_device_augmentation_pads_a_downscaled_sample_with_ignore(tmp_path: Path) -> None:
+    write_cityscapes(tmp_path, train=4, val=2)
+    datamodule = CityscapesDataModule(str(tmp_path), size=(8, 16), augment=True, scale_range=(0.5, 0.5), batch_size=4)
+    prepare(datamodule, ["train"], workers=1)
+    datamodule = CityscapesDataModule(str(tmp_path), size=(8, 16), augment=True, scale_range=(0.5, 0.5),
+                                      batch_size=4, prepared="require")
+    torch.manual_seed(0)
+    batch = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
+    # Each 4x8 scaled sample sits whole somewhere in the 8x16 window; everything around it is padding:
+    # black image, ignored labels.
+    for image, target in zip(batch["image"], batch["target"]):
+        placements = []
+        for top in range(5):
+            for left in range(9):
+                outside = torch.ones(8, 16, dtype=torch.bool)
+                outside[top:top + 4, left:left + 8] = False
+                if (target[outside] == 255).all() and (image[:, outside] == 0).all():
+                    placements.append((top, left))
+        assert placements, "no 4x8 placement leaves only padding around it"

@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from pat_seg.data.base import SegmentationDataModule, class_counts_cache_path
+from pat_seg.data.batch_augment import augment_batch, draw_parameters
 from pat_seg.data.io import DatasetLayoutError, LabelTable, check_same_size, read_label_image, read_rgb
 from pat_seg.data.prepared import FORMAT_VERSION, PreparedArrays, PreparedSplitError, SplitRequest, open_manifest, source_records
 from pat_seg.data.transforms import SegmentationTransform, check_size
@@ -101,6 +102,11 @@ class ImageLabelFiles(SegmentationSamples):
         return image, labels(raw, str(label_path))
 
 
+def as_stored(image: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
+    """The geometric part of a sample augmented on the device: nothing (a function, so workers can pickle it)."""
+    return image, label
+
+
 class PreparedSamples(SegmentationSamples):
     """A prepared split (:mod:`pat_seg.data.prepared`): the stored arrays through ``transform``'s
     geometric part, delivered in their stored dtypes (uint8 images and labels).
@@ -116,13 +122,19 @@ class PreparedSamples(SegmentationSamples):
     def __init__(self, arrays: PreparedArrays, transform: SegmentationTransform) -> None:
         super().__init__(transform)
         self.arrays = arrays
-        self.geometric = transform.resized
+        # An augmented split is augmented on the device (pat_seg.data.batch_augment): the worker only
+        # draws the random parameters, and its geometric part is the identity.
+        self.augment_range = transform.scale_range if transform.train else None
+        self.geometric = transform.resized if not transform.train else as_stored
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         image, target = self.geometric(*self.load(index))
-        return {"image": image, "target": target, "index": index}
+        sample = {"image": image, "target": target, "index": index}
+        if self.augment_range is not None:
+            sample["augment"] = draw_parameters(self.augment_range)
+        return sample
 
     def __len__(self) -> int:
         return len(self.arrays)
@@ -209,7 +221,10 @@ class DiskDataModule(SegmentationDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         # Batches of a prepared split arrive as stored (uint8); the conversion reading the sources does
         # per sample (SegmentationTransform.output) runs here on the whole batch, on the device: the same bits.
-        if isinstance(batch, dict) and "target" in batch and (
+        if isinstance(batch, dict) and "augment" in batch:
+            batch["image"], batch["target"] = augment_batch(batch["image"], batch["target"], batch.pop("augment"),
+                                                            self.size, self.ignore_index)
+        elif isinstance(batch, dict) and "target" in batch and (
                 batch["image"].dtype != torch.float32 or batch["target"].dtype != torch.long):
             batch["image"], batch["target"] = SegmentationTransform.output(batch["image"], batch["target"])
         return batch

@@ -87,6 +87,7 @@ class SegmentationTransform:
             raise ValueError(f"scale_range must satisfy 0 < low <= high; got {tuple(scale_range)}")
         self.train = train
         self.ignore_index = ignore_index
+        self.scale_range = (float(low), float(high))
         if train:
             fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
             self.pipeline = v2.Compose([
