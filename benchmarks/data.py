@@ -362,6 +362,27 @@ def loader_pass(datamodule: Any, num_workers: int) -> tuple[float, float]:
     return sum(sizes[skip:]) / (arrivals[-1] - arrivals[skip - 1]), 1000 * cpu / sum(sizes)
 
 
+def device_augment_ms(datamodule: Any, repeats: int = 5) -> tuple[float, str]:
+    """Milliseconds per batch of the data module's ``on_after_batch_transfer`` (the on-device random
+    scale, crop and flip of a prepared augmented split) on the GPU if there is one, else this CPU."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    datamodule.num_workers = 0
+    batch = next(iter(datamodule.train_dataloader()))
+    times = []
+    with one_thread():
+        for _ in range(repeats + 1):
+            moved = {key: value.to(device) for key, value in batch.items()}
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            datamodule.on_after_batch_transfer(moved, 0)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(1000 * (time.perf_counter() - start))
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "this CPU, one thread"
+    return statistics.median(times[1:]), name
+
+
 def required_rate(size: tuple[int, int], step_ms: float, scale: float = 1.0) -> float:
     """Images/s the item-4 GPU step consumes at ``size``: 8 images per ``step_ms``, scaled by pixels.
 
@@ -402,7 +423,8 @@ def measure(protocol: Protocol, root: Path, args: argparse.Namespace, path: str 
     datamodule = build(protocol, root, args.scale, args.batch_size, 0, "require" if path == "prepared" else "off")
     profile = profile_stages(datamodule.dataset("train"), args.profile_images)
     train = datamodule.dataset("train")
-    times = max(1, math.ceil(args.min_pass_s * 1000 / profile["total_ms"] / len(train)))
+    # At least 0.5 ms per image: the batch transfer, which the stage profile leaves out, costs about that.
+    times = max(1, math.ceil(args.min_pass_s * 1000 / max(profile["total_ms"], 0.5) / len(train)))
     # The data module builds each split once and keeps it: the loader passes read the repeated one.
     datamodule._datasets["train"] = Repeated(train, times)
     wall, cpu_ms = {}, {}
@@ -415,10 +437,12 @@ def measure(protocol: Protocol, root: Path, args: argparse.Namespace, path: str 
     unit = "1" if "1" in cpu_ms else next(iter(cpu_ms))
     per_worker = 1000 / cpu_ms[unit]
     needed = required_rate(datamodule.size, args.step_ms, args.scale)
+    on_device = device_augment_ms(datamodule) if path == "prepared" and datamodule.augmented("train") else None
     return {
         "dataset": protocol.dataset,
         "protocol": protocol.name,
         "path": path,
+        "device_augment_ms_per_batch": on_device,
         "prepare": built,
         "size": list(datamodule.size),
         "train_images": len(train),
@@ -470,6 +494,12 @@ def markdown(results: list[dict[str, Any]], files: dict[str, float], args: argpa
             f"{p['transform_ms']:.1f} = {p['total_ms']:.1f} | {p['label_held']} | {r['images_per_s_per_worker']:.1f} | "
             f"{wall} | {r['workers_needed']} ({r['required_images_per_s']:.0f} img/s) |"
         )
+    augmented = [r for r in results if r.get("device_augment_ms_per_batch")]
+    if augmented:
+        lines += ["", "Prepared augmented splits: random scale, crop and flip of a batch in `on_after_batch_transfer`, "
+                  "ms per batch of " + str(args.batch_size) + ": " + "; ".join(
+                      f"{r['dataset']} / {r['protocol']} {r['device_augment_ms_per_batch'][0]:.1f} ms on "
+                      f"{r['device_augment_ms_per_batch'][1]}" for r in augmented) + "."]
     built = [r for r in results if r.get("prepare")]
     if built:
         lines += ["", f"`pat-seg prepare` of the training split ({args.prepare_workers} worker processes on "

@@ -204,8 +204,8 @@ def open_manifest(request: SplitRequest) -> dict[str, Any]:
 
 # --- reading -----------------------------------------------------------------------------------------------
 class PreparedArrays:
-    """Sample ``i`` of a prepared split as ``(image [3, H, W], label [H, W])`` tensors (copies of the
-    memory-mapped rows). Chunk files are mapped lazily in each process: maps do not survive pickling
+    """Sample ``i`` of a prepared split as ``(image [3, H, W], label [H, W])`` tensors over the
+    memory-mapped rows. Chunk files are mapped lazily in each process: maps do not survive pickling
     into loader workers, and a worker maps only the chunks its samples are in."""
 
     def __init__(self, folder: Path, manifest: dict[str, Any]) -> None:
@@ -222,10 +222,12 @@ class PreparedArrays:
         chunk = bisect.bisect_right(self.starts, index) - 1
         if chunk not in self._maps:
             images, labels = self.chunks[chunk]
-            self._maps[chunk] = (np.load(self.folder / images, mmap_mode="r"), np.load(self.folder / labels, mmap_mode="r"))
+            # Copy-on-write maps: tensors can share their pages without a copy (the batch collation
+            # copies them once, into the loader's shared memory), and a write never reaches the file.
+            self._maps[chunk] = (np.load(self.folder / images, mmap_mode="c"), np.load(self.folder / labels, mmap_mode="c"))
         images, labels = self._maps[chunk]
         row = index - self.starts[chunk]
-        return torch.from_numpy(np.array(images[row])), torch.from_numpy(np.array(labels[row]))
+        return torch.from_numpy(images[row]), torch.from_numpy(labels[row])
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_maps": {}}
