@@ -291,3 +291,14 @@ def test_on_device_augmentation_pads_a_downscaled_sample_with_ignore(tmp_path: P
                 if (target[outside] == 255).all() and (image[:, outside] == 0).all():
                     placements.append((top, left))
         assert placements, "no 4x8 placement leaves only padding around it"
+
+
+def test_auto_without_a_prepared_split_says_once_what_to_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_cityscapes(tmp_path, train=4, val=2)
+    datamodule = cityscapes(tmp_path)
+    with caplog.at_level("INFO"):
+        for split in SPLITS:
+            assert not isinstance(datamodule.dataset(split), PreparedSamples)
+    told = [r.getMessage() for r in caplog.records if "pat-seg prepare" in r.getMessage()]
+    assert len(told) == 1 and "reading the 'train' split from its source files" in told[0]
+    assert len(told[0].splitlines()) == 1

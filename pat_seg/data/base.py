@@ -148,16 +148,16 @@ class SegmentationDataModule(L.LightningDataModule):
     def class_counts(self) -> list[int]:
         """Per-class pixel counts over the training split, computed once (and cached on disk)."""
         if self._class_counts is None:
-            known = self.precomputed_class_counts()
-            if known is not None and len(known) == self.num_classes:
-                self._class_counts = known
-                return known
             cache = self.class_counts_cache_file()
             if cache is not None and cache.is_file():
                 counts = json.loads(cache.read_text())["class_counts"]
                 if len(counts) == self.num_classes:
                     self._class_counts = [int(c) for c in counts]
                     return self._class_counts
+            known = self.precomputed_class_counts()
+            if known is not None and len(known) == self.num_classes:
+                self._class_counts = known
+                return known
             log.info("counting training pixels per class for %s", type(self).__name__)
             self._class_counts = count_classes(
                 self.counting_dataset(), self.num_classes, self.ignore_index, num_workers=self.num_workers

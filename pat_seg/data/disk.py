@@ -268,8 +268,9 @@ class DiskDataModule(SegmentationDataModule):
                 if self.prepared == "require":
                     raise PreparedSplitError(f"{error}\nrun: {prepare_command()}\n(or --data.prepared=auto to read "
                                              "the source files)") from None
-                rank_zero_info(f"{type(self).__name__}: reading the {split!r} split from its source files "
-                               f"({error}); `{prepare_command()}` decodes them once")
+                if not any(value is None for value in self._manifests.values()):  # said once, not per split
+                    rank_zero_info(f"{type(self).__name__}: reading the {split!r} split from its source files "
+                                   f"({error}); `{prepare_command()}` decodes them once")
                 self._manifests[split] = None
         return self._manifests[split]
 
