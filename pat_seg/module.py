@@ -31,8 +31,8 @@ class SegmentationModule(L.LightningModule):
             :mod:`pat_seg.models` (by name, e.g. ``UNet``) or any ``nn.Module`` class path.
         loss: a :mod:`pat_seg.losses` loss (``forward(logits, target) -> scalar``; by name, e.g.
             ``PATLoss``) or any ``nn.Module`` class path with that call. A loss that needs
-            training class counts (``needs_class_counts = True``) gets them from the data module at
-            setup, identical on every process.
+            training class counts (``needs_class_counts = True``) or class presence
+            (``needs_class_presence``) gets them from the data module at setup, identical on every process.
         optimizer: optimizer factory; the default ``torch.optim.Adam`` uses lr 1e-3, as the authors.
         lr_scheduler: scheduler factory. ``None`` (default) with ``cosine_annealing=True`` anneals the
             learning rate to 0 by cosine over the whole run (every optimizer step), as the authors.
@@ -106,22 +106,26 @@ class SegmentationModule(L.LightningModule):
                 metrics.class_names = list(names)
         recorded["class_names"] = list(self.val_metrics.class_names)
         # Prediction needs no class statistics (and an unlabelled image folder has none).
-        if stage != "predict" and hasattr(datamodule, "class_counts"):
-            counts = self._shared_class_counts(datamodule)
-            recorded["class_counts"] = counts
+        if stage != "predict" and hasattr(datamodule, "class_statistics"):
+            statistics = self._shared_class_statistics(datamodule)
+            counts = [int(c) for c in statistics.pixels]
+            recorded.update(class_counts=counts, class_image_counts=list(statistics.images),
+                            num_train_images=statistics.num_images)
             for metrics in (self.val_metrics, self.test_metrics):
                 metrics.set_class_counts(counts)
             if getattr(self.loss, "needs_class_counts", False) and getattr(self.loss, "class_counts", None) is None:
                 self.loss.set_class_counts(counts)
+            if getattr(self.loss, "needs_class_presence", False) and getattr(self.loss, "class_presence", None) is None:
+                self.loss.set_class_presence(statistics.presence)
         self.record_hparams(**recorded)  # one call: a logger with a default hp_metric writes one per call
 
-    def _shared_class_counts(self, datamodule: Any) -> list[int]:
-        """Training class counts computed on rank 0 and broadcast, so every process holds the same."""
-        counts = datamodule.class_counts if self.trainer.is_global_zero else None
-        counts = self.trainer.strategy.broadcast(counts, src=0)
+    def _shared_class_statistics(self, datamodule: Any) -> Any:
+        """Training class statistics computed on rank 0 and broadcast, so every process holds the same."""
+        statistics = datamodule.class_statistics if self.trainer.is_global_zero else None
+        statistics = self.trainer.strategy.broadcast(statistics, src=0)
         if not self.trainer.is_global_zero:
-            datamodule.class_counts = counts
-        return [int(c) for c in counts]
+            datamodule.class_statistics = statistics
+        return statistics
 
     def configure_model(self) -> None:
         # Called by every fit/validate/test: convert and hook once.

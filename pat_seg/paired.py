@@ -14,6 +14,11 @@ the two-sided interval of confidence ``c`` (0.95 by default) of the paired t-tes
 ``t_{0.975, 2} = 4.303``: an interval excludes 0 only when the mean difference is larger than about
 2.5 standard deviations of the differences.
 
+The two-sided p-value of the same test is ``2 P(T >= |\bar d| \sqrt n / s_d)``. A study that asks one
+question of several data sets (regimes) corrects for their number with :func:`holm_adjust` (Holm's
+step-down procedure on the p-values) and widens each interval to the Bonferroni level
+``1 - (1 - c) / m``, whose ``m`` intervals hold together with confidence ``c``.
+
 Student's t quantile is computed here (no scipy): the cumulative distribution for an integer number
 of degrees of freedom ``nu`` has a closed form, a finite sum in ``theta = arctan(t / sqrt(nu))``
 (Abramowitz and Stegun 26.7.3-26.7.4), which :func:`student_t_quantile` inverts by bisection.
@@ -25,9 +30,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Hashable, Mapping
+from typing import Hashable, Mapping, Sequence
 
-__all__ = ["PairedDifference", "paired_difference", "student_t_cdf", "student_t_quantile"]
+__all__ = ["PairedDifference", "holm_adjust", "paired_difference", "student_t_cdf", "student_t_quantile"]
 
 
 def _central_probability(t: float, df: int) -> float:
@@ -114,6 +119,7 @@ class PairedDifference:
         confidence: the interval's confidence, e.g. 0.95.
         seeds: the matched seeds, in the variant's order.
         unmatched: seeds that only one side has (left out of every number above).
+        p_value: two-sided p-value of the paired t-test of "no difference"; NaN when ``n == 1``.
     """
 
     n: int
@@ -124,6 +130,7 @@ class PairedDifference:
     confidence: float
     seeds: tuple[Hashable, ...]
     unmatched: tuple[Hashable, ...] = ()
+    p_value: float = math.nan
 
     @property
     def excludes_zero(self) -> bool:
@@ -170,4 +177,30 @@ def paired_difference(
         return PairedDifference(n, mean, nan, nan, nan, float(confidence), seeds, unmatched)
     std = math.sqrt(math.fsum((d - mean) ** 2 for d in differences) / (n - 1))
     half_width = student_t_quantile(0.5 + confidence / 2.0, n - 1) * std / math.sqrt(n)
-    return PairedDifference(n, mean, std, mean - half_width, mean + half_width, float(confidence), seeds, unmatched)
+    if std > 0:
+        p_value = 2.0 * student_t_cdf(-abs(mean) * math.sqrt(n) / std, n - 1)
+    else:  # every pair differs by the same amount: certain, unless that amount is 0
+        p_value = 1.0 if mean == 0 else 0.0
+    return PairedDifference(n, mean, std, mean - half_width, mean + half_width, float(confidence), seeds, unmatched,
+                            p_value)
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given.
+
+    With the ``m`` p-values sorted ascending, ``p_(1) <= ... <= p_(m)``, the ``i``-th adjusted value is
+    ``max_{j <= i} min(1, (m - j + 1) p_(j))``: a hypothesis is rejected at level ``a`` when its adjusted
+    value is ``<= a``, which controls the chance of any false rejection among the ``m`` at ``a``.
+    NaN p-values (no interval) stay NaN and do not count in ``m``.
+    """
+    for p in p_values:
+        if not (isinstance(p, (int, float)) and (math.isnan(p) or 0.0 <= p <= 1.0)):
+            raise ValueError(f"p-values must be numbers in [0, 1] (or NaN); got {p!r}")
+    order = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    m = len(order)
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted

@@ -26,10 +26,13 @@ import re
 import statistics
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
-from pat_seg.paired import paired_difference
-from pat_seg.runs import LOSS_LABELS, MODEL_LABELS, Run, differing_keys, display_labels, find_runs, identity_key
+import yaml
+
+from pat_seg.paired import PairedDifference, holm_adjust, paired_difference
+from pat_seg.runs import LOSS_LABELS, MODEL_LABELS, NOT_IDENTITY, Run, differing_keys, display_labels, find_runs, identity_key
 
 FORMATS = ("markdown", "latex", "csv")
 SPLITS = ("val", "test")
@@ -209,7 +212,9 @@ def reported_entries(runs: Sequence[Run], split: str, warn: Callable[[str], None
     """The labelled runs that logged ``<split>/miou``: what every table of the report is built from."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
-    return [e for e in label_runs(runs, warn) if e.run.last(f"{split}/miou") is not None]
+    # Runs still training (nothing logged yet) are left out before labelling: their empty class list
+    # would otherwise read as a data set of another size and relabel every finished run.
+    return label_runs([run for run in runs if run.last(f"{split}/miou") is not None], warn)
 
 
 def build_tables(entries: Sequence[LabelledRun], split: str = "val") -> list[Table]:
@@ -292,18 +297,20 @@ def _is_baseline(method: str, against: str) -> bool:
 
 
 def paired_tables(entries: Sequence[LabelledRun], against: str, split: str = "val", confidence: float = 0.95,
-                  warn: Callable[[str], None] = lambda message: None) -> list[Table]:
+                  warn: Callable[[str], None] = lambda message: None, holm: bool = False) -> list[Table]:
     """Per data set and model: every method minus ``against``, seed by seed, with Student-t intervals.
 
     Runs pair when they share their seeds (``seed_everything`` and the data seed), so both saw the
-    same initialisation and data order (:func:`pat_seg.paired.paired_difference`).
+    same initialisation and data order (:func:`pat_seg.paired.paired_difference`). With ``holm`` the
+    ``m`` data sets a method and metric were compared on form one family: each cell also shows its
+    Holm-adjusted p-value (:func:`pat_seg.paired.holm_adjust`) and its interval is widened to the
+    Bonferroni level ``1 - (1 - confidence) / m``, so the family's intervals hold together.
     """
     tables = []
     for model in sorted({e.model for e in entries}, key=lambda label: _paper_order(label, MODEL_ORDER)):
         mine = [e for e in entries if e.model == model]
-        rows: list[Row] = []
-        texts: dict[tuple[Row, Column], str] = {}
-        cells: dict[tuple[Row, Column], Cell] = {}
+        # (dataset, method, metric) -> (per-seed method values, per-seed baseline values)
+        pairs: dict[tuple[str, str, str], tuple[dict, dict]] = {}
         for dataset in sorted({e.dataset for e in mine}, key=_natural):
             here = [e for e in mine if e.dataset == dataset]
             baselines = sorted({e.method for e in here if _is_baseline(e.method, against)})
@@ -315,32 +322,172 @@ def paired_tables(entries: Sequence[LabelledRun], against: str, split: str = "va
             baseline = baselines[0]
             methods = sorted({e.method for e in here} - {baseline}, key=lambda label: _paper_order(label, METHOD_ORDER))
             for method in methods:
-                row = (dataset, method)
                 for metric in PAIRED_METRICS:
                     per_seed = {m: {e.run.seeds: e.run.last(f"{split}/{metric}") for e in here if e.method == m}
                                 for m in (method, baseline)}
                     per_seed = {m: {seed: v for seed, v in values.items() if v is not None and not math.isnan(v)}
                                 for m, values in per_seed.items()}
-                    if not per_seed[method] or not per_seed[baseline]:
-                        continue
-                    try:
-                        difference = paired_difference(per_seed[method], per_seed[baseline], confidence)
-                    except ValueError as error:
-                        warn(f"{dataset}, {model}, {method} - {baseline}, {metric}: {error}")
-                        continue
-                    column = ("", metric)
-                    texts[row, column] = (f"{difference.format(100.0)} (n={difference.n})" if difference.n > 1
-                                          else f"{difference.mean * 100:+.2f} (n=1, no interval)")
-                    cells[row, column] = Cell([per_seed[method][seed] - per_seed[baseline][seed] for seed in difference.seeds])
-                if any((row, ("", metric)) in texts for metric in PAIRED_METRICS):
-                    rows.append(row)
+                    if per_seed[method] and per_seed[baseline]:
+                        pairs[dataset, method, metric] = (per_seed[method], per_seed[baseline])
+        family_size = {(method, metric): sum(1 for (_, m, x) in pairs if (m, x) == (method, metric))
+                       for (_, method, metric) in pairs}
+        differences: dict[tuple[str, str, str], PairedDifference] = {}
+        for (dataset, method, metric), (values, baseline_values) in pairs.items():
+            level = 1.0 - (1.0 - confidence) / family_size[method, metric] if holm else confidence
+            try:
+                differences[dataset, method, metric] = paired_difference(values, baseline_values, level)
+            except ValueError as error:
+                warn(f"{dataset}, {model}, {method} - {against}, {metric}: {error}")
+        adjusted: dict[tuple[str, str, str], float] = {}
+        if holm:
+            for method, metric in family_size:
+                keys = [key for key in differences if key[1:] == (method, metric)]
+                adjusted.update(zip(keys, holm_adjust([differences[key].p_value for key in keys])))
+        rows: list[Row] = []
+        texts: dict[tuple[Row, Column], str] = {}
+        cells: dict[tuple[Row, Column], Cell] = {}
+        for (dataset, method, metric), difference in differences.items():
+            row, column = (dataset, method), ("", metric)
+            if difference.n < 2:
+                texts[row, column] = f"{difference.mean * 100:+.2f} (n=1, no interval)"
+            elif holm:
+                texts[row, column] = (f"{difference.format(100.0)} (n={difference.n}, "
+                                      f"p_Holm={adjusted[dataset, method, metric]:.3g})")
+            else:
+                texts[row, column] = f"{difference.format(100.0)} (n={difference.n})"
+            values, baseline_values = pairs[dataset, method, metric]
+            cells[row, column] = Cell([values[seed] - baseline_values[seed] for seed in difference.seeds])
+            if row not in rows:
+                rows.append(row)
         if rows:
+            interval = (f"[{confidence:.0%} Student-t interval, Bonferroni-widened over the data sets each method "
+                        f"was compared on; p_Holm: Holm-adjusted p-value of the paired t-test over those data sets]"
+                        if holm else f"[{confidence:.0%} Student-t interval]")
             tables.append(Table(
                 f"Paired differences against {against} ({model})", ("Data set", "Method"), rows,
                 [("", metric) for metric in PAIRED_METRICS], cells,
-                note=f"last epoch of `{split}/*`; method minus {against} per seed, mean "
-                     f"[{confidence:.0%} Student-t interval] in points", texts=texts))
+                note=f"last epoch of `{split}/*`; method minus {against} per seed, mean {interval} in points",
+                texts=texts))
     return tables
+
+
+# --- which runs learned each class -----------------------------------------------------------------
+LEARNED_IOU = 0.10  # a class counts as learned by a run whose final IoU exceeds 10 points
+
+
+def learned_tables(entries: Sequence[LabelledRun], split: str = "val", threshold: float = LEARNED_IOU) -> list[Table]:
+    """Per data set and model: for each method and class, how many runs (seeds) learned the class.
+
+    Outcomes on rare classes are bimodal (a seed learns the class or never does), so ``k/n`` says more
+    than a mean ± std: a mean of 22.6 ± 39.2 over three seeds is {0, 0, 67.9}, two of three failures.
+    """
+    tables = []
+    for dataset in sorted({e.dataset for e in entries}, key=_natural):
+        for model in sorted({e.model for e in entries}, key=lambda label: _paper_order(label, MODEL_ORDER)):
+            mine = [e for e in entries if e.dataset == dataset and e.model == model]
+            if not mine:
+                continue
+            classes = mine[0].run.class_names(split)
+            methods = sorted({e.method for e in mine}, key=lambda label: _paper_order(label, METHOD_ORDER))
+            columns = [("", f"iou/{name}") for name in classes]
+            cells, texts = {}, {}
+            for method in methods:
+                for column in columns:
+                    values = [v for e in mine if e.method == method
+                              for v in [e.run.last(f"{split}/{column[1]}")] if v is not None and not math.isnan(v)]
+                    if values:
+                        cells[(method,), column] = Cell(values)
+                        texts[(method,), column] = f"{sum(v > threshold for v in values)}/{len(values)}"
+            if not cells:
+                continue  # no per-class values logged for this split
+            tables.append(Table(
+                f"Runs that learned each class ({dataset}, {model})", ("Method",),
+                [(m,) for m in methods if any(((m,), c) in cells for c in columns)], columns,
+                cells, note=f"last epoch of `{split}/*`; runs (seeds) with IoU > {threshold * 100:g} of all runs",
+                texts=texts))
+    return tables
+
+
+# --- per-run values, and reports rebuilt from them ------------------------------------------------
+RUN_COLUMNS = ("run", "dataset", "model", "method", "is_pat", "seed", "data_seed", "split", "step")
+
+
+def render_runs_csv(entries: Sequence[LabelledRun], split: str = "val", root: str | Path | None = None) -> str:
+    """One line per run and evaluation (step) with every ``<split>/*`` value it logged, raw.
+
+    The labels are the report's, so tables rebuilt from this file (:func:`entries_from_csv`) equal
+    those of the runs themselves; a study kept as this file needs no event files. Run folders are
+    written relative to ``root`` (the log directory) when they lie below it.
+    """
+    prefix = f"{split}/"
+    tags = sorted({tag[len(prefix):] for e in entries for tag in e.run.scalars if tag.startswith(prefix)},
+                  key=lambda tag: (tag.startswith("iou/"), tag))
+    classes = {name: i for e in entries for i, name in enumerate(e.run.class_names(split))}
+    # The data module's identifying arguments (e.g. a synthetic regime's imbalance and rarity), so that a
+    # study's file says what each run trained on even where the labels need not show it.
+    data_keys = sorted({key for e in entries for key in e.run.data[1]} - NOT_IDENTITY - {"classes"})
+    tags.sort(key=lambda tag: (tag.startswith("iou/"), classes.get(tag[len("iou/"):], 0) if tag.startswith("iou/") else tag))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*RUN_COLUMNS, *(f"data.{key}" for key in data_keys), *tags])
+    for entry in entries:
+        seed, data_seed = entry.run.seeds
+        steps = sorted({step for tag in tags for step, _ in entry.run.scalars.get(prefix + tag, [])})
+        for step in steps:
+            values = {tag: dict(entry.run.scalars.get(prefix + tag, [])).get(step) for tag in tags}
+            path = entry.run.path
+            if root is not None and path.is_relative_to(root):
+                path = path.relative_to(root)
+            writer.writerow([path.as_posix(), entry.dataset, entry.model, entry.method, int(entry.is_pat),
+                             "" if seed is None else seed, "" if data_seed is None else data_seed, split, step,
+                             *[_csv_value(entry.run.data[1].get(key)) for key in data_keys],
+                             *["" if values[tag] is None else repr(values[tag]) for tag in tags]])
+    return buffer.getvalue()
+
+
+def _csv_value(value: object) -> str:
+    """A data argument in one CSV field, as YAML writes a scalar (``null``, ``1000.0``, ``small``)."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _csv_seed(text: str) -> int | None:
+    return None if text == "" else int(text)
+
+
+def entries_from_csv(path: str, split: str = "val") -> list[LabelledRun]:
+    """The labelled runs of a file written by :func:`render_runs_csv` (``--per-run``), for ``split``."""
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as error:
+        raise ValueError(f"cannot read --from-csv {path!r}: {error.strerror}") from None
+    if not rows or not set(RUN_COLUMNS) <= set(rows[0]):
+        raise ValueError(f"--from-csv {path!r} is not a per-run file of `pat-seg report --format csv --per-run` "
+                         f"(expected the columns {list(RUN_COLUMNS)} and one line per run and step)")
+    tags = [key for key in rows[0] if key not in RUN_COLUMNS and not key.startswith("data.")]
+    data_keys = [key for key in rows[0] if key.startswith("data.")]
+    runs: dict[str, LabelledRun] = {}
+    for line, row in enumerate(rows, start=2):
+        if row["split"] != split:
+            continue
+        entry = runs.get(row["run"])
+        if entry is None:
+            data_args = {key[len("data."):]: yaml.safe_load(row[key]) for key in data_keys}
+            config = {"seed_everything": _csv_seed(row["seed"]),
+                      "data": {"class_path": "", "init_args": {**data_args, "seed": _csv_seed(row["data_seed"])}}}
+            entry = runs[row["run"]] = LabelledRun(Run(Path(row["run"]), config, {}), row["dataset"], row["model"],
+                                                   row["method"], row["is_pat"] == "1")
+        for tag in tags:
+            if row[tag] != "":
+                try:
+                    value = float(row[tag])
+                except ValueError:
+                    raise ValueError(f"--from-csv {path!r}, line {line}: {tag} = {row[tag]!r} is not a number") from None
+                entry.run.scalars.setdefault(f"{split}/{tag}", []).append((int(row["step"]), value))
+    for entry in runs.values():
+        for points in entry.run.scalars.values():
+            points.sort()
+    return list(runs.values())
 
 
 # --- rendering -------------------------------------------------------------------------------------
@@ -429,25 +576,39 @@ RENDERERS = {"markdown": render_markdown, "latex": render_latex, "csv": render_c
 
 
 def report(logdir: str, fmt: str = "markdown", split: str = "val", runs: str = "**",
-           paired_against: str | None = None) -> str:
+           paired_against: str | None = None, holm: bool = False, per_run: bool = False,
+           from_csv: str | None = None) -> str:
     """The report of every run under ``logdir`` (``runs``: glob of run directories) as text; with
-    ``paired_against``, followed by every method's paired differences against that one."""
+    ``paired_against``, followed by every method's paired differences against that one (``holm``:
+    corrected over the data sets). ``per_run`` (CSV only) writes each run's values instead of the
+    tables; ``from_csv`` builds the tables from such a file instead of from ``logdir``."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}; got {fmt!r}")
-    found = find_runs(logdir, runs)
-    if not found:
-        raise ValueError(f"no runs (a config.yaml beside an event file) under {logdir!r} matching {runs!r}")
+    if per_run and fmt != "csv":
+        raise ValueError(f"--per-run writes CSV; got --format {fmt}")
+    if holm and paired_against is None:
+        raise ValueError("--holm corrects the paired differences: give --paired-against METHOD too")
     warn = lambda message: sys.stderr.write(f"pat-seg report: warning: {message}\n")  # noqa: E731
-    entries = reported_entries(found, split, warn)  # labelled once: a rerun's warning is printed once
-    tables = build_tables(entries, split)
-    if not tables:
-        raise ValueError(f"{len(found)} runs under {logdir!r} but none logged {split}/miou; "
-                         f"run `pat-seg test` first for --split test")
+    if from_csv is not None:
+        entries = entries_from_csv(from_csv, split)
+        source = f"--from-csv {from_csv!r}"
+    else:
+        found = find_runs(logdir, runs)
+        if not found:
+            raise ValueError(f"no runs (a config.yaml beside an event file) under {logdir!r} matching {runs!r}")
+        entries = reported_entries(found, split, warn)  # labelled once: a rerun's warning is printed once
+        source = f"{len(found)} runs under {logdir!r}"
+    entries = [e for e in entries if e.run.last(f"{split}/miou") is not None]
+    if not entries:
+        raise ValueError(f"{source}: none logged {split}/miou; run `pat-seg test` first for --split test")
+    if per_run:
+        return render_runs_csv(entries, split, root=logdir)
+    tables = build_tables(entries, split) + learned_tables(entries, split)
     if paired_against is not None:
         methods = sorted({e.method for e in entries})
         if not any(_is_baseline(method, paired_against) for method in methods):
             raise ValueError(f"--paired-against {paired_against!r} matches none of the methods {methods}")
-        paired = paired_tables(entries, paired_against, split, warn=warn)
+        paired = paired_tables(entries, paired_against, split, warn=warn, holm=holm)
         if not paired:
             raise ValueError(f"--paired-against {paired_against!r}: no other method ran on the same data set "
                              f"and model to compare with (methods: {methods})")
@@ -465,9 +626,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", help="write to this file instead of stdout")
     parser.add_argument("--paired-against", metavar="METHOD",
                         help="also print every method minus METHOD (e.g. 'CB-Focal'), paired by seed, with 95%% intervals")
+    parser.add_argument("--holm", action="store_true",
+                        help="with --paired-against: Holm-adjusted p-values and Bonferroni-widened intervals over the "
+                             "data sets (regimes) each method was compared on")
+    parser.add_argument("--per-run", action="store_true",
+                        help="with --format csv: one line per run and evaluation step instead of the tables "
+                             "(what a study keeps in the repository)")
+    parser.add_argument("--from-csv", metavar="FILE", help="build the report from a --per-run CSV instead of --logdir")
     args = parser.parse_args(argv)
     try:
-        text = report(args.logdir, args.format, args.split, args.runs, args.paired_against)
+        text = report(args.logdir, args.format, args.split, args.runs, args.paired_against, args.holm,
+                      args.per_run, args.from_csv)
     except ValueError as error:
         parser.exit(2, f"pat-seg report: error: {error}\n")
     if args.output:

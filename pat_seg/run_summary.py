@@ -15,7 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 
 # Arguments that name no property of the method (they come from the data or choose a code path).
-NOT_SHOWN = {"self", "ignore_index", "class_counts", "num_classes", "in_channels", "implementation"}
+NOT_SHOWN = {"self", "ignore_index", "class_counts", "class_presence", "num_classes", "in_channels", "implementation"}
 FINAL_METRICS = {"val/miou": "hp/miou", "val/miou_head": "hp/miou_head", "val/miou_tail": "hp/miou_tail"}
 
 

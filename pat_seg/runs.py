@@ -29,11 +29,14 @@ LOSS_LABELS: dict[str, tuple[str, dict[str, str]]] = {
     "LDAMLoss": ("LDAM", {"max_margin": "m", "scale": "s"}),
     "BLVLoss": ("BLV", {"sigma": "sigma"}),
     "PATLoss": ("PAT", {"temperature": "T"}),
+    "PATCBMixtureLoss": ("PAT+CB mix", {"mix": "lambda"}),
 }
-# Switches of a loss that turn the paper's method into an ablation of it: (the paper's setting, what
-# the label says when a run changes it). A run saved before a switch existed has the paper's setting.
+# Switches of a loss that turn the paper's method into an ablation or an extension of it: (the paper's
+# setting, what the label says when a run changes it; "{value}" is the run's value, and words that
+# start with "+" are joined to the name). A run saved before a switch existed has the paper's setting.
 VARIANTS: dict[str, dict[str, tuple[Any, str]]] = {
-    "PATLoss": {"confidence_weight": (True, "w/o beta"), "normalization": ("image_class", "w/o Eq. 4")},
+    "PATLoss": {"confidence_weight": (True, "w/o beta"), "normalization": ("image_class", "w/o Eq. 4"),
+                "presence_exponent": (0.0, "+presence alpha={value}")},
 }
 # Headline arguments that a variant leaves without effect (T weighs nothing once beta is off).
 UNUSED_IN_VARIANT: dict[str, dict[str, str]] = {"PATLoss": {"confidence_weight": "temperature"}}
@@ -52,7 +55,7 @@ DATA_LABELS = {
     "NYUv2DataModule": "NYUv2",
 }
 # Init args that say nothing about *which* method, model or data set a run used.
-NOT_IDENTITY = {"ignore_index", "class_counts", "num_classes", "root", "batch_size", "eval_batch_size",
+NOT_IDENTITY = {"ignore_index", "class_counts", "class_presence", "num_classes", "root", "batch_size", "eval_batch_size",
                 "num_workers", "pin_memory", "persistent_workers", "seed", "implementation"}
 # Config keys (dotted, a key covers everything below it) that vary between repeats of one experiment.
 SEED_KEYS = ("seed_everything", "data.init_args.seed")
@@ -64,7 +67,7 @@ PLUMBING = (
     "data.init_args.root", "data.init_args.num_workers", "data.init_args.pin_memory",
     "data.init_args.persistent_workers", "data.init_args.eval_batch_size", "model.num_classes",
     "model.ignore_index", "model.class_names", "model.loss.init_args.ignore_index",
-    "model.loss.init_args.class_counts", "model.loss.init_args.implementation", "model.model.init_args.num_classes",
+    "model.loss.init_args.class_counts", "model.loss.init_args.class_presence", "model.loss.init_args.implementation", "model.model.init_args.num_classes",
 )
 # Folders a run's evaluations write into (pat_seg.run_folders.SUBFOLDERS), read as part of the run.
 EVALUATION_FOLDERS = ("test", "validate")
@@ -140,8 +143,9 @@ def with_variant_defaults(name: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def variant_words(name: str, args: dict[str, Any]) -> list[str]:
-    """What a run of ``name`` switched off, e.g. ``["w/o beta"]`` (empty for the paper's method)."""
-    return [words for arg, (default, words) in VARIANTS.get(name, {}).items() if args.get(arg, default) != default]
+    """What a run of ``name`` switched, e.g. ``["w/o beta"]`` (empty for the paper's method)."""
+    return [words.format(value=_short(args.get(arg))) for arg, (default, words) in VARIANTS.get(name, {}).items()
+            if args.get(arg, default) != default]
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -230,7 +234,9 @@ def display_labels(identities: list[tuple[str, dict[str, Any]]], kind: str) -> d
             base, shown = LOSS_LABELS.get(name, (name.removesuffix("Loss"), {}))
             words = variant_words(name, args)
             if words:
-                base = f"{base} {', '.join(words)}"
+                joined = [word for word in words if word.startswith("+")]
+                spaced = [word for word in words if not word.startswith("+")]
+                base = base + " ".join(joined) + (f" {', '.join(spaced)}" if spaced else "")
                 unused = {UNUSED_IN_VARIANT.get(name, {}).get(arg) for arg in VARIANTS[name]
                           if args.get(arg) != VARIANTS[name][arg][0]}
                 shown = {arg: symbol for arg, symbol in shown.items() if arg not in unused}

@@ -9,6 +9,10 @@ The two ablation options are written from their definitions (docs/losses.md):
 - ``confidence_weight=False``: ``beta_ij = 1`` instead of Eq. 5.
 - ``normalization="pixel"``: every valid pixel's term divided by ``V``, the number of valid pixels in
   the whole batch, instead of Eq. 4's ``B * S_i^l``.
+
+The presence correction (docs/losses.md, "Presence-corrected Eq. 4") multiplies class ``l``'s terms by
+``a_l = pi_l^(-alpha) / Z``, ``Z = sum_l pi_l^(1 - alpha) / sum_l pi_l`` over the classes with
+``pi_l > 0``; a class with ``pi_l = 0`` takes the largest ``a`` of the others.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ def reference_pat(
     detach_weight: bool = False,
     confidence_weight: bool = True,
     normalization: str = "image_class",
+    presence_exponent: float = 0.0,
+    class_presence: list[float] | None = None,
 ) -> torch.Tensor:
     """PAT of ``logits [B, L, H, W]`` (cast to float64) and ``target [B, H, W]`` as a float64 scalar.
 
@@ -38,6 +44,14 @@ def reference_pat(
     logits = logits.double()
     batch, num_classes = logits.shape[:2]
     valid_in_batch = int((target != ignore_index).sum())  # V
+    factor = [1.0] * num_classes
+    if presence_exponent > 0:
+        assert class_presence is not None and len(class_presence) == num_classes
+        present_shares = [share for share in class_presence if share > 0]
+        z = sum(share ** (1 - presence_exponent) for share in present_shares) / sum(present_shares)
+        factor = [share ** -presence_exponent / z if share > 0 else 0.0 for share in class_presence]
+        largest = max(factor)
+        factor = [f if share > 0 else largest for f, share in zip(factor, class_presence)]
     total = torch.zeros((), dtype=torch.float64)
     for i in range(batch):
         z = logits[i]  # [L, H, W]
@@ -59,7 +73,7 @@ def reference_pat(
             else:
                 beta = torch.ones_like(log_pt)
             if normalization == "image_class":
-                image_sum = image_sum + (beta * -log_pt).sum() / size  # Eq. 4, one class of one image
+                image_sum = image_sum + factor[c] * (beta * -log_pt).sum() / size  # Eq. 4, one class of one image
             else:
                 image_sum = image_sum + (beta * -log_pt).sum()  # divided by V below
         if normalization == "image_class" and class_reduction == "mean" and present:
@@ -75,4 +89,4 @@ def reference_pat_and_grad(logits: torch.Tensor, target: torch.Tensor, **options
     leaf = logits.detach().double().requires_grad_(True)
     value = reference_pat(leaf, target, **options)  # type: ignore[arg-type]
     value.backward()
-    return float(value), leaf.grad
+    return float(value.detach()), leaf.grad

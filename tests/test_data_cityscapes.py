@@ -118,19 +118,41 @@ def test_splits_and_test_is_val(tmp_path: Path) -> None:
 
 
 def test_class_counts_are_exact_and_cached_by_protocol(tmp_path: Path) -> None:
-    written = write_cityscapes(tmp_path)
+    written = write_cityscapes(tmp_path, train=4)
+    # The fourth frame shows road (labelId 7) only, so most classes are in 3 of the 4 images.
+    road_only = np.full((H, W), 7, dtype=np.uint8)
+    write_png(tmp_path / "gtFine/train/bochum/bochum_000003_000019_gtFine_labelIds.png", road_only)
+    written["train"][3] = road_only
     for void, classes in ((False, 19), (True, 20)):
         mapped = np.concatenate([expected_train_ids(x, 19 if void else 255).ravel() for x in written["train"]])
         expected = np.bincount(mapped[mapped != 255], minlength=classes).tolist()
+        images = [sum(int((expected_train_ids(x, 19 if void else 255) == c).any()) for x in written["train"])
+                  for c in range(classes)]
         datamodule = make(tmp_path, void_as_class=void)
         assert datamodule.class_counts == expected
+        assert datamodule.class_statistics.images == images and datamodule.class_statistics.num_images == len(written["train"])
+        assert images[0] == 4 and images[18] == 3  # road in every frame, bicycle not in the road-only one
         cache = datamodule.class_counts_cache_file()
-        assert cache.parent == tmp_path / ".pat_seg" and json.loads(cache.read_text())["class_counts"] == expected
+        stored = json.loads(cache.read_text())
+        assert cache.parent == tmp_path / ".pat_seg" and stored["class_counts"] == expected
+        assert stored["class_image_counts"] == images and stored["num_images"] == len(written["train"])
     # Both protocols cached side by side, a second module reads the file instead of rescanning.
     assert len(list((tmp_path / ".pat_seg").glob("class_counts-*.json"))) == 2
     cached = make(tmp_path)
     cached.build_samples = None  # type: ignore[assignment]  # any scan would fail now
     assert sum(cached.class_counts) == int(sum((expected_train_ids(x, 255) != 255).sum() for x in written["train"]))
+
+
+def test_a_cache_without_image_counts_is_counted_again(tmp_path: Path) -> None:
+    """A cache file written before the image counts existed holds pixel counts only: scanned once more."""
+    write_cityscapes(tmp_path)
+    datamodule = make(tmp_path)
+    statistics = datamodule.class_statistics
+    cache = datamodule.class_counts_cache_file()
+    cache.write_text(json.dumps({"class_names": datamodule.class_names, "class_counts": statistics.pixels}))
+    again = make(tmp_path)
+    assert again.class_statistics == statistics
+    assert json.loads(cache.read_text())["class_image_counts"] == statistics.images
 
 
 def test_read_only_root_caches_under_xdg_cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

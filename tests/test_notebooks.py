@@ -10,7 +10,7 @@ import pytest
 from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ["pat_weight_curves", "class_frequency", "results", "ablation"]
+NOTEBOOKS = ["pat_weight_curves", "class_frequency", "results", "ablation", "beyond_pat"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pat_seg.paired import paired_difference, student_t_cdf, student_t_quantile
+from pat_seg.paired import holm_adjust, paired_difference, student_t_cdf, student_t_quantile
 
 
 @pytest.mark.parametrize(
@@ -116,3 +116,24 @@ def test_bad_input_raises_naming_it(variant, baseline, kwargs, match):
 def test_bad_quantile_arguments_raise(probability, df, match):
     with pytest.raises(ValueError, match=match):
         student_t_quantile(probability, df)
+
+
+def test_p_value_by_hand_for_two_degrees_of_freedom():
+    # Differences 1, 2, 4: mean 7/3, sd sqrt(7/3), t = mean / (sd / sqrt 3) = sqrt 7; with 2 df
+    # P(|T| > t) = 1 - t / sqrt(2 + t^2) = 1 - sqrt(7) / 3.
+    difference = paired_difference({0: 1.0, 1: 2.0, 2: 4.0}, {0: 0.0, 1: 0.0, 2: 0.0})
+    assert difference.p_value == pytest.approx(1 - math.sqrt(7) / 3, rel=1e-12)
+    same = paired_difference({0: 1.0, 1: 1.0}, {0: 0.0, 1: 0.0})  # no spread: certain
+    assert same.p_value == 0.0
+    assert math.isnan(paired_difference({0: 1.0}, {0: 0.0}).p_value)
+
+
+def test_holm_by_hand():
+    # Sorted 0.01, 0.03, 0.04 -> 3 * 0.01, max(0.03, 2 * 0.03), max(0.06, 1 * 0.04), back in input order.
+    assert holm_adjust([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06], rel=1e-15)
+    assert holm_adjust([0.5, 0.4]) == pytest.approx([0.8, 0.8], rel=1e-15)  # 2 * 0.4, then max(0.8, 0.5)
+    assert holm_adjust([0.9, 0.01]) == pytest.approx([0.9, 0.02], rel=1e-15)
+    adjusted = holm_adjust([math.nan, 0.02])
+    assert math.isnan(adjusted[0]) and adjusted[1] == 0.02  # NaN does not count in m
+    with pytest.raises(ValueError, match="got 1.5"):
+        holm_adjust([1.5])

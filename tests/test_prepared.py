@@ -106,9 +106,9 @@ def test_prepared_split_gives_the_bits_statistics_and_batches_of_the_sources(tmp
     assert torch.equal(first_actual["target"], first_expected["target"])
 
 
-def test_class_counts_come_from_the_manifest_without_a_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_class_statistics_come_from_the_manifest_without_a_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_cityscapes(tmp_path, train=4, val=2)
-    expected = cityscapes(tmp_path, prepared="off").class_counts  # scans the sources (and caches)
+    expected = cityscapes(tmp_path, prepared="off").class_statistics  # scans the sources (and caches)
     prepare(cityscapes(tmp_path), ["train"], workers=1)
     for cache in (tmp_path / ".pat_seg").glob("class_counts-*.json"):
         cache.unlink()
@@ -116,8 +116,10 @@ def test_class_counts_come_from_the_manifest_without_a_scan(tmp_path: Path, monk
     def no_scan(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the training split was scanned")
 
-    monkeypatch.setattr("pat_seg.data.base.count_classes", no_scan)
-    assert cityscapes(tmp_path, prepared="require").class_counts == expected
+    monkeypatch.setattr("pat_seg.data.base.class_statistics", no_scan)
+    prepared = cityscapes(tmp_path, prepared="require")
+    assert prepared.class_statistics == expected
+    assert prepared.class_counts == expected.pixels and prepared.class_presence == expected.presence
 
 
 def test_augmented_training_split_is_stored_at_the_largest_scale(tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ CLASSES = ["sky", "road", "light"]
 
 def make_run(root: Path, version: str, scalars: dict[str, list[tuple[int, float]]], loss: str = "CrossEntropyLoss",
              loss_args: dict | None = None, model: str = "UNet", seed: int = 0, data: str = "SyntheticLongTailDataModule",
-             walltimes: list[float] | None = None, extra: dict | None = None, subfolder: str | None = None) -> Path:
+             walltimes: list[float] | None = None, extra: dict | None = None, subfolder: str | None = None,
+             data_args: dict | None = None, data_seed: int | None = None) -> Path:
     """A run directory as `pat-seg fit` leaves it: config.yaml and an event file with these scalars.
 
     ``extra`` adds top-level config sections (e.g. ``{"trainer": {...}}``); ``subfolder`` writes the
@@ -31,10 +32,13 @@ def make_run(root: Path, version: str, scalars: dict[str, list[tuple[int, float]
     """
     run_dir = root / "sweep" / version
     run_dir.mkdir(parents=True)
+    per_class = {f"val/iou/{name}": [(1, 0.5)] for name in CLASSES}
     config = {"seed_everything": seed,
               "model": {"loss": {"class_path": f"pat_seg.losses.{loss}", "init_args": {"ignore_index": 255, **(loss_args or {})}},
                         "model": {"class_path": f"pat_seg.models.{model}", "init_args": {"base_channels": 16}}},
-              "data": {"class_path": f"pat_seg.data.{data}", "init_args": {"batch_size": 16}}, **(extra or {})}
+              "data": {"class_path": f"pat_seg.data.{data}",
+                       "init_args": {"batch_size": 16, **({} if data_seed is None else {"seed": data_seed}),
+                                     **(data_args or {})}}, **(extra or {})}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     if subfolder is not None:
         SummaryWriter(str(run_dir)).close()
@@ -45,8 +49,10 @@ def make_run(root: Path, version: str, scalars: dict[str, list[tuple[int, float]
     for tag, points in scalars.items():
         for i, (step, value) in enumerate(points):
             writer.add_scalar(tag, value, step, walltime=walltimes[i] if walltimes else 1000.0 + i)
-    for name in CLASSES:  # per-class tags tell the report the data set's classes
-        writer.add_scalar(f"val/iou/{name}", 0.5, 1)
+    for tag, points in per_class.items():  # per-class tags tell the report the data set's classes
+        if tag not in scalars:
+            for step, value in points:
+                writer.add_scalar(tag, value, step)
     writer.close()
     return run_dir
 
@@ -268,3 +274,116 @@ def test_pat_ablations_are_named_by_what_they_switch_off(tmp_path: Path) -> None
         ["PAT w/o Eq. 4 (T=20)", "40.00 (n=1)"],
         ["PAT w/o beta", "45.00 (n=1)"],
     ]
+
+
+def test_presence_and_mixture_runs_are_labelled_and_old_pat_runs_pool_with_new(tmp_path: Path) -> None:
+    make_run(tmp_path, "pat-old", val(0.50), "PATLoss", {"temperature": 20.0})  # saved before presence existed
+    make_run(tmp_path, "pat-new", val(0.52), "PATLoss",
+             {"temperature": 20.0, "presence_exponent": 0.0, "class_presence": None}, seed=1)
+    make_run(tmp_path, "half", val(0.55), "PATLoss", {"temperature": 20.0, "presence_exponent": 0.5})
+    make_run(tmp_path, "full", val(0.56), "PATLoss", {"temperature": 20.0, "presence_exponent": 1.0})
+    make_run(tmp_path, "mix", val(0.57), "PATCBMixtureLoss", {"mix": 0.5, "temperature": 20.0})
+    rows = table(report(str(tmp_path)), "Table 3")
+    assert [row[0] for row in rows] == ["PAT (T=20)", "PAT+CB mix (lambda=0.5)", "PAT+presence alpha=0.5 (T=20)",
+                                        "PAT+presence alpha=1 (T=20)"]
+    assert rows[0][1] == cell([0.50, 0.52])
+
+
+def t_two_sided_p_4df(t: float) -> float:
+    """P(|T| > t) for 4 degrees of freedom, by hand: P(|T| <= t) = s (1 + c^2 / 2), s = t / sqrt(4 + t^2), c^2 = 4 / (4 + t^2)."""
+    s_ = t / math.sqrt(4 + t * t)
+    return 1 - s_ * (1 + 2 / (4 + t * t))
+
+
+def t_quantile_4df(probability: float) -> float:
+    """The two-sided ``probability`` point of t with 4 df, by bisection on the closed form above."""
+    low, high = 0.0, 100.0
+    for _ in range(200):
+        middle = (low + high) / 2
+        low, high = (middle, high) if 1 - t_two_sided_p_4df(middle) < probability else (low, middle)
+    return (low + high) / 2
+
+
+HOLM_DIFFERENCES = {  # regime -> PAT+presence minus PAT, per seed (5 seeds)
+    "mixed": [0.030, 0.040, 0.020, 0.050, 0.035],
+    "small": [0.010, -0.020, 0.005, 0.000, 0.012],
+    "infrequent": [0.200, 0.150, 0.260, 0.100, 0.180],
+}
+
+
+def write_holm_study(root: Path) -> None:
+    """Runs of PAT and PAT+presence in three regimes x 5 seeds whose differences are HOLM_DIFFERENCES."""
+    for regime, differences in HOLM_DIFFERENCES.items():
+        for seed, difference in enumerate(differences):
+            base = 0.40 + 0.01 * seed
+            args = {"imbalance": 1000.0, "rarity": regime}
+            make_run(root, f"s{seed}-{regime}-pat", val(base), "PATLoss", {"temperature": 20.0}, seed=seed,
+                     data_seed=seed, data_args=args)
+            make_run(root, f"s{seed}-{regime}-presence", val(base + difference), "PATLoss",
+                     {"temperature": 20.0, "presence_exponent": 1.0}, seed=seed, data_seed=seed, data_args=args)
+
+
+def test_holm_adjusted_p_values_and_bonferroni_intervals_on_known_answers(tmp_path: Path) -> None:
+    write_holm_study(tmp_path)
+    text = report(str(tmp_path), paired_against="PAT", holm=True)
+    rows = {row[0]: row for row in table(text, "Paired differences against PAT")}
+    # By hand: per regime the mean, sd and t of the 5 differences, p from the 4-df closed form; Holm:
+    # sorted p_(1) <= p_(2) <= p_(3) become 3 p_(1), max(that, 2 p_(2)), max(that, p_(3)).
+    stats = {}
+    for regime, differences in HOLM_DIFFERENCES.items():
+        mean = sum(differences) / 5
+        sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / 4)
+        stats[regime] = (mean, sd, t_two_sided_p_4df(abs(mean) / (sd / math.sqrt(5))))
+    order = sorted(stats, key=lambda regime: stats[regime][2])
+    adjusted, running = {}, 0.0
+    for rank, regime in enumerate(order):
+        running = max(running, min(1.0, (3 - rank) * stats[regime][2]))
+        adjusted[regime] = running
+    assert order == ["mixed", "infrequent", "small"]  # the Holm multipliers 3, 2, 1 all come into play
+    half = t_quantile_4df(1 - 0.05 / 3)  # 98.33% two-sided: the three intervals hold together at 95%
+    for regime, (mean, sd, _) in stats.items():
+        label = next(label for label in rows if f"rarity={regime}" in label)
+        low, high = mean - half * sd / math.sqrt(5), mean + half * sd / math.sqrt(5)
+        assert rows[label][2] == (f"{mean * 100:+.2f} [{low * 100:+.2f}, {high * 100:+.2f}] "
+                                  f"(n=5, p_Holm={adjusted[regime]:.3g})"), regime
+    assert adjusted["mixed"] < 0.05 < adjusted["small"]  # the fixture spans both decisions
+    plain = table(report(str(tmp_path), paired_against="PAT"), "Paired differences against PAT")
+    assert all("p_Holm" not in cell_text for row in plain for cell_text in row)
+
+
+def test_per_run_csv_rebuilds_the_same_report_without_event_files(tmp_path: Path) -> None:
+    write_holm_study(tmp_path / "logs")
+    make_run(tmp_path / "logs", "curve", {"val/miou": [(4, 0.2), (9, 0.3), (14, 0.35)]}, "ClassBalancedFocalLoss",
+             seed=0, data_seed=0, data_args={"imbalance": 1000.0, "rarity": "small"})
+    per_run = report(str(tmp_path / "logs"), fmt="csv", per_run=True)
+    rows = list(csv.DictReader(io.StringIO(per_run)))
+    assert len(rows) == 30 * 3 + 4  # steps 1 (the fixture's per-class values), 4 and 9 per study run; and 14 for the curve
+    curve = [row for row in rows if row["run"].endswith("curve")]
+    assert [row["step"] for row in curve] == ["1", "4", "9", "14"] and curve[0]["miou"] == ""
+    assert [float(row["miou"]) for row in curve[1:]] == pytest.approx([0.2, 0.3, 0.35], rel=1e-7)  # float32 events
+    (tmp_path / "study.csv").write_text(per_run)
+    for kwargs in ({}, {"paired_against": "PAT", "holm": True}, {"fmt": "csv"}):
+        assert report("unused", from_csv=str(tmp_path / "study.csv"), **kwargs) == report(str(tmp_path / "logs"), **kwargs)
+
+
+def test_learned_counts_per_class(tmp_path: Path) -> None:
+    # light IoU over three seeds {0, 0, 0.679}: a mean of 22.6 +- 39.2 that is one success in three.
+    for seed, light in enumerate([0.0, 0.0, 0.679]):
+        make_run(tmp_path, f"pat-s{seed}", {**val(0.5), "val/iou/light": [(9, light)], "val/iou/sky": [(9, 0.9)],
+                                            "val/iou/road": [(9, 0.0999)]}, "PATLoss", {"temperature": 20.0}, seed=seed)
+    text = report(str(tmp_path))
+    header = text.split("Runs that learned each class", 1)[1].splitlines()[2]
+    columns = [c.strip().rstrip("↑") for c in header.strip("|").split("|")]
+    rows = table(text, "Runs that learned each class")
+    assert dict(zip(columns, rows[0])) == {"Method": "PAT (T=20)", "sky": "3/3", "road": "0/3", "light": "1/3"}
+
+
+def test_holm_needs_a_baseline_and_per_run_needs_csv(tmp_path: Path) -> None:
+    make_run(tmp_path, "ce", val(0.4))
+    with pytest.raises(ValueError, match="--holm corrects the paired differences"):
+        report(str(tmp_path), holm=True)
+    with pytest.raises(ValueError, match="--per-run writes CSV"):
+        report(str(tmp_path), per_run=True)
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="is not a per-run file"):
+        report("unused", from_csv=str(tmp_path / "bad.csv"))

@@ -10,8 +10,8 @@ import torch
 import yaml
 
 from pat_seg.data import SyntheticLongTailDataModule
-from pat_seg.data.synthetic import (CAR, CLASS_NAMES, LIGHT, ROAD, SIGN, THINGS, SyntheticLongTailDataset,
-                                    regime_plan)
+from pat_seg.data.synthetic import (CAR, CLASS_NAMES, LIGHT, PERSON, POLE, ROAD, SIGN, THINGS,
+                                    SyntheticLongTailDataset, format_class_table, regime_plan)
 from pat_seg.metrics import SegmentationMetrics
 from pat_seg.sweep import load_sweep
 
@@ -198,6 +198,67 @@ def test_small_and_infrequent_put_the_rarity_in_size_and_in_presence():
     assert 68 <= int(infrequent[1][SIGN]) <= 71  # 1024 * 0.0678 = 69.4
     # Things that would need more than every image are in all of them (and larger) instead.
     assert int(infrequent[1][CAR]) >= 1020
+
+
+def beyond_pat_regimes():
+    """(imbalance, rarity, num_train, image_size, seed) of every run of the beyond-PAT study."""
+    sweep = load_sweep(REPO / "configs" / "sweeps" / "synthetic_beyond_pat.yaml")
+    return sorted({(float(run.args["data.init_args.imbalance"]), run.args["data.init_args.rarity"],
+                    int(run.args["data.init_args.num_train"]), 64, int(run.args["data.init_args.seed"]))
+                   for run in sweep.runs})
+
+
+BEYOND_PAT_REGIMES = beyond_pat_regimes()
+
+
+def test_the_beyond_pat_study_has_three_regimes_and_five_seeds():
+    assert {(imbalance, rarity) for imbalance, rarity, *_ in BEYOND_PAT_REGIMES} == {
+        (1000.0, "small"), (1000.0, "infrequent"), (1000.0, "mixed")}
+    assert {seed for *_, seed in BEYOND_PAT_REGIMES} == {0, 1, 2, 3, 4}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("regime", [r for r in BEYOND_PAT_REGIMES if r[1] == "mixed"], ids=lambda r: f"mixed-seed{r[-1]}")
+def test_mixed_span_within_20_percent_for_every_seed_of_the_study(regime):
+    check_span(*regime)
+
+
+def test_mixed_regime_puts_each_rarity_where_it_says():
+    # Pole and light: 8x8 objects (64 pixels) in few images, as in "infrequent"; car, person, sign:
+    # in half of the images, their size carrying the rarity, as in "small" (1024 a_k / (1/64) images
+    # for the infrequent ones: light 17.4, pole 276.8).
+    pixels, images = regime_counts(1000.0, "mixed", 1024, 64, 0)
+    check_span(1000.0, "mixed", 1024, 64, 0)
+    for cls in (CAR, PERSON, SIGN):
+        assert 500 <= int(images[cls]) <= 513, CLASS_NAMES[cls]
+    assert 16 <= int(images[LIGHT]) <= 19
+    assert 270 <= int(images[POLE]) <= 278
+    for cls in (POLE, LIGHT):
+        assert float(pixels[cls] / images[cls]) == pytest.approx(64, rel=0.2), CLASS_NAMES[cls]
+    assert float(pixels[SIGN] / images[SIGN]) == pytest.approx(8.7, rel=0.2)  # 1024 * 0.5 objects of 8.7 pixels
+
+
+def test_mixed_class_table_as_printed():
+    """The mixed regime's table at the study's size and seed 0, as the data module prints it (docs/ablation.md)."""
+    module = SyntheticLongTailDataModule(num_train=1024, imbalance=1000, rarity="mixed", seed=0)
+    pixels, images = regime_counts(1000.0, "mixed", 1024, 64, 0)
+    assert module.class_table() == (pixels.tolist(), images.tolist())
+    table = format_class_table(CLASS_NAMES, pixels.tolist(), images.tolist(), 1024, 1000.0, "mixed")
+    rows = {line.split()[0]: line.split()[1:] for line in table.splitlines()[2:]}
+    assert rows["light"] == ["0.0289%", "19", "1.9%"]
+    assert rows["pole"] == ["0.4320%", "275", "26.9%"]
+    assert rows["sign"] == ["0.1056%", "512", "50.0%"]
+    assert "measured span (max share / min share) 919x" in table
+
+
+def test_class_statistics_count_pixels_and_images_as_an_independent_loop():
+    module = SyntheticLongTailDataModule(num_train=96, num_val=8, imbalance=100, rarity="infrequent", seed=5)
+    pixels, images = training_pixels_and_images(module.dataset("train"))
+    statistics = module.class_statistics
+    assert statistics.pixels == pixels.tolist() and statistics.images == images.tolist()
+    assert statistics.num_images == 96
+    assert module.class_presence == [count / 96 for count in images.tolist()]
+    assert 0 < min(images.tolist()) < 96  # the fixture has classes in some images only
 
 
 def test_regime_samples_depend_only_on_seed_split_and_index():

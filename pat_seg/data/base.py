@@ -1,8 +1,9 @@
 """Shared data-module logic: loaders, the fields the rest of the package reads, training class counts.
 
 Every data module yields batches ``{"image": float [B, C, H, W], "target": long [B, H, W]}`` and
-exposes ``num_classes``, ``class_names``, ``ignore_index`` and ``class_counts`` (per-class pixel
-counts over the TRAINING split, docs/losses.md), which the CLI and the module read.
+exposes ``num_classes``, ``class_names``, ``ignore_index``, ``class_counts`` (per-class pixel
+counts over the TRAINING split, docs/losses.md) and ``class_presence`` (per-class share of the training
+images that contain the class), which the CLI and the module read.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,9 +28,28 @@ log = logging.getLogger(__name__)
 Sample = dict[str, Any]
 
 
-def class_statistics(target: torch.Tensor, num_classes: int, ignore_index: int, first_sample: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(pixels, presence)`` of a batch of label maps ``target [B, H, W]``, both ``long [num_classes]``:
-    pixels of each class, and how many of the ``B`` maps contain the class (ignored pixels skipped).
+@dataclass(frozen=True)
+class ClassStatistics:
+    r"""Per-class statistics of a training split, from one pass over its label maps.
+
+    ``pixels[l]``: non-ignored pixels of class ``l``; ``images[l]``: images that contain at least one
+    of them; ``num_images``: images scanned. ``presence[l] = images[l] / num_images`` is the share
+    :math:`\pi_l` of the presence-corrected Eq. 4 (docs/losses.md).
+    """
+
+    pixels: list[int]
+    images: list[int]
+    num_images: int
+
+    @property
+    def presence(self) -> list[float]:
+        return [count / max(self.num_images, 1) for count in self.images]
+
+
+def batch_class_statistics(target: torch.Tensor, num_classes: int, ignore_index: int,
+                           first_sample: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pixels, images)`` of the label maps ``target [B, H, W]``, both ``long [num_classes]``: non-ignored
+    pixels of each class, and how many of the ``B`` maps contain it.
 
     Labels outside ``[0, num_classes)`` raise ``ValueError`` naming the value and the sample (numbered
     from ``first_sample``).
@@ -44,24 +65,36 @@ def class_statistics(target: torch.Tensor, num_classes: int, ignore_index: int, 
             f"{num_classes} classes and ignore_index {ignore_index}"
         )
     pixels = torch.bincount(labels.flatten(), minlength=num_classes)
-    # One row per map: a class is present in a map when any of its pixels has it.
-    per_map = torch.zeros(target.shape[0], num_classes + 1, dtype=torch.bool)
-    per_map.scatter_(1, torch.where(valid, target, num_classes).flatten(1), True)
-    return pixels, per_map[:, :num_classes].sum(0)
+    # One histogram per image (labels offset by image), then "> 0": images that contain each class.
+    per_image = torch.where(valid, target, num_classes).flatten(1)
+    offsets = torch.arange(target.shape[0]).unsqueeze(1) * (num_classes + 1)
+    histogram = torch.bincount((per_image + offsets).flatten(), minlength=target.shape[0] * (num_classes + 1))
+    images = (histogram.view(target.shape[0], num_classes + 1)[:, :num_classes] > 0).sum(0)
+    return pixels, images
 
 
-def count_classes(dataset: Dataset, num_classes: int, ignore_index: int, batch_size: int = 16, num_workers: int = 0) -> list[int]:
-    """Per-class pixel counts of every target in ``dataset`` (ignored pixels skipped).
+def class_statistics(dataset: Dataset, num_classes: int, ignore_index: int, batch_size: int = 16,
+                     num_workers: int = 0) -> ClassStatistics:
+    """Per-class pixel counts and numbers of images containing each class, over every target of ``dataset``.
 
-    Labels outside ``[0, num_classes)`` raise ``ValueError`` naming the value and the sample.
+    Ignored pixels are skipped. Labels outside ``[0, num_classes)`` raise ``ValueError`` naming the
+    value and the sample.
     """
-    counts = torch.zeros(num_classes, dtype=torch.long)
+    pixels = torch.zeros(num_classes, dtype=torch.long)
+    images = torch.zeros(num_classes, dtype=torch.long)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
     seen = 0
     for batch in loader:
-        counts += class_statistics(batch["target"], num_classes, ignore_index, seen)[0]
+        batch_pixels, batch_images = batch_class_statistics(batch["target"], num_classes, ignore_index, seen)
+        pixels += batch_pixels
+        images += batch_images
         seen += batch["target"].shape[0]
-    return counts.tolist()
+    return ClassStatistics(pixels.tolist(), images.tolist(), seen)
+
+
+def count_classes(dataset: Dataset, num_classes: int, ignore_index: int, batch_size: int = 16, num_workers: int = 0) -> list[int]:
+    """Per-class pixel counts of every target in ``dataset`` (:func:`class_statistics`'s ``pixels``)."""
+    return class_statistics(dataset, num_classes, ignore_index, batch_size, num_workers).pixels
 
 
 def class_counts_cache_path(root: str | Path, key: dict[str, Any]) -> Path:
@@ -113,7 +146,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.seed = seed
         self._datasets: dict[str, Dataset] = {}
-        self._class_counts: list[int] | None = None
+        self._class_statistics: ClassStatistics | None = None
         self._train_loader: ResumableDataLoader | None = None
         self._train_loader_state: dict[str, int] | None = None
 
@@ -129,8 +162,8 @@ class SegmentationDataModule(L.LightningDataModule):
         """The data that :attr:`class_counts` scans: the training split (override to skip augmentation)."""
         return self.dataset("train")
 
-    def precomputed_class_counts(self) -> list[int] | None:
-        """Training class counts known without a scan (a prepared split's statistics), or None."""
+    def precomputed_class_statistics(self) -> ClassStatistics | None:
+        """Training class statistics known without a scan (a prepared split's manifest), or None."""
         return None
 
     # --- shared logic ------------------------------------------------------------------------
@@ -145,38 +178,54 @@ class SegmentationDataModule(L.LightningDataModule):
         return self._datasets[split]
 
     @property
-    def class_counts(self) -> list[int]:
-        """Per-class pixel counts over the training split, computed once (and cached on disk)."""
-        if self._class_counts is None:
+    def class_statistics(self) -> ClassStatistics:
+        """Per-class pixels and images over the training split, computed once (and cached on disk)."""
+        if self._class_statistics is None:
             cache = self.class_counts_cache_file()
             if cache is not None and cache.is_file():
-                counts = json.loads(cache.read_text())["class_counts"]
-                if len(counts) == self.num_classes:
-                    self._class_counts = [int(c) for c in counts]
-                    return self._class_counts
-            known = self.precomputed_class_counts()
-            if known is not None and len(known) == self.num_classes:
-                self._class_counts = known
+                cached = json.loads(cache.read_text())
+                # Files written before the image counts existed lack them: scanned again once.
+                if len(cached.get("class_counts", [])) == self.num_classes and "class_image_counts" in cached:
+                    self._class_statistics = ClassStatistics(
+                        [int(c) for c in cached["class_counts"]], [int(c) for c in cached["class_image_counts"]],
+                        int(cached["num_images"]))
+                    return self._class_statistics
+            known = self.precomputed_class_statistics()
+            if known is not None and len(known.pixels) == self.num_classes:
+                self._class_statistics = known
                 return known
             log.info("counting training pixels per class for %s", type(self).__name__)
-            self._class_counts = count_classes(
+            self._class_statistics = class_statistics(
                 self.counting_dataset(), self.num_classes, self.ignore_index, num_workers=self.num_workers
             )
             if cache is not None:
                 try:
                     cache.parent.mkdir(parents=True, exist_ok=True)
                     tmp = cache.with_suffix(cache.suffix + ".tmp")
-                    tmp.write_text(json.dumps({"class_names": self.class_names, "class_counts": self._class_counts}))
+                    statistics = self._class_statistics
+                    tmp.write_text(json.dumps({"class_names": self.class_names, "class_counts": statistics.pixels,
+                                               "class_image_counts": statistics.images,
+                                               "num_images": statistics.num_images}))
                     tmp.replace(cache)  # atomic: a concurrent reader never sees half a file
                 except OSError as error:  # a read-only data root must not stop training
                     log.warning("could not cache class counts at %s: %s", cache, error)
-        return self._class_counts
+        return self._class_statistics
 
-    @class_counts.setter
-    def class_counts(self, counts: Sequence[int]) -> None:
-        if len(counts) != self.num_classes:
-            raise ValueError(f"got {len(counts)} class counts for num_classes={self.num_classes}")
-        self._class_counts = [int(c) for c in counts]
+    @class_statistics.setter
+    def class_statistics(self, statistics: ClassStatistics) -> None:
+        if len(statistics.pixels) != self.num_classes or len(statistics.images) != self.num_classes:
+            raise ValueError(f"got statistics of {len(statistics.pixels)} classes for num_classes={self.num_classes}")
+        self._class_statistics = statistics
+
+    @property
+    def class_counts(self) -> list[int]:
+        """Per-class pixel counts over the training split (:attr:`class_statistics`)."""
+        return self.class_statistics.pixels
+
+    @property
+    def class_presence(self) -> list[float]:
+        """Per-class share of the training images that contain the class (:attr:`class_statistics`)."""
+        return self.class_statistics.presence
 
     def setup(self, stage: str) -> None:
         splits = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["test"]}[stage]

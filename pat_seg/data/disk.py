@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from pat_seg.data.base import SegmentationDataModule, class_counts_cache_path
+from pat_seg.data.base import ClassStatistics, SegmentationDataModule, class_counts_cache_path
 from pat_seg.data.batch_augment import augment_batch, draw_parameters
 from pat_seg.data.io import DatasetLayoutError, LabelTable, check_same_size, read_label_image, read_rgb
 from pat_seg.data.prepared import FORMAT_VERSION, PreparedArrays, PreparedSplitError, SplitRequest, open_manifest, source_records
@@ -274,10 +274,14 @@ class DiskDataModule(SegmentationDataModule):
                 self._manifests[split] = None
         return self._manifests[split]
 
-    def precomputed_class_counts(self) -> list[int] | None:
-        """The prepared training split's pixel counts (its manifest's class statistics), if one is used."""
+    def precomputed_class_statistics(self) -> ClassStatistics | None:
+        """The prepared training split's class statistics (its manifest's), if one is used."""
         manifest = self.prepared_manifest("train")
-        return None if manifest is None else [int(c) for c in manifest["class_statistics"]["pixels"]]
+        if manifest is None:
+            return None
+        statistics = manifest["class_statistics"]
+        return ClassStatistics([int(c) for c in statistics["pixels"]], [int(c) for c in statistics["images_containing"]],
+                               int(manifest["count"]))
 
     def check_prepared_dir_writable(self) -> None:
         """``pat-seg prepare`` writes under ``prepared_dir``: a read-only place is a named error."""

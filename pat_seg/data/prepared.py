@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pat_seg.data.base import batch_class_statistics
 from pat_seg.data.io import DatasetLayoutError
 from pat_seg.data.transforms import SegmentationTransform
 
@@ -269,8 +270,6 @@ def _start_worker(plan: BuildPlan, targets: list[tuple[Path, Path, int, int]]) -
 
 def _write_range(bounds: tuple[int, int]) -> tuple[int, np.ndarray, np.ndarray]:
     """Resize samples ``[first, end)`` into their chunk files; ``(count, pixels, presence)`` of them."""
-    from pat_seg.data.base import class_statistics
-
     assert _PLAN is not None
     first, end = bounds
     pixels_total = np.zeros(_PLAN.num_classes, dtype=np.int64)
@@ -285,7 +284,7 @@ def _write_range(bounds: tuple[int, int]) -> tuple[int, np.ndarray, np.ndarray]:
         row = index - _TARGETS[chunk][2]
         opened[chunk][0][row] = image.numpy()
         opened[chunk][1][row] = label.numpy()
-        pixels, presence = class_statistics(at_protocol[None], _PLAN.num_classes, _PLAN.ignore_index, index)
+        pixels, presence = batch_class_statistics(at_protocol[None], _PLAN.num_classes, _PLAN.ignore_index, index)
         pixels_total += pixels.numpy()
         presence_total += presence.numpy()
     for images, labels in opened.values():

@@ -21,6 +21,8 @@ comes from is the second argument:
 - ``rarity="infrequent"``: every object covers ``INFREQUENT_COVERAGE`` of the image (8x8 pixels at
   64x64, an ordinary thing); how many images contain the class carries the rarity (a class that
   would need more than every image is present in all of them and grows instead).
+- ``rarity="mixed"``: each thing class takes one of the two sources (``MIXED_RARITY``): the rarest
+  (light) and the pole are ordinary objects in few images, the sign and person small objects in many.
 
 Things are placed uniformly (objects may be cut by the image border), so every pixel of the image is
 covered by a given object with the same probability and the expected shares follow in closed form
@@ -79,7 +81,7 @@ CLASS_TEXTURES = torch.tensor(
 SPLIT_OFFSETS = {"train": 0, "val": 10_000_000, "test": 20_000_000}
 
 # --- imbalance regimes (module docstring) ------------------------------------------------------------
-RARITIES = ("small", "infrequent")
+RARITIES = ("small", "infrequent", "mixed")
 THINGS = (CAR, PERSON, POLE, SIGN, LIGHT)  # from the most to the least frequent; painted in this order
 # Height / width of each thing's bounding box (the person is an ellipse, the others rectangles), as in
 # the default scene: wide cars, tall people, thin poles, square signs, upright lights.
@@ -88,6 +90,11 @@ SMALL_PRESENCE = 0.5  # rarity="small": share of the images that contain each th
 INFREQUENT_COVERAGE = 1 / 64  # rarity="infrequent": share of the image one object covers (8x8 at 64x64)
 # Below these a regime is refused: a rare object of fewer pixels shows no texture to learn it by, and a
 # class in fewer training images is an anecdote, not a regime a loss can be judged on.
+# rarity="mixed": the source of each thing class's rarity, alternating from the rarest: the light and
+# the pole are ordinary objects in few images, the sign and the person small objects in many images
+# (the car, common either way, is small). Cityscapes mixes both kinds the same way: poles, signs and
+# lights are small but common; buses, trains and trucks large but in few images.
+MIXED_RARITY = {CAR: "small", PERSON: "small", POLE: "infrequent", SIGN: "small", LIGHT: "infrequent"}
 MIN_OBJECT_PIXELS = 2.0
 MIN_RAREST_TRAIN_IMAGES = 4
 
@@ -138,7 +145,8 @@ def regime_plan(imbalance: float, rarity: str, image_size: int) -> list[ThingPla
         ratio = base * kept * imbalance ** (-k / len(THINGS))
         painted = ratio / (1.0 + ratio)  # a_k
         kept *= 1.0 - painted
-        if rarity == "small":
+        source = MIXED_RARITY[cls] if rarity == "mixed" else rarity
+        if source == "small":
             presence, coverage = SMALL_PRESENCE, painted / SMALL_PRESENCE
         else:
             presence = min(1.0, painted / INFREQUENT_COVERAGE)
@@ -349,8 +357,8 @@ class SyntheticLongTailDataModule(SegmentationDataModule):
             ``R > 1``: an imbalance regime whose training pixel shares span ``R`` (most frequent class
             over rarest), thing shares spaced geometrically in between (module docstring).
         rarity: with ``imbalance``, where the rarity of the rare classes comes from: ``"small"``
-            objects present in many images, or ``"infrequent"``: ordinary-sized objects present in
-            few images.
+            objects present in many images, ``"infrequent"``: ordinary-sized objects present in
+            few images, or ``"mixed"``: some classes each way (module docstring).
 
     At ``setup("fit")`` the module prints (rank 0, once) its class table: each class's share of the
     training pixels and the number of training images that contain it.
@@ -396,21 +404,9 @@ class SyntheticLongTailDataModule(SegmentationDataModule):
                                         imbalance=self.imbalance, rarity=self.rarity)
 
     def class_table(self) -> tuple[list[int], list[int]]:
-        """``(pixels, images)`` per class over the training split: pixel counts and images containing it.
-
-        One pass over the split; the pixel counts become :attr:`class_counts` when those are not known yet.
-        """
-        dataset = self.dataset("train")
-        pixels = torch.zeros(self.num_classes, dtype=torch.long)
-        images = torch.zeros(self.num_classes, dtype=torch.long)
-        for index in range(len(dataset)):
-            target = dataset[index]["target"]
-            counts = torch.bincount(target[target != self.ignore_index], minlength=self.num_classes)
-            pixels += counts
-            images += counts > 0
-        if self._class_counts is None:
-            self.class_counts = pixels.tolist()
-        return pixels.tolist(), images.tolist()
+        """``(pixels, images)`` per class over the training split (:attr:`class_statistics`, one pass)."""
+        statistics = self.class_statistics
+        return statistics.pixels, statistics.images
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -423,22 +419,23 @@ class SyntheticLongTailDataModule(SegmentationDataModule):
 
 
 def check_regime_is_learnable(imbalance: float, rarity: str, image_size: int, num_train: int) -> None:
-    """Refuse a regime whose rarest class has too few pixels per object or too few training images."""
-    rarest = regime_plan(imbalance, rarity, image_size)[-1]
-    pixels = rarest.object_pixels(image_size)
-    if pixels < MIN_OBJECT_PIXELS:
-        raise ValueError(
-            f"imbalance={imbalance:g} with rarity='small' at image_size={image_size} makes the rarest class "
-            f"{pixels:.2f} pixels per object (at least {MIN_OBJECT_PIXELS:g} needed to show its texture); "
-            f"use a larger image_size or a smaller imbalance"
-        )
-    expected_images = rarest.presence * num_train
-    if expected_images < MIN_RAREST_TRAIN_IMAGES:
-        raise ValueError(
-            f"imbalance={imbalance:g} with rarity={rarity!r} puts the rarest class in {expected_images:.1f} of "
-            f"num_train={num_train} training images (at least {MIN_RAREST_TRAIN_IMAGES} needed); use more "
-            f"training images or a smaller imbalance"
-        )
+    """Refuse a regime with a thing class of too few pixels per object or in too few training images."""
+    for thing in regime_plan(imbalance, rarity, image_size):
+        name = CLASS_NAMES[thing.cls]
+        pixels = thing.object_pixels(image_size)
+        if pixels < MIN_OBJECT_PIXELS:
+            raise ValueError(
+                f"imbalance={imbalance:g} with rarity={rarity!r} at image_size={image_size} makes the {name} "
+                f"{pixels:.2f} pixels per object (at least {MIN_OBJECT_PIXELS:g} needed to show its texture); "
+                f"use a larger image_size or a smaller imbalance"
+            )
+        expected_images = thing.presence * num_train
+        if expected_images < MIN_RAREST_TRAIN_IMAGES:
+            raise ValueError(
+                f"imbalance={imbalance:g} with rarity={rarity!r} puts the {name} in {expected_images:.1f} of "
+                f"num_train={num_train} training images (at least {MIN_RAREST_TRAIN_IMAGES} needed); use more "
+                f"training images or a smaller imbalance"
+            )
 
 
 def format_class_table(names: list[str], pixels: list[int], images: list[int], num_images: int,

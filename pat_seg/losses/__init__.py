@@ -9,6 +9,7 @@ from pat_seg.losses.class_counts import ClassCountLoss
 from pat_seg.losses.cross_entropy import CrossEntropyLoss
 from pat_seg.losses.focal import FocalLoss
 from pat_seg.losses.ldam import LDAMLoss
+from pat_seg.losses.mixture import PATCBMixtureLoss
 from pat_seg.losses.pat import PATLoss
 
 # The eight losses of the paper's Table 3, in its row order.
@@ -23,7 +24,11 @@ PAPER_LOSSES = (
     PATLoss,
 )
 
+# Losses built beyond the paper (docs/losses.md), each with a config piece in configs/loss/.
+BEYOND_PAPER_LOSSES = (PATCBMixtureLoss,)
+
 __all__ = [
+    "BEYOND_PAPER_LOSSES",
     "PAPER_LOSSES",
     "BLVLoss",
     "BalancedSoftmaxLoss",
@@ -33,6 +38,7 @@ __all__ = [
     "CrossEntropyLoss",
     "FocalLoss",
     "LDAMLoss",
+    "PATCBMixtureLoss",
     "PATLoss",
     "PixelLoss",
     "labels_checked",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -11,6 +12,7 @@ from pat_seg.kernels import triton_available
 from pat_seg.losses._pixel import float32_math, target_log_prob, valid_mask_and_index
 from pat_seg.losses.base import PixelLoss
 from pat_seg.losses.checks import check_logits_target
+
 
 CLASS_REDUCTIONS = ("sum", "mean")
 IMPLEMENTATIONS = ("auto", "eager", "triton")
@@ -32,6 +34,43 @@ def per_image_class_counts(index: Tensor, valid: Tensor, num_classes: int) -> Te
     counts = torch.zeros(batch * num_classes + 1, dtype=torch.long, device=index.device)
     counts.index_add_(0, flat, torch.ones((), dtype=torch.long, device=index.device).expand(flat.numel()))
     return counts[: batch * num_classes].view(batch, num_classes)
+
+
+def presence_correction(class_presence: Sequence[float], presence_exponent: float) -> Tensor:
+    r"""Per-class factors :math:`a_l = \pi_l^{-\alpha} / Z` of the presence-corrected Eq. 4, float64 ``[L]``.
+
+    :math:`\pi_l` is the share of training images that contain class :math:`l`. Under Eq. 4 a class's
+    expected total weight per image is :math:`\pi_l` (it weighs 1 in each image it is in), so
+    multiplying its terms by :math:`\pi_l^{-\alpha}` moves that weight towards
+    :math:`\pi_l^{1 - \alpha}`: ``alpha = 0`` is PAT, ``alpha = 1`` gives every class the same
+    expected weight. :math:`Z = \sum_l \pi_l^{1 - \alpha} / \sum_l \pi_l` over the classes with
+    :math:`\pi_l > 0` keeps the expected total weight :math:`\sum_l \pi_l a_l = \sum_l \pi_l`
+    unchanged, so the loss keeps PAT's scale. A class in no training image (:math:`\pi_l = 0`) gets
+    the largest factor of the present classes, not an infinite one: its pixels can only appear
+    outside training.
+    """
+    presence = validated_class_presence(class_presence)
+    present = presence > 0
+    if not bool(present.any()):
+        raise ValueError(f"class_presence has no class with a share > 0; got {list(class_presence)}")
+    shares = presence[present]
+    normaliser = (shares ** (1.0 - presence_exponent)).sum() / shares.sum()  # Z
+    factors = torch.zeros_like(presence)
+    factors[present] = shares ** (-presence_exponent) / normaliser
+    factors[~present] = factors[present].max()
+    return factors
+
+
+def validated_class_presence(class_presence: Sequence[float]) -> Tensor:
+    """``class_presence`` as a float64 tensor; ``ValueError`` naming a value outside [0, 1]."""
+    if isinstance(class_presence, (str, bytes)) or not isinstance(class_presence, Sequence) or len(class_presence) < 2:
+        raise ValueError(
+            f"class_presence must be a list of per-class shares of training images (at least 2); got {class_presence!r}"
+        )
+    for cls, share in enumerate(class_presence):
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
+            raise ValueError(f"class_presence[{cls}] = {share!r}; expected a share of training images in [0, 1]")
+    return torch.tensor([float(share) for share in class_presence], dtype=torch.float64)
 
 
 def pat_weight_table(
@@ -91,6 +130,13 @@ class PATLoss(PixelLoss):
 
     With both off the loss is cross-entropy.
 
+    Eq. 4 gives a class the same weight in every image that contains it, so its total weight over
+    the training set is the share :math:`\pi_l` of images that contain it: a class rare because few
+    images show it stays rare. ``presence_exponent`` :math:`\alpha > 0` multiplies each class's
+    terms by :math:`a_l = \pi_l^{-\alpha} / Z` (:func:`presence_correction`; docs/losses.md,
+    "Presence-corrected Eq. 4"), with the :math:`\pi_l` of the training split given as
+    ``class_presence`` (by the data module when trained through pat-seg).
+
     Args:
         temperature: ``T`` of Eq. 5 (the paper's best overall is 20). Larger ``T`` flattens the
             confidence weight towards 1.
@@ -102,6 +148,9 @@ class PATLoss(PixelLoss):
             ``normalization="image_class"``: with ``"pixel"`` there are no per-class sums to average.
         confidence_weight: ``True`` (default) applies Eq. 5's ``beta``; ``False`` sets ``beta = 1``.
         normalization: ``"image_class"`` (default, Eq. 4) or ``"pixel"`` (mean over valid pixels).
+        presence_exponent: :math:`\alpha` in [0, 1] of the presence correction; 0 (default) is PAT.
+        class_presence: per-class share of the training images that contain the class
+            (:math:`\pi_l`); needed when ``presence_exponent > 0``.
         implementation: ``"auto"`` (default) and ``"eager"`` run the PyTorch code below on every
             device. ``"triton"`` opts in to the fused kernel of :mod:`pat_seg.kernels.pat_triton`
             (CUDA float32/bfloat16/float16 logits; same value and gradient, every option above).
@@ -111,6 +160,8 @@ class PATLoss(PixelLoss):
     Cost: one ``log_softmax``, one ``gather`` and one per-image class histogram (none with
     ``normalization="pixel"``) -- O(B*L*H*W) like cross-entropy, and no one-hot target tensor.
     """
+
+    presence_factor: Tensor  # a_l, set with class_presence
 
     def __init__(
         self,
@@ -122,6 +173,8 @@ class PATLoss(PixelLoss):
         implementation: str = "auto",
         confidence_weight: bool = True,
         normalization: str = "image_class",
+        presence_exponent: float = 0.0,
+        class_presence: list[float] | None = None,
     ) -> None:
         super().__init__(ignore_index=ignore_index)
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
@@ -143,6 +196,15 @@ class PATLoss(PixelLoss):
                 f"class_reduction={class_reduction!r} needs normalization='image_class' (it averages the "
                 f"per-class sums of Eq. 4, which normalization='pixel' does not form)"
             )
+        if isinstance(presence_exponent, bool) or not isinstance(presence_exponent, (int, float)) or not (
+            0.0 <= presence_exponent <= 1.0
+        ):
+            raise ValueError(f"presence_exponent must be a number in [0, 1] (0 is PAT); got {presence_exponent!r}")
+        if normalization == "pixel" and presence_exponent > 0:
+            raise ValueError(
+                f"presence_exponent={presence_exponent!r} corrects Eq. 4's per-image class weights, which "
+                f"normalization='pixel' switches off"
+            )
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}; got {implementation!r}")
         if implementation == "triton" and not triton_available():
@@ -154,6 +216,39 @@ class PATLoss(PixelLoss):
         self.class_reduction = class_reduction
         self.confidence_weight = confidence_weight
         self.normalization = normalization
+        self.presence_exponent = float(presence_exponent)
+        self.class_presence: list[float] | None = None
+        if class_presence is not None:
+            self.set_class_presence(class_presence)
+
+    @property
+    def needs_class_presence(self) -> bool:
+        """Whether the loss uses the training split's class presence (the data module supplies it)."""
+        return self.presence_exponent > 0
+
+    def set_class_presence(self, class_presence: list[float]) -> None:
+        """Use ``class_presence`` (per-class share of training images containing the class) from now on."""
+        factors = presence_correction(class_presence, self.presence_exponent)
+        self.register_buffer("presence_factor", factors.float(), persistent=False)
+        self.class_presence = [float(share) for share in class_presence]
+
+    def _weight_table(self, index: Tensor, valid: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
+        """:func:`pat_weight_table`, times the presence factors :math:`a_l` when ``presence_exponent > 0``."""
+        weights = pat_weight_table(index, valid, num_classes, self.normalization, self.class_reduction, dtype)
+        if not self.needs_class_presence:
+            return weights
+        if self.class_presence is None:
+            raise ValueError(
+                f"PATLoss(presence_exponent={self.presence_exponent:g}) needs class_presence (per-class share of "
+                "training images that contain the class): pass class_presence=[...] or train through pat-seg / "
+                "SegmentationModule, which takes it from the data module"
+            )
+        if len(self.class_presence) != num_classes:
+            raise ValueError(
+                f"PATLoss was given {len(self.class_presence)} class_presence values but the logits have "
+                f"{num_classes} classes"
+            )
+        return weights * self.presence_factor.to(device=weights.device, dtype=dtype)
 
     def uses_triton(self, logits: Tensor) -> bool:
         """Whether a call on ``logits`` runs the Triton kernel: only when asked for (see ``implementation``)."""
@@ -168,9 +263,7 @@ class PATLoss(PixelLoss):
 
         with float32_math(logits):
             valid, index = valid_mask_and_index(target, self.ignore_index)
-            weights = pat_weight_table(
-                index, valid, logits.shape[1], self.normalization, self.class_reduction, torch.float32
-            )
+            weights = self._weight_table(index, valid, logits.shape[1], torch.float32)
         return fused_pat_loss(
             logits, target, weights, temperature=self.temperature, epsilon=self.epsilon,
             ignore_index=self.ignore_index, detach_weight=self.detach_weight,
@@ -179,9 +272,11 @@ class PATLoss(PixelLoss):
 
     def compute(self, logits: Tensor, target: Tensor) -> Tensor:
         log_p_t, valid, index = target_log_prob(logits, target, self.ignore_index)
-        weights = pat_weight_table(
-            index, valid, logits.shape[1], self.normalization, self.class_reduction, log_p_t.dtype
-        )
+        return (self.pixel_weights(log_p_t, valid, index, logits.shape[1]) * -log_p_t).masked_fill(~valid, 0.0).sum()
+
+    def pixel_weights(self, log_p_t: Tensor, valid: Tensor, index: Tensor, num_classes: int) -> Tensor:
+        """Each pixel's factor on ``-log p_t``, ``[B, H, W]``: Eq. 4's ``1 / (B S_i^l)`` (times ``a_l``) and Eq. 5's beta."""
+        weights = self._weight_table(index, valid, num_classes, log_p_t.dtype)
         # 1 / (B S_i^{y_ij}) (Eq. 4), or 1 / V with normalization="pixel"
         pixel_weight = weights.gather(1, index.flatten(1)).view_as(index)
         if self.confidence_weight:
@@ -189,12 +284,12 @@ class PATLoss(PixelLoss):
             if self.detach_weight:
                 beta = beta.detach()
             pixel_weight = pixel_weight * beta
-        return (pixel_weight * -log_p_t).masked_fill(~valid, 0.0).sum()
+        return pixel_weight
 
     def extra_repr(self) -> str:
         return (
             f"temperature={self.temperature}, epsilon={self.epsilon}, ignore_index={self.ignore_index}, "
             f"detach_weight={self.detach_weight}, class_reduction={self.class_reduction!r}, "
             f"confidence_weight={self.confidence_weight}, normalization={self.normalization!r}, "
-            f"implementation={self.implementation!r}"
+            f"presence_exponent={self.presence_exponent}, implementation={self.implementation!r}"
         )
