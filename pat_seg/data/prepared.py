@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -174,8 +175,10 @@ def verify_chunks(folder: Path, manifest: dict[str, Any]) -> None:
                     f"written); delete {folder} and run `pat-seg prepare` again")
             passed[chunk[kind]] = stamp
     if passed != verified:
-        try:
-            (folder / VERIFIED).write_text(json.dumps(passed))
+        temporary = folder / f"{VERIFIED}.{os.getpid()}.tmp"
+        try:  # atomic, as DDP processes may check the same split at once
+            temporary.write_text(json.dumps(passed))
+            temporary.replace(folder / VERIFIED)
         except OSError:  # a read-only prepared folder is hashed on every run instead
             pass
 
@@ -293,24 +296,33 @@ def _write_range(bounds: tuple[int, int]) -> tuple[int, np.ndarray, np.ndarray]:
     return end - first, pixels_total, presence_total
 
 
+def _host() -> str:
+    return socket.gethostname().replace("-", "_") or "localhost"
+
+
 def _remove_stale_builds(parent: Path, split: str) -> None:
-    """Temporary folders of builds of ``split`` whose process is gone (killed midway)."""
+    """Temporary folders of builds of ``split`` whose process is gone (killed midway), or that were
+    being replaced. A build of another host (a shared filesystem) is left alone: its process cannot be checked."""
     for folder in parent.glob(f"{TEMPORARY_PREFIX}{split}-*"):
-        pid = int(folder.name.rsplit("-", 2)[-2]) if folder.name.rsplit("-", 2)[-2].isdigit() else -1
-        try:
-            os.kill(pid, 0)
-            alive = pid != os.getpid()
-        except (OSError, ValueError):
-            alive = False
-        if not alive:
+        parts = folder.name[len(f"{TEMPORARY_PREFIX}{split}-"):].split("-")
+        if parts[0] == "replaced":
             shutil.rmtree(folder, ignore_errors=True)
+            continue
+        if len(parts) != 3 or parts[0] != _host() or not parts[1].isdigit() or int(parts[1]) == os.getpid():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # it exists (another user's): not ours to remove
+            pass
 
 
 def build_split(request: SplitRequest, plan: BuildPlan, class_names: list[str], workers: int,
                 progress: Callable[[int], None] | None = None) -> Path:
     """Write the prepared split ``request`` with ``workers`` processes; its folder once complete.
 
-    The arrays go to ``<folder>/../.building-<split>-<pid>-<id>/`` first; the manifest is written
+    The arrays go to ``<folder>/../.building-<split>-<host>-<pid>-<id>/`` first; the manifest is written
     last and the folder renamed into place, so a reader never sees a partial split. ``progress`` is
     called with the number of samples finished since its last call.
     """
@@ -320,7 +332,7 @@ def build_split(request: SplitRequest, plan: BuildPlan, class_names: list[str], 
     parent = final.parent
     parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_builds(parent, request.split)
-    temporary = parent / f"{TEMPORARY_PREFIX}{request.split}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    temporary = parent / f"{TEMPORARY_PREFIX}{request.split}-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     temporary.mkdir()
     start_time = time.perf_counter()
     try:
