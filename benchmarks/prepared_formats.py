@@ -26,9 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data as data_bench  # noqa: E402  (benchmarks/data.py: fixtures, protocols and the data modules)

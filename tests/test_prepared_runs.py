@@ -18,7 +18,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import pytest
-import torch
 from test_data_cityscapes import every_id_label, write_png
 from test_ddp import free_port
 from test_resume import REPO, assert_same_weights, last_checkpoint, run_pat_seg, tiny_config
