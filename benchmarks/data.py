@@ -13,8 +13,10 @@ content is a smooth colour field plus noise whose amount sets the compressed siz
 regions, so label PNGs compress as real ones do. Files are read from the page cache: disk speed is
 not part of the measurement.
 
-Then, for each protocol of ``configs/data/*.yaml`` (the paper's and the standard one), it times the
-training loader that the data module builds, as ``pat-seg fit`` uses it:
+Then, for each protocol of ``configs/data/*.yaml`` (the paper's and the standard one) and each
+``--paths`` (``sources``: decoding the files on every epoch; ``prepared``: the memory-mapped arrays
+``pat-seg prepare`` writes, :mod:`pat_seg.data.prepared`), it times the training loader that the data
+module builds, as ``pat-seg fit`` uses it:
 
 - per stage, in this process with one torch thread: ``load`` (reading, decoding, label mapping) and
   ``transform`` (resize, augmentation, dtype conversion); label mapping alone is timed inside
@@ -23,6 +25,10 @@ training loader that the data module builds, as ``pat-seg fit`` uses it:
   torch thread each), median of ``--repeats`` passes: the CPU time per image of the loader's
   processes, which gives the images/s of one worker on a core of its own, and the wall-clock rate
   (steady, start-up excluded) as the machine delivered it.
+
+For the prepared path it first runs ``pat-seg prepare``'s build of the training split with
+``--prepare-workers`` processes and reports its wall time per image, and for Cityscapes that time
+extrapolated to the 2,975 images of the official training split.
 
 Per-stage and per-worker numbers are CPU time, so that a shared machine's other load does not
 stretch them; the wall-clock rates show that load. The script also says how many workers keep a GPU
@@ -236,13 +242,15 @@ PROTOCOLS = [
 ]
 
 
-def build(protocol: Protocol, root: Path, scale: float, batch_size: int, num_workers: int) -> Any:
-    """The data module of ``protocol`` as ``configs/data/<config>.yaml`` builds it, on ``root``."""
+def build(protocol: Protocol, root: Path, scale: float, batch_size: int, num_workers: int, prepared: str = "off") -> Any:
+    """The data module of ``protocol`` as ``configs/data/<config>.yaml`` builds it, on ``root``
+    (``prepared``: the data module's option; prepared splits go to ``root/../prepared``)."""
     config = yaml.safe_load((REPO / "configs" / "data" / f"{protocol.config}.yaml").read_text())
     module_name, class_name = config["class_path"].rsplit(".", 1)
     cls = getattr(importlib.import_module(module_name), class_name)
     args = {**config["init_args"], **protocol.overrides, "root": str(root), "batch_size": batch_size,
-            "num_workers": num_workers, "persistent_workers": False, "pin_memory": False}
+            "num_workers": num_workers, "persistent_workers": False, "pin_memory": False,
+            "prepared": prepared, "prepared_dir": str(root.parent / "prepared" / root.name)}
     args["size"] = list(scaled(tuple(args["size"]), scale))
     return cls(**args)
 
@@ -290,12 +298,14 @@ def profile_stages(dataset: Any, count: int) -> dict[str, Any]:
     load_s = transform_s = 0.0
     mapping = [0.0]
     indices = [i % len(dataset) for i in range(count)]
+    # What a loader worker runs: a prepared split's samples stay uint8 (converted on the device).
+    transform = getattr(dataset, "geometric", dataset.transform)
     with one_thread(), timed_label_mapping(mapping):
         for index in indices:
             start = time.process_time()
             image, label = dataset.load(index)
             middle = time.process_time()
-            dataset.transform(image, label)
+            transform(image, label)
             load_s += middle - start
             transform_s += time.process_time() - middle
     per_image = 1000 / len(indices)
@@ -304,14 +314,28 @@ def profile_stages(dataset: Any, count: int) -> dict[str, Any]:
         "label_mapping_ms": mapping[0] * per_image,
         "transform_ms": transform_s * per_image,
         "total_ms": (load_s + transform_s) * per_image,
-        "label_held": f"{np.dtype(label.dtype).name} {'x'.join(map(str, label.shape))}",
-        "label_mib": label.nbytes / 2**20,
+        "label_held": f"{str(label.dtype).removeprefix('torch.')} {'x'.join(map(str, label.shape))}",
+        "label_mib": label.numel() * label.element_size() / 2**20 if isinstance(label, torch.Tensor) else label.nbytes / 2**20,
     }
 
 
 def children_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+class Repeated(torch.utils.data.Dataset):
+    """``dataset`` ``times`` times over (sample ``i`` is ``dataset[i % len(dataset)]``): a pass long enough
+    that a worker's start-up is a small part of its CPU time, for data that loads in a millisecond."""
+
+    def __init__(self, dataset: Any, times: int) -> None:
+        self.dataset, self.times = dataset, times
+
+    def __len__(self) -> int:
+        return len(self.dataset) * self.times
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[index % len(self.dataset)]
 
 
 def loader_pass(datamodule: Any, num_workers: int) -> tuple[float, float]:
@@ -338,6 +362,27 @@ def loader_pass(datamodule: Any, num_workers: int) -> tuple[float, float]:
     return sum(sizes[skip:]) / (arrivals[-1] - arrivals[skip - 1]), 1000 * cpu / sum(sizes)
 
 
+def device_augment_ms(datamodule: Any, repeats: int = 5) -> tuple[float, str]:
+    """Milliseconds per batch of the data module's ``on_after_batch_transfer`` (the on-device random
+    scale, crop and flip of a prepared augmented split) on the GPU if there is one, else this CPU."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    datamodule.num_workers = 0
+    batch = next(iter(datamodule.train_dataloader()))
+    times = []
+    with one_thread():
+        for _ in range(repeats + 1):
+            moved = {key: value.to(device) for key, value in batch.items()}
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            datamodule.on_after_batch_transfer(moved, 0)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(1000 * (time.perf_counter() - start))
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "this CPU, one thread"
+    return statistics.median(times[1:]), name
+
+
 def required_rate(size: tuple[int, int], step_ms: float, scale: float = 1.0) -> float:
     """Images/s the item-4 GPU step consumes at ``size``: 8 images per ``step_ms``, scaled by pixels.
 
@@ -347,10 +392,41 @@ def required_rate(size: tuple[int, int], step_ms: float, scale: float = 1.0) -> 
     return STEP_BATCH / step_s
 
 
-def measure(protocol: Protocol, root: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Stage profile and loader rates of one protocol; workers needed to feed the GPU step."""
+CITYSCAPES_TRAIN_IMAGES = 2975
+
+
+def prepare_train(protocol: Protocol, root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Build the prepared training split of ``protocol`` afresh; wall seconds per image and the workers."""
+    import shutil
+
+    from pat_seg.prepare import prepare
+
     datamodule = build(protocol, root, args.scale, args.batch_size, 0)
+    folder = datamodule.split_request("train", datamodule.build_samples("train", datamodule.transform(False))).folder
+    shutil.rmtree(folder, ignore_errors=True)
+    start = time.perf_counter()
+    prepare(datamodule, ["train"], args.prepare_workers, stream=open(os.devnull, "w"))
+    seconds = time.perf_counter() - start
+    count = len(datamodule.build_samples("train", datamodule.transform(False)))
+    stored = sum(f.stat().st_size for f in folder.glob("chunk-*.npy"))
+    result = {"seconds": seconds, "images": count, "workers": args.prepare_workers,
+              "seconds_per_image": seconds / count, "bytes_per_image": stored / count}
+    if protocol.dataset == "Cityscapes":
+        result["cityscapes_train_seconds"] = seconds / count * CITYSCAPES_TRAIN_IMAGES
+    return result
+
+
+def measure(protocol: Protocol, root: Path, args: argparse.Namespace, path: str = "sources") -> dict[str, Any]:
+    """Stage profile and loader rates of one protocol read from ``path`` ("sources" or "prepared");
+    workers needed to feed the GPU step."""
+    built = prepare_train(protocol, root, args) if path == "prepared" else None
+    datamodule = build(protocol, root, args.scale, args.batch_size, 0, "require" if path == "prepared" else "off")
     profile = profile_stages(datamodule.dataset("train"), args.profile_images)
+    train = datamodule.dataset("train")
+    # At least 0.5 ms per image: the batch transfer, which the stage profile leaves out, costs about that.
+    times = max(1, math.ceil(args.min_pass_s * 1000 / max(profile["total_ms"], 0.5) / len(train)))
+    # The data module builds each split once and keeps it: the loader passes read the repeated one.
+    datamodule._datasets["train"] = Repeated(train, times)
     wall, cpu_ms = {}, {}
     for workers in args.workers:
         passes = [loader_pass(datamodule, workers) for _ in range(args.repeats)]
@@ -361,11 +437,16 @@ def measure(protocol: Protocol, root: Path, args: argparse.Namespace) -> dict[st
     unit = "1" if "1" in cpu_ms else next(iter(cpu_ms))
     per_worker = 1000 / cpu_ms[unit]
     needed = required_rate(datamodule.size, args.step_ms, args.scale)
+    on_device = device_augment_ms(datamodule) if path == "prepared" and datamodule.augmented("train") else None
     return {
         "dataset": protocol.dataset,
         "protocol": protocol.name,
+        "path": path,
+        "device_augment_ms_per_batch": on_device,
+        "prepare": built,
         "size": list(datamodule.size),
-        "train_images": len(datamodule.dataset("train")),
+        "train_images": len(train),
+        "pass_images": len(train) * times,
         "profile": profile,
         "wall_images_per_s": wall,
         "cpu_ms_per_image": cpu_ms,
@@ -396,22 +477,40 @@ def markdown(results: list[dict[str, Any]], files: dict[str, float], args: argpa
         f"{args.batch_size}, {args.images} generated training images per data set (scale {args.scale}; mean "
         "files: " + ", ".join(f"{name} {kib:.0f} KiB" for name, kib in files.items()) + "). CPU ms/image: "
         f"process CPU time in one thread, mean of {args.profile_images} images. Images/s per worker: one "
-        f"worker's CPU time per image (batch transfer included), median of {args.repeats} passes. Wall "
+        f"worker's CPU time per image (batch transfer included), median of {args.repeats} passes of at least "
+        f"{args.min_pass_s:g} s of loading (the split repeated when shorter). Wall "
         "images/s: steady rate of the loader on this machine as it was loaded. Workers: to feed "
         f"{STEP_BATCH} images per {args.step_ms:g} ms at 512x1024, scaled by pixels.",
         "",
-        "| data set | protocol | CPU ms/image: decode, label map, transform = total | label map held "
+        "| data set | protocol | read from | CPU ms/image: decode, label map, transform = total | label map held "
         "| images/s per worker | wall images/s, " + " / ".join(workers) + " workers | workers needed |",
-        "|---|---|---|---|---:|---|---:|",
+        "|---|---|---|---|---|---:|---|---:|",
     ]
     for r in results:
         p = r["profile"]
         wall = " / ".join(f"{r['wall_images_per_s'][w]:.1f}" for w in workers)
         lines.append(
-            f"| {r['dataset']} | {r['protocol']} | {p['decode_ms']:.1f} + {p['label_mapping_ms']:.1f} + "
+            f"| {r['dataset']} | {r['protocol']} | {r['path']} | {p['decode_ms']:.1f} + {p['label_mapping_ms']:.1f} + "
             f"{p['transform_ms']:.1f} = {p['total_ms']:.1f} | {p['label_held']} | {r['images_per_s_per_worker']:.1f} | "
             f"{wall} | {r['workers_needed']} ({r['required_images_per_s']:.0f} img/s) |"
         )
+    augmented = [r for r in results if r.get("device_augment_ms_per_batch")]
+    if augmented:
+        lines += ["", "Prepared augmented splits: random scale, crop and flip of a batch in `on_after_batch_transfer`, "
+                  "ms per batch of " + str(args.batch_size) + ": " + "; ".join(
+                      f"{r['dataset']} / {r['protocol']} {r['device_augment_ms_per_batch'][0]:.1f} ms on "
+                      f"{r['device_augment_ms_per_batch'][1]}" for r in augmented) + "."]
+    built = [r for r in results if r.get("prepare")]
+    if built:
+        lines += ["", f"`pat-seg prepare` of the training split ({args.prepare_workers} worker processes on "
+                  f"{os.cpu_count()} cores):", "",
+                  "| data set | protocol | images | wall s | ms/image | stored KiB/image | 2,975 images (Cityscapes train) |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for r in built:
+            b = r["prepare"]
+            whole = f"{b['cityscapes_train_seconds'] / 60:.1f} min" if "cityscapes_train_seconds" in b else ""
+            lines.append(f"| {r['dataset']} | {r['protocol']} | {b['images']} | {b['seconds']:.1f} | "
+                         f"{1000 * b['seconds_per_image']:.1f} | {b['bytes_per_image'] / 1024:.0f} | {whole} |")
     return "\n".join(lines)
 
 
@@ -431,7 +530,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "trimap": mean_file_kib(paths["oxford_pet"], "annotations/trimaps/*.png"),
         }
         wanted = [p for p in PROTOCOLS if not args.only or any(s.lower() in p.label.lower() for s in args.only)]
-        results = [measure(p, paths[p.fixture], args) for p in wanted]
+        results = [measure(p, paths[p.fixture], args, path) for p in wanted for path in args.paths]
     import pat_seg
 
     return {"machine": machine(), "torch": torch.__version__, "date": date.today().isoformat(),
@@ -450,9 +549,15 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument("--repeats", type=int, default=3, help="loader passes per setting (median reported)")
     parse.add_argument("--profile-images", type=int, default=16, help="images timed stage by stage")
     parse.add_argument("--batch-size", type=int, default=8)
+    parse.add_argument("--min-pass-s", type=float, default=2.0,
+                       help="repeat the training split so that a pass holds about this many CPU seconds of loading")
     parse.add_argument("--step-ms", type=float, default=DEFAULT_STEP_MS,
                        help="GPU training step (DeepLabV3+ R50, 8x512x1024) to feed; default an estimate")
     parse.add_argument("--only", nargs="*", default=None, help="protocols whose label contains one of these")
+    parse.add_argument("--paths", nargs="+", choices=["sources", "prepared"], default=["sources", "prepared"],
+                       help="read the source files, the prepared split (pat-seg prepare), or both")
+    parse.add_argument("--prepare-workers", type=int, default=len(os.sched_getaffinity(0)),
+                       help="processes of the pat-seg prepare build (default: the usable cores)")
     parse.add_argument("--markdown", type=Path, default=None, help="also write the table here")
     parse.add_argument("--json", type=Path, default=None, help="also write every number here")
     return parse

@@ -23,8 +23,9 @@ yet measured, and the limit):
 5. ``ddp``     two-process DDP (NCCL, SyncBatchNorm, bf16-mixed) with PAT: training steps, weights
                equal on both ranks, a validation; skipped, and said so, with fewer than 2 GPUs (30 s; 60 s).
 6. ``data``    ``benchmarks/data.py`` on this machine's CPU cores at the publishers' file sizes: images/s
-               per loader worker of every disk data module, workers that feed part 4's fastest step
-               (45 s; 90 s).
+               per loader worker of every disk data module, from the sources and from the prepared
+               split (``pat-seg prepare``, whose build time it also reports), workers that feed
+               part 4's fastest step (60 s; 120 s).
 
 Plus ``env`` first (versions, devices; 10 s; 60 s). The whole run is also capped by ``--budget``
 (480 s): a part that would start with less than 10 s left is recorded as not run.
@@ -66,7 +67,7 @@ LOSS_ROWS = (
 LOSS_CLASSES = (19, 150)
 DTYPES = ("float32", "bfloat16")
 STEP_ROWS = ("CE", "PAT (PyTorch)", "PAT (Triton)")
-DATA_ROWS = 7  # the protocols of benchmarks/data.py
+DATA_ROWS = 14  # the 7 protocols of benchmarks/data.py, each from the sources and prepared
 # Triton vs the PyTorch code (both float32 math on the same logits). The loss: two float32 sums of
 # up to 4M terms in different orders, each within about log2(n) * 2^-24 relative. The gradient is
 # written in the logits' dtype: float32 keeps ~1e-6 of the largest entry, a bfloat16 result may
@@ -93,7 +94,7 @@ PARTS = (
     Part("losses", "3. loss forward+backward", 60, 120, 90),
     Part("step", "4. DeepLabV3+ training step", 45, 100, 120),
     Part("ddp", "5. two-process DDP", 30, 60, 120),
-    Part("data", "6. data loaders", 45, 90, 90),
+    Part("data", "6. data loaders", 60, 120, 120),
 )
 
 
@@ -255,7 +256,7 @@ def check_data(data: dict[str, Any]) -> list[str]:
     for row in rows:
         rates = [*row.get("wall_images_per_s", {}).values(), row.get("images_per_s_per_worker")]
         if not all(number(rate) and rate > 0 for rate in rates):
-            problems.append(f"data loaders: {row.get('dataset')} / {row.get('protocol')} has no valid rate")
+            problems.append(f"data loaders: {row.get('dataset')} / {row.get('protocol')} ({row.get('path')}) has no valid rate")
     return problems
 
 

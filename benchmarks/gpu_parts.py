@@ -61,6 +61,7 @@ class Sizes:
     data_workers: tuple[int, ...]
     data_repeats: int
     data_profile_images: int
+    data_min_pass_s: float  # loader passes repeat a fast (prepared) split to hold this much loading
 
 
 # The sizes of docs/benchmarks.md, "GPU check": Cityscapes-like 19 classes at 512x1024 and ADE20K-like 150 at 512x512, batch 8.
@@ -68,14 +69,14 @@ FULL = Sizes(
     smoke=False, loss_shapes=((8, 19, 512, 1024), (8, 150, 512, 512)), dtypes=("float32", "bfloat16"), loss_rounds=20,
     loss_warmup=3, step_batch=8, step_size=(512, 1024), step_backbone="resnet50", step_classes=19, step_warmup=5,
     step_steps=15, ddp_image_size=128, ddp_steps=6, data_images=24, data_scale=1.0, data_workers=(0, 1),
-    data_repeats=2, data_profile_images=8,
+    data_repeats=2, data_profile_images=8, data_min_pass_s=2.0,
 )
 # The same classes and dtypes at tiny sizes; ResNet-18 instead of 50 keeps the CPU step short.
 SMOKE = Sizes(
     smoke=True, loss_shapes=((2, 19, 16, 32), (2, 150, 8, 16)), dtypes=("float32", "bfloat16"), loss_rounds=3,
     loss_warmup=1, step_batch=2, step_size=(64, 128), step_backbone="resnet18", step_classes=19, step_warmup=1,
     step_steps=2, ddp_image_size=32, ddp_steps=2, data_images=24, data_scale=0.1, data_workers=(0, 1),
-    data_repeats=1, data_profile_images=4,
+    data_repeats=1, data_profile_images=4, data_min_pass_s=0.1,
 )
 
 
@@ -292,7 +293,7 @@ def part_data(sizes: Sizes, out: Path) -> dict[str, Any]:
     args = data_bench.parser().parse_args([
         "--images", str(sizes.data_images), "--scale", str(sizes.data_scale), "--repeats", str(sizes.data_repeats),
         "--profile-images", str(sizes.data_profile_images), "--step-ms", str(step_ms),
-        "--workers", *map(str, sizes.data_workers),
+        "--workers", *map(str, sizes.data_workers), "--min-pass-s", str(sizes.data_min_pass_s),
     ])
     result = data_bench.run(args)
     result["step_ms_source"] = source

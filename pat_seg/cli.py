@@ -38,7 +38,7 @@ from pat_seg.third_party_warnings import ignore_third_party_warnings
 
 DEFAULT_CONFIG = str(files("pat_seg") / "configs" / "default.yaml")
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-TOOLS = ("report", "sweep")
+TOOLS = ("report", "sweep", "prepare")
 
 
 class PatSegCLI(LightningCLI):
@@ -237,7 +237,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> PatSegCLI:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``pat-seg COMMAND ...``: the four Lightning subcommands, and ``report`` / ``sweep``."""
+    """``pat-seg COMMAND ...``: the four Lightning subcommands, and ``report`` / ``sweep`` / ``prepare``."""
     explicit = argv
     argv = list(sys.argv[1:] if argv is None else argv)
     ignore_third_party_warnings()
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0 if argv else 2)
     command = argv[0]
     if command in TOOLS:
-        # `report` and `sweep` work on finished runs / grids of runs, not on one Trainer.
+        # `report` and `sweep` work on finished runs / grids of runs, `prepare` on a data set: not on one Trainer.
         import_module(f"pat_seg.{command}").main(argv[1:])
         return
     if command not in COMMANDS and not command.startswith("-"):

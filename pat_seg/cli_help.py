@@ -17,6 +17,7 @@ COMMANDS = {
     "validate": "evaluate a checkpoint on the validation split (writes <run>/validate/)",
     "test": "evaluate a checkpoint on the test split (writes <run>/test/)",
     "predict": "write label PNGs (and colour overlays) for the test split or an image folder (<run>/predictions/)",
+    "prepare": "decode and resize a data set's splits once, for fast loading (then fit reads them)",
     "report": "the paper's tables from finished runs (runs that differ only in seed pooled)",
     "sweep": "a grid of runs from configs/sweeps/*.yaml: run here, print, or as a SLURM array",
 }
@@ -31,6 +32,7 @@ def top_level_help() -> str:
     lines += [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
     lines += ["", "examples:",
               "  pat-seg fit                                        # embedded data, CPU is fine",
+              "  pat-seg prepare --config configs/cityscapes_pat.yaml --data.root /data/cityscapes",
               "  pat-seg fit --config configs/cityscapes_pat.yaml --data.root /data/cityscapes",
               "  pat-seg fit --model.loss CrossEntropyLoss --model.model DeepLabV3Plus",
               "  pat-seg test --config lightning_logs/default/version_0/config.yaml --ckpt_path best",

@@ -32,7 +32,7 @@ def test_top_level_help_names_every_command() -> None:
     result = pat_seg("--help")
     assert result.returncode == 0
     listed = {line.split()[0] for line in result.stdout.split("commands:")[1].split("examples:")[0].splitlines() if line.strip()}
-    assert listed == {"fit", "validate", "test", "predict", "report", "sweep"}
+    assert listed == {"prepare", "fit", "validate", "test", "predict", "report", "sweep"}
 
 
 def test_fit_help_fits_in_600_lines_and_lists_pat_segs_classes() -> None:

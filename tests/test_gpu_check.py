@@ -30,7 +30,7 @@ KEYS = {(classes, dtype) for classes in (19, 150) for dtype in ("float32", "bflo
 # Triton vs the PyTorch code, both float32 math: the loss to float32 summation error; the gradient to
 # ~1e-6 of its largest entry in float32 and one bfloat16 unit (2^-7 relative) in bfloat16.
 GRAD_TOLERANCE = {"float32": 1e-5, "bfloat16": 2**-7}
-DATA_PROTOCOLS = 7  # Cityscapes x2, NYUv2 npy x2, NYUv2 .mat, Oxford Pet x2
+DATA_PROTOCOLS = 7  # Cityscapes x2, NYUv2 npy x2, NYUv2 .mat, Oxford Pet x2; each from the sources and prepared
 
 
 def load_checker() -> ModuleType:
@@ -123,8 +123,13 @@ def test_ddp_runs_two_processes_that_end_with_equal_weights(smoke: tuple) -> Non
 @pytest.mark.slow
 def test_data_loader_rows_and_workers_needed(smoke: tuple) -> None:
     results = part(smoke[1], "data")["results"]
-    assert len(results) == DATA_PROTOCOLS
+    assert len(results) == 2 * DATA_PROTOCOLS
     assert {r["dataset"] for r in results} == {"Cityscapes", "NYUv2 npy", "NYUv2 .mat", "Oxford Pet"}
+    assert sorted(r["path"] for r in results) == ["prepared"] * DATA_PROTOCOLS + ["sources"] * DATA_PROTOCOLS
+    for row in results:  # the prepared build's own time, and the on-device augmentation's where it applies
+        assert (row["prepare"] is not None) == (row["path"] == "prepared")
+        augmented = row["path"] == "prepared" and "augment" in row["protocol"]
+        assert (row["device_augment_ms_per_batch"] is not None) == augmented
     for row in results:
         # One worker's images/s on a core of its own: the inverse of its CPU time per image.
         per_worker = 1000 / row["cpu_ms_per_image"]["1"]

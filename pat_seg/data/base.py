@@ -94,6 +94,10 @@ class SegmentationDataModule(L.LightningDataModule):
         """The data that :attr:`class_counts` scans: the training split (override to skip augmentation)."""
         return self.dataset("train")
 
+    def precomputed_class_statistics(self) -> ClassStatistics | None:
+        """Training class statistics known without a scan (a prepared split's manifest), or None."""
+        return None
+
     # --- shared logic ------------------------------------------------------------------------
     def dataset(self, split: str) -> Dataset:
         """The dataset of ``split``, built once."""
@@ -118,6 +122,10 @@ class SegmentationDataModule(L.LightningDataModule):
                         [int(c) for c in cached["class_counts"]], [int(c) for c in cached["class_image_counts"]],
                         int(cached["num_images"]))
                     return self._class_statistics
+            known = self.precomputed_class_statistics()
+            if known is not None and len(known.pixels) == self.num_classes:
+                self._class_statistics = known
+                return known
             log.info("counting training pixels per class for %s", type(self).__name__)
             loader = DataLoader(self.counting_dataset(), batch_size=16, num_workers=self.num_workers, shuffle=False)
             try:

@@ -3,23 +3,33 @@
 A :class:`DiskDataModule` takes the data set's ``root``, the protocol ``size`` and the augmentation
 settings; its subclass lists the samples of a split (:meth:`DiskDataModule.build_samples`) and names
 the protocol options that change the labels (:meth:`DiskDataModule.protocol_options`), which key the
-on-disk cache of class counts.
+on-disk cache of class counts and the prepared splits (:mod:`pat_seg.data.prepared`): a split that
+``pat-seg prepare`` decoded once is read from memory-mapped arrays instead of the sources.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import shlex
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Literal
 
 import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from pat_seg.class_statistics import ClassStatistics
 from pat_seg.data.base import SegmentationDataModule, class_counts_cache_path
-from pat_seg.data.io import LabelTable, check_same_size, read_label_image, read_rgb
+from pat_seg.data.batch_augment import augment_batch, draw_parameters
+from pat_seg.data.io import DatasetLayoutError, LabelTable, check_same_size, read_label_image, read_rgb
+from pat_seg.data.prepared import FORMAT_VERSION, PreparedArrays, PreparedSplitError, SplitRequest, open_manifest, source_records
 from pat_seg.data.transforms import SegmentationTransform, check_size
 from pat_seg.exceptions import ConfigurationError
+
+PREPARED_MODES = ("auto", "off", "require")
 
 PairTransform = Callable[[np.ndarray, np.ndarray], tuple[Tensor, Tensor]]
 
@@ -50,13 +60,17 @@ class SegmentationSamples(Dataset):
     def __init__(self, transform: PairTransform) -> None:
         self.transform = transform
 
-    def load(self, index: int) -> tuple[np.ndarray | Tensor, np.ndarray]:  # pragma: no cover - abstract
+    def load(self, index: int) -> tuple[np.ndarray | Tensor, np.ndarray | Tensor]:  # pragma: no cover - abstract
         """``(image, label)`` of sample ``index``: the image as numpy ``[H, W, 3]`` or tensor ``[3, H, W]``
         (uint8, or float in [0, 1]), the label ``[H, W]`` in the data set's classes (a
         :class:`~pat_seg.data.io.LabelTable`'s dtype); what :class:`SegmentationTransform` takes."""
         raise NotImplementedError
 
     def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def source_files(self) -> list[Path]:  # pragma: no cover - abstract
+        """Every file the samples are read from, in sample order: a prepared split records them."""
         raise NotImplementedError
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -79,12 +93,59 @@ class ImageLabelFiles(SegmentationSamples):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def source_files(self) -> list[Path]:
+        return [path for image, label, _ in self.samples for path in (image, label)]
+
     def load(self, index: int) -> tuple[Tensor, np.ndarray]:
         image_path, label_path, labels = self.samples[index]
         image = read_rgb(image_path)
         raw = read_label_image(label_path)
         check_same_size(image.shape[-2:], raw.shape[:2], str(image_path), str(label_path))
         return image, labels(raw, str(label_path))
+
+
+def as_stored(image: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
+    """The geometric part of a sample augmented on the device: nothing (a function, so workers can pickle it)."""
+    return image, label
+
+
+class PreparedSamples(SegmentationSamples):
+    """A prepared split (:mod:`pat_seg.data.prepared`): the stored arrays through ``transform``'s
+    geometric part, delivered in their stored dtypes (uint8 images and labels).
+
+    The arrays are what ``transform`` would have resized the sources to, so an evaluation transform
+    leaves them as they are and a training transform's random scale, crop and flip start from an
+    image stored at the largest size they need. The conversion to float32 images and long targets
+    (:meth:`SegmentationTransform.output`) happens on the batch once it is on the device
+    (:meth:`DiskDataModule.on_after_batch_transfer`): a uint8 batch is a quarter of the bytes a float32
+    one moves through the loader's shared memory and to the GPU, and its label maps an eighth.
+    """
+
+    def __init__(self, arrays: PreparedArrays, transform: SegmentationTransform) -> None:
+        super().__init__(transform)
+        self.arrays = arrays
+        # An augmented split is augmented on the device (pat_seg.data.batch_augment): the worker only
+        # draws the random parameters, and its geometric part is the identity.
+        self.augment_range = transform.scale_range if transform.train else None
+        self.geometric = transform.resized if not transform.train else as_stored
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        image, target = self.geometric(*self.load(index))
+        sample = {"image": image, "target": target, "index": index}
+        if self.augment_range is not None:
+            sample["augment"] = draw_parameters(self.augment_range)
+        return sample
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def load(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.arrays[index]
+
+    def source_files(self) -> list[Path]:
+        return []
 
 
 class DiskDataModule(SegmentationDataModule):
@@ -95,6 +156,10 @@ class DiskDataModule(SegmentationDataModule):
         size: ``(height, width)`` of every sample (the protocol size).
         augment: random scale, crop and flip on the training split (evaluation splits only resize).
         scale_range: range of the random scale, relative to ``size``.
+        prepared: read the splits ``pat-seg prepare`` wrote: ``"auto"`` when one matches this protocol and
+            the source files (else the sources, with a one-line message), ``"require"`` (else an
+            error naming the command to run), ``"off"`` (always the sources).
+        prepared_dir: where prepared splits are (default ``<root>/.pat_seg/prepared``).
         loader_settings: ``batch_size``, ``num_workers``, ``pin_memory``, ``persistent_workers``,
             ``eval_batch_size``, ``seed`` of :class:`~pat_seg.data.base.SegmentationDataModule`.
     """
@@ -105,6 +170,8 @@ class DiskDataModule(SegmentationDataModule):
         size: tuple[int, int],
         augment: bool = True,
         scale_range: tuple[float, float] = (0.5, 2.0),
+        prepared: Literal["auto", "off", "require"] = "auto",
+        prepared_dir: str | None = None,
         **loader_settings: Any,
     ) -> None:
         super().__init__(**loader_settings)
@@ -113,6 +180,11 @@ class DiskDataModule(SegmentationDataModule):
         self.augment = augment
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         SegmentationTransform(self.size, train=True, scale_range=self.scale_range)  # validates early
+        if prepared not in PREPARED_MODES:
+            raise ConfigurationError(f"prepared must be one of {', '.join(map(repr, PREPARED_MODES))}; got {prepared!r}")
+        self.prepared = prepared
+        self.prepared_dir = Path(prepared_dir).expanduser() if prepared_dir else self.root / ".pat_seg" / "prepared"
+        self._manifests: dict[str, dict[str, Any] | None] = {}
 
     def set_classes(self, class_names: list[str], ignore_index: int) -> None:
         """Set ``class_names``, ``num_classes`` and ``ignore_index``, which must not be a class index."""
@@ -127,8 +199,12 @@ class DiskDataModule(SegmentationDataModule):
         raise NotImplementedError
 
     def protocol_options(self) -> dict[str, Any]:
-        """Options that change labels or splits; they key the class-counts cache."""
+        """Options that change labels or splits; they key the class-counts cache and the prepared splits."""
         return {}
+
+    def source_files(self, samples: SegmentationSamples) -> list[Path]:
+        """The files a split is read from (override to add files that change every sample, like a class table)."""
+        return samples.source_files()
 
     # --- shared logic ------------------------------------------------------------------------
     def transform(self, train: bool) -> SegmentationTransform:
@@ -137,7 +213,84 @@ class DiskDataModule(SegmentationDataModule):
     def build_dataset(self, split: str) -> Dataset:
         if split not in ("train", "val", "test"):
             raise ConfigurationError(f"split must be 'train', 'val' or 'test'; got {split!r}")
-        return self.build_samples(split, self.transform(train=split == "train" and self.augment))
+        transform = self.transform(train=self.augmented(split))
+        sources = self.build_samples(split, transform)
+        manifest = self.prepared_manifest(split, sources)
+        if manifest is None:
+            return sources
+        return PreparedSamples(PreparedArrays(self.split_request(split, sources).folder, manifest), transform)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Batches of a prepared split arrive as stored (uint8); the conversion reading the sources does
+        # per sample (SegmentationTransform.output) runs here on the whole batch, on the device: the same bits.
+        if isinstance(batch, dict) and "augment" in batch:
+            batch["image"], batch["target"] = augment_batch(batch["image"], batch["target"], batch.pop("augment"),
+                                                            self.size, self.ignore_index)
+        elif isinstance(batch, dict) and "target" in batch and (
+                batch["image"].dtype != torch.float32 or batch["target"].dtype != torch.long):
+            batch["image"], batch["target"] = SegmentationTransform.output(batch["image"], batch["target"])
+        return batch
+
+    # --- prepared splits (pat_seg.data.prepared) --------------------------------------------------
+    def augmented(self, split: str) -> bool:
+        """Whether ``split`` is read with random scale, crop and flip (training with ``augment`` only)."""
+        return split == "train" and self.augment
+
+    def stored_size(self, split: str) -> tuple[int, int]:
+        """Size a prepared ``split`` stores: the protocol size, or for an augmented split the largest
+        size its random scale reaches (``scale_range[1] * size``), so no augmentation upsamples."""
+        if not self.augmented(split):
+            return self.size
+        high = max(1.0, self.scale_range[1])
+        return max(1, round(high * self.size[0])), max(1, round(high * self.size[1]))
+
+    def prepared_protocol(self, split: str) -> dict[str, Any]:
+        """Every option that changes the arrays of a prepared ``split``: the manifest must match it."""
+        return {"format": FORMAT_VERSION, "data_module": type(self).__name__, "size": list(self.size),
+                "augment": self.augment, "scale_range": list(self.scale_range) if self.augment else None,
+                **self.protocol_options(),
+                "split": split, "stored_size": list(self.stored_size(split)), "augmented": self.augmented(split)}
+
+    def split_request(self, split: str, samples: SegmentationSamples) -> SplitRequest:
+        """The prepared split that ``split`` read from ``samples`` corresponds to."""
+        return SplitRequest(type(self).__name__, split, self.prepared_protocol(split),
+                            source_records(self.source_files(samples), self.root), self.prepared_dir)
+
+    def prepared_manifest(self, split: str, samples: SegmentationSamples | None = None) -> dict[str, Any] | None:
+        """The manifest of a prepared ``split`` that matches this protocol and the sources, checked once
+        per process (None: read the sources; with ``prepared="require"``, a :class:`PreparedSplitError`)."""
+        if self.prepared == "off":
+            return None
+        if split not in self._manifests:
+            if samples is None:
+                samples = self.build_samples(split, self.transform(train=self.augmented(split)))
+            try:
+                self._manifests[split] = open_manifest(self.split_request(split, samples))
+            except PreparedSplitError as error:
+                if self.prepared == "require":
+                    raise PreparedSplitError(f"{error}\nrun: {prepare_command()}\n(or --data.prepared=auto to read "
+                                             "the source files)") from None
+                if not any(value is None for value in self._manifests.values()):  # said once, not per split
+                    rank_zero_info(f"{type(self).__name__}: reading the {split!r} split from its source files "
+                                   f"({error}); `{prepare_command()}` decodes them once")
+                self._manifests[split] = None
+        return self._manifests[split]
+
+    def precomputed_class_statistics(self) -> ClassStatistics | None:
+        """The prepared training split's class statistics (its manifest's), if one is used."""
+        manifest = self.prepared_manifest("train")
+        if manifest is None:
+            return None
+        statistics = manifest["class_statistics"]
+        return ClassStatistics([int(c) for c in statistics["pixels"]], [int(c) for c in statistics["images_containing"]],
+                               int(manifest["count"]))
+
+    def check_prepared_dir_writable(self) -> None:
+        """``pat-seg prepare`` writes under ``prepared_dir``: a read-only place is a named error."""
+        existing = next(p for p in (self.prepared_dir, *self.prepared_dir.parents) if p.exists())
+        if not os.access(existing, os.W_OK):
+            raise DatasetLayoutError(f"cannot write prepared splits under {self.prepared_dir} ({existing} is "
+                                     "read-only); give a writable folder with --data.prepared_dir DIR")
 
     def counting_dataset(self) -> Dataset:
         # Counts at the protocol size without random augmentation: the same numbers on every run.
@@ -146,3 +299,16 @@ class DiskDataModule(SegmentationDataModule):
     def class_counts_cache_file(self) -> Path:
         key = {"data_module": type(self).__name__, "size": list(self.size), **self.protocol_options()}
         return class_counts_cache_path(self.root, key)
+
+
+def prepare_command() -> str:
+    """The ``pat-seg prepare`` command with the running ``pat-seg`` command's options (else a generic one)."""
+    argv = sys.argv
+    if len(argv) >= 2 and Path(argv[0]).name in ("pat-seg", "__main__.py") and argv[1] in ("fit", "validate", "test"):
+        options, skip = [], False
+        for argument in argv[2:]:  # prepare takes fit's options except the checkpoint to resume
+            if not skip and not argument.startswith(("--data.prepared=", "--ckpt_path")):
+                options.append(argument)
+            skip = argument == "--ckpt_path"
+        return shlex.join(["pat-seg", "prepare", *options])
+    return "pat-seg prepare --config CONFIG (with the --data.* options of this run)"

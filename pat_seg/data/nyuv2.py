@@ -91,6 +91,9 @@ class NpySamples(SegmentationSamples):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def source_files(self) -> list[Path]:
+        return [path for pair in self.pairs for path in pair]
+
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, label_path = self.pairs[index]
         try:
@@ -118,6 +121,9 @@ class LabeledMatSamples(SegmentationSamples):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def source_files(self) -> list[Path]:
+        return [self.path]
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if self._pid != os.getpid():
@@ -188,6 +194,11 @@ class NYUv2DataModule(DiskDataModule):
     def protocol_options(self) -> dict[str, Any]:
         return {"layout": self.layout, "num_classes": self.num_classes, "split_seed": self.split_seed,
                 "ignore_index": self.ignore_index}
+
+    def source_files(self, samples: SegmentationSamples) -> list[Path]:
+        # The split indices and the class mapping change the samples of a .mat split too.
+        extra = [self.root / SPLITS_FILE, self.root / MAPPING_FILE] if self.layout == "mat" else []
+        return samples.source_files() + extra
 
     def build_samples(self, split: str, transform: PairTransform) -> SegmentationSamples:
         if self.layout == "npy":

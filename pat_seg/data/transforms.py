@@ -88,6 +88,7 @@ class SegmentationTransform:
             raise ConfigurationError(f"scale_range must satisfy 0 < low <= high; got {tuple(scale_range)}")
         self.train = train
         self.ignore_index = ignore_index
+        self.scale_range = (float(low), float(high))
         if train:
             fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
             self.pipeline = v2.Compose([
@@ -98,21 +99,46 @@ class SegmentationTransform:
         else:
             self.pipeline = RandomScaledResize(self.size)
 
-    def __call__(self, image: np.ndarray | Tensor, label: np.ndarray | Tensor) -> tuple[Tensor, Tensor]:
+    def resized(self, image: np.ndarray | Tensor, label: np.ndarray | Tensor) -> tuple[Tensor, Tensor]:
+        """The geometric part alone: ``(image [3, H, W], label [H, W])`` after resize (and, with
+        ``train``, the random scale, crop and flip), the image in its own dtype (uint8, or float32 for
+        float input) and the label uint8 when it came uint8 and ``ignore_index`` fits, else long.
+
+        ``pat-seg prepare`` stores this once (:mod:`pat_seg.data.prepared`); :meth:`__call__` is
+        :meth:`output` of it, so a prepared sample and a sample read from the sources are the same bits.
+        """
         if isinstance(image, Tensor):
             pixels = image
         else:  # [H, W, 3] -> a [3, H, W] view, no copy
             pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
         if pixels.is_floating_point():
             pixels = pixels.float()
-        mask = label if isinstance(label, Tensor) else torch.from_numpy(np.ascontiguousarray(label))
-        if mask.dtype != torch.uint8 or not 0 <= self.ignore_index <= 255:
-            mask = mask.long()  # padding must be able to hold ignore_index
-        image_tv, mask_tv = tv_tensors.Image(pixels), tv_tensors.Mask(mask)
+        image_tv, mask_tv = tv_tensors.Image(pixels), tv_tensors.Mask(self.as_mask(label))
         if self.train or tuple(image_tv.shape[-2:]) != self.size:
             image_tv, mask_tv = self.pipeline(image_tv, mask_tv)
-        image_out = F.to_dtype(image_tv, torch.float32, scale=True).as_subclass(Tensor)
-        return image_out.clamp_(0, 1), mask_tv.as_subclass(Tensor).long()
+        return image_tv.as_subclass(Tensor), mask_tv.as_subclass(Tensor)
+
+    def as_mask(self, label: np.ndarray | Tensor) -> Tensor:
+        """``label`` as a tensor: uint8 kept when ``ignore_index`` fits in it, else long (padding must hold it)."""
+        mask = label if isinstance(label, Tensor) else torch.from_numpy(np.ascontiguousarray(label))
+        if mask.dtype != torch.uint8 or not 0 <= self.ignore_index <= 255:
+            mask = mask.long()
+        return mask
+
+    def resized_label(self, label: np.ndarray | Tensor, size: tuple[int, int]) -> Tensor:
+        """``label`` alone resized to ``size`` as evaluation resizes a mask (:func:`resize_pair`)."""
+        mask = tv_tensors.Mask(self.as_mask(label))
+        if tuple(mask.shape[-2:]) != tuple(size):
+            mask = resize_pair(mask, list(size))
+        return mask.as_subclass(Tensor)
+
+    @staticmethod
+    def output(image: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
+        """``(image float32 [3, H, W] in [0, 1], target long [H, W])`` of a :meth:`resized` pair."""
+        return F.to_dtype(image, torch.float32, scale=True).clamp_(0, 1), label.long()
+
+    def __call__(self, image: np.ndarray | Tensor, label: np.ndarray | Tensor) -> tuple[Tensor, Tensor]:
+        return self.output(*self.resized(image, label))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(size={self.size}, train={self.train}, ignore_index={self.ignore_index})"
