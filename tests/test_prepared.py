@@ -12,17 +12,18 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import default_collate
 from test_data_cityscapes import write_cityscapes
 from test_data_nyuv2 import write_mat, write_npy
 from test_data_oxford_pet import write_pet
 from test_resume import REPO
+from torch.utils.data import default_collate
 
 from pat_seg.data import CityscapesDataModule, NYUv2DataModule, OxfordPetDataModule
 from pat_seg.data.disk import PreparedSamples

@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -25,7 +26,14 @@ from pat_seg.class_statistics import ClassStatistics
 from pat_seg.data.base import SegmentationDataModule, class_counts_cache_path
 from pat_seg.data.batch_augment import augment_batch, draw_parameters
 from pat_seg.data.io import DatasetLayoutError, LabelTable, check_same_size, read_label_image, read_rgb
-from pat_seg.data.prepared import FORMAT_VERSION, PreparedArrays, PreparedSplitError, SplitRequest, open_manifest, source_records
+from pat_seg.data.prepared import (
+    FORMAT_VERSION,
+    PreparedArrays,
+    PreparedSplitError,
+    SplitRequest,
+    open_manifest,
+    source_records,
+)
 from pat_seg.data.transforms import SegmentationTransform, check_size
 from pat_seg.exceptions import ConfigurationError
 

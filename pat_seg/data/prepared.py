@@ -32,9 +32,10 @@ import shutil
 import socket
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -278,7 +279,7 @@ def _write_range(bounds: tuple[int, int]) -> tuple[int, np.ndarray, np.ndarray]:
     first, end = bounds
     pixels_total = np.zeros(_PLAN.num_classes, dtype=np.int64)
     presence_total = np.zeros(_PLAN.num_classes, dtype=np.int64)
-    opened: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    opened: dict[int, tuple[np.memmap, np.memmap]] = {}
     for index in range(first, end):
         chunk = next(k for k, (_, _, start, count) in enumerate(_TARGETS) if start <= index < start + count)
         if chunk not in opened:
