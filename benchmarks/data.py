@@ -82,14 +82,18 @@ def photo(rng: np.random.Generator, height: int, width: int, noise: float) -> np
     for _ in range(3):
         fy, fx, fd = rng.uniform(2, 12, size=3)
         py, px = rng.uniform(0, 2 * np.pi, size=2)
-        channels.append(128 + 60 * np.sin(2 * np.pi * fx * x + px) * np.cos(2 * np.pi * fy * y + py)
-                        + 40 * np.sin(2 * np.pi * fd * (x + y)))
+        channels.append(
+            128
+            + 60 * np.sin(2 * np.pi * fx * x + px) * np.cos(2 * np.pi * fy * y + py)
+            + 40 * np.sin(2 * np.pi * fd * (x + y))
+        )
     image = np.stack(channels, axis=-1) + rng.normal(0, noise, (height, width, 3)).astype(np.float32)
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def regions(rng: np.random.Generator, height: int, width: int, values: list[int], background: list[int],
-            count: int) -> np.ndarray:
+def regions(
+    rng: np.random.Generator, height: int, width: int, values: list[int], background: list[int], count: int
+) -> np.ndarray:
     """``uint8 [H, W]`` label map: horizontal bands of ``background`` values under ``count`` random polygons."""
     canvas = Image.new("L", (width, height))
     draw = ImageDraw.Draw(canvas)
@@ -151,17 +155,31 @@ def write_nyuv2_mat(root: Path, count: int, scale: float, rng: np.random.Generat
     raw_ids = np.concatenate([[0], rng.integers(1, 895, size=39)]).astype(np.uint16)
     with h5py.File(root / "nyu_depth_v2_labeled.mat", "w", userblock_size=512) as file:
         # MATLAB's HxWx3xN images are N x 3 x W x H in HDF5, HxWxN labels N x W x H.
-        images = file.create_dataset("images", (total, 3, width, height), dtype=np.uint8,
-                                     chunks=(1, 3, width, height), compression="gzip", compression_opts=3)
-        labels = file.create_dataset("labels", (total, width, height), dtype=np.uint16,
-                                     chunks=(1, width, height), compression="gzip", compression_opts=3)
+        images = file.create_dataset(
+            "images",
+            (total, 3, width, height),
+            dtype=np.uint8,
+            chunks=(1, 3, width, height),
+            compression="gzip",
+            compression_opts=3,
+        )
+        labels = file.create_dataset(
+            "labels",
+            (total, width, height),
+            dtype=np.uint16,
+            chunks=(1, width, height),
+            compression="gzip",
+            compression_opts=3,
+        )
         for i in range(total):
             images[i] = photo(rng, height, width, noise=3.0).transpose(2, 1, 0)
             labels[i] = raw_ids[regions(rng, height, width, list(range(40)), [1, 2, 0], count=25)].T
     train = np.arange(1, count + 1, dtype=np.float64)  # 1-based, as MATLAB
     test = np.arange(count + 1, total + 1, dtype=np.float64)
-    for name, variables in (("splits.mat", {"trainNdxs": train, "testNdxs": test}),
-                            ("classMapping40.mat", {"mapClass": (np.arange(894) % 40 + 1).astype(np.float64)})):
+    for name, variables in (
+        ("splits.mat", {"trainNdxs": train, "testNdxs": test}),
+        ("classMapping40.mat", {"mapClass": (np.arange(894) % 40 + 1).astype(np.float64)}),
+    ):
         with h5py.File(root / name, "w", userblock_size=512) as file:
             for key, value in variables.items():
                 file[key] = value[None, :]  # MATLAB row vector, stored transposed
@@ -179,8 +197,12 @@ def write_oxford_pet(root: Path, count: int, scale: float, rng: np.random.Genera
         Image.fromarray(photo(rng, height, width, noise=20.0)).save(root / "images" / f"{name}.jpg", quality=90)
         trimap = Image.new("L", (width, height), 2)  # background
         draw = ImageDraw.Draw(trimap)
-        box = [width * rng.uniform(0.1, 0.3), height * rng.uniform(0.1, 0.3),
-               width * rng.uniform(0.7, 0.9), height * rng.uniform(0.7, 0.9)]
+        box = [
+            width * rng.uniform(0.1, 0.3),
+            height * rng.uniform(0.1, 0.3),
+            width * rng.uniform(0.7, 0.9),
+            height * rng.uniform(0.7, 0.9),
+        ]
         draw.ellipse(box, fill=3)  # border ring around the pet
         draw.ellipse([box[0] + 4, box[1] + 4, box[2] - 4, box[3] - 4], fill=1)
         trimap.save(root / "annotations" / "trimaps" / f"{name}.png")
@@ -242,15 +264,25 @@ PROTOCOLS = [
 ]
 
 
-def build(protocol: Protocol, root: Path, scale: float, batch_size: int, num_workers: int, prepared: str = "off") -> Any:
+def build(
+    protocol: Protocol, root: Path, scale: float, batch_size: int, num_workers: int, prepared: str = "off"
+) -> Any:
     """The data module of ``protocol`` as ``configs/data/<config>.yaml`` builds it, on ``root``
     (``prepared``: the data module's option; prepared splits go to ``root/../prepared``)."""
     config = yaml.safe_load((REPO / "configs" / "data" / f"{protocol.config}.yaml").read_text())
     module_name, class_name = config["class_path"].rsplit(".", 1)
     cls = getattr(importlib.import_module(module_name), class_name)
-    args = {**config["init_args"], **protocol.overrides, "root": str(root), "batch_size": batch_size,
-            "num_workers": num_workers, "persistent_workers": False, "pin_memory": False,
-            "prepared": prepared, "prepared_dir": str(root.parent / "prepared" / root.name)}
+    args = {
+        **config["init_args"],
+        **protocol.overrides,
+        "root": str(root),
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "persistent_workers": False,
+        "pin_memory": False,
+        "prepared": prepared,
+        "prepared_dir": str(root.parent / "prepared" / root.name),
+    }
     args["size"] = list(scaled(tuple(args["size"]), scale))
     return cls(**args)
 
@@ -315,7 +347,9 @@ def profile_stages(dataset: Any, count: int) -> dict[str, Any]:
         "transform_ms": transform_s * per_image,
         "total_ms": (load_s + transform_s) * per_image,
         "label_held": f"{str(label.dtype).removeprefix('torch.')} {'x'.join(map(str, label.shape))}",
-        "label_mib": label.numel() * label.element_size() / 2**20 if isinstance(label, torch.Tensor) else label.nbytes / 2**20,
+        "label_mib": label.numel() * label.element_size() / 2**20
+        if isinstance(label, torch.Tensor)
+        else label.nbytes / 2**20,
     }
 
 
@@ -409,8 +443,13 @@ def prepare_train(protocol: Protocol, root: Path, args: argparse.Namespace) -> d
     seconds = time.perf_counter() - start
     count = len(datamodule.build_samples("train", datamodule.transform(False)))
     stored = sum(f.stat().st_size for f in folder.glob("chunk-*.npy"))
-    result = {"seconds": seconds, "images": count, "workers": args.prepare_workers,
-              "seconds_per_image": seconds / count, "bytes_per_image": stored / count}
+    result = {
+        "seconds": seconds,
+        "images": count,
+        "workers": args.prepare_workers,
+        "seconds_per_image": seconds / count,
+        "bytes_per_image": stored / count,
+    }
     if protocol.dataset == "Cityscapes":
         result["cityscapes_train_seconds"] = seconds / count * CITYSCAPES_TRAIN_IMAGES
     return result
@@ -496,21 +535,36 @@ def markdown(results: list[dict[str, Any]], files: dict[str, float], args: argpa
         )
     augmented = [r for r in results if r.get("device_augment_ms_per_batch")]
     if augmented:
-        lines += ["", "Prepared augmented splits: random scale, crop and flip of a batch in `on_after_batch_transfer`, "
-                  "ms per batch of " + str(args.batch_size) + ": " + "; ".join(
-                      f"{r['dataset']} / {r['protocol']} {r['device_augment_ms_per_batch'][0]:.1f} ms on "
-                      f"{r['device_augment_ms_per_batch'][1]}" for r in augmented) + "."]
+        lines += [
+            "",
+            "Prepared augmented splits: random scale, crop and flip of a batch in `on_after_batch_transfer`, "
+            "ms per batch of "
+            + str(args.batch_size)
+            + ": "
+            + "; ".join(
+                f"{r['dataset']} / {r['protocol']} {r['device_augment_ms_per_batch'][0]:.1f} ms on "
+                f"{r['device_augment_ms_per_batch'][1]}"
+                for r in augmented
+            )
+            + ".",
+        ]
     built = [r for r in results if r.get("prepare")]
     if built:
-        lines += ["", f"`pat-seg prepare` of the training split ({args.prepare_workers} worker processes on "
-                  f"{os.cpu_count()} cores):", "",
-                  "| data set | protocol | images | wall s | ms/image | stored KiB/image | 2,975 images (Cityscapes train) |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"`pat-seg prepare` of the training split ({args.prepare_workers} worker processes on "
+            f"{os.cpu_count()} cores):",
+            "",
+            "| data set | protocol | images | wall s | ms/image | stored KiB/image | 2,975 images (Cityscapes train) |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
         for r in built:
             b = r["prepare"]
             whole = f"{b['cityscapes_train_seconds'] / 60:.1f} min" if "cityscapes_train_seconds" in b else ""
-            lines.append(f"| {r['dataset']} | {r['protocol']} | {b['images']} | {b['seconds']:.1f} | "
-                         f"{1000 * b['seconds_per_image']:.1f} | {b['bytes_per_image'] / 1024:.0f} | {whole} |")
+            lines.append(
+                f"| {r['dataset']} | {r['protocol']} | {b['images']} | {b['seconds']:.1f} | "
+                f"{1000 * b['seconds_per_image']:.1f} | {b['bytes_per_image'] / 1024:.0f} | {whole} |"
+            )
     return "\n".join(lines)
 
 
@@ -533,11 +587,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results = [measure(p, paths[p.fixture], args, path) for p in wanted for path in args.paths]
     import pat_seg
 
-    return {"machine": machine(), "torch": torch.__version__, "date": date.today().isoformat(),
-            "pat_seg": str(Path(pat_seg.__file__).parent),
-            "settings": {k: v for k, v in vars(args).items() if k not in ("markdown", "json")},
-            "fixture_seconds": generated_s, "file_kib": files, "results": results,
-            "markdown": markdown(results, files, args)}
+    return {
+        "machine": machine(),
+        "torch": torch.__version__,
+        "date": date.today().isoformat(),
+        "pat_seg": str(Path(pat_seg.__file__).parent),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("markdown", "json")},
+        "fixture_seconds": generated_s,
+        "file_kib": files,
+        "results": results,
+        "markdown": markdown(results, files, args),
+    }
 
 
 def parser() -> argparse.ArgumentParser:
@@ -549,15 +609,32 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument("--repeats", type=int, default=3, help="loader passes per setting (median reported)")
     parse.add_argument("--profile-images", type=int, default=16, help="images timed stage by stage")
     parse.add_argument("--batch-size", type=int, default=8)
-    parse.add_argument("--min-pass-s", type=float, default=2.0,
-                       help="repeat the training split so that a pass holds about this many CPU seconds of loading")
-    parse.add_argument("--step-ms", type=float, default=DEFAULT_STEP_MS,
-                       help="GPU training step (DeepLabV3+ R50, 8x512x1024) to feed; default an estimate")
+    parse.add_argument(
+        "--min-pass-s",
+        type=float,
+        default=2.0,
+        help="repeat the training split so that a pass holds about this many CPU seconds of loading",
+    )
+    parse.add_argument(
+        "--step-ms",
+        type=float,
+        default=DEFAULT_STEP_MS,
+        help="GPU training step (DeepLabV3+ R50, 8x512x1024) to feed; default an estimate",
+    )
     parse.add_argument("--only", nargs="*", default=None, help="protocols whose label contains one of these")
-    parse.add_argument("--paths", nargs="+", choices=["sources", "prepared"], default=["sources", "prepared"],
-                       help="read the source files, the prepared split (pat-seg prepare), or both")
-    parse.add_argument("--prepare-workers", type=int, default=len(os.sched_getaffinity(0)),
-                       help="processes of the pat-seg prepare build (default: the usable cores)")
+    parse.add_argument(
+        "--paths",
+        nargs="+",
+        choices=["sources", "prepared"],
+        default=["sources", "prepared"],
+        help="read the source files, the prepared split (pat-seg prepare), or both",
+    )
+    parse.add_argument(
+        "--prepare-workers",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="processes of the pat-seg prepare build (default: the usable cores)",
+    )
     parse.add_argument("--markdown", type=Path, default=None, help="also write the table here")
     parse.add_argument("--json", type=Path, default=None, help="also write every number here")
     return parse

@@ -61,8 +61,16 @@ PARTS_SCRIPT = Path(__file__).resolve().with_name("gpu_parts.py")
 
 # Rows every run must produce (the loss table of docs/benchmarks.md, "GPU check"; gpu_parts.py measures them).
 LOSS_ROWS = (
-    "F.cross_entropy", "CrossEntropyLoss", "FocalLoss (g=2)", "ClassBalancedLoss", "ClassBalancedFocalLoss",
-    "BalancedSoftmaxLoss", "LDAMLoss (+DRW)", "BLVLoss (s=0.5)", "PATLoss (T=20)", "PATLoss (T=20), Triton",
+    "F.cross_entropy",
+    "CrossEntropyLoss",
+    "FocalLoss (g=2)",
+    "ClassBalancedLoss",
+    "ClassBalancedFocalLoss",
+    "BalancedSoftmaxLoss",
+    "LDAMLoss (+DRW)",
+    "BLVLoss (s=0.5)",
+    "PATLoss (T=20)",
+    "PATLoss (T=20), Triton",
 )
 LOSS_CLASSES = (19, 150)
 DTYPES = ("float32", "bfloat16")
@@ -115,8 +123,9 @@ def run_process(command: list[str], log: Path, timeout: float, env: dict[str, st
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with log.open("w") as handle:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             status: int | None = process.wait(timeout=max(timeout, 1))
         except subprocess.TimeoutExpired:
@@ -139,9 +148,17 @@ def run_tests(out: Path, timeout: float, smoke: bool) -> dict[str, Any]:
     log = out / "pytest.log"
     command = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rfEs", "-p", "no:cacheprovider"]
     status, seconds = run_process(command, log, timeout, child_env(smoke, interpret=False))
-    summary = next((line.strip("= ") for line in reversed(log.read_text(errors="replace").splitlines())
-                    if re.search(r"\d+ (passed|failed|skipped|error|deselected)", line)), "")
-    counts = {word.rstrip("s"): int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", summary)}
+    summary = next(
+        (
+            line.strip("= ")
+            for line in reversed(log.read_text(errors="replace").splitlines())
+            if re.search(r"\d+ (passed|failed|skipped|error|deselected)", line)
+        ),
+        "",
+    )
+    counts = {
+        word.rstrip("s"): int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", summary)
+    }
     return {"status": status, "seconds": seconds, "summary": summary, "counts": counts, "timed_out": status is None}
 
 
@@ -216,18 +233,25 @@ def check_diff(data: dict[str, Any]) -> list[str]:
             loss_ok = number(row.get("loss_rel_diff")) and row["loss_rel_diff"] <= LOSS_RTOL
             grad_ok = number(row.get("grad_diff_over_max")) and row["grad_diff_over_max"] <= GRAD_TOL_OVER_MAX[dtype]
             if not loss_ok:
-                problems.append(f"Triton vs PyTorch at {classes} classes, {dtype}: loss differs by "
-                                f"{row.get('loss_rel_diff')} relative (tolerance {LOSS_RTOL})")
+                problems.append(
+                    f"Triton vs PyTorch at {classes} classes, {dtype}: loss differs by "
+                    f"{row.get('loss_rel_diff')} relative (tolerance {LOSS_RTOL})"
+                )
             if not grad_ok:
-                problems.append(f"Triton vs PyTorch at {classes} classes, {dtype}: gradient differs by "
-                                f"{row.get('grad_diff_over_max')} of its largest entry (tolerance {GRAD_TOL_OVER_MAX[dtype]})")
+                problems.append(
+                    f"Triton vs PyTorch at {classes} classes, {dtype}: gradient differs by "
+                    f"{row.get('grad_diff_over_max')} of its largest entry (tolerance {GRAD_TOL_OVER_MAX[dtype]})"
+                )
     return problems
 
 
 def check_step(data: dict[str, Any]) -> list[str]:
     rows = {row["loss"]: row for row in data.get("rows", [])}
-    return [f"training step: no valid row for {name}" for name in STEP_ROWS
-            if name not in rows or not (number(rows[name].get("ms_per_step")) and rows[name]["ms_per_step"] > 0)]
+    return [
+        f"training step: no valid row for {name}"
+        for name in STEP_ROWS
+        if name not in rows or not (number(rows[name].get("ms_per_step")) and rows[name]["ms_per_step"] > 0)
+    ]
 
 
 def check_ddp(data: dict[str, Any], smoke: bool) -> list[str]:
@@ -256,7 +280,9 @@ def check_data(data: dict[str, Any]) -> list[str]:
     for row in rows:
         rates = [*row.get("wall_images_per_s", {}).values(), row.get("images_per_s_per_worker")]
         if not all(number(rate) and rate > 0 for rate in rates):
-            problems.append(f"data loaders: {row.get('dataset')} / {row.get('protocol')} ({row.get('path')}) has no valid rate")
+            problems.append(
+                f"data loaders: {row.get('dataset')} / {row.get('protocol')} ({row.get('path')}) has no valid rate"
+            )
     return problems
 
 
@@ -267,8 +293,14 @@ def check(name: str, record: dict[str, Any], smoke: bool) -> list[str]:
     if "data" not in record:
         return [f"{name}: {record.get('error', 'no result')}"]
     data = record["data"]
-    checks = {"losses": check_losses, "diff": check_diff, "step": check_step, "data": check_data,
-              "ddp": lambda d: check_ddp(d, smoke), "env": lambda d: []}
+    checks = {
+        "losses": check_losses,
+        "diff": check_diff,
+        "step": check_step,
+        "data": check_data,
+        "ddp": lambda d: check_ddp(d, smoke),
+        "env": lambda d: [],
+    }
     return checks[name](data)
 
 
@@ -278,41 +310,58 @@ def fmt(value: Any, digits: int = 1) -> str:
 
 
 def loss_table(data: dict[str, Any]) -> list[str]:
-    lines = [f"Forward+backward, median of {data.get('rounds')} rounds after {data.get('warmup')} warm-up "
-             f"rounds ({data.get('timing')}); peak memory above the logits and target, the logits' gradient included.",
-             "", "| logits | dtype | loss | median ms | x F.cross_entropy | per-round ratio | peak MiB | x F.cross_entropy |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Forward+backward, median of {data.get('rounds')} rounds after {data.get('warmup')} warm-up "
+        f"rounds ({data.get('timing')}); peak memory above the logits and target, the logits' gradient included.",
+        "",
+        "| logits | dtype | loss | median ms | x F.cross_entropy | per-round ratio | peak MiB | x F.cross_entropy |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
     for row in data.get("rows", []):
-        lines.append(f"| {'x'.join(map(str, row['shape']))} | {row['dtype']} | {row['loss']} | {fmt(row.get('median_ms'), 3)} | "
-                     f"{fmt(row.get('time_ratio'), 2)} | {fmt(row.get('round_ratio'), 2)} | {fmt(row.get('peak_mib'), 0)} | "
-                     f"{fmt(row.get('memory_ratio'), 2)} |")
+        lines.append(
+            f"| {'x'.join(map(str, row['shape']))} | {row['dtype']} | {row['loss']} | {fmt(row.get('median_ms'), 3)} | "
+            f"{fmt(row.get('time_ratio'), 2)} | {fmt(row.get('round_ratio'), 2)} | {fmt(row.get('peak_mib'), 0)} | "
+            f"{fmt(row.get('memory_ratio'), 2)} |"
+        )
     return lines
 
 
 def diff_table(data: dict[str, Any]) -> list[str]:
     gradient = ", ".join(f"{tol:.3g} ({dtype})" for dtype, tol in GRAD_TOL_OVER_MAX.items())
-    lines = [f"Same logits through `PATLoss(implementation=\"eager\")` and `(\"triton\")`. Tolerances: loss "
-             f"{LOSS_RTOL:g} relative; gradient {gradient} of its largest entry.", "",
-             "| logits | dtype | loss (PyTorch) | loss abs diff | loss rel diff | grad max abs | grad abs diff | diff / max |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f'Same logits through `PATLoss(implementation="eager")` and `("triton")`. Tolerances: loss '
+        f"{LOSS_RTOL:g} relative; gradient {gradient} of its largest entry.",
+        "",
+        "| logits | dtype | loss (PyTorch) | loss abs diff | loss rel diff | grad max abs | grad abs diff | diff / max |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in data.get("rows", []):
-        lines.append(f"| {'x'.join(map(str, row['shape']))} | {row['dtype']} | {row['loss_pytorch']:.6g} | "
-                     f"{row['loss_abs_diff']:.3g} | {row['loss_rel_diff']:.3g} | {row['grad_abs_max']:.3g} | "
-                     f"{row['grad_abs_diff']:.3g} | {row['grad_diff_over_max']:.3g} |")
+        lines.append(
+            f"| {'x'.join(map(str, row['shape']))} | {row['dtype']} | {row['loss_pytorch']:.6g} | "
+            f"{row['loss_abs_diff']:.3g} | {row['loss_rel_diff']:.3g} | {row['grad_abs_max']:.3g} | "
+            f"{row['grad_abs_diff']:.3g} | {row['grad_diff_over_max']:.3g} |"
+        )
     return lines
 
 
 def step_table(data: dict[str, Any]) -> list[str]:
-    lines = [f"{data.get('model')}, batch {data.get('batch')} of {'x'.join(map(str, data.get('size', [])))}, "
-             f"{data.get('precision')}, channels-last, `Trainer.fit` with logging and checkpointing off; "
-             f"{data.get('timed_steps')} timed steps after {data.get('warmup_steps')} warm-up steps. Peak memory: above the "
-             "pre-loaded batches.", "", "| loss | ms/step | images/s | peak MiB | step / CE step |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"{data.get('model')}, batch {data.get('batch')} of {'x'.join(map(str, data.get('size', [])))}, "
+        f"{data.get('precision')}, channels-last, `Trainer.fit` with logging and checkpointing off; "
+        f"{data.get('timed_steps')} timed steps after {data.get('warmup_steps')} warm-up steps. Peak memory: above the "
+        "pre-loaded batches.",
+        "",
+        "| loss | ms/step | images/s | peak MiB | step / CE step |",
+        "|---|---:|---:|---:|---:|",
+    ]
     rows = data.get("rows", [])
     ce = next((r["ms_per_step"] for r in rows if r["loss"] == "CE" and number(r.get("ms_per_step"))), None)
     for row in rows:
         ratio = row["ms_per_step"] / ce if ce and number(row.get("ms_per_step")) else None
-        lines.append(f"| {row['loss']} | {fmt(row.get('ms_per_step'))} | {fmt(row.get('images_per_s'))} | "
-                     f"{fmt(row.get('peak_mib'), 0)} | {fmt(ratio, 3)} |")
+        lines.append(
+            f"| {row['loss']} | {fmt(row.get('ms_per_step'))} | {fmt(row.get('images_per_s'))} | "
+            f"{fmt(row.get('peak_mib'), 0)} | {fmt(ratio, 3)} |"
+        )
     return lines
 
 
@@ -320,21 +369,26 @@ def ddp_lines(data: dict[str, Any]) -> list[str]:
     if "skipped" in data:
         return [f"Skipped: {data['skipped']}."]
     ranks = data.get("ranks", [])
-    return [f"{data.get('accelerator')}, {data.get('precision')}, sync_batchnorm={data.get('sync_batchnorm')}: "
-            f"{data.get('steps')} steps in {fmt(data.get('seconds'))} s, backends {[r.get('backend') for r in ranks]}, "
-            f"SyncBatchNorm layers {[r.get('sync_batchnorm_layers') for r in ranks]}, weight checksums "
-            f"{[r.get('weight_checksum') for r in ranks]}, val/miou {fmt(data.get('val_miou'), 3)}."]
+    return [
+        f"{data.get('accelerator')}, {data.get('precision')}, sync_batchnorm={data.get('sync_batchnorm')}: "
+        f"{data.get('steps')} steps in {fmt(data.get('seconds'))} s, backends {[r.get('backend') for r in ranks]}, "
+        f"SyncBatchNorm layers {[r.get('sync_batchnorm_layers') for r in ranks]}, weight checksums "
+        f"{[r.get('weight_checksum') for r in ranks]}, val/miou {fmt(data.get('val_miou'), 3)}."
+    ]
 
 
 def summary_markdown(meta: dict[str, Any], records: dict[str, dict[str, Any]], problems: dict[str, list[str]]) -> str:
     env = records.get("env", {}).get("data", {})
     gpus = ", ".join(env.get("gpus", [])) or "no GPU"
     lines = [
-        f"# pat-seg GPU check{' (smoke run)' if meta['smoke'] else ''}: {gpus}", "",
+        f"# pat-seg GPU check{' (smoke run)' if meta['smoke'] else ''}: {gpus}",
+        "",
         f"{meta['date']}, commit {meta['commit']}; torch {env.get('torch')}, triton {env.get('triton')} "
         f"({'interpreted' if env.get('triton_interpreted') else 'compiled'}), CUDA {env.get('cuda_runtime')}; "
-        f"host {env.get('cpu')}. Total {meta['seconds']:.0f} s. Verdict: **{'PASSED' if meta['passed'] else 'FAILED'}**.", "",
-        "| part | status | seconds | expected s (GPU) |", "|---|---|---:|---:|",
+        f"host {env.get('cpu')}. Total {meta['seconds']:.0f} s. Verdict: **{'PASSED' if meta['passed'] else 'FAILED'}**.",
+        "",
+        "| part | status | seconds | expected s (GPU) |",
+        "|---|---|---:|---:|",
     ]
     for part in PARTS:
         record = records.get(part.name, {})
@@ -362,8 +416,9 @@ def summary_markdown(meta: dict[str, Any], records: dict[str, dict[str, Any]], p
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -372,8 +427,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (Triton interpreted)")
-    parser.add_argument("--parts", nargs="+", choices=[p.name for p in PARTS], default=None,
-                        help="run only these parts (env always runs)")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=[p.name for p in PARTS],
+        default=None,
+        help="run only these parts (env always runs)",
+    )
     parser.add_argument("--budget", type=float, default=480.0, help="seconds for the whole run")
     args = parser.parse_args(argv)
     out = args.out.resolve()
@@ -400,12 +460,19 @@ def main(argv: list[str] | None = None) -> int:
         if part.name == "env" and not args.smoke and not record.get("data", {}).get("cuda_available"):
             problems["env"] = ["no CUDA device: this check needs a GPU (use --smoke on a CPU)"]
             break
-    meta = {"smoke": args.smoke, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "commit": git_commit(), "seconds": time.perf_counter() - start, "budget_s": args.budget,
-            "passed": not problems}
+    meta = {
+        "smoke": args.smoke,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": git_commit(),
+        "seconds": time.perf_counter() - start,
+        "budget_s": args.budget,
+        "passed": not problems,
+    }
     (out / "results.json").write_text(json.dumps({"meta": meta, "problems": problems, "parts": records}, indent=1))
     (out / "summary.md").write_text(summary_markdown(meta, records, problems))
-    print(f"{'PASSED' if meta['passed'] else 'FAILED'} in {meta['seconds']:.0f} s; wrote {out}/summary.md and results.json")
+    print(
+        f"{'PASSED' if meta['passed'] else 'FAILED'} in {meta['seconds']:.0f} s; wrote {out}/summary.md and results.json"
+    )
     return 0 if meta["passed"] else 1
 
 

@@ -66,17 +66,47 @@ class Sizes:
 
 # The sizes of docs/benchmarks.md, "GPU check": Cityscapes-like 19 classes at 512x1024 and ADE20K-like 150 at 512x512, batch 8.
 FULL = Sizes(
-    smoke=False, loss_shapes=((8, 19, 512, 1024), (8, 150, 512, 512)), dtypes=("float32", "bfloat16"), loss_rounds=20,
-    loss_warmup=3, step_batch=8, step_size=(512, 1024), step_backbone="resnet50", step_classes=19, step_warmup=5,
-    step_steps=15, ddp_image_size=128, ddp_steps=6, data_images=24, data_scale=1.0, data_workers=(0, 1),
-    data_repeats=2, data_profile_images=8, data_min_pass_s=2.0,
+    smoke=False,
+    loss_shapes=((8, 19, 512, 1024), (8, 150, 512, 512)),
+    dtypes=("float32", "bfloat16"),
+    loss_rounds=20,
+    loss_warmup=3,
+    step_batch=8,
+    step_size=(512, 1024),
+    step_backbone="resnet50",
+    step_classes=19,
+    step_warmup=5,
+    step_steps=15,
+    ddp_image_size=128,
+    ddp_steps=6,
+    data_images=24,
+    data_scale=1.0,
+    data_workers=(0, 1),
+    data_repeats=2,
+    data_profile_images=8,
+    data_min_pass_s=2.0,
 )
 # The same classes and dtypes at tiny sizes; ResNet-18 instead of 50 keeps the CPU step short.
 SMOKE = Sizes(
-    smoke=True, loss_shapes=((2, 19, 16, 32), (2, 150, 8, 16)), dtypes=("float32", "bfloat16"), loss_rounds=3,
-    loss_warmup=1, step_batch=2, step_size=(64, 128), step_backbone="resnet18", step_classes=19, step_warmup=1,
-    step_steps=2, ddp_image_size=32, ddp_steps=2, data_images=24, data_scale=0.1, data_workers=(0, 1),
-    data_repeats=1, data_profile_images=4, data_min_pass_s=0.1,
+    smoke=True,
+    loss_shapes=((2, 19, 16, 32), (2, 150, 8, 16)),
+    dtypes=("float32", "bfloat16"),
+    loss_rounds=3,
+    loss_warmup=1,
+    step_batch=2,
+    step_size=(64, 128),
+    step_backbone="resnet18",
+    step_classes=19,
+    step_warmup=1,
+    step_steps=2,
+    ddp_image_size=32,
+    ddp_steps=2,
+    data_images=24,
+    data_scale=0.1,
+    data_workers=(0, 1),
+    data_repeats=1,
+    data_profile_images=4,
+    data_min_pass_s=0.1,
 )
 
 
@@ -146,14 +176,23 @@ def part_diff(sizes: Sizes, out: Path) -> dict[str, Any]:
             triton_value, triton_grad = pat_value_and_grad("triton", logits, target)
             grad_diff = float((triton_grad.double() - eager_grad.double()).abs().max())
             grad_max = float(eager_grad.double().abs().max())
-            rows.append({
-                "shape": list(shape), "dtype": dtype_name, "loss_pytorch": eager_value, "loss_triton": triton_value,
-                "loss_abs_diff": abs(triton_value - eager_value),
-                "loss_rel_diff": abs(triton_value - eager_value) / max(abs(eager_value), 1e-30),
-                "grad_abs_diff": grad_diff, "grad_abs_max": grad_max, "grad_diff_over_max": grad_diff / max(grad_max, 1e-30),
-                "grad_dtype": str(triton_grad.dtype).replace("torch.", ""),
-            })
-            print(f"diff {shape} {dtype_name}: loss {rows[-1]['loss_abs_diff']:.3g}, grad {grad_diff:.3g} (max {grad_max:.3g})")
+            rows.append(
+                {
+                    "shape": list(shape),
+                    "dtype": dtype_name,
+                    "loss_pytorch": eager_value,
+                    "loss_triton": triton_value,
+                    "loss_abs_diff": abs(triton_value - eager_value),
+                    "loss_rel_diff": abs(triton_value - eager_value) / max(abs(eager_value), 1e-30),
+                    "grad_abs_diff": grad_diff,
+                    "grad_abs_max": grad_max,
+                    "grad_diff_over_max": grad_diff / max(grad_max, 1e-30),
+                    "grad_dtype": str(triton_grad.dtype).replace("torch.", ""),
+                }
+            )
+            print(
+                f"diff {shape} {dtype_name}: loss {rows[-1]['loss_abs_diff']:.3g}, grad {grad_diff:.3g} (max {grad_max:.3g})"
+            )
             del logits, target, eager_grad, triton_grad
             free_memory()
     return {"rows": rows}
@@ -165,8 +204,9 @@ def part_losses(sizes: Sizes, out: Path) -> dict[str, Any]:
     rows = []
     for shape in sizes.loss_shapes:
         for dtype_name in sizes.dtypes:
-            table = loss_bench.measure_losses(shape, getattr(torch, dtype_name), dev, sizes.loss_rounds,
-                                              sizes.loss_warmup)
+            table = loss_bench.measure_losses(
+                shape, getattr(torch, dtype_name), dev, sizes.loss_rounds, sizes.loss_warmup
+            )
             for name, numbers in table.items():
                 rows.append({"shape": list(shape), "dtype": dtype_name, "loss": name, **numbers})
             print(f"losses {shape} {dtype_name}: {len(table)} rows")
@@ -197,8 +237,10 @@ def part_step(sizes: Sizes, out: Path) -> dict[str, Any]:
     shape = (sizes.step_batch, sizes.step_classes, height, width)
     generator = torch.Generator(device=dev).manual_seed(0)
     distinct = [
-        {"image": torch.randn(sizes.step_batch, 3, height, width, device=dev, generator=generator),
-         "target": loss_bench.long_tailed_target(shape, dev, seed=i)}
+        {
+            "image": torch.randn(sizes.step_batch, 3, height, width, device=dev, generator=generator),
+            "target": loss_bench.long_tailed_target(shape, dev, seed=i),
+        }
         for i in range(4)
     ]
     batches = [distinct[i % len(distinct)] for i in range(sizes.step_warmup + sizes.step_steps)]
@@ -206,15 +248,30 @@ def part_step(sizes: Sizes, out: Path) -> dict[str, Any]:
     for name, make_loss in step_losses().items():
         torch.manual_seed(0)
         model = DeepLabV3Plus(num_classes=sizes.step_classes, backbone=sizes.step_backbone)
-        cost = step_bench.fit_step_cost(model, make_loss(), batches, sizes.step_warmup, dev, sizes.step_classes,
-                                        precision="bf16-mixed", channels_last=True)
+        cost = step_bench.fit_step_cost(
+            model,
+            make_loss(),
+            batches,
+            sizes.step_warmup,
+            dev,
+            sizes.step_classes,
+            precision="bf16-mixed",
+            channels_last=True,
+        )
         rows.append({"loss": name, **cost})
         print(f"step {name}: {cost}")
         del model
         free_memory()
-    return {"rows": rows, "model": f"DeepLabV3Plus({sizes.step_backbone}, random init)", "batch": sizes.step_batch,
-            "size": list(sizes.step_size), "precision": "bf16-mixed", "channels_last": True,
-            "warmup_steps": sizes.step_warmup, "timed_steps": sizes.step_steps}
+    return {
+        "rows": rows,
+        "model": f"DeepLabV3Plus({sizes.step_backbone}, random init)",
+        "batch": sizes.step_batch,
+        "size": list(sizes.step_size),
+        "precision": "bf16-mixed",
+        "channels_last": True,
+        "warmup_steps": sizes.step_warmup,
+        "timed_steps": sizes.step_steps,
+    }
 
 
 def part_ddp(sizes: Sizes, out: Path) -> dict[str, Any] | None:
@@ -249,24 +306,41 @@ def part_ddp(sizes: Sizes, out: Path) -> dict[str, Any] | None:
 
             weights = torch.cat([p.detach().double().flatten() for p in pl_module.parameters()])
             mine = {
-                "backend": dist.get_backend(), "world_size": dist.get_world_size(), "rank": dist.get_rank(),
+                "backend": dist.get_backend(),
+                "world_size": dist.get_world_size(),
+                "rank": dist.get_rank(),
                 "sync_batchnorm_layers": sum(isinstance(m, torch.nn.SyncBatchNorm) for m in pl_module.modules()),
-                "weight_checksum": float(weights.sum()), "weight_sq_checksum": float((weights**2).sum()),
+                "weight_checksum": float(weights.sum()),
+                "weight_sq_checksum": float((weights**2).sum()),
             }
             gathered: list[Any] = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, mine)
             self.ranks = gathered
 
     probe = Probe()
-    datamodule = SyntheticLongTailDataModule(num_train=sizes.ddp_steps * 2 * 4, num_val=7, num_test=2,
-                                             image_size=sizes.ddp_image_size, batch_size=4)
-    module = SegmentationModule(UNet(num_classes=datamodule.num_classes, base_channels=8, depth=2), PATLoss(),
-                                num_classes=datamodule.num_classes)
+    datamodule = SyntheticLongTailDataModule(
+        num_train=sizes.ddp_steps * 2 * 4, num_val=7, num_test=2, image_size=sizes.ddp_image_size, batch_size=4
+    )
+    module = SegmentationModule(
+        UNet(num_classes=datamodule.num_classes, base_channels=8, depth=2),
+        PATLoss(),
+        num_classes=datamodule.num_classes,
+    )
     with tempfile.TemporaryDirectory(prefix="pat-seg-ddp-") as root:
         trainer = L.Trainer(
-            accelerator=accelerator, devices=2, strategy="ddp", sync_batchnorm=sync_batchnorm, precision=precision,
-            max_steps=sizes.ddp_steps, max_epochs=1, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, callbacks=[probe], default_root_dir=root,
+            accelerator=accelerator,
+            devices=2,
+            strategy="ddp",
+            sync_batchnorm=sync_batchnorm,
+            precision=precision,
+            max_steps=sizes.ddp_steps,
+            max_epochs=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[probe],
+            default_root_dir=root,
         )
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule)
@@ -275,9 +349,15 @@ def part_ddp(sizes: Sizes, out: Path) -> dict[str, Any] | None:
     if not trainer.is_global_zero:
         return None
     miou = metrics[0].get("val/miou") if metrics else None
-    return {"accelerator": accelerator, "precision": precision, "sync_batchnorm": sync_batchnorm,
-            "steps": trainer.global_step, "ranks": probe.ranks, "val_miou": None if miou is None else float(miou),
-            "seconds": seconds}
+    return {
+        "accelerator": accelerator,
+        "precision": precision,
+        "sync_batchnorm": sync_batchnorm,
+        "steps": trainer.global_step,
+        "ranks": probe.ranks,
+        "val_miou": None if miou is None else float(miou),
+        "seconds": seconds,
+    }
 
 
 def part_data(sizes: Sizes, out: Path) -> dict[str, Any]:
@@ -290,18 +370,36 @@ def part_data(sizes: Sizes, out: Path) -> dict[str, Any]:
         measured = [r["ms_per_step"] for r in rows if isinstance(r.get("ms_per_step"), (int, float))]
         if measured:
             step_ms, source = min(measured), "measured in part 4 (fastest of its rows)"
-    args = data_bench.parser().parse_args([
-        "--images", str(sizes.data_images), "--scale", str(sizes.data_scale), "--repeats", str(sizes.data_repeats),
-        "--profile-images", str(sizes.data_profile_images), "--step-ms", str(step_ms),
-        "--workers", *map(str, sizes.data_workers), "--min-pass-s", str(sizes.data_min_pass_s),
-    ])
+    args = data_bench.parser().parse_args(
+        [
+            "--images",
+            str(sizes.data_images),
+            "--scale",
+            str(sizes.data_scale),
+            "--repeats",
+            str(sizes.data_repeats),
+            "--profile-images",
+            str(sizes.data_profile_images),
+            "--step-ms",
+            str(step_ms),
+            "--workers",
+            *map(str, sizes.data_workers),
+            "--min-pass-s",
+            str(sizes.data_min_pass_s),
+        ]
+    )
     result = data_bench.run(args)
     result["step_ms_source"] = source
     return result
 
 
 PARTS: dict[str, Callable[[Sizes, Path], dict[str, Any] | None]] = {
-    "env": part_env, "diff": part_diff, "losses": part_losses, "step": part_step, "ddp": part_ddp, "data": part_data,
+    "env": part_env,
+    "diff": part_diff,
+    "losses": part_losses,
+    "step": part_step,
+    "ddp": part_ddp,
+    "data": part_data,
 }
 
 

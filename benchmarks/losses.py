@@ -67,8 +67,9 @@ class LiveTensorMemory(TorchDispatchMode):
         self.current -= self._live.pop(key, 0)
 
 
-def long_tailed_target(shape: tuple[int, int, int, int], device: torch.device, ignore_fraction: float = 0.05,
-                       seed: int = 0) -> Tensor:
+def long_tailed_target(
+    shape: tuple[int, int, int, int], device: torch.device, ignore_fraction: float = 0.05, seed: int = 0
+) -> Tensor:
     """Labels with class ``c`` about twice as frequent as ``c + 1``, and ``ignore_fraction`` set to 255."""
     batch, num_classes, height, width = shape
     g = torch.Generator().manual_seed(seed)
@@ -155,8 +156,15 @@ def timed_run(loss: Callable[[Tensor, Tensor], Tensor], logits: Tensor, target: 
     return 1000 * (time.perf_counter() - start)
 
 
-def measure_losses(shape: tuple[int, int, int, int], dtype: torch.dtype, device: torch.device, rounds: int,
-                   warmup: int, triton: bool | None = None, seed: int = 0) -> dict[str, dict[str, float]]:
+def measure_losses(
+    shape: tuple[int, int, int, int],
+    dtype: torch.dtype,
+    device: torch.device,
+    rounds: int,
+    warmup: int,
+    triton: bool | None = None,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
     """Forward+backward of every loss on one ``[B, L, H, W]`` logits tensor, in interleaved rounds.
 
     Returns, per loss: ``median_ms``, ``min_ms``, ``max_ms``, ``time_ratio`` (median / the median of
@@ -173,7 +181,7 @@ def measure_losses(shape: tuple[int, int, int, int], dtype: torch.dtype, device:
     names = list(table)
     for round_ in range(warmup + rounds):
         # Each round starts at a different loss, so no loss always runs right after the same one.
-        for name in names[round_ % len(names):] + names[: round_ % len(names)]:
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
             elapsed = timed_run(table[name], logits, target)
             if round_ >= warmup:
                 times[name].append(elapsed)
@@ -201,9 +209,11 @@ def markdown_table(rows: dict[str, dict[str, float]]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in rows.items():
-        lines.append(f"| {name} | {row['median_ms']:.1f} | {row['min_ms']:.1f}-{row['max_ms']:.1f} | "
-                     f"{row['time_ratio']:.2f} | {row['round_ratio']:.2f} | {row['peak_mib']:.0f} | "
-                     f"{row['memory_ratio']:.2f} |")
+        lines.append(
+            f"| {name} | {row['median_ms']:.1f} | {row['min_ms']:.1f}-{row['max_ms']:.1f} | "
+            f"{row['time_ratio']:.2f} | {row['round_ratio']:.2f} | {row['peak_mib']:.0f} | "
+            f"{row['memory_ratio']:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -222,8 +232,10 @@ def main(argv: list[str] | None = None) -> None:
     shape = tuple(args.shape)
     rows = measure_losses(shape, getattr(torch, args.dtype), device, args.rounds, args.warmup)  # type: ignore[arg-type]
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
-    print(f"logits {'x'.join(map(str, shape))} {args.dtype} on {device} (threads: {threads}), "
-          f"forward+backward, median of {args.rounds} interleaved rounds")
+    print(
+        f"logits {'x'.join(map(str, shape))} {args.dtype} on {device} (threads: {threads}), "
+        f"forward+backward, median of {args.rounds} interleaved rounds"
+    )
     print("time: median and range over rounds; x F.cross_entropy: ratio of medians, and the median of the")
     print("per-round ratios (each loss against F.cross_entropy in the same round: steadier under load)")
     print(markdown_table(rows))

@@ -94,18 +94,30 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="pat-seg-litdata-") as scratch:
         output = Path(scratch) / "optimized"
         start = time.perf_counter()
-        litdata.optimize(fn=LitDataSample(dataset.arrays), inputs=list(range(count)),
-                         output_dir=str(output), chunk_bytes="256MB", num_workers=1, verbose=False)
+        litdata.optimize(
+            fn=LitDataSample(dataset.arrays),
+            inputs=list(range(count)),
+            output_dir=str(output),
+            chunk_bytes="256MB",
+            num_workers=1,
+            verbose=False,
+        )
         optimize_s = time.perf_counter() - start
         size = sum(f.stat().st_size for f in output.iterdir())
-        timed_pass(litdata.StreamingDataLoader(litdata.StreamingDataset(str(output)), batch_size=8, num_workers=1), count)
+        timed_pass(
+            litdata.StreamingDataLoader(litdata.StreamingDataset(str(output)), batch_size=8, num_workers=1), count
+        )
         for _ in range(args.repeats):
             streaming = litdata.StreamingDataset(str(output), shuffle=True, seed=0)
-            results["LitData"].append(timed_pass(litdata.StreamingDataLoader(streaming, batch_size=8, num_workers=1), count))
+            results["LitData"].append(
+                timed_pass(litdata.StreamingDataLoader(streaming, batch_size=8, num_workers=1), count)
+            )
         shutil.rmtree(output, ignore_errors=True)
-    print(f"Cityscapes paper protocol (256x512 uint8), {count} images per pass, 1 loader worker, batch 8, "
-          f"median of {args.repeats}; litdata {litdata.__version__}, optimize: {optimize_s:.1f} s, "
-          f"{size / count / 1024:.0f} KiB per sample")
+    print(
+        f"Cityscapes paper protocol (256x512 uint8), {count} images per pass, 1 loader worker, batch 8, "
+        f"median of {args.repeats}; litdata {litdata.__version__}, optimize: {optimize_s:.1f} s, "
+        f"{size / count / 1024:.0f} KiB per sample"
+    )
     print("| format | images/s per worker (CPU) | wall images/s |")
     print("|---|---:|---:|")
     for name, passes in results.items():

@@ -49,7 +49,9 @@ def synchronize(device: torch.device) -> None:
 # --- step: Lightning vs plain loop ------------------------------------------------------------------
 def make_batches(count: int, batch_size: int, image_size: int) -> list[Batch]:
     """``count`` synthetic long-tailed batches, generated once so that data cost is the same (zero) for all."""
-    data = SyntheticLongTailDataModule(num_train=count * batch_size, num_val=1, num_test=1, image_size=image_size, batch_size=batch_size)
+    data = SyntheticLongTailDataModule(
+        num_train=count * batch_size, num_val=1, num_test=1, image_size=image_size, batch_size=batch_size
+    )
     data.setup("fit")
     batches = list(data.train_dataloader())
     return batches[:count]
@@ -60,7 +62,9 @@ def make_model(num_classes: int, base_channels: int, depth: int, device: torch.d
     return UNet(num_classes=num_classes, base_channels=base_channels, depth=depth).to(device)
 
 
-def plain_loop_stamps(model: nn.Module, loss_fn: nn.Module, batches: list[Batch], warmup: int, device: torch.device) -> Stamps:
+def plain_loop_stamps(
+    model: nn.Module, loss_fn: nn.Module, batches: list[Batch], warmup: int, device: torch.device
+) -> Stamps:
     """What SegmentationModule + Trainer do per step, written as a bare PyTorch loop; see step_stamps."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=len(batches))
@@ -116,8 +120,15 @@ class StepClock(L.Callback):
 
 
 def lightning_stamps(
-    model: nn.Module, loss_fn: nn.Module, batches: list[Batch], warmup: int, device: torch.device, logged: bool, num_classes: int,
-    precision: str = "32-true", channels_last: bool = False,
+    model: nn.Module,
+    loss_fn: nn.Module,
+    batches: list[Batch],
+    warmup: int,
+    device: torch.device,
+    logged: bool,
+    num_classes: int,
+    precision: str = "32-true",
+    channels_last: bool = False,
 ) -> Stamps:
     """Stamps of ``Trainer.fit`` of :class:`SegmentationModule` over ``batches`` (see :class:`StepClock`)."""
     clock = StepClock(warmup, len(batches))
@@ -144,8 +155,16 @@ def lightning_stamps(
     return clock.stamps
 
 
-def fit_step_cost(model: nn.Module, loss_fn: nn.Module, batches: list[Batch], warmup: int, device: torch.device,
-                  num_classes: int, precision: str, channels_last: bool) -> dict[str, float | None]:
+def fit_step_cost(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    batches: list[Batch],
+    warmup: int,
+    device: torch.device,
+    num_classes: int,
+    precision: str,
+    channels_last: bool,
+) -> dict[str, float | None]:
     """One ``Trainer.fit`` run: ``ms_per_step`` (mean of the steps after ``warmup``, CUDA synchronised at
     both ends), ``images_per_s`` and, on CUDA, ``peak_mib``: the most memory allocated during the run
     above what was allocated before it (the batches), so network, optimiser state and activations."""
@@ -184,7 +203,9 @@ def run_step(args: argparse.Namespace) -> str:
                 if runner == runners[0]:
                     run = plain_loop_stamps(model, loss_cls(), batches, args.warmup, device)
                 else:
-                    run = lightning_stamps(model, loss_cls(), batches, args.warmup, device, runner == runners[2], num_classes)
+                    run = lightning_stamps(
+                        model, loss_cls(), batches, args.warmup, device, runner == runners[2], num_classes
+                    )
                 stamps[(loss_name, runner)].append(run)
     statistic = "median of all single steps" if per_step else "median over repeats of the mean step"
     lines = [
@@ -209,7 +230,9 @@ def run_step(args: argparse.Namespace) -> str:
     for loss_name in losses:
         means = [step_milliseconds([run], 0, per_step=False) for run in stamps[(loss_name, runners[0])]]
         spread = 100 * (max(means) - min(means)) / statistics.median(means)
-        lines.append(f"Noise ({loss_name}, plain loop): the repeats' mean wall step times span {spread:.1f}% of their median.  ")
+        lines.append(
+            f"Noise ({loss_name}, plain loop): the repeats' mean wall step times span {spread:.1f}% of their median.  "
+        )
     pat, ce = (step_milliseconds(stamps[(name, runners[0])], 0, per_step) for name in ("PAT", "CE"))
     lines.append(f"PAT step / CE step (plain loop, wall): {pat / ce:.3f}.")
     return "\n".join(lines)

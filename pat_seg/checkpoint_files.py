@@ -53,8 +53,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         with torch.serialization.safe_globals(list(CHECKPOINT_TYPES)):
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # torch raises pickle, zip and runtime errors for a damaged file
-        raise UnreadableCheckpointError(f"cannot read checkpoint {path}: {_why_unreadable(path, error)}"
-                                        f"{_others(path)}") from error
+        raise UnreadableCheckpointError(
+            f"cannot read checkpoint {path}: {_why_unreadable(path, error)}{_others(path)}"
+        ) from error
     if not isinstance(state, dict):
         raise UnreadableCheckpointError(f"{path} is not a Lightning checkpoint (a {type(state).__name__}, not a dict)")
     return state
@@ -63,13 +64,18 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def _why_unreadable(path: Path, error: Exception) -> str:
     """The globals a refused pickle names (read without running them), else the loader's first line."""
     try:
-        unsafe = [name for name in torch.serialization.get_unsafe_globals_in_checkpoint(path)
-                  if name not in {f"{kind.__module__}.{kind.__qualname__}" for kind in CHECKPOINT_TYPES}]
+        unsafe = [
+            name
+            for name in torch.serialization.get_unsafe_globals_in_checkpoint(path)
+            if name not in {f"{kind.__module__}.{kind.__qualname__}" for kind in CHECKPOINT_TYPES}
+        ]
     except Exception:  # not even a readable archive: the loader's own words say what is wrong
         unsafe = []
     if unsafe:
-        return (f"it would call or build {', '.join(unsafe[:4])} when loaded, which can run any code; pat-seg "
-                f"loads only weights and plain values (torch.load(weights_only=True))")
+        return (
+            f"it would call or build {', '.join(unsafe[:4])} when loaded, which can run any code; pat-seg "
+            f"loads only weights and plain values (torch.load(weights_only=True))"
+        )
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
@@ -141,8 +147,9 @@ class SafeCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"storage_options are not supported by {type(self).__name__}; got {storage_options!r}")
         write_checkpoint(checkpoint, path)
 
-    def load_checkpoint(self, path: Any, map_location: Callable[..., Any] | None = None,
-                        weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: Any, map_location: Callable[..., Any] | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         if weights_only is False:
             raise ConfigurationError("pat-seg never loads a checkpoint with weights_only=False (it could run code)")
         if self._opened is not None and Path(path).resolve() == self._opened[0].resolve():

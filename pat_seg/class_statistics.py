@@ -116,7 +116,9 @@ def class_statistics(
         labels = label_tensor(item, seen).long()
         maps = labels if batched else labels.unsqueeze(0)
         if maps.dim() == 0:
-            raise ConfigurationError(f"batched=True needs items with a batch dimension; item at label map {seen} is a scalar")
+            raise ConfigurationError(
+                f"batched=True needs items with a batch dimension; item at label map {seen} is a scalar"
+            )
         valid = torch.ones_like(maps, dtype=torch.bool) if ignore_index is None else maps != ignore_index
         bad = valid & ((maps < 0) | (maps >= num_classes))
         if bool(bad.any()):
@@ -134,14 +136,16 @@ def class_statistics(
     return ClassStatistics(pixels=pixels.tolist(), images=images.tolist(), num_images=seen)
 
 
-def count_classes(label_maps: Iterable[Any], num_classes: int, ignore_index: int | None = 255,
-                  batched: bool = False) -> list[int]:
+def count_classes(
+    label_maps: Iterable[Any], num_classes: int, ignore_index: int | None = 255, batched: bool = False
+) -> list[int]:
     """Valid pixels of each class over ``label_maps`` (the ``class_counts`` of the losses); see :func:`class_statistics`."""
     return class_statistics(label_maps, num_classes, ignore_index, batched).pixels
 
 
-def count_images_per_class(label_maps: Iterable[Any], num_classes: int, ignore_index: int | None = 255,
-                           batched: bool = False) -> list[int]:
+def count_images_per_class(
+    label_maps: Iterable[Any], num_classes: int, ignore_index: int | None = 255, batched: bool = False
+) -> list[int]:
     """Label maps holding each class (at least one valid pixel); see :func:`class_statistics`."""
     return class_statistics(label_maps, num_classes, ignore_index, batched).images
 

@@ -54,9 +54,11 @@ class PatSegCLI(LightningCLI):
         # Always on the trainer; it acts in `pat-seg predict` only (--predictions.overlay=true for overlays).
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_argument(
-            "--name", type=str | None, default=None,
+            "--name",
+            type=str | None,
+            default=None,
             help="experiment name: runs go to lightning_logs/<name>/version_N (default: the first --config "
-                 "file's name without .yaml, or 'default')",
+            "file's name without .yaml, or 'default')",
         )
 
     # Lightning offers no public switch for this: the one private LightningCLI method pat-seg overrides
@@ -105,15 +107,17 @@ class PatSegCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         settings = self._of_subcommand(self.config_init)
         trainer_settings = settings["trainer"]
-        plan = plan_command(CommandRequest(
-            subcommand=str(self.subcommand or "fit"),
-            ckpt_path=settings.get("ckpt_path"),
-            run=self._logged_run(settings, trainer_settings),
-            config_files=[str(path) for path in settings.get("config") or []],
-            config=self._config_to_save(),
-            max_epochs=trainer_settings.get("max_epochs"),
-            max_steps=trainer_settings.get("max_steps"),
-        ))
+        plan = plan_command(
+            CommandRequest(
+                subcommand=str(self.subcommand or "fit"),
+                ckpt_path=settings.get("ckpt_path"),
+                run=self._logged_run(settings, trainer_settings),
+                config_files=[str(path) for path in settings.get("config") or []],
+                config=self._config_to_save(),
+                max_epochs=trainer_settings.get("max_epochs"),
+                max_steps=trainer_settings.get("max_steps"),
+            )
+        )
         if plan.state is not None:
             check_weights_fit(self.model, plan.state, plan.checkpoint)
         for message in plan.warnings:
@@ -159,8 +163,9 @@ class PatSegCLI(LightningCLI):
             # Events the interrupted process wrote after the checkpoint are hidden by TensorBoard.
             options["purge_step"] = purge_step
         sub_dir = SUBFOLDERS.get(str(self.subcommand))
-        return TensorBoardLogger(str(folder.save_dir), name=folder.experiment, version=folder.version,
-                                 sub_dir=sub_dir, **options)
+        return TensorBoardLogger(
+            str(folder.save_dir), name=folder.experiment, version=folder.version, sub_dir=sub_dir, **options
+        )
 
 
 def fill_classes_from_run(config: Namespace) -> None:
@@ -173,8 +178,10 @@ def fill_classes_from_run(config: Namespace) -> None:
     run = run_of(config.get("ckpt_path"), list(config.get("config") or []))
     hparams = run.path / HPARAMS if run is not None and run.path is not None else None
     if hparams is None or not hparams.is_file():
-        raise ConfigurationError("ImageFolderDataModule needs --data.num_classes (and --data.class_names), or a run's "
-                         "config.yaml / checkpoint whose hparams.yaml holds them")
+        raise ConfigurationError(
+            "ImageFolderDataModule needs --data.num_classes (and --data.class_names), or a run's "
+            "config.yaml / checkpoint whose hparams.yaml holds them"
+        )
     recorded = yaml.safe_load(hparams.read_text()) or {}
     data.init_args.num_classes = recorded.get("num_classes")
     data.init_args.class_names = recorded.get("class_names")
@@ -187,22 +194,32 @@ def check_weights_fit(module: Any, state: dict[str, Any], checkpoint: Path | Non
     if not getattr(module, "strict_loading", True) or saved == expected:
         return
     missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
-    reshaped = [f"{name} {saved[name]} vs {expected[name]}" for name in sorted(set(saved) & set(expected))
-                if saved[name] != expected[name]]
-    details = [f"{label}: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}"
-               for label, names in (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped))
-               if names]
-    raise ConfigurationError(f"checkpoint {checkpoint} does not fit the configured network "
-                             f"({type(getattr(module, 'model', module)).__name__}): " + "; ".join(details)
-                             + "\ngive the config the checkpoint was trained with (its run's config.yaml)")
+    reshaped = [
+        f"{name} {saved[name]} vs {expected[name]}"
+        for name in sorted(set(saved) & set(expected))
+        if saved[name] != expected[name]
+    ]
+    details = [
+        f"{label}: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}"
+        for label, names in (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped))
+        if names
+    ]
+    raise ConfigurationError(
+        f"checkpoint {checkpoint} does not fit the configured network "
+        f"({type(getattr(module, 'model', module)).__name__}): "
+        + "; ".join(details)
+        + "\ngive the config the checkpoint was trained with (its run's config.yaml)"
+    )
 
 
 def with_safe_checkpoints(configured: Any, plan: CommandPlan) -> list[Any]:
     """The trainer's plugins with :class:`SafeCheckpointIO` reading and writing its checkpoints."""
     plugins = [] if configured is None else list(configured) if isinstance(configured, (list, tuple)) else [configured]
     if any(isinstance(plugin, CheckpointIO) for plugin in plugins):
-        raise ConfigurationError("pat-seg reads and writes checkpoints itself (safe loading, atomic saves): "
-                                 "remove the CheckpointIO from --trainer.plugins")
+        raise ConfigurationError(
+            "pat-seg reads and writes checkpoints itself (safe loading, atomic saves): "
+            "remove the CheckpointIO from --trainer.plugins"
+        )
     opened = (plan.checkpoint, plan.state) if plan.checkpoint is not None and plan.state is not None else None
     return [*plugins, SafeCheckpointIO(opened)]
 
@@ -220,8 +237,9 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> PatSegCLI:
     # No abbreviated options (--trainer.max_epoch is not --trainer.max_epochs), and a parse error is
     # raised (explained by pat_seg.errors) instead of jsonargparse printing the usage before it.
     strict = {"formatter_class": PatSegHelpFormatter, "allow_abbrev": False, "exit_on_error": False}
-    parser_kwargs: dict[str, Any] = {command: {"default_config_files": [DEFAULT_CONFIG], **strict}
-                                     for command in SUBCOMMANDS}
+    parser_kwargs: dict[str, Any] = {
+        command: {"default_config_files": [DEFAULT_CONFIG], **strict} for command in SUBCOMMANDS
+    }
     parser_kwargs.update(strict)
     return PatSegCLI(
         SegmentationModule,

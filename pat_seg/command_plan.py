@@ -95,12 +95,16 @@ def _plan_fit(request: CommandRequest) -> CommandPlan:
     warnings: list[str] = []
     if ckpt_path == "last":
         if default is None:
-            raise ResumeError("--ckpt_path last looks for the run in the TensorBoard logger's folder, but this "
-                              "command logs elsewhere: give --ckpt_path FILE")
+            raise ResumeError(
+                "--ckpt_path last looks for the run in the TensorBoard logger's folder, but this "
+                "command logs elsewhere: give --ckpt_path FILE"
+            )
         run = _run_to_continue(default, request.config)
         if run is None:
-            warnings.append(f"--ckpt_path last: no run of {default.experiment!r} under {default.save_dir} has a "
-                            f"last checkpoint; starting a new run")
+            warnings.append(
+                f"--ckpt_path last: no run of {default.experiment!r} under {default.save_dir} has a "
+                f"last checkpoint; starting a new run"
+            )
             return CommandPlan(default, warnings=tuple(warnings))
         checkpoint, state = _readable_last(run, warnings)
     else:
@@ -112,8 +116,7 @@ def _plan_fit(request: CommandRequest) -> CommandPlan:
     progress = CheckpointProgress.of(state)
     _check_budget(checkpoint, progress, request.max_epochs, request.max_steps)
     where = run.path if run is not None and run.path is not None else "a new run"
-    note = (f"resuming {where} from {checkpoint} (epoch {progress.completed_epochs}, "
-            f"global step {progress.global_step})")
+    note = f"resuming {where} from {checkpoint} (epoch {progress.completed_epochs}, global step {progress.global_step})"
     return CommandPlan(run, checkpoint, state, progress.global_step, warnings=tuple(warnings), notes=(note,))
 
 
@@ -140,7 +143,9 @@ def _run_to_continue(default: RunFolder, config: dict[str, Any]) -> RunFolder | 
     raise ResumeError(
         f"--ckpt_path last: no run of {default.experiment!r} was made with this config, so none can be continued "
         f"(a run may only be given a larger budget, trainer.max_epochs / max_steps). Runs and how they differ:\n"
-        + "\n".join(refusals[:5]) + "\nstart a new run without --ckpt_path, or give --name to name it apart")
+        + "\n".join(refusals[:5])
+        + "\nstart a new run without --ckpt_path, or give --name to name it apart"
+    )
 
 
 def _differences(run: RunFolder, config: dict[str, Any]) -> list[str]:
@@ -153,9 +158,11 @@ def _check_same_run(run: RunFolder, config: dict[str, Any], flag: str) -> None:
     differences = _differences(run, config)
     if differences:
         listed = "\n".join(f"  {difference}" for difference in differences[:8])
-        raise ResumeError(f"{flag}: run {run.path} was made with another config, and continuing it would "
-                          f"rewrite it. Its config.yaml -> this command:\n{listed}\ngive the run's own "
-                          f"config ({run.path}/config.yaml) or start a new run without --ckpt_path")
+        raise ResumeError(
+            f"{flag}: run {run.path} was made with another config, and continuing it would "
+            f"rewrite it. Its config.yaml -> this command:\n{listed}\ngive the run's own "
+            f"config ({run.path}/config.yaml) or start a new run without --ckpt_path"
+        )
 
 
 def _readable_last(run: RunFolder, warnings: list[str]) -> tuple[Path, dict[str, Any]]:
@@ -168,26 +175,33 @@ def _readable_last(run: RunFolder, warnings: list[str]) -> tuple[Path, dict[str,
                 state = read_checkpoint(other)
             except UnreadableCheckpointError:
                 continue
-            warnings.append(f"{run.last} cannot be read ({str(unreadable).splitlines()[0]}); "
-                            f"--ckpt_path last uses the newest readable checkpoint, {other}")
+            warnings.append(
+                f"{run.last} cannot be read ({str(unreadable).splitlines()[0]}); "
+                f"--ckpt_path last uses the newest readable checkpoint, {other}"
+            )
             return other, state
         raise
 
 
-def _check_budget(checkpoint: Path, progress: CheckpointProgress, max_epochs: int | None,
-                  max_steps: int | None) -> None:
+def _check_budget(
+    checkpoint: Path, progress: CheckpointProgress, max_epochs: int | None, max_steps: int | None
+) -> None:
     """A checkpoint past the budget cannot be continued; one exactly at it has nothing left to do."""
     where = f"epoch {progress.completed_epochs}, global step {progress.global_step}"
     if max_epochs is not None and max_epochs >= 0 and progress.completed_epochs >= max_epochs:
         verb = "already finished" if progress.completed_epochs == max_epochs else "cannot resume"
-        raise ResumeError(f"{verb} {checkpoint}: it has completed {progress.completed_epochs} epochs ({where}) "
-                          f"and --trainer.max_epochs={max_epochs}; raise --trainer.max_epochs above "
-                          f"{progress.completed_epochs} to train it further")
+        raise ResumeError(
+            f"{verb} {checkpoint}: it has completed {progress.completed_epochs} epochs ({where}) "
+            f"and --trainer.max_epochs={max_epochs}; raise --trainer.max_epochs above "
+            f"{progress.completed_epochs} to train it further"
+        )
     if max_steps is not None and max_steps >= 0 and progress.global_step >= max_steps:
         verb = "already finished" if progress.global_step == max_steps else "cannot resume"
-        raise ResumeError(f"{verb} {checkpoint}: it is at global step {progress.global_step} ({where}) and "
-                          f"--trainer.max_steps={max_steps}; raise --trainer.max_steps above "
-                          f"{progress.global_step} to train it further")
+        raise ResumeError(
+            f"{verb} {checkpoint}: it is at global step {progress.global_step} ({where}) and "
+            f"--trainer.max_steps={max_steps}; raise --trainer.max_steps above "
+            f"{progress.global_step} to train it further"
+        )
 
 
 def _plan_evaluation(request: CommandRequest) -> CommandPlan:
@@ -195,14 +209,18 @@ def _plan_evaluation(request: CommandRequest) -> CommandPlan:
     ckpt_path, warnings = request.ckpt_path, []
     run = run_of(ckpt_path, request.config_files)
     if ckpt_path is None:
-        warnings.append(f"pat-seg {request.subcommand} without --ckpt_path scores a network with random weights: "
-                        f"give --ckpt_path best|last with a run's config.yaml, or a checkpoint file")
+        warnings.append(
+            f"pat-seg {request.subcommand} without --ckpt_path scores a network with random weights: "
+            f"give --ckpt_path best|last with a run's config.yaml, or a checkpoint file"
+        )
         checkpoint, state = None, None
     elif ckpt_path in NAMED_CHECKPOINTS:
         if run is None:
-            raise ResumeError(f"--ckpt_path {ckpt_path} names a checkpoint of a run: give that run's config, e.g. "
-                              f"--config lightning_logs/<experiment>/version_N/config.yaml, or a checkpoint file"
-                              f"{_runs_hint(request.run)}")
+            raise ResumeError(
+                f"--ckpt_path {ckpt_path} names a checkpoint of a run: give that run's config, e.g. "
+                f"--config lightning_logs/<experiment>/version_N/config.yaml, or a checkpoint file"
+                f"{_runs_hint(request.run)}"
+            )
         checkpoint, state = _named_checkpoint(run, ckpt_path, warnings)
     else:
         checkpoint, state = Path(ckpt_path), read_checkpoint(ckpt_path)
@@ -228,8 +246,9 @@ def _named_checkpoint(run: RunFolder, which: str, warnings: list[str]) -> tuple[
     last = read_checkpoint(run.last)
     best = _best_recorded(last, run.checkpoints)
     if best is None:
-        raise ResumeError(f"run {run.path} records no best checkpoint in {run.last} "
-                          f"(give --ckpt_path last or a checkpoint file)")
+        raise ResumeError(
+            f"run {run.path} records no best checkpoint in {run.last} (give --ckpt_path last or a checkpoint file)"
+        )
     return best, read_checkpoint(best)
 
 

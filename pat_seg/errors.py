@@ -86,7 +86,9 @@ def short_errors(command: str) -> Iterator[None]:
         sys.exit(exit_code(cause))
 
 
-_UNACCEPTED = re.compile(r"class_path '(?P<path>[\w.]+)':\s*\n\s*(?:Option|Key) '(?P<key>[\w.]+)' is not (?:accepted|expected)")
+_UNACCEPTED = re.compile(
+    r"class_path '(?P<path>[\w.]+)':\s*\n\s*(?:Option|Key) '(?P<key>[\w.]+)' is not (?:accepted|expected)"
+)
 _UNRECOGNIZED = re.compile(r"unrecognized arguments: (?P<arguments>.+)")
 _PARSER_KEY = re.compile(r'Parser key "(?P<key>[\w.]+)"')
 
@@ -105,12 +107,14 @@ def explain_parse_error(error: Exception, argv: list[str], options: list[str]) -
         section = _PARSER_KEY.search(text)
         name = f"{section['key']}.init_args.{key}" if section else key
         message = f"{_where(key, argv)}: {name} is not an argument of {path.rsplit('.', 1)[-1]}"
-        return ConfigurationError(message + _closest(key, accepted) + (f"\naccepted: {', '.join(accepted)}" if accepted else ""))
+        return ConfigurationError(
+            message + _closest(key, accepted) + (f"\naccepted: {', '.join(accepted)}" if accepted else "")
+        )
     unrecognized = _UNRECOGNIZED.search(text)
     if unrecognized is not None:
         flag = unrecognized["arguments"].split()[0].split("=")[0]
         return ConfigurationError(f"unknown option {flag}" + _closest(flag, options, prefix=""))
-    lines = [line for line in text.strip().splitlines() if line.strip()][:MAX_MESSAGE_LINES - 2]
+    lines = [line for line in text.strip().splitlines() if line.strip()][: MAX_MESSAGE_LINES - 2]
     return ConfigurationError("\n".join(lines) or type(error).__name__)
 
 

@@ -93,8 +93,11 @@ class SegmentationModule(L.LightningModule):
 
     # --- setup: class names and counts come from the data module ---------------------------------
     def setup(self, stage: str) -> None:
-        recorded: dict[str, Any] = {"model_name": type(self.model).__name__, "loss_name": type(self.loss).__name__,
-                                    "loss_repr": repr(self.loss)}
+        recorded: dict[str, Any] = {
+            "model_name": type(self.model).__name__,
+            "loss_name": type(self.loss).__name__,
+            "loss_repr": repr(self.loss),
+        }
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None:
             self.record_hparams(**recorded)
@@ -114,8 +117,9 @@ class SegmentationModule(L.LightningModule):
         if stage != "predict" and hasattr(datamodule, "class_statistics"):
             statistics = self._shared_class_statistics(datamodule)
             counts = [int(c) for c in statistics.pixels]
-            recorded.update(class_counts=counts, class_image_counts=list(statistics.images),
-                            num_train_images=statistics.num_images)
+            recorded.update(
+                class_counts=counts, class_image_counts=list(statistics.images), num_train_images=statistics.num_images
+            )
             for metrics in (self.val_metrics, self.test_metrics):
                 metrics.set_class_counts(counts)
             if getattr(self.loss, "needs_class_counts", False) and getattr(self.loss, "class_counts", None) is None:
@@ -179,7 +183,9 @@ class SegmentationModule(L.LightningModule):
         # A torchmetrics object: Lightning computes it (synced) at the epoch's end and resets it.
         self.log(f"{split}/loss_epoch" if split == "train" else f"{split}/loss", mean, on_step=False, on_epoch=True)
 
-    def _evaluation_step(self, batch: dict[str, Tensor], metrics: SegmentationMetrics, prefix: str, batch_idx: int) -> None:
+    def _evaluation_step(
+        self, batch: dict[str, Tensor], metrics: SegmentationMetrics, prefix: str, batch_idx: int
+    ) -> None:
         image, target = check_batch(batch, self.num_classes, self.ignore_index, batch_idx)
         logits = self._logits(image)
         loss = self._loss(logits, target)

@@ -165,10 +165,13 @@ def paired_difference(
                 raise ValueError(f"{side} value for seed {seed!r} must be a finite number; got {value!r}")
     seeds = tuple(seed for seed in variant if seed in baseline)
     unmatched = tuple(seed for seed in variant if seed not in baseline) + tuple(
-        seed for seed in baseline if seed not in variant)
+        seed for seed in baseline if seed not in variant
+    )
     if not seeds:
-        raise ValueError(f"no seed is shared by the variant {sorted(map(str, variant))} and the baseline "
-                         f"{sorted(map(str, baseline))}; a paired difference needs matched seeds")
+        raise ValueError(
+            f"no seed is shared by the variant {sorted(map(str, variant))} and the baseline "
+            f"{sorted(map(str, baseline))}; a paired difference needs matched seeds"
+        )
     differences = [float(variant[seed]) - float(baseline[seed]) for seed in seeds]
     n = len(differences)
     mean = math.fsum(differences) / n
@@ -181,8 +184,9 @@ def paired_difference(
         p_value = 2.0 * student_t_cdf(-abs(mean) * math.sqrt(n) / std, n - 1)
     else:  # every pair differs by the same amount: certain, unless that amount is 0
         p_value = 1.0 if mean == 0 else 0.0
-    return PairedDifference(n, mean, std, mean - half_width, mean + half_width, float(confidence), seeds, unmatched,
-                            p_value)
+    return PairedDifference(
+        n, mean, std, mean - half_width, mean + half_width, float(confidence), seeds, unmatched, p_value
+    )
 
 
 def holm_adjust(p_values: Sequence[float]) -> list[float]:

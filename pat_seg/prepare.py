@@ -43,10 +43,18 @@ def data_module_from_args(argv: list[str]) -> tuple[Any, Any]:
     class PrepareCLI(PatSegCLI):
         def add_arguments_to_parser(self, parser: Any) -> None:
             super().add_arguments_to_parser(parser)
-            parser.add_argument("--splits", type=list[str], default=list(SPLITS),
-                                help="splits to prepare (default: train, val and test)")
-            parser.add_argument("--workers", type=PositiveInt, default=default_workers(),
-                                help="worker processes (default: the cores this process may use)")
+            parser.add_argument(
+                "--splits",
+                type=list[str],
+                default=list(SPLITS),
+                help="splits to prepare (default: train, val and test)",
+            )
+            parser.add_argument(
+                "--workers",
+                type=PositiveInt,
+                default=default_workers(),
+                help="worker processes (default: the cores this process may use)",
+            )
 
         def before_instantiate_classes(self) -> None:
             pass  # fit's run-folder and trainer adjustments: nothing here trains
@@ -61,10 +69,18 @@ def data_module_from_args(argv: list[str]) -> tuple[Any, Any]:
     with warnings.catch_warnings():  # the arguments are sys.argv's own, minus the command name
         warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended")
         cli = PrepareCLI(
-            SegmentationModule, SegmentationDataModule, subclass_mode_data=True, run=False, args=argv,
-            parser_kwargs={"default_config_files": [DEFAULT_CONFIG], "formatter_class": PatSegHelpFormatter,
-                           "prog": "pat-seg prepare"},
-            auto_configure_optimizers=False, save_config_callback=None,
+            SegmentationModule,
+            SegmentationDataModule,
+            subclass_mode_data=True,
+            run=False,
+            args=argv,
+            parser_kwargs={
+                "default_config_files": [DEFAULT_CONFIG],
+                "formatter_class": PatSegHelpFormatter,
+                "prog": "pat-seg prepare",
+            },
+            auto_configure_optimizers=False,
+            save_config_callback=None,
         )
     return cli.datamodule, cli.config
 
@@ -77,9 +93,11 @@ def prepare(datamodule: Any, splits: list[str], workers: int, stream: Any = sys.
     from pat_seg.data.disk import DiskDataModule
 
     if not isinstance(datamodule, DiskDataModule):
-        raise ValueError(f"{type(datamodule).__name__} is not read from files, so there is nothing to prepare; "
-                         "`pat-seg prepare` takes the disk data modules (CityscapesDataModule, NYUv2DataModule, "
-                         "OxfordPetDataModule)")
+        raise ValueError(
+            f"{type(datamodule).__name__} is not read from files, so there is nothing to prepare; "
+            "`pat-seg prepare` takes the disk data modules (CityscapesDataModule, NYUv2DataModule, "
+            "OxfordPetDataModule)"
+        )
     unknown = [s for s in splits if s not in SPLITS]
     if unknown or not splits:
         raise ValueError(f"--splits must name some of {', '.join(SPLITS)}; got {splits}")
@@ -96,19 +114,31 @@ def prepare(datamodule: Any, splits: list[str], workers: int, stream: Any = sys.
         except PreparedSplitError:
             pass
         stored = datamodule.stored_size(split)
-        plan = BuildPlan(load=samples.load, count=len(samples),
-                         stored=SegmentationTransform(stored, train=False, ignore_index=datamodule.ignore_index),
-                         statistics_size=datamodule.size, num_classes=datamodule.num_classes,
-                         ignore_index=datamodule.ignore_index)
+        plan = BuildPlan(
+            load=samples.load,
+            count=len(samples),
+            stored=SegmentationTransform(stored, train=False, ignore_index=datamodule.ignore_index),
+            statistics_size=datamodule.size,
+            num_classes=datamodule.num_classes,
+            ignore_index=datamodule.ignore_index,
+        )
         start = time.perf_counter()
-        with tqdm(total=len(samples), desc=f"{split} ({stored[0]}x{stored[1]})", unit=" images", file=stream,
-                  dynamic_ncols=True, mininterval=1.0) as bar:
+        with tqdm(
+            total=len(samples),
+            desc=f"{split} ({stored[0]}x{stored[1]})",
+            unit=" images",
+            file=stream,
+            dynamic_ncols=True,
+            mininterval=1.0,
+        ) as bar:
             folder = build_split(request, plan, datamodule.class_names, workers, progress=bar.update)
         seconds = time.perf_counter() - start
         size = sum(f.stat().st_size for f in folder.iterdir()) / 2**30
         done[split] = f"prepared in {folder}"
-        stream.write(f"{split}: {len(samples)} images in {seconds:.1f} s ({len(samples) / seconds:.1f} images/s, "
-                     f"{workers} workers), {size:.2f} GiB in {folder}\n")
+        stream.write(
+            f"{split}: {len(samples)} images in {seconds:.1f} s ({len(samples) / seconds:.1f} images/s, "
+            f"{workers} workers), {size:.2f} GiB in {folder}\n"
+        )
     return done
 
 

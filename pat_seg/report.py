@@ -117,11 +117,12 @@ def metric_spec(tag: str) -> tuple[str, float, bool | None]:
     if tag in METRICS:
         return METRICS[tag]
     if tag.startswith("iou/"):
-        return tag[len("iou/"):], 100.0, True
+        return tag[len("iou/") :], 100.0, True
     if tag.startswith(UTILISATION_PREFIX):
-        return tag[len(UTILISATION_PREFIX):], 1.0, None
-    raise ValueError(f"unknown metric tag {tag!r}; expected one of {list(METRICS)}, 'iou/<class>' or "
-                     f"'{UTILISATION_PREFIX}<name>'")
+        return tag[len(UTILISATION_PREFIX) :], 1.0, None
+    raise ValueError(
+        f"unknown metric tag {tag!r}; expected one of {list(METRICS)}, 'iou/<class>' or '{UTILISATION_PREFIX}<name>'"
+    )
 
 
 # --- from runs to tables ---------------------------------------------------------------------------
@@ -144,8 +145,10 @@ def newest_per_seed(runs: Sequence[Run], warn: Callable[[str], None]) -> list[Ru
         group.sort(key=lambda run: (run.path / "config.yaml").stat().st_mtime)
         kept.append(group[-1])
         if len(group) > 1:
-            warn(f"runs {', '.join(str(r.path) for r in group[:-1])} repeat {group[-1].path} (same config and "
-                 f"seeds {group[-1].seeds}): only the newest, {group[-1].path}, is counted")
+            warn(
+                f"runs {', '.join(str(r.path) for r in group[:-1])} repeat {group[-1].path} (same config and "
+                f"seeds {group[-1].seeds}): only the newest, {group[-1].path}, is counted"
+            )
     return sorted(kept, key=lambda run: str(run.path))
 
 
@@ -201,8 +204,13 @@ METHOD_ORDER = [label for label, _ in LOSS_LABELS.values()]
 MODEL_ORDER = list(MODEL_LABELS.values())
 
 
-def _fill(table: Table, runs: Sequence[LabelledRun], row_of: Callable[[LabelledRun], Row],
-          value_of: Callable[[Run, str], float | None], group_of: Callable[[LabelledRun], str]) -> Table:
+def _fill(
+    table: Table,
+    runs: Sequence[LabelledRun],
+    row_of: Callable[[LabelledRun], Row],
+    value_of: Callable[[Run, str], float | None],
+    group_of: Callable[[LabelledRun], str],
+) -> Table:
     """Put every run's value into the cell of its row and of each column of its group."""
     values: dict[tuple[Row, Column], list[float]] = {}
     for entry in runs:
@@ -217,7 +225,9 @@ def _fill(table: Table, runs: Sequence[LabelledRun], row_of: Callable[[LabelledR
     return table
 
 
-def reported_entries(runs: Sequence[Run], split: str, warn: Callable[[str], None] = lambda message: None) -> list[LabelledRun]:
+def reported_entries(
+    runs: Sequence[Run], split: str, warn: Callable[[str], None] = lambda message: None
+) -> list[LabelledRun]:
     """The labelled runs that logged ``<split>/miou``: what every table of the report is built from."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
@@ -243,24 +253,36 @@ def build_tables(entries: Sequence[LabelledRun], split: str = "val") -> list[Tab
     for model in models:  # Table 3: one per model (the paper's is SegNet)
         mine = [e for e in entries if e.model == model]
         table = Table(
-            f"Table 3: method x data set ({model})", ("Method",),
+            f"Table 3: method x data set ({model})",
+            ("Method",),
             [(m,) for m in ordered({e.method for e in mine}, METHOD_ORDER)],
-            [(d, t) for d in datasets for t in ("miou", "pixel_accuracy", "dice_error")], {}, note=note)
+            [(d, t) for d in datasets for t in ("miou", "pixel_accuracy", "dice_error")],
+            {},
+            note=note,
+        )
         tables.append(_fill(table, mine, lambda e: (e.method,), last, lambda e: e.dataset))
 
     if len(models) > 1:  # Table 4: model x method, best within each model
         table = Table(
-            "Table 4: model x method", ("Model", "Method"),
+            "Table 4: model x method",
+            ("Model", "Method"),
             [(m, x) for m in models for x in ordered({e.method for e in entries if e.model == m}, METHOD_ORDER)],
-            [(d, t) for d in datasets for t in ("miou", "pixel_accuracy")], {}, note=note + "; best within each model")
+            [(d, t) for d in datasets for t in ("miou", "pixel_accuracy")],
+            {},
+            note=note + "; best within each model",
+        )
         tables.append(_fill(table, entries, lambda e: (e.model, e.method), last, lambda e: e.dataset))
 
     pat = [e for e in entries if e.is_pat]
     if len({e.method for e in pat}) > 1:  # Table 5: PAT's temperature (and any other PAT setting)
         table = Table(
-            "Table 5: PAT settings (temperature, ablations)", ("Model", "Method"),
+            "Table 5: PAT settings (temperature, ablations)",
+            ("Model", "Method"),
             [(m, x) for m in models for x in sorted({e.method for e in pat if e.model == m}, key=_natural)],
-            [(d, t) for d in datasets for t in ("miou", "pixel_accuracy")], {}, note=note + "; best within each model")
+            [(d, t) for d in datasets for t in ("miou", "pixel_accuracy")],
+            {},
+            note=note + "; best within each model",
+        )
         tables.append(_fill(table, pat, lambda e: (e.model, e.method), last, lambda e: e.dataset))
 
     for dataset in datasets:  # Table 6: per-class IoU, one per data set and model
@@ -271,20 +293,37 @@ def build_tables(entries: Sequence[LabelledRun], split: str = "val") -> list[Tab
             classes = mine[0].run.class_names(split)
             tags = [f"iou/{c}" for c in classes] + ["miou_head", "miou_tail", "miou"]
             table = Table(
-                f"Table 6: per-class IoU ({dataset}, {model})", ("Method",),
+                f"Table 6: per-class IoU ({dataset}, {model})",
+                ("Method",),
                 [(m,) for m in ordered({e.method for e in mine}, METHOD_ORDER)],
-                [("", t) for t in tags], {}, note=note + "; tail = rarest third of training pixels")
+                [("", t) for t in tags],
+                {},
+                note=note + "; tail = rarest third of training pixels",
+            )
             tables.append(_fill(table, mine, lambda e: (e.method,), last, lambda e: ""))
 
     utilisation = sorted({t for e in entries for t in e.run.scalars if t.startswith(UTILISATION_PREFIX)})
     if utilisation:  # Fig. 5's numbers: per-epoch costs averaged over epochs
         table = Table(
-            "Utilisation (Fig. 5)", ("Data set", "Model", "Method"),
-            sorted({(e.dataset, e.model, e.method) for e in entries},
-                   key=lambda r: (_natural(r[0]), _paper_order(r[1], MODEL_ORDER), _paper_order(r[2], METHOD_ORDER))),
-            [("", t) for t in utilisation], {}, note="mean over epochs of each run; mean ± std over seeds")
-        tables.append(_fill(table, entries, lambda e: (e.dataset, e.model, e.method),
-                            lambda run, tag: run.epoch_mean(tag), lambda e: ""))
+            "Utilisation (Fig. 5)",
+            ("Data set", "Model", "Method"),
+            sorted(
+                {(e.dataset, e.model, e.method) for e in entries},
+                key=lambda r: (_natural(r[0]), _paper_order(r[1], MODEL_ORDER), _paper_order(r[2], METHOD_ORDER)),
+            ),
+            [("", t) for t in utilisation],
+            {},
+            note="mean over epochs of each run; mean ± std over seeds",
+        )
+        tables.append(
+            _fill(
+                table,
+                entries,
+                lambda e: (e.dataset, e.model, e.method),
+                lambda run, tag: run.epoch_mean(tag),
+                lambda e: "",
+            )
+        )
 
     for table in tables:
         table.mark_best((lambda row: row[0]) if table.title.startswith(("Table 4", "Table 5")) else (lambda row: None))
@@ -305,8 +344,14 @@ def _is_baseline(method: str, against: str) -> bool:
     return _normalised(against) in (_normalised(method), _normalised(method.split(" (")[0].split(" [")[0]))
 
 
-def paired_tables(entries: Sequence[LabelledRun], against: str, split: str = "val", confidence: float = 0.95,
-                  warn: Callable[[str], None] = lambda message: None, holm: bool = False) -> list[Table]:
+def paired_tables(
+    entries: Sequence[LabelledRun],
+    against: str,
+    split: str = "val",
+    confidence: float = 0.95,
+    warn: Callable[[str], None] = lambda message: None,
+    holm: bool = False,
+) -> list[Table]:
     """Per data set and model: every method minus ``against``, seed by seed, with Student-t intervals.
 
     Runs pair when they share their seeds (``seed_everything`` and the data seed), so both saw the
@@ -325,21 +370,29 @@ def paired_tables(entries: Sequence[LabelledRun], against: str, split: str = "va
             baselines = sorted({e.method for e in here if _is_baseline(e.method, against)})
             if len(baselines) != 1:
                 if len(baselines) > 1:
-                    raise ValueError(f"--paired-against {against!r} names several methods on {dataset} ({model}): "
-                                     f"{baselines}; give one of them exactly")
+                    raise ValueError(
+                        f"--paired-against {against!r} names several methods on {dataset} ({model}): "
+                        f"{baselines}; give one of them exactly"
+                    )
                 continue
             baseline = baselines[0]
             methods = sorted({e.method for e in here} - {baseline}, key=lambda label: _paper_order(label, METHOD_ORDER))
             for method in methods:
                 for metric in PAIRED_METRICS:
-                    per_seed = {m: {e.run.seeds: e.run.last(f"{split}/{metric}") for e in here if e.method == m}
-                                for m in (method, baseline)}
-                    per_seed = {m: {seed: v for seed, v in values.items() if v is not None and not math.isnan(v)}
-                                for m, values in per_seed.items()}
+                    per_seed = {
+                        m: {e.run.seeds: e.run.last(f"{split}/{metric}") for e in here if e.method == m}
+                        for m in (method, baseline)
+                    }
+                    per_seed = {
+                        m: {seed: v for seed, v in values.items() if v is not None and not math.isnan(v)}
+                        for m, values in per_seed.items()
+                    }
                     if per_seed[method] and per_seed[baseline]:
                         pairs[dataset, method, metric] = (per_seed[method], per_seed[baseline])
-        family_size = {(method, metric): sum(1 for (_, m, x) in pairs if (m, x) == (method, metric))
-                       for (_, method, metric) in pairs}
+        family_size = {
+            (method, metric): sum(1 for (_, m, x) in pairs if (m, x) == (method, metric))
+            for (_, method, metric) in pairs
+        }
         differences: dict[tuple[str, str, str], PairedDifference] = {}
         for (dataset, method, metric), (values, baseline_values) in pairs.items():
             level = 1.0 - (1.0 - confidence) / family_size[method, metric] if holm else confidence
@@ -360,8 +413,9 @@ def paired_tables(entries: Sequence[LabelledRun], against: str, split: str = "va
             if difference.n < 2:
                 texts[row, column] = f"{difference.mean * 100:+.2f} (n=1, no interval)"
             elif holm:
-                texts[row, column] = (f"{difference.format(100.0)} (n={difference.n}, "
-                                      f"p_Holm={adjusted[dataset, method, metric]:.3g})")
+                texts[row, column] = (
+                    f"{difference.format(100.0)} (n={difference.n}, p_Holm={adjusted[dataset, method, metric]:.3g})"
+                )
             else:
                 texts[row, column] = f"{difference.format(100.0)} (n={difference.n})"
             values, baseline_values = pairs[dataset, method, metric]
@@ -369,14 +423,23 @@ def paired_tables(entries: Sequence[LabelledRun], against: str, split: str = "va
             if row not in rows:
                 rows.append(row)
         if rows:
-            interval = (f"[{confidence:.0%} Student-t interval, Bonferroni-widened over the data sets each method "
-                        f"was compared on; p_Holm: Holm-adjusted p-value of the paired t-test over those data sets]"
-                        if holm else f"[{confidence:.0%} Student-t interval]")
-            tables.append(Table(
-                f"Paired differences against {against} ({model})", ("Data set", "Method"), rows,
-                [("", metric) for metric in PAIRED_METRICS], cells,
-                note=f"last epoch of `{split}/*`; method minus {against} per seed, mean {interval} in points",
-                texts=texts))
+            interval = (
+                f"[{confidence:.0%} Student-t interval, Bonferroni-widened over the data sets each method "
+                f"was compared on; p_Holm: Holm-adjusted p-value of the paired t-test over those data sets]"
+                if holm
+                else f"[{confidence:.0%} Student-t interval]"
+            )
+            tables.append(
+                Table(
+                    f"Paired differences against {against} ({model})",
+                    ("Data set", "Method"),
+                    rows,
+                    [("", metric) for metric in PAIRED_METRICS],
+                    cells,
+                    note=f"last epoch of `{split}/*`; method minus {against} per seed, mean {interval} in points",
+                    texts=texts,
+                )
+            )
     return tables
 
 
@@ -403,18 +466,29 @@ def learned_tables(entries: Sequence[LabelledRun], split: str = "val", threshold
             texts: dict[tuple[Row, Column], str] = {}
             for method in methods:
                 for column in columns:
-                    values = [v for e in mine if e.method == method
-                              for v in [e.run.last(f"{split}/{column[1]}")] if v is not None and not math.isnan(v)]
+                    values = [
+                        v
+                        for e in mine
+                        if e.method == method
+                        for v in [e.run.last(f"{split}/{column[1]}")]
+                        if v is not None and not math.isnan(v)
+                    ]
                     if values:
                         cells[(method,), column] = Cell(values)
                         texts[(method,), column] = f"{sum(v > threshold for v in values)}/{len(values)}"
             if not cells:
                 continue  # no per-class values logged for this split
-            tables.append(Table(
-                f"Runs that learned each class ({dataset}, {model})", ("Method",),
-                [(m,) for m in methods if any(((m,), c) in cells for c in columns)], columns,
-                cells, note=f"last epoch of `{split}/*`; runs (seeds) with IoU > {threshold * 100:g} of all runs",
-                texts=texts))
+            tables.append(
+                Table(
+                    f"Runs that learned each class ({dataset}, {model})",
+                    ("Method",),
+                    [(m,) for m in methods if any(((m,), c) in cells for c in columns)],
+                    columns,
+                    cells,
+                    note=f"last epoch of `{split}/*`; runs (seeds) with IoU > {threshold * 100:g} of all runs",
+                    texts=texts,
+                )
+            )
     return tables
 
 
@@ -430,13 +504,17 @@ def render_runs_csv(entries: Sequence[LabelledRun], split: str = "val", root: st
     written relative to ``root`` (the log directory) when they lie below it.
     """
     prefix = f"{split}/"
-    tags = sorted({tag[len(prefix):] for e in entries for tag in e.run.scalars if tag.startswith(prefix)},
-                  key=lambda tag: (tag.startswith("iou/"), tag))
+    tags = sorted(
+        {tag[len(prefix) :] for e in entries for tag in e.run.scalars if tag.startswith(prefix)},
+        key=lambda tag: (tag.startswith("iou/"), tag),
+    )
     classes = {name: i for e in entries for i, name in enumerate(e.run.class_names(split))}
     # The data module's identifying arguments (e.g. a synthetic regime's imbalance and rarity), so that a
     # study's file says what each run trained on even where the labels need not show it.
     data_keys = sorted({key for e in entries for key in e.run.data[1]} - NOT_IDENTITY - {"classes"})
-    tags.sort(key=lambda tag: (tag.startswith("iou/"), classes.get(tag[len("iou/"):], 0) if tag.startswith("iou/") else tag))
+    tags.sort(
+        key=lambda tag: (tag.startswith("iou/"), classes.get(tag[len("iou/") :], 0) if tag.startswith("iou/") else tag)
+    )
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*RUN_COLUMNS, *(f"data.{key}" for key in data_keys), *tags])
@@ -448,10 +526,21 @@ def render_runs_csv(entries: Sequence[LabelledRun], split: str = "val", root: st
             path = entry.run.path
             if root is not None and path.is_relative_to(root):
                 path = path.relative_to(root)
-            writer.writerow([path.as_posix(), entry.dataset, entry.model, entry.method, int(entry.is_pat),
-                             "" if seed is None else seed, "" if data_seed is None else data_seed, split, step,
-                             *[_csv_value(entry.run.data[1].get(key)) for key in data_keys],
-                             *["" if values[tag] is None else repr(values[tag]) for tag in tags]])
+            writer.writerow(
+                [
+                    path.as_posix(),
+                    entry.dataset,
+                    entry.model,
+                    entry.method,
+                    int(entry.is_pat),
+                    "" if seed is None else seed,
+                    "" if data_seed is None else data_seed,
+                    split,
+                    step,
+                    *[_csv_value(entry.run.data[1].get(key)) for key in data_keys],
+                    *["" if values[tag] is None else repr(values[tag]) for tag in tags],
+                ]
+            )
     return buffer.getvalue()
 
 
@@ -472,8 +561,10 @@ def entries_from_csv(path: str, split: str = "val") -> list[LabelledRun]:
     except OSError as error:
         raise ValueError(f"cannot read --from-csv {path!r}: {error.strerror}") from None
     if not rows or not set(RUN_COLUMNS) <= set(rows[0]):
-        raise ValueError(f"--from-csv {path!r} is not a per-run file of `pat-seg report --format csv --per-run` "
-                         f"(expected the columns {list(RUN_COLUMNS)} and one line per run and step)")
+        raise ValueError(
+            f"--from-csv {path!r} is not a per-run file of `pat-seg report --format csv --per-run` "
+            f"(expected the columns {list(RUN_COLUMNS)} and one line per run and step)"
+        )
     tags = [key for key in rows[0] if key not in RUN_COLUMNS and not key.startswith("data.")]
     data_keys = [key for key in rows[0] if key.startswith("data.")]
     runs: dict[str, LabelledRun] = {}
@@ -482,17 +573,22 @@ def entries_from_csv(path: str, split: str = "val") -> list[LabelledRun]:
             continue
         entry = runs.get(row["run"])
         if entry is None:
-            data_args = {key[len("data."):]: yaml.safe_load(row[key]) for key in data_keys}
-            config = {"seed_everything": _csv_seed(row["seed"]),
-                      "data": {"class_path": "", "init_args": {**data_args, "seed": _csv_seed(row["data_seed"])}}}
-            entry = runs[row["run"]] = LabelledRun(Run(Path(row["run"]), config, {}), row["dataset"], row["model"],
-                                                   row["method"], row["is_pat"] == "1")
+            data_args = {key[len("data.") :]: yaml.safe_load(row[key]) for key in data_keys}
+            config = {
+                "seed_everything": _csv_seed(row["seed"]),
+                "data": {"class_path": "", "init_args": {**data_args, "seed": _csv_seed(row["data_seed"])}},
+            }
+            entry = runs[row["run"]] = LabelledRun(
+                Run(Path(row["run"]), config, {}), row["dataset"], row["model"], row["method"], row["is_pat"] == "1"
+            )
         for tag in tags:
             if row[tag] != "":
                 try:
                     value = float(row[tag])
                 except ValueError:
-                    raise ValueError(f"--from-csv {path!r}, line {line}: {tag} = {row[tag]!r} is not a number") from None
+                    raise ValueError(
+                        f"--from-csv {path!r}, line {line}: {tag} = {row[tag]!r} is not a number"
+                    ) from None
                 entry.run.scalars.setdefault(f"{split}/{tag}", []).append((int(row["step"]), value))
     for entry in runs.values():
         for points in entry.run.scalars.values():
@@ -549,13 +645,22 @@ def render_latex(tables: Sequence[Table]) -> str:
     out = []
     for table in tables:
         spec = "l" * len(table.row_header) + "r" * len(table.columns)
-        out += [r"\begin{table}[t]", r"\centering",
-                rf"\caption{{{_latex_escape(table.title)}: {_latex_escape(table.note)}; runs per cell: {_counts(table)}; best in bold.}}",
-                rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-                " & ".join([_latex_escape(h) for h in table.row_header]
-                           + [_latex_escape(_header(c, ("↑", "↓"))).replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
-                              for c in table.columns]) + r" \\",
-                r"\midrule"]
+        out += [
+            r"\begin{table}[t]",
+            r"\centering",
+            rf"\caption{{{_latex_escape(table.title)}: {_latex_escape(table.note)}; runs per cell: {_counts(table)}; best in bold.}}",
+            rf"\begin{{tabular}}{{{spec}}}",
+            r"\toprule",
+            " & ".join(
+                [_latex_escape(h) for h in table.row_header]
+                + [
+                    _latex_escape(_header(c, ("↑", "↓"))).replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
+                    for c in table.columns
+                ]
+            )
+            + r" \\",
+            r"\midrule",
+        ]
         for row in table.rows:
             cells = []
             for column in table.columns:
@@ -576,18 +681,34 @@ def render_csv(tables: Sequence[Table]) -> str:
             for column in table.columns:
                 cell = table.cells.get((row, column))
                 if cell is not None:
-                    writer.writerow([table.title, " / ".join(row), column[0], column[1], repr(cell.mean),
-                                     "" if cell.std is None else repr(cell.std), len(cell.values),
-                                     int((row, column) in table.best)])
+                    writer.writerow(
+                        [
+                            table.title,
+                            " / ".join(row),
+                            column[0],
+                            column[1],
+                            repr(cell.mean),
+                            "" if cell.std is None else repr(cell.std),
+                            len(cell.values),
+                            int((row, column) in table.best),
+                        ]
+                    )
     return buffer.getvalue()
 
 
 RENDERERS = {"markdown": render_markdown, "latex": render_latex, "csv": render_csv}
 
 
-def report(logdir: str, fmt: str = "markdown", split: str = "val", runs: str = "**",
-           paired_against: str | None = None, holm: bool = False, per_run: bool = False,
-           from_csv: str | None = None) -> str:
+def report(
+    logdir: str,
+    fmt: str = "markdown",
+    split: str = "val",
+    runs: str = "**",
+    paired_against: str | None = None,
+    holm: bool = False,
+    per_run: bool = False,
+    from_csv: str | None = None,
+) -> str:
     """The report of every run under ``logdir`` (``runs``: glob of run directories) as text; with
     ``paired_against``, followed by every method's paired differences against that one (``holm``:
     corrected over the data sets). ``per_run`` (CSV only) writes each run's values instead of the
@@ -598,6 +719,7 @@ def report(logdir: str, fmt: str = "markdown", split: str = "val", runs: str = "
         raise ValueError(f"--per-run writes CSV; got --format {fmt}")
     if holm and paired_against is None:
         raise ValueError("--holm corrects the paired differences: give --paired-against METHOD too")
+
     def warn(message: str) -> None:
         sys.stderr.write(f"pat-seg report: warning: {message}\n")
 
@@ -622,8 +744,10 @@ def report(logdir: str, fmt: str = "markdown", split: str = "val", runs: str = "
             raise ValueError(f"--paired-against {paired_against!r} matches none of the methods {methods}")
         paired = paired_tables(entries, paired_against, split, warn=warn, holm=holm)
         if not paired:
-            raise ValueError(f"--paired-against {paired_against!r}: no other method ran on the same data set "
-                             f"and model to compare with (methods: {methods})")
+            raise ValueError(
+                f"--paired-against {paired_against!r}: no other method ran on the same data set "
+                f"and model to compare with (methods: {methods})"
+            )
         tables += paired
     return RENDERERS[fmt](tables)
 
@@ -636,19 +760,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", choices=SPLITS, default="val", help="read <split>/* tags (default: val)")
     parser.add_argument("--runs", default="**", help="glob of run directories under logdir, e.g. 'synthetic_table3/*'")
     parser.add_argument("--output", help="write to this file instead of stdout")
-    parser.add_argument("--paired-against", metavar="METHOD",
-                        help="also print every method minus METHOD (e.g. 'CB-Focal'), paired by seed, with 95%% intervals")
-    parser.add_argument("--holm", action="store_true",
-                        help="with --paired-against: Holm-adjusted p-values and Bonferroni-widened intervals over the "
-                             "data sets (regimes) each method was compared on")
-    parser.add_argument("--per-run", action="store_true",
-                        help="with --format csv: one line per run and evaluation step instead of the tables "
-                             "(what a study keeps in the repository)")
+    parser.add_argument(
+        "--paired-against",
+        metavar="METHOD",
+        help="also print every method minus METHOD (e.g. 'CB-Focal'), paired by seed, with 95%% intervals",
+    )
+    parser.add_argument(
+        "--holm",
+        action="store_true",
+        help="with --paired-against: Holm-adjusted p-values and Bonferroni-widened intervals over the "
+        "data sets (regimes) each method was compared on",
+    )
+    parser.add_argument(
+        "--per-run",
+        action="store_true",
+        help="with --format csv: one line per run and evaluation step instead of the tables "
+        "(what a study keeps in the repository)",
+    )
     parser.add_argument("--from-csv", metavar="FILE", help="build the report from a --per-run CSV instead of --logdir")
     args = parser.parse_args(argv)
     try:
-        text = report(args.logdir, args.format, args.split, args.runs, args.paired_against, args.holm,
-                      args.per_run, args.from_csv)
+        text = report(
+            args.logdir, args.format, args.split, args.runs, args.paired_against, args.holm, args.per_run, args.from_csv
+        )
     except ValueError as error:
         parser.exit(2, f"pat-seg report: error: {error}\n")
     if args.output:

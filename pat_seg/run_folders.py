@@ -34,12 +34,27 @@ DEFAULT_EXPERIMENT = "default"
 SEED_KEYS = ("seed_everything", "data.init_args.seed")
 # Config keys that change where and how a run is logged or resumed, not what it computes.
 PLUMBING = (
-    "name", "ckpt_path", "config", "predictions", "trainer.logger", "trainer.default_root_dir",
-    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.callbacks",
-    "trainer.log_every_n_steps", "trainer.enable_checkpointing", "trainer.num_sanity_val_steps",
-    "data.init_args.root", "data.init_args.num_workers", "data.init_args.pin_memory",
-    "data.init_args.persistent_workers", "data.init_args.eval_batch_size", "model.num_classes",
-    "model.ignore_index", "model.class_names", "model.model.init_args.num_classes",
+    "name",
+    "ckpt_path",
+    "config",
+    "predictions",
+    "trainer.logger",
+    "trainer.default_root_dir",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.callbacks",
+    "trainer.log_every_n_steps",
+    "trainer.enable_checkpointing",
+    "trainer.num_sanity_val_steps",
+    "data.init_args.root",
+    "data.init_args.num_workers",
+    "data.init_args.pin_memory",
+    "data.init_args.persistent_workers",
+    "data.init_args.eval_batch_size",
+    "model.num_classes",
+    "model.ignore_index",
+    "model.class_names",
+    "model.model.init_args.num_classes",
 )  # and each loss's own (its description's not_identifying; pat_seg.runs.LOSS_PLUMBING)
 # The training budget: a resumed run may be given more of it.
 BUDGET_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time")
@@ -113,8 +128,9 @@ def run_of(ckpt_path: str | None, config_files: list[Any]) -> RunFolder | None:
 
 def runs_with_last_checkpoint(save_dir: Path, experiment: str) -> list[RunFolder]:
     """The runs of ``experiment`` that hold a ``checkpoints/last.ckpt``, the last written first."""
-    candidates = sorted((save_dir / experiment).glob(f"*/{CHECKPOINTS}/{LAST}"),
-                        key=lambda path: path.stat().st_mtime, reverse=True)
+    candidates = sorted(
+        (save_dir / experiment).glob(f"*/{CHECKPOINTS}/{LAST}"), key=lambda path: path.stat().st_mtime, reverse=True
+    )
     return [RunFolder(save_dir, experiment, path.parent.parent.name) for path in candidates]
 
 
@@ -133,8 +149,9 @@ def covered(key: str, prefixes: tuple[str, ...]) -> bool:
     return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
 
 
-def experiment_identity(config: dict[str, Any], defaults: dict[str, Any] | None = None,
-                        plumbing: tuple[str, ...] = ()) -> dict[str, Any]:
+def experiment_identity(
+    config: dict[str, Any], defaults: dict[str, Any] | None = None, plumbing: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """The flattened config without seeds and plumbing: equal for repeats of one experiment.
 
     ``defaults``: dotted keys filled in where the config lacks them (a switch added after a run was
@@ -146,12 +163,14 @@ def experiment_identity(config: dict[str, Any], defaults: dict[str, Any] | None 
 
 def resume_identity(config: dict[str, Any], plumbing: tuple[str, ...] = ()) -> dict[str, Any]:
     """The flattened config without plumbing and budget: what a command must share with the run it continues."""
-    return {key: value for key, value in flatten(config).items()
-            if not covered(key, PLUMBING + BUDGET_KEYS + plumbing)}
+    return {key: value for key, value in flatten(config).items() if not covered(key, PLUMBING + BUDGET_KEYS + plumbing)}
 
 
 def identity_differences(saved: dict[str, Any], requested: dict[str, Any], plumbing: tuple[str, ...] = ()) -> list[str]:
     """``key: saved -> requested`` for each identifying key on which two configs disagree."""
     old, new = resume_identity(saved, plumbing), resume_identity(requested, plumbing)
-    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
-            if old.get(key) != new.get(key)]
+    return [
+        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]

@@ -35,11 +35,14 @@ VARIANTS: dict[str, dict[str, tuple[Any, str]]] = {
 }
 # Headline arguments that a variant leaves without effect.
 UNUSED_IN_VARIANT: dict[str, dict[str, str]] = {
-    name: loss.description.unused_when_switched for name, loss in LOSSES.items() if loss.description.unused_when_switched
+    name: loss.description.unused_when_switched
+    for name, loss in LOSSES.items()
+    if loss.description.unused_when_switched
 }
 # Loss arguments that say nothing about the method (from the data, or a code path), as config keys.
-LOSS_PLUMBING = tuple(sorted({f"model.loss.init_args.{arg}" for loss in LOSSES.values()
-                              for arg in loss.description.not_identifying}))
+LOSS_PLUMBING = tuple(
+    sorted({f"model.loss.init_args.{arg}" for loss in LOSSES.values() for arg in loss.description.not_identifying})
+)
 MODEL_LABELS = {
     "SegNet": "SegNet",
     "UNet": "UNet",
@@ -55,8 +58,16 @@ DATA_LABELS = {
     "NYUv2DataModule": "NYUv2",
 }
 # Init args that say nothing about *which* method, model or data set a run used.
-NOT_IDENTITY = {"num_classes", "root", "batch_size", "eval_batch_size", "num_workers", "pin_memory",
-                "persistent_workers", "seed"} | {arg for loss in LOSSES.values() for arg in loss.description.not_identifying}
+NOT_IDENTITY = {
+    "num_classes",
+    "root",
+    "batch_size",
+    "eval_batch_size",
+    "num_workers",
+    "pin_memory",
+    "persistent_workers",
+    "seed",
+} | {arg for loss in LOSSES.values() for arg in loss.description.not_identifying}
 # Folders a run's evaluations write into, read as part of the run (predictions hold no scalars).
 EVALUATION_FOLDERS = tuple(folder for command, folder in SUBFOLDERS.items() if command != "predict")
 
@@ -109,7 +120,7 @@ class Run:
     def class_names(self, split: str) -> list[str]:
         """Class names in logging order, from the ``<split>/iou/<name>`` tags."""
         prefix = f"{split}/iou/"
-        return [tag[len(prefix):] for tag in self.scalars if tag.startswith(prefix)]
+        return [tag[len(prefix) :] for tag in self.scalars if tag.startswith(prefix)]
 
     # --- what the run measured -------------------------------------------------------------------
     def last(self, tag: str) -> float | None:
@@ -130,8 +141,11 @@ def with_variant_defaults(name: str, args: dict[str, Any]) -> dict[str, Any]:
 
 def variant_words(name: str, args: dict[str, Any]) -> list[str]:
     """What a run of ``name`` switched, e.g. ``["w/o beta"]`` (empty for the paper's method)."""
-    return [words.format(value=_short(args.get(arg))) for arg, (default, words) in VARIANTS.get(name, {}).items()
-            if args.get(arg, default) != default]
+    return [
+        words.format(value=_short(args.get(arg)))
+        for arg, (default, words) in VARIANTS.get(name, {}).items()
+        if args.get(arg, default) != default
+    ]
 
 
 def differing_keys(identities: list[dict[str, Any]]) -> list[str]:
@@ -209,8 +223,11 @@ def display_labels(identities: list[tuple[str, dict[str, Any]]], kind: str) -> d
                 joined = [word for word in words if word.startswith("+")]
                 spaced = [word for word in words if not word.startswith("+")]
                 base = base + " ".join(joined) + (f" {', '.join(spaced)}" if spaced else "")
-                unused = {UNUSED_IN_VARIANT.get(name, {}).get(arg) for arg in VARIANTS[name]
-                          if args.get(arg) != VARIANTS[name][arg][0]}
+                unused = {
+                    UNUSED_IN_VARIANT.get(name, {}).get(arg)
+                    for arg in VARIANTS[name]
+                    if args.get(arg) != VARIANTS[name][arg][0]
+                }
                 shown = {arg: symbol for arg, symbol in shown.items() if arg not in unused}
             shown = {**shown, **{arg: "" for arg in VARIANTS.get(name, {})}}  # in the name, never repeated
         else:
@@ -219,8 +236,14 @@ def display_labels(identities: list[tuple[str, dict[str, Any]]], kind: str) -> d
             base = base if name in DATA_LABELS else base.removesuffix("DataModule")
         parts = [f"{symbol}={_short(args[arg])}" for arg, symbol in shown.items() if arg in args and symbol]
         siblings = [other for other in unique.values() if other[0] == name and other[1] != args]
-        differing = sorted({arg for _, other in siblings for arg in set(args) | set(other)
-                            if args.get(arg) != other.get(arg) and arg not in shown and arg not in NOT_IDENTITY})
+        differing = sorted(
+            {
+                arg
+                for _, other in siblings
+                for arg in set(args) | set(other)
+                if args.get(arg) != other.get(arg) and arg not in shown and arg not in NOT_IDENTITY
+            }
+        )
         parts += [f"{arg}={_short(args.get(arg))}" for arg in differing]
         labels[key] = f"{base} ({', '.join(parts)})" if parts else base
     return labels

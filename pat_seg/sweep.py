@@ -123,8 +123,10 @@ def load_sweep(path: str | Path) -> Sweep:
     name = spec.get("name") or path.stem
     axes = spec.get("axes")
     if not isinstance(axes, dict) or not axes or not all(isinstance(v, dict) and v for v in axes.values()):
-        raise ValueError(f"{path}: 'axes' must map each axis name to a non-empty mapping of value name -> "
-                         f"{{configs, args}}; got {axes!r}")
+        raise ValueError(
+            f"{path}: 'axes' must map each axis name to a non-empty mapping of value name -> "
+            f"{{configs, args}}; got {axes!r}"
+        )
     base_configs = _as_list(spec.get("configs"), f"{path}: configs")
     base_args = _as_args(spec.get("args"), f"{path}: args")
     runs = []
@@ -138,11 +140,13 @@ def load_sweep(path: str | Path) -> Sweep:
                 raise ValueError(f"{where} must be a mapping with 'configs' and/or 'args'; got {entry!r}")
             configs += _as_list(entry.get("configs"), f"{where}.configs")
             args.update(_as_args(entry.get("args"), f"{where}.args"))
-        runs.append(SweepRun(
-            version="-".join(choice.values()),
-            configs=[_fill(c, choice, str(path)) for c in configs],
-            args={k: _fill(v, choice, str(path)) for k, v in args.items()},
-        ))
+        runs.append(
+            SweepRun(
+                version="-".join(choice.values()),
+                configs=[_fill(c, choice, str(path)) for c in configs],
+                args={k: _fill(v, choice, str(path)) for k, v in args.items()},
+            )
+        )
     return Sweep(name, str(spec.get("save_dir") or "lightning_logs"), runs, dict(spec.get("slurm") or {}))
 
 
@@ -156,8 +160,12 @@ def print_commands(sweep: Sweep, extra: list[str]) -> str:
 
 def slurm_script(sweep: Sweep, extra: list[str]) -> str:
     """A job-array script: task ``i`` runs the ``i``-th command (``sbatch`` it from the repository root)."""
-    lines = ["#!/bin/bash", f"#SBATCH --job-name={sweep.name}", f"#SBATCH --array=0-{len(sweep.runs) - 1}",
-             f"#SBATCH --output={sweep.save_dir}/{sweep.name}/slurm-%A_%a.out"]
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name={sweep.name}",
+        f"#SBATCH --array=0-{len(sweep.runs) - 1}",
+        f"#SBATCH --output={sweep.save_dir}/{sweep.name}/slurm-%A_%a.out",
+    ]
     lines += [f"#SBATCH --{key}={value}" for key, value in sweep.slurm.items()]
     lines += ["set -euo pipefail", "", "COMMANDS=("]
     lines += [f"  {shlex.quote(shlex.join(run.command(sweep.name, sweep.save_dir, extra)))}" for run in sweep.runs]
@@ -172,8 +180,9 @@ def run_all(sweep: Sweep, extra: list[str], force: bool = False) -> int:
     """
     missing = missing_configs(sweep)
     if missing:
-        raise ValueError(f"config files of the sweep {sweep.name!r} do not exist: {missing} "
-                         f"(paths are relative to {Path.cwd()})")
+        raise ValueError(
+            f"config files of the sweep {sweep.name!r} do not exist: {missing} (paths are relative to {Path.cwd()})"
+        )
     # A terminated sweep must not leave its current `pat-seg fit` running: SIGTERM becomes SystemExit,
     # on which subprocess.run kills the child before re-raising. The caller's handler comes back after.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -206,16 +215,23 @@ def _run_each(sweep: Sweep, extra: list[str], force: bool) -> int:
 def main(argv: list[str] | None = None) -> None:
     """``pat-seg sweep FILE [--mode run|print|slurm] [--save-dir DIR] [--force] [-- extra fit flags]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(prog="pat-seg sweep", description=__doc__.split("\n\n")[0],
-                                     epilog="Flags after `--` are appended to every `pat-seg fit` command.")
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(
+        prog="pat-seg sweep",
+        description=__doc__.split("\n\n")[0],
+        epilog="Flags after `--` are appended to every `pat-seg fit` command.",
+    )
     parser.add_argument("file", help="a sweep file, e.g. configs/sweeps/synthetic_table3.yaml")
     parser.add_argument("--mode", choices=MODES, default="print")
     parser.add_argument("--save-dir", help="override the sweep's save_dir")
     parser.add_argument("--force", action="store_true", help="--mode run: rerun runs that finished already")
-    parser.add_argument("--only", action="append", metavar="GLOB",
-                        help="keep the runs whose version matches this glob (repeatable), e.g. --only 'pat-*'")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="GLOB",
+        help="keep the runs whose version matches this glob (repeatable), e.g. --only 'pat-*'",
+    )
     args = parser.parse_args(argv)
     try:
         sweep = load_sweep(args.file)

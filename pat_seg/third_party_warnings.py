@@ -13,19 +13,37 @@ import warnings
 
 # (message regex, matched at the start of the message; category; who raises it, where)
 UNACTIONABLE: tuple[tuple[str, type[Warning], str], ...] = (
-    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning,
-     "torch, on Lightning's use of torch.utils._pytree.LeafSpec (lightning/pytorch/utilities/_pytree.py)"),
-    (r"\s*skip_none parameter was deprecated", DeprecationWarning,
-     "jsonargparse, on LightningCLI's call of ArgumentParser.dump(skip_none=...)"),
-    (r"\s*``instantiate_classes`` was deprecated", DeprecationWarning,
-     "jsonargparse, on LightningCLI.instantiate_classes"),
-    (r"\s*``ArgumentParser.add_instantiator`` was deprecated", DeprecationWarning,
-     "jsonargparse, on LightningCLI's checkpoint-loading instantiator"),
-    (r"\s*By default only one JsonargparseDeprecationWarning per type is shown", DeprecationWarning,
-     "jsonargparse's note that comes with the first of the three above"),
-    (r"The image decoding and encoding capabilities of TorchVision are deprecated", DeprecationWarning,
-     "torchvision >= 0.29, on every decoded image; pat_seg.data.io reads with torchvision.io where it exists "
-     "(15-20% faster than PIL) and falls back to PIL where it is gone"),
+    (
+        r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        FutureWarning,
+        "torch, on Lightning's use of torch.utils._pytree.LeafSpec (lightning/pytorch/utilities/_pytree.py)",
+    ),
+    (
+        r"\s*skip_none parameter was deprecated",
+        DeprecationWarning,
+        "jsonargparse, on LightningCLI's call of ArgumentParser.dump(skip_none=...)",
+    ),
+    (
+        r"\s*``instantiate_classes`` was deprecated",
+        DeprecationWarning,
+        "jsonargparse, on LightningCLI.instantiate_classes",
+    ),
+    (
+        r"\s*``ArgumentParser.add_instantiator`` was deprecated",
+        DeprecationWarning,
+        "jsonargparse, on LightningCLI's checkpoint-loading instantiator",
+    ),
+    (
+        r"\s*By default only one JsonargparseDeprecationWarning per type is shown",
+        DeprecationWarning,
+        "jsonargparse's note that comes with the first of the three above",
+    ),
+    (
+        r"The image decoding and encoding capabilities of TorchVision are deprecated",
+        DeprecationWarning,
+        "torchvision >= 0.29, on every decoded image; pat_seg.data.io reads with torchvision.io where it exists "
+        "(15-20% faster than PIL) and falls back to PIL where it is gone",
+    ),
 )
 
 

@@ -156,8 +156,15 @@ def formula_terms(
     return torch.where(valid, terms, torch.zeros((), dtype=torch.float64))
 
 
-def formula_loss(name: str, z: Tensor, target: Tensor, counts: Sequence[float], reduction: str = "mean",
-                 ignore_index: int | None = 255, **options: object) -> Tensor:
+def formula_loss(
+    name: str,
+    z: Tensor,
+    target: Tensor,
+    counts: Sequence[float],
+    reduction: str = "mean",
+    ignore_index: int | None = 255,
+    **options: object,
+) -> Tensor:
     """:func:`formula_terms` reduced: ``"none"``, ``"sum"``, or ``"mean"`` (docs/losses.md, "Reduction")."""
     terms = formula_terms(name, z, target, counts, ignore_index=ignore_index, **options)  # type: ignore[arg-type]
     if reduction == "none":
@@ -182,8 +189,12 @@ def make_loss(name: str, counts: Sequence[float], ldam_scale: float = 20.0, **kw
         "ldam": lambda: losses.LDAMLoss(counts, max_margin=0.5, scale=ldam_scale, drw_epoch=0, **kwargs),
         "blv": lambda: losses.BLVLoss(counts, sigma=0.5, **kwargs),
         "pat": lambda: losses.PATLoss(temperature=20.0, **kwargs),
-        "pat_presence": lambda: losses.PATLoss(temperature=20.0, presence_exponent=PRESENCE_EXPONENT,
-                                               class_presence=class_presence_for(len(counts)), **kwargs),
+        "pat_presence": lambda: losses.PATLoss(
+            temperature=20.0,
+            presence_exponent=PRESENCE_EXPONENT,
+            class_presence=class_presence_for(len(counts)),
+            **kwargs,
+        ),
         "patcb": lambda: losses.PATCBMixtureLoss(counts, mix=0.5, temperature=20.0, **kwargs),
     }
     return factories[name]().train()

@@ -49,7 +49,7 @@ def reference_pat(
         assert class_presence is not None and len(class_presence) == num_classes
         present_shares = [share for share in class_presence if share > 0]
         z = sum(share ** (1 - presence_exponent) for share in present_shares) / sum(present_shares)
-        factor = [share ** -presence_exponent / z if share > 0 else 0.0 for share in class_presence]
+        factor = [share**-presence_exponent / z if share > 0 else 0.0 for share in class_presence]
         largest = max(factor)
         factor = [f if share > 0 else largest for f, share in zip(factor, class_presence)]
     total = torch.zeros((), dtype=torch.float64)

@@ -119,18 +119,30 @@ def seeded(loss, seed=1234):
 # (name, loss factory, reference(z, target)) for deterministic losses in training mode
 DETERMINISTIC = [
     ("focal", lambda: FocalLoss(gamma=2.0), lambda z, t: ref_focal(z, t, 2.0)),
-    ("focal_alpha_g0.5", lambda: FocalLoss(gamma=0.5, alpha=[0.1, 0.2, 0.3, 0.4, 2.0]),
-     lambda z, t: ref_focal(z, t, 0.5, [0.1, 0.2, 0.3, 0.4, 2.0])),
+    (
+        "focal_alpha_g0.5",
+        lambda: FocalLoss(gamma=0.5, alpha=[0.1, 0.2, 0.3, 0.4, 2.0]),
+        lambda z, t: ref_focal(z, t, 0.5, [0.1, 0.2, 0.3, 0.4, 2.0]),
+    ),
     ("cb", lambda: ClassBalancedLoss(COUNTS), lambda z, t: ref_ce(z, t, ref_cb_weights())),
     ("cb_beta", lambda: ClassBalancedLoss(COUNTS, beta=0.99), lambda z, t: ref_ce(z, t, ref_cb_weights(0.99))),
     ("cbfocal", lambda: ClassBalancedFocalLoss(COUNTS, gamma=2.0), lambda z, t: ref_focal(z, t, 2.0, ref_cb_weights())),
-    ("bms", lambda: BalancedSoftmaxLoss(COUNTS),
-     lambda z, t: ref_ce(z + torch.tensor(ref_counts(), dtype=torch.float64).log().view(1, -1, 1, 1), t)),
+    (
+        "bms",
+        lambda: BalancedSoftmaxLoss(COUNTS),
+        lambda z, t: ref_ce(z + torch.tensor(ref_counts(), dtype=torch.float64).log().view(1, -1, 1, 1), t),
+    ),
     ("ldam", lambda: LDAMLoss(COUNTS), lambda z, t: ref_ce(ref_ldam_logits(z, t), t)),
-    ("ldam_m0.3_s5", lambda: LDAMLoss(COUNTS, max_margin=0.3, scale=5.0),
-     lambda z, t: ref_ce(ref_ldam_logits(z, t, 0.3, 5.0), t)),
-    ("ldam_drw", lambda: LDAMLoss(COUNTS, drw_epoch=0),
-     lambda z, t: ref_ce(ref_ldam_logits(z, t), t, ref_cb_weights())),
+    (
+        "ldam_m0.3_s5",
+        lambda: LDAMLoss(COUNTS, max_margin=0.3, scale=5.0),
+        lambda z, t: ref_ce(ref_ldam_logits(z, t, 0.3, 5.0), t),
+    ),
+    (
+        "ldam_drw",
+        lambda: LDAMLoss(COUNTS, drw_epoch=0),
+        lambda z, t: ref_ce(ref_ldam_logits(z, t), t, ref_cb_weights()),
+    ),
 ]
 
 
@@ -174,7 +186,9 @@ def test_blv_noise_mean_shift_per_class(sigma):
     torch.manual_seed(5)
     shift = loss.logit_variation(zeros)
     # E[min(|X|, 1)] for X ~ N(0, sigma): the truncated half-normal mean plus P(|X| >= 1).
-    mean_abs = sigma * math.sqrt(2 / math.pi) * (1 - math.exp(-1 / (2 * sigma**2))) + math.erfc(1 / (sigma * math.sqrt(2)))
+    mean_abs = sigma * math.sqrt(2 / math.pi) * (1 - math.exp(-1 / (2 * sigma**2))) + math.erfc(
+        1 / (sigma * math.sqrt(2))
+    )
     counts = torch.tensor(ref_counts(), dtype=torch.float64)
     f = math.log(counts.sum()) - counts.log()
     expected = mean_abs * f / f.max()
@@ -234,9 +248,14 @@ def test_ldam_deferred_reweighting_starts_at_drw_epoch():
 def make_all_losses(counts=COUNTS):
     """Every loss of Table 3, with deferred re-weighting on for LDAM so that its weights are exercised."""
     return {
-        "ce": CrossEntropyLoss(), "pat": PATLoss(), "focal": FocalLoss(), "cb": ClassBalancedLoss(counts),
-        "cbfocal": ClassBalancedFocalLoss(counts), "bms": BalancedSoftmaxLoss(counts),
-        "ldam": LDAMLoss(counts, drw_epoch=0), "blv": BLVLoss(counts),
+        "ce": CrossEntropyLoss(),
+        "pat": PATLoss(),
+        "focal": FocalLoss(),
+        "cb": ClassBalancedLoss(counts),
+        "cbfocal": ClassBalancedFocalLoss(counts),
+        "bms": BalancedSoftmaxLoss(counts),
+        "ldam": LDAMLoss(counts, drw_epoch=0),
+        "blv": BLVLoss(counts),
     }
 
 
@@ -298,7 +317,7 @@ def one_hot_focal(logits, target):
     """A focal loss the way the authors wrote it (one-hot target): what the memory test must catch."""
     onehot = F.one_hot(target.clamp_max(logits.shape[1] - 1), logits.shape[1]).permute(0, 3, 1, 2)
     log_p_t = (onehot * F.log_softmax(logits, 1)).sum(1)
-    return (-(1 - log_p_t.exp()) ** 2 * log_p_t)[target != IGNORE].mean()
+    return (-((1 - log_p_t.exp()) ** 2) * log_p_t)[target != IGNORE].mean()
 
 
 def track_forward_backward(loss, num_classes=8):
@@ -306,8 +325,11 @@ def track_forward_backward(loss, num_classes=8):
     logits.requires_grad_()
     with _load_benchmark_module().LiveTensorMemory() as tracker:
         loss(logits, target).backward()
-    big_integer = [(op, dtype) for op, dtype, numel in tracker.allocations
-                   if numel >= logits.numel() and not (dtype.is_floating_point or dtype.is_complex)]
+    big_integer = [
+        (op, dtype)
+        for op, dtype, numel in tracker.allocations
+        if numel >= logits.numel() and not (dtype.is_floating_point or dtype.is_complex)
+    ]
     return tracker, big_integer, logits, target
 
 
@@ -340,7 +362,9 @@ def test_all_pixels_ignored_gives_zero(name):
     assert torch.isfinite(logits.grad).all()
 
 
-@pytest.mark.parametrize("loss_type", [ClassBalancedLoss, ClassBalancedFocalLoss, BalancedSoftmaxLoss, LDAMLoss, BLVLoss])
+@pytest.mark.parametrize(
+    "loss_type", [ClassBalancedLoss, ClassBalancedFocalLoss, BalancedSoftmaxLoss, LDAMLoss, BLVLoss]
+)
 def test_missing_counts_are_a_clear_error_and_set_class_counts_fixes_it(loss_type):
     logits, target = make_batch(seed=11)
     loss = loss_type()
@@ -356,8 +380,12 @@ def test_missing_counts_are_a_clear_error_and_set_class_counts_fixes_it(loss_typ
 
 @pytest.mark.parametrize(
     "counts,message",
-    [([10.0, -1.0], r"class_counts\[1\] = -1.0"), ([10.0, float("nan")], r"class_counts\[1\] = nan"),
-     ([10.0], "at least 2"), ("10,20", "list of per-class pixel counts")],
+    [
+        ([10.0, -1.0], r"class_counts\[1\] = -1.0"),
+        ([10.0, float("nan")], r"class_counts\[1\] = nan"),
+        ([10.0], "at least 2"),
+        ("10,20", "list of per-class pixel counts"),
+    ],
 )
 def test_bad_counts_are_rejected(counts, message):
     with pytest.raises(ValueError, match=message):
@@ -366,9 +394,14 @@ def test_bad_counts_are_rejected(counts, message):
 
 @pytest.mark.parametrize(
     "make,message",
-    [(lambda: FocalLoss(gamma=-1.0), "gamma must be"), (lambda: FocalLoss(alpha=[1.0, -2.0]), "alpha must be"),
-     (lambda: ClassBalancedLoss(beta=1.0), "beta must be"), (lambda: LDAMLoss(max_margin=0.0), "max_margin must be"),
-     (lambda: LDAMLoss(drw_epoch=-1), "drw_epoch must be"), (lambda: BLVLoss(sigma=-0.1), "sigma must be")],
+    [
+        (lambda: FocalLoss(gamma=-1.0), "gamma must be"),
+        (lambda: FocalLoss(alpha=[1.0, -2.0]), "alpha must be"),
+        (lambda: ClassBalancedLoss(beta=1.0), "beta must be"),
+        (lambda: LDAMLoss(max_margin=0.0), "max_margin must be"),
+        (lambda: LDAMLoss(drw_epoch=-1), "drw_epoch must be"),
+        (lambda: BLVLoss(sigma=-0.1), "sigma must be"),
+    ],
 )
 def test_bad_hyperparameters_are_rejected(make, message):
     with pytest.raises(ValueError, match=message):

@@ -35,8 +35,9 @@ def crafted_checkpoint(path: Path, marker: Path) -> Path:
     return path
 
 
-def test_the_temporary_file_lies_beside_the_target_whatever_tmpdir_is(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_temporary_file_lies_beside_the_target_whatever_tmpdir_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if not Path("/dev/shm").is_dir():
         pytest.skip("no /dev/shm here")
     monkeypatch.setenv("TMPDIR", "/dev/shm")
@@ -44,8 +45,11 @@ def test_the_temporary_file_lies_beside_the_target_whatever_tmpdir_is(tmp_path: 
     assert tempfile.gettempdir() == "/dev/shm"
     renames: list[tuple[Path, Path]] = []
     real_replace = os.replace
-    monkeypatch.setattr(os, "replace", lambda source, target: (renames.append((Path(source), Path(target))),
-                                                               real_replace(source, target))[1])
+    monkeypatch.setattr(
+        os,
+        "replace",
+        lambda source, target: (renames.append((Path(source), Path(target))), real_replace(source, target))[1],
+    )
     target = tmp_path / "run" / "checkpoints" / "last.ckpt"
     SafeCheckpointIO().save_checkpoint({"global_step": 3, "w": torch.arange(4.0)}, target)
     assert [(source.parent, destination) for source, destination in renames] == [(target.parent, target)]
@@ -105,10 +109,22 @@ def test_the_allow_list_is_what_a_default_run_writes(tmp_path: Path) -> None:
     weights-only default or on the allow-list, and every allowed type occurs in it."""
     from pat_seg.cli import cli_main
 
-    cli_main(["fit", f"--trainer.default_root_dir={tmp_path}", "--trainer.max_epochs=1",
-              "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-              "--data.num_train=8", "--data.num_val=2", "--data.num_test=2", "--data.image_size=16",
-              "--data.batch_size=4", "--model.model.init_args.base_channels=4", "--model.model.init_args.depth=1"])
+    cli_main(
+        [
+            "fit",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.max_epochs=1",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+            "--data.num_train=8",
+            "--data.num_val=2",
+            "--data.num_test=2",
+            "--data.image_size=16",
+            "--data.batch_size=4",
+            "--model.model.init_args.base_channels=4",
+            "--model.model.init_args.depth=1",
+        ]
+    )
     (last,) = tmp_path.glob("lightning_logs/default/version_0/checkpoints/last.ckpt")
     needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(last))
     assert needed == {f"{kind.__module__}.{kind.__qualname__}" for kind in CHECKPOINT_TYPES}

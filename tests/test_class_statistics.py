@@ -98,7 +98,9 @@ def test_volumes_and_nothing_ignored() -> None:
 def test_bad_labels_are_named_with_their_label_map() -> None:
     maps = label_maps(seed=4)
     maps[6][1, 1] = 9
-    with pytest.raises(ValueError, match=r"label 9 found in label map 6; expected class indices in \[0, 5\] or ignore_index 255"):
+    with pytest.raises(
+        ValueError, match=r"label 9 found in label map 6; expected class indices in \[0, 5\] or ignore_index 255"
+    ):
         class_statistics(maps, NUM_CLASSES, IGNORE)
     batches = [torch.stack(maps[:4]), torch.stack(maps[4:])]
     with pytest.raises(ValueError, match="label 9 found in label map 6;"):

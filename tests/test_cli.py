@@ -9,9 +9,17 @@ from pat_seg.cli import cli_main
 from pat_seg.data import SyntheticLongTailDataModule
 
 TINY = [
-    "--data.num_train=16", "--data.num_val=8", "--data.num_test=8", "--data.image_size=32",
-    "--data.batch_size=4", "--model.model.init_args.base_channels=4", "--model.model.init_args.depth=2",
-    "--trainer.max_epochs=2", "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    "--data.num_train=16",
+    "--data.num_val=8",
+    "--data.num_test=8",
+    "--data.image_size=32",
+    "--data.batch_size=4",
+    "--model.model.init_args.base_channels=4",
+    "--model.model.init_args.depth=2",
+    "--trainer.max_epochs=2",
+    "--trainer.log_every_n_steps=1",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
 ]
 
 
@@ -26,8 +34,16 @@ def tiny_run(tmp_path_factory):
 def test_fit_logs_loss_miou_and_per_class_iou(tiny_run):
     _, version = tiny_run
     scalars = read_scalars(version)
-    for tag in ("train/loss_epoch", "train/loss_step", "val/miou", "val/pixel_accuracy", "val/dice_error",
-                "val/miou_head", "val/miou_tail", "val/loss"):
+    for tag in (
+        "train/loss_epoch",
+        "train/loss_step",
+        "val/miou",
+        "val/pixel_accuracy",
+        "val/dice_error",
+        "val/miou_head",
+        "val/miou_tail",
+        "val/loss",
+    ):
         assert tag in scalars, tag
     for name in SyntheticLongTailDataModule.class_names:
         assert f"val/iou/{name}" in scalars

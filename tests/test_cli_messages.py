@@ -25,13 +25,19 @@ def pat_seg(*args: str, cwd: Path | None = None, debug: bool = False) -> subproc
     environment.pop("PAT_SEG_DEBUG", None)
     if debug:
         environment["PAT_SEG_DEBUG"] = "1"
-    return subprocess.run([PAT_SEG, *args], cwd=cwd or REPO, env=environment, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [PAT_SEG, *args], cwd=cwd or REPO, env=environment, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_top_level_help_names_every_command() -> None:
     result = pat_seg("--help")
     assert result.returncode == 0
-    listed = {line.split()[0] for line in result.stdout.split("commands:")[1].split("examples:")[0].splitlines() if line.strip()}
+    listed = {
+        line.split()[0]
+        for line in result.stdout.split("commands:")[1].split("examples:")[0].splitlines()
+        if line.strip()
+    }
     assert listed == {"prepare", "fit", "validate", "test", "predict", "report", "sweep"}
 
 
@@ -64,8 +70,9 @@ def test_missing_cityscapes_root_is_a_short_configuration_error(tmp_path: Path) 
 def test_empty_cityscapes_root_is_a_short_configuration_error(tmp_path: Path) -> None:
     for folder in ("leftImg8bit/train", "leftImg8bit/val", "gtFine/train", "gtFine/val"):
         (tmp_path / folder).mkdir(parents=True)
-    result = pat_seg("fit", "--config", "configs/cityscapes_pat.yaml", "--data.root", str(tmp_path),
-                     "--trainer.logger=false")
+    result = pat_seg(
+        "fit", "--config", "configs/cityscapes_pat.yaml", "--data.root", str(tmp_path), "--trainer.logger=false"
+    )
     short_error(result, 2, str(tmp_path), "train")
 
 
@@ -80,11 +87,15 @@ def test_bad_temperature_is_named() -> None:
 @pytest.mark.slow
 def test_resume_past_the_budget_is_named(tmp_path: Path) -> None:
     config = tmp_path / "tiny.yaml"
-    config.write_text(json.dumps({
-        "trainer": {"max_epochs": 2, "enable_progress_bar": False, "enable_model_summary": False},
-        "model": {"model": {"init_args": {"base_channels": 4, "depth": 1}}},
-        "data": {"init_args": {"num_train": 8, "num_val": 2, "num_test": 2, "image_size": 16, "batch_size": 4}},
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "trainer": {"max_epochs": 2, "enable_progress_bar": False, "enable_model_summary": False},
+                "model": {"model": {"init_args": {"base_channels": 4, "depth": 1}}},
+                "data": {"init_args": {"num_train": 8, "num_val": 2, "num_test": 2, "image_size": 16, "batch_size": 4}},
+            }
+        )
+    )
     trained = pat_seg("fit", "--config", str(config), cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-3000:]
     result = pat_seg("fit", "--config", str(config), "--ckpt_path", "last", "--trainer.max_epochs=1", cwd=tmp_path)

@@ -8,8 +8,12 @@ import pytest
 from test_run_safety import TINY_DATA, TINY_TRAINER, pat_seg, short_error, write
 
 TINY = [f"--data.{key}={value}" for key, value in TINY_DATA.items()] + [
-    "--model.model.init_args.base_channels=4", "--model.model.init_args.depth=1", "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false", "--trainer.max_epochs=1"]
+    "--model.model.init_args.base_channels=4",
+    "--model.model.init_args.depth=1",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.max_epochs=1",
+]
 
 
 @pytest.mark.slow
@@ -40,8 +44,14 @@ def test_a_missing_or_unusable_checkpoint_is_a_short_error(tmp_path: Path, comma
 
 @pytest.mark.slow
 def test_best_without_the_runs_config_names_the_config_and_no_checkpoint_warns(tmp_path: Path) -> None:
-    config = write(tmp_path / "tiny.yaml", {"trainer": TINY_TRAINER, "data": {"init_args": TINY_DATA},
-                                            "model": {"model": {"init_args": {"base_channels": 4, "depth": 1}}}})
+    config = write(
+        tmp_path / "tiny.yaml",
+        {
+            "trainer": TINY_TRAINER,
+            "data": {"init_args": TINY_DATA},
+            "model": {"model": {"init_args": {"base_channels": 4, "depth": 1}}},
+        },
+    )
     assert pat_seg("fit", "--config", str(config), cwd=tmp_path).returncode == 0
     run_config = tmp_path / "lightning_logs" / "tiny" / "version_0" / "config.yaml"
     result = pat_seg("test", "--ckpt_path", "best", cwd=tmp_path)

@@ -26,12 +26,18 @@ SEGNET = {**UNET, "model": {"model": {"class_path": "pat_seg.models.SegNet"}}}
 def checkpoint_state(epochs: int, step: int, best: Path | None = None) -> dict[str, Any]:
     """What a Lightning checkpoint holds that the plan reads: progress counters and the best path."""
     callbacks = {} if best is None else {"ModelCheckpoint{'monitor': 'val/miou'}": {"best_model_path": str(best)}}
-    return {"epoch": epochs, "global_step": step, "state_dict": {"w": torch.zeros(2)},
-            "loops": {"fit_loop": {"epoch_progress": {"current": {"completed": epochs}}}}, "callbacks": callbacks}
+    return {
+        "epoch": epochs,
+        "global_step": step,
+        "state_dict": {"w": torch.zeros(2)},
+        "loops": {"fit_loop": {"epoch_progress": {"current": {"completed": epochs}}}},
+        "callbacks": callbacks,
+    }
 
 
-def make_run(root: Path, version: str, config: dict[str, Any], step: int = 6, epochs: int = 2,
-             mtime: float | None = None) -> Path:
+def make_run(
+    root: Path, version: str, config: dict[str, Any], step: int = 6, epochs: int = 2, mtime: float | None = None
+) -> Path:
     run = root / "lightning_logs" / "tiny" / version
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(config))
@@ -43,10 +49,17 @@ def make_run(root: Path, version: str, config: dict[str, Any], step: int = 6, ep
     return run
 
 
-def fit(root: Path, config: dict[str, Any], ckpt_path: str | None = "last", max_epochs: int = 4,
-        version: str | None = None) -> CommandRequest:
-    return CommandRequest("fit", ckpt_path, RunFolder(root / "lightning_logs", "tiny", version), ["tiny.yaml"],
-                          config, max_epochs=max_epochs)
+def fit(
+    root: Path, config: dict[str, Any], ckpt_path: str | None = "last", max_epochs: int = 4, version: str | None = None
+) -> CommandRequest:
+    return CommandRequest(
+        "fit",
+        ckpt_path,
+        RunFolder(root / "lightning_logs", "tiny", version),
+        ["tiny.yaml"],
+        config,
+        max_epochs=max_epochs,
+    )
 
 
 def digest(root: Path) -> dict[str, str]:
@@ -113,12 +126,14 @@ def test_a_fixed_version_is_the_only_candidate(tmp_path: Path) -> None:
     assert plan.run is not None and plan.run.path == grid_point and plan.purge_step == 3
 
 
-@pytest.mark.parametrize(("subcommand", "folder"), [("test", "test"), ("validate", "validate"),
-                                                      ("predict", "predictions")])
+@pytest.mark.parametrize(
+    ("subcommand", "folder"), [("test", "test"), ("validate", "validate"), ("predict", "predictions")]
+)
 def test_evaluations_go_into_the_run_of_their_checkpoint(tmp_path: Path, subcommand: str, folder: str) -> None:
     run = make_run(tmp_path, "version_0", UNET)
-    request = CommandRequest(subcommand, "best", RunFolder(tmp_path / "lightning_logs", "config"),
-                             [str(run / "config.yaml")], UNET)
+    request = CommandRequest(
+        subcommand, "best", RunFolder(tmp_path / "lightning_logs", "config"), [str(run / "config.yaml")], UNET
+    )
     plan = plan_command(request)
     assert plan.checkpoint == run / "checkpoints" / "epoch001.ckpt"  # recorded as best in last.ckpt
     assert plan.output_dir == run / folder and plan.run is not None and plan.run.path == run

@@ -39,20 +39,35 @@ def write_config(path: Path, loss: str, callbacks: list[dict] = ()) -> Path:
     """A tiny experiment; YAML is a superset of JSON."""
     config = {
         "trainer": {
-            "max_epochs": EPOCHS, "log_every_n_steps": 1, "enable_progress_bar": False,
-            "enable_model_summary": False, "accelerator": "cpu", "deterministic": True,
+            "max_epochs": EPOCHS,
+            "log_every_n_steps": 1,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "accelerator": "cpu",
+            "deterministic": True,
             "callbacks": [
-                {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                 "init_args": {"monitor": "val/miou", "mode": "max"}},
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {"monitor": "val/miou", "mode": "max"},
+                },
                 {"class_path": "pat_seg.callbacks.StepCheckpoint", "init_args": {"every_n_train_steps": 3}},
                 *callbacks,
             ],
         },
-        "model": {"model": {"class_path": "pat_seg.models.UNet", "init_args": {"base_channels": 4, "depth": 2}},
-                  "loss": {"class_path": f"pat_seg.losses.{loss}"}},
-        "data": {"class_path": "pat_seg.data.SyntheticLongTailDataModule",
-                 "init_args": {"num_train": NUM_TRAIN, "num_val": 4, "num_test": 3, "image_size": IMAGE_SIZE,
-                               "batch_size": BATCH}},
+        "model": {
+            "model": {"class_path": "pat_seg.models.UNet", "init_args": {"base_channels": 4, "depth": 2}},
+            "loss": {"class_path": f"pat_seg.losses.{loss}"},
+        },
+        "data": {
+            "class_path": "pat_seg.data.SyntheticLongTailDataModule",
+            "init_args": {
+                "num_train": NUM_TRAIN,
+                "num_val": 4,
+                "num_test": 3,
+                "image_size": IMAGE_SIZE,
+                "batch_size": BATCH,
+            },
+        },
     }
     path.write_text(json.dumps(config))
     return path
@@ -66,7 +81,10 @@ def scalar_steps(folder: Path, tag: str) -> list[int]:
 
 @pytest.mark.slow
 def test_fit_kill_resume_test_predict_report(tmp_path: Path) -> None:
-    pat, ce = write_config(tmp_path / "tiny_pat.yaml", "PATLoss"), write_config(tmp_path / "tiny_ce.yaml", "CrossEntropyLoss")
+    pat, ce = (
+        write_config(tmp_path / "tiny_pat.yaml", "PATLoss"),
+        write_config(tmp_path / "tiny_ce.yaml", "CrossEntropyLoss"),
+    )
     # The kill switch is a second --config, so the experiment is still named after tiny_pat.yaml.
     kill = tmp_path / "kill.yaml"
     write_config(kill, "PATLoss", [{"class_path": "test_resume.SignalAtStep", "init_args": {"step": 7}}])
@@ -81,7 +99,11 @@ def test_fit_kill_resume_test_predict_report(tmp_path: Path) -> None:
 
     logs = tmp_path / "lightning_logs"
     assert sorted(str(path.relative_to(logs)) for path in logs.glob("*/*")) == [
-        "tiny_ce/version_0", "tiny_ce/version_1", "tiny_pat/version_0", "tiny_pat/version_1"]
+        "tiny_ce/version_0",
+        "tiny_ce/version_1",
+        "tiny_pat/version_0",
+        "tiny_pat/version_1",
+    ]
     resumed_run = logs / "tiny_pat" / "version_1"
     assert len(list(resumed_run.glob("events.out.tfevents.*"))) == 2  # the killed process's and the resumed one's
     assert scalar_steps(resumed_run, "train/loss_step") == list(range(STEPS))
@@ -99,11 +121,19 @@ def test_fit_kill_resume_test_predict_report(tmp_path: Path) -> None:
         assert labels.shape == (IMAGE_SIZE, IMAGE_SIZE)
         assert set(np.unique(labels).tolist()) <= set(range(9)) | {255}
     assert sorted(path.relative_to(logs).parts[:2] for path in logs.glob("*/*")) == [
-        ("tiny_ce", "version_0"), ("tiny_ce", "version_1"), ("tiny_pat", "version_0"), ("tiny_pat", "version_1")]
+        ("tiny_ce", "version_0"),
+        ("tiny_ce", "version_1"),
+        ("tiny_pat", "version_0"),
+        ("tiny_pat", "version_1"),
+    ]
 
     report = run(["report", "--logdir", str(logs)], tmp_path)
     table3 = report.stdout.split("Table 3", 1)[1].split("###", 1)[0]
-    rows = {line.split("|")[1].strip(): line for line in table3.splitlines() if line.startswith("| ") and "Method" not in line}
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in table3.splitlines()
+        if line.startswith("| ") and "Method" not in line
+    }
     assert sorted(rows) == ["CE", "PAT (T=20)"]
     assert all(row.count("(n=2)") == 3 for row in rows.values())  # mIoU, pixel accuracy, Dice error
     assert "warning" not in report.stderr

@@ -16,10 +16,41 @@ H, W = 8, 16
 # cityscapesscripts' labels.py, (labelId, trainId) with 255 = not evaluated; written out here in full
 # so the test does not share the package's table. -1 (license plate) is stored as 255 in a uint8 PNG.
 CITYSCAPES_IDS = [
-    (0, 255), (1, 255), (2, 255), (3, 255), (4, 255), (5, 255), (6, 255), (7, 0), (8, 1), (9, 255),
-    (10, 255), (11, 2), (12, 3), (13, 4), (14, 255), (15, 255), (16, 255), (17, 5), (18, 255), (19, 6),
-    (20, 7), (21, 8), (22, 9), (23, 10), (24, 11), (25, 12), (26, 13), (27, 14), (28, 15), (29, 255),
-    (30, 255), (31, 16), (32, 17), (33, 18), (255, 255),
+    (0, 255),
+    (1, 255),
+    (2, 255),
+    (3, 255),
+    (4, 255),
+    (5, 255),
+    (6, 255),
+    (7, 0),
+    (8, 1),
+    (9, 255),
+    (10, 255),
+    (11, 2),
+    (12, 3),
+    (13, 4),
+    (14, 255),
+    (15, 255),
+    (16, 255),
+    (17, 5),
+    (18, 255),
+    (19, 6),
+    (20, 7),
+    (21, 8),
+    (22, 9),
+    (23, 10),
+    (24, 11),
+    (25, 12),
+    (26, 13),
+    (27, 14),
+    (28, 15),
+    (29, 255),
+    (30, 255),
+    (31, 16),
+    (32, 17),
+    (33, 18),
+    (255, 255),
 ]
 ALL_LABEL_IDS = np.array([label_id for label_id, _ in CITYSCAPES_IDS])
 
@@ -48,8 +79,10 @@ def write_cityscapes(root: Path, train: int = 3, val: int = 2) -> dict[str, list
         for i in range(count):
             city = ("aachen", "bochum")[i // 2]  # sorted paths keep the order written
             stem = f"{city}_{i:06d}_000019"
-            write_png(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
-                      rng.integers(0, 255, size=(H, W, 3), dtype=np.uint8))
+            write_png(
+                root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
+                rng.integers(0, 255, size=(H, W, 3), dtype=np.uint8),
+            )
             label_ids = every_id_label(shift=i)
             write_png(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", label_ids)
             written[split].append(label_ids)
@@ -126,11 +159,15 @@ def test_class_counts_are_exact_and_cached_by_protocol(tmp_path: Path) -> None:
     for void, classes in ((False, 19), (True, 20)):
         mapped = np.concatenate([expected_train_ids(x, 19 if void else 255).ravel() for x in written["train"]])
         expected = np.bincount(mapped[mapped != 255], minlength=classes).tolist()
-        images = [sum(int((expected_train_ids(x, 19 if void else 255) == c).any()) for x in written["train"])
-                  for c in range(classes)]
+        images = [
+            sum(int((expected_train_ids(x, 19 if void else 255) == c).any()) for x in written["train"])
+            for c in range(classes)
+        ]
         datamodule = make(tmp_path, void_as_class=void)
         assert datamodule.class_counts == expected
-        assert datamodule.class_statistics.images == images and datamodule.class_statistics.num_images == len(written["train"])
+        assert datamodule.class_statistics.images == images and datamodule.class_statistics.num_images == len(
+            written["train"]
+        )
         assert images[0] == 4 and images[18] == 3  # road in every frame, bicycle not in the road-only one
         cache = datamodule.class_counts_cache_file()
         stored = json.loads(cache.read_text())
@@ -169,8 +206,9 @@ def test_read_only_root_caches_under_xdg_cache_home(tmp_path: Path, monkeypatch:
 def test_training_samples_have_the_protocol_size_and_aligned_padding(tmp_path: Path) -> None:
     write_cityscapes(tmp_path)
     # void_as_class leaves no ignored label, so every 255 in the batch is padding.
-    datamodule = CityscapesDataModule(str(tmp_path), void_as_class=True, size=(H, W), scale_range=(0.5, 0.5),
-                                      batch_size=2)
+    datamodule = CityscapesDataModule(
+        str(tmp_path), void_as_class=True, size=(H, W), scale_range=(0.5, 0.5), batch_size=2
+    )
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["image"].shape == (2, 3, H, W) and batch["target"].shape == (2, H, W)

@@ -80,11 +80,23 @@ def test_fit_runs_two_steps_on_a_fixture(config: Path, tmp_path: Path) -> None:
     write, size, classes = DATA_SETS[prefix]
     write(tmp_path / "data")  # at most 8 training images: batch_size 8 makes each epoch one step,
     # so 2 steps run validation twice. (--trainer.limit_train_batches=1 would parse as 1.0 = 100%.)
-    cli = cli_main([
-        "fit", "--config", str(local), "--data.root", str(tmp_path / "data"), f"--data.size={size}",
-        "--data.batch_size=8", "--data.num_workers=0", "--trainer.max_steps=2", "--trainer.accelerator=cpu", "--trainer.devices=1",
-        "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path / 'runs'}",
-    ])
+    cli = cli_main(
+        [
+            "fit",
+            "--config",
+            str(local),
+            "--data.root",
+            str(tmp_path / "data"),
+            f"--data.size={size}",
+            "--data.batch_size=8",
+            "--data.num_workers=0",
+            "--trainer.max_steps=2",
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=1",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path / 'runs'}",
+        ]
+    )
     assert cli.trainer.global_step == 2
     assert cli.datamodule.num_classes == classes == cli.model.num_classes
     assert "val/miou" in cli.trainer.callback_metrics

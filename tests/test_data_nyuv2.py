@@ -138,8 +138,13 @@ def mat5(variables: dict[str, np.ndarray], compress: bool = False) -> bytes:
             return struct.pack("<HH", kind, len(payload)) + payload.ljust(4, b"\0")
         return struct.pack("<II", kind, len(payload)) + payload + b"\0" * (-len(payload) % 8)
 
-    classes = {np.dtype(np.float64): (6, 9), np.dtype(np.uint8): (9, 2), np.dtype(np.uint16): (11, 4),
-               np.dtype(np.int32): (12, 5), np.dtype("<U1"): (4, 4)}
+    classes = {
+        np.dtype(np.float64): (6, 9),
+        np.dtype(np.uint8): (9, 2),
+        np.dtype(np.uint16): (11, 4),
+        np.dtype(np.int32): (12, 5),
+        np.dtype("<U1"): (4, 4),
+    }
     body = b""
     for name, value in variables.items():
         value = np.atleast_2d(value)
@@ -148,9 +153,13 @@ def mat5(variables: dict[str, np.ndarray], compress: bool = False) -> bytes:
         else:
             mx_class, mi_type = classes[value.dtype]
             data = element(mi_type, value.ravel(order="F").astype(value.dtype.newbyteorder("<")).tobytes())
-        matrix = element(14, element(6, struct.pack("<II", mx_class, 0))
-                         + element(5, struct.pack(f"<{value.ndim}i", *value.shape))
-                         + element(1, name.encode()) + data)
+        matrix = element(
+            14,
+            element(6, struct.pack("<II", mx_class, 0))
+            + element(5, struct.pack(f"<{value.ndim}i", *value.shape))
+            + element(1, name.encode())
+            + data,
+        )
         if compress:
             packed = zlib.compress(matrix)
             matrix = struct.pack("<II", 15, len(packed)) + packed
@@ -162,8 +171,35 @@ def mat5(variables: dict[str, np.ndarray], compress: bool = False) -> bytes:
 # 894 -> 40: raw class k maps to 40-class ((k - 1) % 40) + 1, so raw 1..40 cover every 40-class id.
 MAP_CLASS = (np.arange(894) % 40 + 1).astype(np.float64)
 # The 40 -> 13 map (1-based) of docs/datasets.md, written out again here.
-TO_13 = {1: 12, 2: 5, 3: 6, 4: 1, 5: 4, 6: 9, 7: 10, 8: 12, 9: 13, 10: 6, 11: 8, 12: 6, 13: 13, 14: 10,
-         15: 6, 16: 13, 17: 6, 18: 7, 19: 7, 20: 5, 21: 7, 22: 3, 23: 2, 24: 6, 25: 11, 32: 6, 39: 6}
+TO_13 = {
+    1: 12,
+    2: 5,
+    3: 6,
+    4: 1,
+    5: 4,
+    6: 9,
+    7: 10,
+    8: 12,
+    9: 13,
+    10: 6,
+    11: 8,
+    12: 6,
+    13: 13,
+    14: 10,
+    15: 6,
+    16: 13,
+    17: 6,
+    18: 7,
+    19: 7,
+    20: 5,
+    21: 7,
+    22: 3,
+    23: 2,
+    24: 6,
+    25: 11,
+    32: 6,
+    39: 6,
+}
 N_IMAGES = 5
 
 
@@ -182,9 +218,12 @@ def write_mat(root: Path, compress: bool = True) -> list[np.ndarray]:
         # MATLAB v7.3 stores HxWx3xN as N x 3 x W x H and HxWxN as N x W x H.
         file["images"] = images.transpose(0, 3, 2, 1)
         file["labels"] = np.stack(labels).transpose(0, 2, 1)
-    (root / "splits.mat").write_bytes(mat5({"trainNdxs": np.array([[1.0], [3.0], [5.0]]),
-                                            "testNdxs": np.array([[2.0], [4.0]])}, compress))
-    (root / "classMapping40.mat").write_bytes(mat5({"mapClass": MAP_CLASS[None, :], "name": np.array(list("wall"))}, compress))
+    (root / "splits.mat").write_bytes(
+        mat5({"trainNdxs": np.array([[1.0], [3.0], [5.0]]), "testNdxs": np.array([[2.0], [4.0]])}, compress)
+    )
+    (root / "classMapping40.mat").write_bytes(
+        mat5({"mapClass": MAP_CLASS[None, :], "name": np.array(list("wall"))}, compress)
+    )
     return labels
 
 
@@ -192,7 +231,9 @@ def write_mat(root: Path, compress: bool = True) -> list[np.ndarray]:
 def test_level5_reader_reads_numeric_matrices_in_matlab_shape(tmp_path: Path, compress: bool) -> None:
     path = tmp_path / "x.mat"
     matrix = np.arange(6, dtype=np.float64).reshape(2, 3)
-    path.write_bytes(mat5({"a": matrix, "idx": np.array([[7], [9]], dtype=np.int32), "s": np.array(list("hi"))}, compress))
+    path.write_bytes(
+        mat5({"a": matrix, "idx": np.array([[7], [9]], dtype=np.int32), "s": np.array(list("hi"))}, compress)
+    )
     found = read_mat(path)
     assert sorted(found) == ["a", "idx"]  # the char array is skipped
     np.testing.assert_array_equal(found["a"], matrix)

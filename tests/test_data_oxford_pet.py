@@ -106,7 +106,9 @@ def test_images_are_resized_to_the_protocol_size(tmp_path: Path) -> None:
 def test_incomplete_root_names_the_first_missing_path(tmp_path: Path) -> None:
     write_pet(tmp_path)
     (tmp_path / "annotations" / "test.txt").unlink()
-    with pytest.raises(DatasetLayoutError, match=rf"(?s){tmp_path / 'annotations' / 'test.txt'} does not exist.*trimaps"):
+    with pytest.raises(
+        DatasetLayoutError, match=rf"(?s){tmp_path / 'annotations' / 'test.txt'} does not exist.*trimaps"
+    ):
         make(tmp_path)
 
 

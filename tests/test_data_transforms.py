@@ -78,7 +78,8 @@ def test_uint8_mask_is_padded_with_an_ignore_index_outside_a_byte() -> None:
     torch.manual_seed(0)
     label = np.full((8, 8), 2, dtype=np.uint8)
     _, target = SegmentationTransform((8, 8), train=True, ignore_index=-1, scale_range=(0.5, 0.5))(
-        np.zeros((8, 8, 3), dtype=np.uint8), label)
+        np.zeros((8, 8, 3), dtype=np.uint8), label
+    )
     # 48 padded pixels hold -1 itself (a uint8 mask would wrap it to 255), the 16 others the label.
     assert target.dtype == torch.long and int((target == -1).sum()) == 48 and int((target == 2).sum()) == 16
 

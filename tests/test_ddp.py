@@ -46,7 +46,9 @@ class SaveConfusionMatrix(L.Callback):
 
 def validate_config(root: Path, name: str) -> Path:
     config = tiny_config(root)
-    config["trainer"]["callbacks"] = [{"class_path": "test_ddp.SaveConfusionMatrix", "init_args": {"path": str(root / f"{name}.pt")}}]
+    config["trainer"]["callbacks"] = [
+        {"class_path": "test_ddp.SaveConfusionMatrix", "init_args": {"path": str(root / f"{name}.pt")}}
+    ]
     config["trainer"]["logger"] = False
     config["data"]["init_args"].update(num_val=NUM_VAL, eval_batch_size=2)
     path = root / f"{name}.yaml"
@@ -74,7 +76,9 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.Te
     assert single.returncode == 0, single.stderr[-3000:]
     saved = torch.load(root / "single.pt")
     matrix = saved["confmat"]
-    valid_pixels = sum(int((SyntheticLongTailDataset(NUM_VAL, IMAGE_SIZE, 0, "val")[i]["target"] != 255).sum()) for i in range(NUM_VAL))
+    valid_pixels = sum(
+        int((SyntheticLongTailDataset(NUM_VAL, IMAGE_SIZE, 0, "val")[i]["target"] != 255).sum()) for i in range(NUM_VAL)
+    )
     assert int(matrix.sum()) == valid_pixels  # every valid pixel of the split counted once
     return ckpt, saved
 
@@ -88,8 +92,16 @@ def assert_same_validation(saved: dict, single: dict) -> None:
 def test_two_process_ddp_matches_one_process(checkpoint: tuple[Path, dict]) -> None:
     ckpt, single = checkpoint
     root = ckpt.parents[4]
-    args = ["validate", "--config", str(validate_config(root, "ddp")), "--ckpt_path", str(ckpt),
-            "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
+    args = [
+        "validate",
+        "--config",
+        str(validate_config(root, "ddp")),
+        "--ckpt_path",
+        str(ckpt),
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+    ]
     ddp = run_pat_seg(args, env={"MASTER_PORT": str(free_port())})
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert_same_validation(torch.load(root / "ddp.pt"), single)
@@ -101,15 +113,45 @@ def test_two_torchrun_nodes_match_one_process(checkpoint: tuple[Path, dict]) -> 
     ckpt, single = checkpoint
     root = ckpt.parents[4]
     config = validate_config(root, "nodes")
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "OMP_NUM_THREADS": "1"}
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
+        "OMP_NUM_THREADS": "1",
+    }
     port = str(free_port())
     nodes = [
         subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(rank),
-             "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", port,
-             "-m", "pat_seg", "validate", "--config", str(config), "--ckpt_path", str(ckpt),
-             "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.num_nodes=2", "--trainer.strategy=ddp"],
-            cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--node_rank",
+                str(rank),
+                "--nproc_per_node",
+                "1",
+                "--master_addr",
+                "127.0.0.1",
+                "--master_port",
+                port,
+                "-m",
+                "pat_seg",
+                "validate",
+                "--config",
+                str(config),
+                "--ckpt_path",
+                str(ckpt),
+                "--trainer.accelerator=cpu",
+                "--trainer.devices=1",
+                "--trainer.num_nodes=2",
+                "--trainer.strategy=ddp",
+            ],
+            cwd=REPO,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for rank in (0, 1)
     ]
@@ -123,7 +165,16 @@ def test_two_process_fit_logs_without_sync_warnings(tmp_path: Path) -> None:
     config = tiny_config(tmp_path)
     config["trainer"].update(max_epochs=1, limit_train_batches=2)
     (tmp_path / "fit.yaml").write_text(json.dumps(config))
-    fit = run_pat_seg(["fit", "--config", str(tmp_path / "fit.yaml"), "--trainer.accelerator=cpu",
-                       "--trainer.devices=2", "--trainer.strategy=ddp"], env={"MASTER_PORT": str(free_port())})
+    fit = run_pat_seg(
+        [
+            "fit",
+            "--config",
+            str(tmp_path / "fit.yaml"),
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=2",
+            "--trainer.strategy=ddp",
+        ],
+        env={"MASTER_PORT": str(free_port())},
+    )
     assert fit.returncode == 0, fit.stderr[-3000:]
     assert "sync_dist" not in fit.stderr, fit.stderr[-3000:]

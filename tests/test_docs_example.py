@@ -35,8 +35,9 @@ assert terms.shape == targets.shape and bool((terms[targets == 255] == 0).all())
 assert not {"lightning", "pytorch_lightning", "torchmetrics"} & set(sys.modules), sorted(sys.modules)
 print("EXAMPLE OK")
 """
-    result = subprocess.run([sys.executable, "-c", example_code() + check], capture_output=True, text=True,
-                            timeout=600, cwd=DOC.parents[1])
+    result = subprocess.run(
+        [sys.executable, "-c", example_code() + check], capture_output=True, text=True, timeout=600, cwd=DOC.parents[1]
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "EXAMPLE OK" in result.stdout
     assert "PATLoss last loss" in result.stdout and "ClassBalancedLoss last loss" in result.stdout

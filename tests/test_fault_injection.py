@@ -74,8 +74,10 @@ def fit(root: Path, killer: dict[str, Any] | None, resume: bool) -> Any:
     """One ``pat-seg fit`` process of the run in ``root`` (a fixed run folder, as a sweep's)."""
     config = tiny_config(root, [killer] if killer else [], every_n_train_steps=1)
     config["trainer"]["max_epochs"] = EPOCHS
-    config["trainer"]["logger"] = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                                   "init_args": {"save_dir": str(root), "name": "tiny", "version": "run"}}
+    config["trainer"]["logger"] = {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": str(root), "name": "tiny", "version": "run"},
+    }
     root.mkdir(parents=True, exist_ok=True)
     path = root / "config.yaml"
     path.write_text(json.dumps(config))

@@ -23,8 +23,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 # The loss table of docs/benchmarks.md: every loss of the paper in its PyTorch code, PAT through Triton, F.cross_entropy.
-LOSS_ROWS = {"F.cross_entropy", "CrossEntropyLoss", "FocalLoss (g=2)", "ClassBalancedLoss", "ClassBalancedFocalLoss",
-             "BalancedSoftmaxLoss", "LDAMLoss (+DRW)", "BLVLoss (s=0.5)", "PATLoss (T=20)", "PATLoss (T=20), Triton"}
+LOSS_ROWS = {
+    "F.cross_entropy",
+    "CrossEntropyLoss",
+    "FocalLoss (g=2)",
+    "ClassBalancedLoss",
+    "ClassBalancedFocalLoss",
+    "BalancedSoftmaxLoss",
+    "LDAMLoss (+DRW)",
+    "BLVLoss (s=0.5)",
+    "PATLoss (T=20)",
+    "PATLoss (T=20), Triton",
+}
 # 19 classes (Cityscapes-like) and 150 (ADE20K-like), float32 and bfloat16 logits.
 KEYS = {(classes, dtype) for classes in (19, 150) for dtype in ("float32", "bfloat16")}
 # Triton vs the PyTorch code, both float32 math: the loss to float32 summation error; the gradient to
@@ -45,8 +55,13 @@ def load_checker() -> ModuleType:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, dict[str, Any], Path]:
     out = tmp_path_factory.mktemp("gpu-check")
-    run = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(out)], cwd=REPO,
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     results = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
     return run, results, out
 
@@ -63,8 +78,14 @@ def test_smoke_run_passes_and_writes_summary_log_and_json(smoke: tuple) -> None:
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert results["meta"]["passed"] and results["problems"] == {}
     summary = (out / "summary.md").read_text()
-    for heading in ("1. `pytest -m gpu`", "2. Triton vs PyTorch code", "3. Loss forward+backward", "4. Training step",
-                    "5. Two-process DDP", "6. Data loaders"):
+    for heading in (
+        "1. `pytest -m gpu`",
+        "2. Triton vs PyTorch code",
+        "3. Loss forward+backward",
+        "4. Training step",
+        "5. Two-process DDP",
+        "6. Data loaders",
+    ):
         assert f"## {heading}" in summary
     assert results["parts"]["tests"]["summary"] in (out / "pytest.log").read_text()
 
@@ -144,20 +165,26 @@ def loss_rows(drop: tuple[int, str, str] | None = None) -> list[dict[str, Any]]:
     for classes, dtype in sorted(KEYS):
         for name in sorted(LOSS_ROWS):
             if (classes, dtype, name) != drop:
-                rows.append({"shape": [2, classes, 4, 4], "dtype": dtype, "loss": name, "median_ms": 1.0, "peak_mib": 1.0})
+                rows.append(
+                    {"shape": [2, classes, 4, 4], "dtype": dtype, "loss": name, "median_ms": 1.0, "peak_mib": 1.0}
+                )
     return rows
 
 
 def test_checker_reports_a_missing_loss_row() -> None:
     checker = load_checker()
     assert checker.check("losses", {"data": {"rows": loss_rows()}}, smoke=True) == []
-    problems = checker.check("losses", {"data": {"rows": loss_rows(drop=(150, "bfloat16", "FocalLoss (g=2)"))}}, smoke=True)
+    problems = checker.check(
+        "losses", {"data": {"rows": loss_rows(drop=(150, "bfloat16", "FocalLoss (g=2)"))}}, smoke=True
+    )
     assert len(problems) == 1 and "FocalLoss (g=2) at 150 classes, bfloat16" in problems[0]
 
 
 def diff_rows(grad_diff_over_max: float, loss_rel_diff: float = 0.0) -> list[dict[str, Any]]:
-    return [{"shape": [2, c, 4, 4], "dtype": d, "loss_rel_diff": loss_rel_diff, "grad_diff_over_max": grad_diff_over_max}
-            for c, d in sorted(KEYS)]
+    return [
+        {"shape": [2, c, 4, 4], "dtype": d, "loss_rel_diff": loss_rel_diff, "grad_diff_over_max": grad_diff_over_max}
+        for c, d in sorted(KEYS)
+    ]
 
 
 def test_checker_reports_a_difference_over_tolerance() -> None:

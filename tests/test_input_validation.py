@@ -32,18 +32,33 @@ def test_a_good_batch_passes_unchanged() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda b: b.update(target=torch.tensor([[[0, 1], [2, 4]], [[3, 3], [0, 1]]])), r"label 4 found .* \[0, 3\] or ignore_index 255"),
+        (
+            lambda b: b.update(target=torch.tensor([[[0, 1], [2, 4]], [[3, 3], [0, 1]]])),
+            r"label 4 found .* \[0, 3\] or ignore_index 255",
+        ),
         (lambda b: b.update(target=torch.tensor([[[0, -1], [2, 0]], [[3, 3], [0, 1]]])), r"label -1 found"),
         (lambda b: b.update(image=(b["image"] * 255).to(torch.uint8)), r"floating-point .* got dtype torch.uint8"),
         (lambda b: b.update(target=b["target"].float()), r"integer tensor .* got dtype torch.float32"),
         (lambda b: b.update(image=b["image"][0]), r"image must have shape \[B, C, H, W\]; got \[3, 2, 2\]"),
         (lambda b: b.update(target=b["target"].unsqueeze(1)), r"got \[2, 1, 2, 2\] \(squeeze"),
-        (lambda b: b.update(target=b["target"][:, :1]), r"= \[2, 2, 2\] to match image \[2, 3, 2, 2\]; got \[2, 1, 2\]"),
+        (
+            lambda b: b.update(target=b["target"][:, :1]),
+            r"= \[2, 2, 2\] to match image \[2, 3, 2, 2\]; got \[2, 1, 2\]",
+        ),
         (lambda b: b["image"].__setitem__((1, 0, 0, 0), float("nan")), r"NaN or Inf"),
         (lambda b: b.pop("target"), r"keys 'image' and 'target'; got \['image', 'index'\]"),
     ],
-    ids=["label-too-large", "negative-label", "uint8-image", "float-target", "3d-image", "target-channel",
-         "size-mismatch", "nan-pixel", "missing-key"],
+    ids=[
+        "label-too-large",
+        "negative-label",
+        "uint8-image",
+        "float-target",
+        "3d-image",
+        "target-channel",
+        "size-mismatch",
+        "nan-pixel",
+        "missing-key",
+    ],
 )
 def test_bad_batch_is_named(change, message: str) -> None:
     batch = good_batch()
@@ -119,8 +134,15 @@ def test_an_injected_nan_batch_stops_training_before_the_weights_change() -> Non
     data = SyntheticLongTailDataModule(num_train=8, num_val=2, num_test=2, image_size=16, batch_size=2)
     model = Constant(lambda image: (image.shape[0], 9, *image.shape[2:]))
     module = SegmentationModule(model, NaNAtCall(3), num_classes=9, cosine_annealing=False)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        max_epochs=1, num_sanity_val_steps=0, callbacks=[NonFiniteLossGuard()])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        max_epochs=1,
+        num_sanity_val_steps=0,
+        callbacks=[NonFiniteLossGuard()],
+    )
     with pytest.raises(NonFiniteLossError, match=r"global step 2, epoch 0, batch 2"):
         trainer.fit(module, datamodule=data)
     assert torch.isfinite(model.weight)
@@ -132,8 +154,16 @@ def test_skip_mode_leaves_the_weights_of_the_nan_batch_alone() -> None:
     model = Constant(lambda image: (image.shape[0], 9, *image.shape[2:]))
     guard = NonFiniteLossGuard(action="skip")
     module = SegmentationModule(model, NaNAtCall(1), num_classes=9, cosine_annealing=False)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        max_epochs=1, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[guard])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        max_epochs=1,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[guard],
+    )
     trainer.fit(module, datamodule=data)
     # the only batch was NaN: skipped, so the weight is still its initial 0 and no Adam state exists
     assert model.weight.item() == 0.0 and guard.skipped == 1
@@ -172,8 +202,15 @@ def test_one_label_check_per_training_step(loss, label_checks: list[int]) -> Non
     data = SyntheticLongTailDataModule(num_train=6, num_val=2, num_test=2, image_size=16, batch_size=2)
     model = Constant(lambda image: (image.shape[0], 9, *image.shape[2:]))
     module = SegmentationModule(model, loss, num_classes=9)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        max_steps=3, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        max_steps=3,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     trainer.fit(module, datamodule=data)
     assert trainer.global_step == 3
     assert len(label_checks) == 3

@@ -102,4 +102,6 @@ if __name__ == "__main__":
         mixed = float32_errors(*case, autocast=True)
         name, logit_scale, ldam_scale = case
         label = name + (f" (s={ldam_scale:g})" if name == "ldam" else "")
-        print(f"| {label} | {logit_scale:g} randn | {plain[0]:.1e} | {plain[1]:.1e} | {mixed[0]:.1e} | {mixed[1]:.1e} |")
+        print(
+            f"| {label} | {logit_scale:g} randn | {plain[0]:.1e} | {plain[1]:.1e} | {mixed[0]:.1e} | {mixed[1]:.1e} |"
+        )

@@ -59,8 +59,9 @@ def import_class(class_path: str, where: Path) -> type:
     try:
         found = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as error:
-        pytest.fail(f"{where.relative_to(CONFIGS.parent)}: class_path {class_path!r} does not import ({error})",
-                    pytrace=False)
+        pytest.fail(
+            f"{where.relative_to(CONFIGS.parent)}: class_path {class_path!r} does not import ({error})", pytrace=False
+        )
     assert inspect.isclass(found), f"{where.relative_to(CONFIGS.parent)}: {class_path!r} is not a class"
     return found
 
@@ -132,8 +133,9 @@ def test_runnable_configs_cover_every_data_set_and_loss() -> None:
 
 
 @pytest.mark.parametrize("config", RUNNABLE, ids=lambda path: path.stem)
-def test_runnable_config_resolves_to_its_piece(config: Path, capsys: pytest.CaptureFixture,
-                                               monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_runnable_config_resolves_to_its_piece(
+    config: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     _, loss_name = split_name(config)
     assert read_yaml(config)["model"]["loss"] == f"loss/{loss_name}.yaml"
     piece_path = PIECES / f"{loss_name}.yaml"
@@ -160,11 +162,21 @@ def test_runnable_config_resolves_to_its_piece(config: Path, capsys: pytest.Capt
 @pytest.mark.parametrize("config", sorted(CONFIGS.glob("synthetic_*.yaml")), ids=lambda path: path.stem)
 def test_synthetic_config_trains_with_counts_from_the_data(config: Path, tmp_path: Path) -> None:
     tiny = [
-        "--data.num_train=8", "--data.num_val=4", "--data.num_test=4", "--data.image_size=32", "--data.batch_size=4",
-        "--model.model.init_args.base_channels=4", "--model.model.init_args.depth=2",
-        "--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--trainer.logger=false",
-        "--trainer.enable_checkpointing=false", "--trainer.callbacks=[]", "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={tmp_path}",
+        "--data.num_train=8",
+        "--data.num_val=4",
+        "--data.num_test=4",
+        "--data.image_size=32",
+        "--data.batch_size=4",
+        "--model.model.init_args.base_channels=4",
+        "--model.model.init_args.depth=2",
+        "--trainer.max_steps=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.logger=false",
+        "--trainer.enable_checkpointing=false",
+        "--trainer.callbacks=[]",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={tmp_path}",
     ]
     cli = cli_main(["fit", f"--config={config}", *tiny])
     assert cli.trainer.global_step == 2

@@ -32,8 +32,9 @@ def make_case(spatial: tuple[int, ...], ignore_index: int | None, seed: int = 0)
     return logits, target
 
 
-def value_and_gradient(loss: torch.nn.Module, logits: torch.Tensor, target: torch.Tensor,
-                       seed_map: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def value_and_gradient(
+    loss: torch.nn.Module, logits: torch.Tensor, target: torch.Tensor, seed_map: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss and the gradient of ``(loss * seed_map).sum()`` (of the loss itself for a scalar)."""
     leaf = logits.detach().clone().requires_grad_(True)
     value = call_seeded(loss, leaf, target)
@@ -99,8 +100,11 @@ def test_ignore_index_none_takes_every_pixel_and_rejects_255() -> None:
     torch.testing.assert_close(value, F.cross_entropy(logits, target), rtol=1e-12, atol=0)
     target[0, 1, 2] = IGNORE
     for name in ALL_NAMES:
-        with pytest.raises(ValueError, match=r"label 255 found in target; expected class indices in \[0, 4\] "
-                                             r"\(ignore_index=None: every label must be a class\)"):
+        with pytest.raises(
+            ValueError,
+            match=r"label 255 found in target; expected class indices in \[0, 4\] "
+            r"\(ignore_index=None: every label must be a class\)",
+        ):
             make_loss(name, COUNTS, ignore_index=None)(logits, target)
 
 
@@ -137,7 +141,9 @@ def test_triton_refuses_volumes_and_per_pixel_terms_by_name() -> None:
     with pytest.raises(ValueError, match="reduction='none' needs implementation='eager'"):
         PATLoss(implementation="triton", reduction="none")
     volume = torch.zeros(1, 3, 2, 2, 2)
-    with pytest.raises(ValueError, match=r"implementation='triton' takes images, logits \[B, L, H, W\]; got shape \[1, 3, 2, 2, 2\]"):
+    with pytest.raises(
+        ValueError, match=r"implementation='triton' takes images, logits \[B, L, H, W\]; got shape \[1, 3, 2, 2, 2\]"
+    ):
         PATLoss(implementation="triton")(volume, torch.zeros(1, 2, 2, 2, dtype=torch.long))
 
 

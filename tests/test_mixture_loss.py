@@ -28,8 +28,11 @@ def test_three_training_steps_and_an_evaluation_match_the_formula_by_hand() -> N
         pat, cb = reference_terms(z, target)
         history.append((float(pat.detach()), float(cb.detach())))
         # Bias-corrected moving average over the steps so far: sum_k d^(t-k) (1-d) v_k / (1 - d^t).
-        scales = [sum(DECAY ** (len(history) - 1 - k) * (1 - DECAY) * values[i] for k, values in enumerate(history))
-                  / (1 - DECAY ** len(history)) for i in (0, 1)]
+        scales = [
+            sum(DECAY ** (len(history) - 1 - k) * (1 - DECAY) * values[i] for k, values in enumerate(history))
+            / (1 - DECAY ** len(history))
+            for i in (0, 1)
+        ]
         expected = 0.3 * pat / scales[0] + 0.7 * cb / scales[1]
         expected.backward()
         assert float(value.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
@@ -66,8 +69,12 @@ def test_running_means_are_saved_and_restored_for_an_exact_resume() -> None:
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [({"mix": 1.5}, r"mix must be a number in \[0, 1\] .* got 1.5"), ({"decay": 1.0}, r"decay must be .* got 1.0"),
-     ({"temperature": 0}, "temperature must be a finite number > 0"), ({"beta": 1.0}, "beta must be None")],
+    [
+        ({"mix": 1.5}, r"mix must be a number in \[0, 1\] .* got 1.5"),
+        ({"decay": 1.0}, r"decay must be .* got 1.0"),
+        ({"temperature": 0}, "temperature must be a finite number > 0"),
+        ({"beta": 1.0}, "beta must be None"),
+    ],
 )
 def test_bad_arguments_are_named(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -43,8 +43,14 @@ SMALL = {
     "segnet": ["--model.model.init_args.base_channels", "4"],
     "unet": ["--model.model.init_args.base_channels", "4", "--model.model.init_args.depth", "2"],
     "attention_unet": ["--model.model.init_args.base_channels", "4", "--model.model.init_args.depth", "2"],
-    "unet_plus_plus": ["--model.model.init_args.base_channels", "4", "--model.model.init_args.depth", "2",
-                       "--model.model.init_args.deep_supervision", "true"],
+    "unet_plus_plus": [
+        "--model.model.init_args.base_channels",
+        "4",
+        "--model.model.init_args.depth",
+        "2",
+        "--model.model.init_args.deep_supervision",
+        "true",
+    ],
     "deeplabv3": ["--model.model.init_args.backbone", "resnet18"],
     "deeplabv3plus": ["--model.model.init_args.backbone", "resnet18", "--model.model.init_args.output_stride", "8"],
 }
@@ -73,12 +79,34 @@ def test_print_config_composes_the_piece(name: str, capsys) -> None:
 
 def tiny_fit_args(name: str, tmp_path: Path) -> list[str]:
     return [
-        "fit", "--config", BASE, "--config", str(PIECES / f"{name}.yaml"), *SMALL[name],
-        "--data.num_train", "4", "--data.num_val", "2", "--data.image_size", "32",
-        "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.logger", "false",
-        "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false", "--trainer.callbacks", "[]",
-        "--trainer.default_root_dir", str(tmp_path),
+        "fit",
+        "--config",
+        BASE,
+        "--config",
+        str(PIECES / f"{name}.yaml"),
+        *SMALL[name],
+        "--data.num_train",
+        "4",
+        "--data.num_val",
+        "2",
+        "--data.image_size",
+        "32",
+        "--trainer.max_steps",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_checkpointing",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.callbacks",
+        "[]",
+        "--trainer.default_root_dir",
+        str(tmp_path),
     ]
 
 
@@ -101,8 +129,14 @@ def test_each_piece_trains_two_steps_through_the_cli(name: str, tmp_path: Path) 
 @pytest.mark.gpu
 def test_compile_and_channels_last_switches_train_through_the_cli(tmp_path: Path) -> None:
     args = tiny_fit_args("segnet", tmp_path) + [
-        "--model.compile_model", "true", "--model.channels_last", "true", "--trainer.accelerator", "gpu",
-        "--trainer.devices", "1",
+        "--model.compile_model",
+        "true",
+        "--model.channels_last",
+        "true",
+        "--trainer.accelerator",
+        "gpu",
+        "--trainer.devices",
+        "1",
     ]
     cli = cli_main(args)
     assert cli.trainer.global_step == 2

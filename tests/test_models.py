@@ -76,6 +76,7 @@ def test_bad_sizes_raise(factory) -> None:
 
 # --- parameter counts against the papers ---------------------------------------------------------
 
+
 def conv_bn(c_in: int, c_out: int) -> int:
     """Parameters of a bias-free 3x3 conv and its BatchNorm (weight and bias)."""
     return 9 * c_in * c_out + 2 * c_out
@@ -83,10 +84,36 @@ def conv_bn(c_in: int, c_out: int) -> int:
 
 def test_segnet_is_vgg16_bn_encoder_and_mirror_decoder() -> None:
     # SegNet paper Fig. 3 / VGG-16 configuration D: the 13 encoder convs and their mirror.
-    encoder = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
-               (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
-    decoder = [(512, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 256),
-               (256, 256), (256, 256), (256, 128), (128, 128), (128, 64), (64, 64), (64, 64)]
+    encoder = [
+        (3, 64),
+        (64, 64),
+        (64, 128),
+        (128, 128),
+        (128, 256),
+        (256, 256),
+        (256, 256),
+        (256, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+    ]
+    decoder = [
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 256),
+        (256, 256),
+        (256, 256),
+        (256, 128),
+        (128, 128),
+        (128, 64),
+        (64, 64),
+        (64, 64),
+    ]
     classes = 12  # CamVid, as in the paper's count
     expected = sum(conv_bn(a, b) for a, b in encoder + decoder) + 9 * 64 * classes + classes
     model = SegNet(classes)
@@ -123,6 +150,7 @@ def test_segnet_decoder_unpools_to_the_stored_argmax_positions() -> None:
 
 # --- attention gate ---------------------------------------------------------------------------------
 
+
 def test_attention_gate_matches_oktay_equations_in_float64() -> None:
     torch.manual_seed(0)
     gate = AttentionGate(skip_channels=3, gate_channels=5, inter_channels=4).double()
@@ -130,7 +158,10 @@ def test_attention_gate_matches_oktay_equations_in_float64() -> None:
     # W_x applied to each non-overlapping 2x2 block, W_g and psi as matrices (Oktay Eq. 1).
     blocks = x.unfold(2, 2, 2).unfold(3, 2, 2)  # [B, C, 4, 5, 2, 2]
     wx = torch.einsum("bchwij,kcij->bkhw", blocks, gate.transform_skip.weight)
-    wg = torch.einsum("bchw,kc->bkhw", g, gate.transform_gate.weight[..., 0, 0]) + gate.transform_gate.bias[:, None, None]
+    wg = (
+        torch.einsum("bchw,kc->bkhw", g, gate.transform_gate.weight[..., 0, 0])
+        + gate.transform_gate.bias[:, None, None]
+    )
     q = torch.einsum("bkhw,k->bhw", (wx + wg).clamp_min(0), gate.psi.weight[0, :, 0, 0]) + gate.psi.bias
     alpha = 1 / (1 + torch.exp(-q[:, None]))
     alpha = F.interpolate(alpha, size=(8, 10), mode="bilinear", align_corners=False)
@@ -147,6 +178,7 @@ def test_attention_gate_with_constant_coefficient_scales_the_skip() -> None:
 
 
 # --- U-Net++ --------------------------------------------------------------------------------------
+
 
 def test_unet_plus_plus_nested_nodes_take_all_previous_nodes_of_their_level() -> None:
     model = UNetPlusPlus(2, base_channels=8, depth=4)
@@ -166,6 +198,7 @@ def test_unet_plus_plus_returns_the_average_of_its_heads(deep_supervision: bool,
 
 
 # --- DeepLab --------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("output_stride, rates, deep_size", [(16, [6, 12, 18], 4), (8, [12, 24, 36], 8)])
 @pytest.mark.parametrize("cls", [DeepLabV3, DeepLabV3Plus])
@@ -195,6 +228,7 @@ def test_deeplab_batch_of_one_in_training_gets_a_clear_error() -> None:
 
 
 # --- pretrained weights: local files only ---------------------------------------------------------
+
 
 @pytest.fixture
 def empty_caches(tmp_path, monkeypatch):
@@ -273,6 +307,7 @@ def test_pretrained_from_the_hugging_face_cache(empty_caches) -> None:
 
 
 # --- module switches ------------------------------------------------------------------------------
+
 
 def test_channels_last_switch_converts_weights_and_images() -> None:
     module = SegmentationModule(SegNet(3, base_channels=4), CrossEntropyLoss(), num_classes=3, channels_last=True)

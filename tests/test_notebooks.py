@@ -26,9 +26,15 @@ def test_notebook_executes_and_draws_a_figure(name: str, monkeypatch: pytest.Mon
     # The kernel inherits the environment: make it import this checkout's pat_seg.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     notebook = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
-    client = NotebookClient(notebook, kernel_name="python3", timeout=600,
-                            resources={"metadata": {"path": str(REPO / "notebooks")}})
+    client = NotebookClient(
+        notebook, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(REPO / "notebooks")}}
+    )
     client.execute()  # raises CellExecutionError on the first failing cell
-    figures = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
-               if "image/png" in output.get("data", {})]
+    figures = [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if "image/png" in output.get("data", {})
+    ]
     assert figures, f"{name} drew no figure"

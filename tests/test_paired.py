@@ -41,7 +41,9 @@ def test_quantile_closed_forms():
 def test_cdf_known_values():
     assert student_t_cdf(0.0, 3) == 0.5
     assert student_t_cdf(1.0, 1) == pytest.approx(0.75, rel=1e-15)  # 1/2 + atan(1)/pi
-    assert student_t_cdf(1.0, 2) == pytest.approx(0.5 + 1 / (2 * math.sqrt(3)), rel=1e-15)  # 1/2 + t / (2 sqrt(t^2 + 2))
+    assert student_t_cdf(1.0, 2) == pytest.approx(
+        0.5 + 1 / (2 * math.sqrt(3)), rel=1e-15
+    )  # 1/2 + t / (2 sqrt(t^2 + 2))
     assert student_t_cdf(-1.0, 2) == pytest.approx(0.5 - 1 / (2 * math.sqrt(3)), rel=1e-15)
     # df = 3: 1/2 + (theta + sin(theta) cos(theta)) / pi with theta = atan(t / sqrt 3); at t = sqrt 3, theta = pi/4.
     assert student_t_cdf(math.sqrt(3), 3) == pytest.approx(0.5 + (math.pi / 4 + 0.5) / math.pi, rel=1e-14)

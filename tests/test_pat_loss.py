@@ -134,7 +134,9 @@ def test_autocast_bfloat16_gives_float32_value():
     # bfloat16 logits themselves: the loss still computes in float32.
     value16 = PATLoss()(logits.bfloat16(), target)
     assert value16.dtype == torch.float32
-    assert value16.item() == pytest.approx(reference_pat(logits.bfloat16().double(), target, 20.0, 0.0).item(), rel=1e-5)
+    assert value16.item() == pytest.approx(
+        reference_pat(logits.bfloat16().double(), target, 20.0, 0.0).item(), rel=1e-5
+    )
 
 
 def test_cross_entropy_matches_torch():
@@ -173,7 +175,9 @@ def test_bad_shapes_and_dtypes_raise(logits_shape, target_shape, dtype, match):
         PATLoss()(torch.randn(logits_shape), torch.zeros(target_shape, dtype=dtype))
 
 
-@pytest.mark.parametrize("kwargs", [{"temperature": 0.0}, {"temperature": -1.0}, {"epsilon": float("nan")}, {"class_reduction": "max"}])
+@pytest.mark.parametrize(
+    "kwargs", [{"temperature": 0.0}, {"temperature": -1.0}, {"epsilon": float("nan")}, {"class_reduction": "max"}]
+)
 def test_bad_options_raise(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         PATLoss(**kwargs)
@@ -199,8 +203,14 @@ def combination_id(combination):
 def test_options_value_and_gradient_match_float64_reference(combination, detach_weight):
     confidence_weight, normalization, class_reduction = combination
     logits, target = random_case(seed=21)
-    options = dict(temperature=2.0, epsilon=0.1, class_reduction=class_reduction, detach_weight=detach_weight,
-                   confidence_weight=confidence_weight, normalization=normalization)
+    options = dict(
+        temperature=2.0,
+        epsilon=0.1,
+        class_reduction=class_reduction,
+        detach_weight=detach_weight,
+        confidence_weight=confidence_weight,
+        normalization=normalization,
+    )
     ours = logits.clone().requires_grad_(True)
     ref = logits.clone().requires_grad_(True)
     value = PATLoss(**options)(ours, target)
@@ -219,8 +229,13 @@ def test_options_gradcheck_float64(combination):
     confidence_weight, normalization, class_reduction = combination
     logits, target = random_case(seed=13, batch=2, num_classes=4, height=3, width=4)
     logits.requires_grad_(True)
-    loss = PATLoss(temperature=1.5, epsilon=0.2, class_reduction=class_reduction,
-                   confidence_weight=confidence_weight, normalization=normalization)
+    loss = PATLoss(
+        temperature=1.5,
+        epsilon=0.2,
+        class_reduction=class_reduction,
+        confidence_weight=confidence_weight,
+        normalization=normalization,
+    )
     assert torch.autograd.gradcheck(lambda z: loss(z, target), (logits,), eps=1e-6, atol=1e-7)
 
 
@@ -230,10 +245,10 @@ def test_options_gradcheck_float64(combination):
         # Worked out by hand for the three-pixel case of test_hand_computed_two_pixel_case:
         # -log p_t = ln 2, ln(1 + e^-2), ln(1 + e^-1) = 0.6931472, 0.1269280, 0.3132617;
         # beta = exp((1 - p_t)/20) = 1.0253151, 1.0059779, 1.0135379.
-        (True, "image_class", 0.7366931),   # (b0 l0 + b1 l1)/2 + b2 l2  (Eq. 4-5)
+        (True, "image_class", 0.7366931),  # (b0 l0 + b1 l1)/2 + b2 l2  (Eq. 4-5)
         (False, "image_class", 0.7232993),  # (l0 + l1)/2 + l2            (Eq. 4, beta = 1)
-        (True, "pixel", 0.3852946),         # (b0 l0 + b1 l1 + b2 l2)/3   (Eq. 5, pixel mean)
-        (False, "pixel", 0.3777790),        # (l0 + l1 + l2)/3            (cross-entropy)
+        (True, "pixel", 0.3852946),  # (b0 l0 + b1 l1 + b2 l2)/3   (Eq. 5, pixel mean)
+        (False, "pixel", 0.3777790),  # (l0 + l1 + l2)/3            (cross-entropy)
     ],
 )
 def test_options_hand_computed_three_pixel_case(confidence_weight, normalization, expected):
@@ -263,7 +278,8 @@ def test_pixel_normalization_weighs_classes_by_their_area():
     per_pixel = math.exp((1 - 0.5) / 20) * math.log(2)
     assert PATLoss(normalization="pixel")(logits, target).item() == pytest.approx(per_pixel, rel=1e-6)
     assert PATLoss(normalization="pixel", confidence_weight=False)(logits, target).item() == pytest.approx(
-        math.log(2), rel=1e-6)
+        math.log(2), rel=1e-6
+    )
 
 
 def test_pixel_normalization_counts_valid_pixels_not_images():
@@ -271,7 +287,9 @@ def test_pixel_normalization_counts_valid_pixels_not_images():
     logits = torch.zeros(2, 2, 1, 3, dtype=torch.float64)  # p_t = 1/2 everywhere
     target = torch.tensor([[[0, 0, 1]], [[255, 255, 255]]])
     log2 = math.log(2)
-    assert PATLoss(confidence_weight=False, normalization="pixel")(logits, target).item() == pytest.approx(log2, rel=1e-12)
+    assert PATLoss(confidence_weight=False, normalization="pixel")(logits, target).item() == pytest.approx(
+        log2, rel=1e-12
+    )
     assert PATLoss(confidence_weight=False)(logits, target).item() == pytest.approx((log2 + log2) / 2, rel=1e-12)
     everything_ignored = torch.full_like(target, 255)
     z = logits.clone().requires_grad_(True)
@@ -314,8 +332,9 @@ def test_options_through_the_cli_survive_a_saved_config(tmp_path, capsys):
             cli_main(["fit", *args, "--print_config"])
         return yaml.safe_load(capsys.readouterr().out)
 
-    config = printed_loss(["--model.loss.init_args.confidence_weight=false",
-                           "--model.loss.init_args.normalization=pixel"])
+    config = printed_loss(
+        ["--model.loss.init_args.confidence_weight=false", "--model.loss.init_args.normalization=pixel"]
+    )
     init_args = config["model"]["loss"]["init_args"]
     assert init_args["confidence_weight"] is False and init_args["normalization"] == "pixel"
     saved = tmp_path / "config.yaml"

@@ -39,7 +39,9 @@ def test_factors_by_hand() -> None:
 @pytest.mark.parametrize("alpha", [0.0, 0.25, 0.5, 1.0])
 def test_expected_total_weight_is_unchanged(alpha: float) -> None:
     factors = presence_correction(PRESENCE, alpha).tolist()
-    assert math.fsum(share * factor for share, factor in zip(PRESENCE, factors)) == pytest.approx(sum(PRESENCE), rel=1e-14)
+    assert math.fsum(share * factor for share, factor in zip(PRESENCE, factors)) == pytest.approx(
+        sum(PRESENCE), rel=1e-14
+    )
 
 
 @pytest.mark.parametrize("alpha", [0.5, 1.0])
@@ -47,7 +49,8 @@ def test_expected_total_weight_is_unchanged(alpha: float) -> None:
 def test_value_and_gradient_match_the_float64_formula(alpha: float, confidence_weight: bool) -> None:
     logits, target = hard_batch()
     expected, expected_grad = reference_pat_and_grad(
-        logits, target, presence_exponent=alpha, class_presence=PRESENCE, confidence_weight=confidence_weight)
+        logits, target, presence_exponent=alpha, class_presence=PRESENCE, confidence_weight=confidence_weight
+    )
     leaf = logits.clone().requires_grad_(True)
     loss = PATLoss(presence_exponent=alpha, class_presence=PRESENCE, confidence_weight=confidence_weight)
     value = loss(leaf, target)
@@ -66,8 +69,9 @@ def test_alpha_zero_is_pat() -> None:
 def test_the_correction_changes_the_loss_when_asked() -> None:
     # A test that could not fail otherwise: the rare classes weigh more at alpha = 1 than in PAT.
     logits, target = hard_batch(2)
-    assert not torch.allclose(PATLoss(presence_exponent=1.0, class_presence=PRESENCE)(logits, target),
-                              PATLoss()(logits, target))
+    assert not torch.allclose(
+        PATLoss(presence_exponent=1.0, class_presence=PRESENCE)(logits, target), PATLoss()(logits, target)
+    )
 
 
 @pytest.mark.parametrize(

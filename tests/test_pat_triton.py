@@ -34,10 +34,18 @@ def test_kernel_under_triton_interpreter() -> None:
     if INTERPRETED:
         pytest.skip("this is the interpreter process")
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "TRITON_INTERPRET": "1",
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
     child = subprocess.run(
         [sys.executable, "-m", "pytest", str(Path(__file__)), "-q", "-p", "no:cacheprovider", "-m", "not gpu"],
-        cwd=root, env=env, capture_output=True, text=True, timeout=900,
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert child.returncode == 0, child.stdout[-6000:] + child.stderr[-3000:]
     assert " passed" in child.stdout and "failed" not in child.stdout
@@ -61,12 +69,28 @@ def compiled() -> ModuleType:
     return pat_triton
 
 
-def reference(logits: torch.Tensor, target: torch.Tensor, temperature: float, epsilon: float, detach_weight: bool,
-              class_reduction: str, ignore_index: int = 255, confidence_weight: bool = True,
-              normalization: str = "image_class") -> tuple[float, torch.Tensor]:
-    return reference_pat_and_grad(logits, target, temperature=temperature, epsilon=epsilon, ignore_index=ignore_index,
-                                  class_reduction=class_reduction, detach_weight=detach_weight,
-                                  confidence_weight=confidence_weight, normalization=normalization)
+def reference(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    temperature: float,
+    epsilon: float,
+    detach_weight: bool,
+    class_reduction: str,
+    ignore_index: int = 255,
+    confidence_weight: bool = True,
+    normalization: str = "image_class",
+) -> tuple[float, torch.Tensor]:
+    return reference_pat_and_grad(
+        logits,
+        target,
+        temperature=temperature,
+        epsilon=epsilon,
+        ignore_index=ignore_index,
+        class_reduction=class_reduction,
+        detach_weight=detach_weight,
+        confidence_weight=confidence_weight,
+        normalization=normalization,
+    )
 
 
 def make_batch(
@@ -80,7 +104,9 @@ def make_batch(
     return logits, target.masked_fill(ignored, ignore_index)
 
 
-def value_and_grad(loss: torch.nn.Module, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def value_and_grad(
+    loss: torch.nn.Module, logits: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     leaf = logits.detach().clone().requires_grad_(True)
     value = loss(leaf, target)
     value.backward()
@@ -138,14 +164,24 @@ def test_kernel_equals_eager_pat_with_custom_ignore_index(interpreted: ModuleTyp
 
 @interpreter_only
 @pytest.mark.parametrize("confidence_weight", [True, False])
-def test_pixel_normalization_divides_by_valid_pixels_of_the_batch(interpreted: ModuleType, confidence_weight: bool) -> None:
+def test_pixel_normalization_divides_by_valid_pixels_of_the_batch(
+    interpreted: ModuleType, confidence_weight: bool
+) -> None:
     # Image 1 all ignored: Eq. 4 still counts it in B, the pixel mean leaves it out of V.
     logits, target = make_batch(2, 3, 5, 6)
     target[1] = 255
     loss = PATLoss(temperature=2.0, confidence_weight=confidence_weight, normalization="pixel", implementation="triton")
     value, grad = value_and_grad(loss, logits.float(), target)
-    single_value, single_grad = reference(logits[:1].float(), target[:1], 2.0, 0.0, False, "sum",
-                                          confidence_weight=confidence_weight, normalization="pixel")
+    single_value, single_grad = reference(
+        logits[:1].float(),
+        target[:1],
+        2.0,
+        0.0,
+        False,
+        "sum",
+        confidence_weight=confidence_weight,
+        normalization="pixel",
+    )
     assert float(value) == pytest.approx(single_value, rel=2e-6)
     assert torch.equal(grad[1], torch.zeros_like(grad[1]))
     torch.testing.assert_close(grad[:1].double(), single_grad, rtol=1e-4, atol=1e-7)
@@ -194,7 +230,9 @@ def test_nothing_ignored_and_both_scalar_reductions(interpreted: ModuleType, red
 
 @interpreter_only
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_logits_math_in_float32_gradient_in_their_dtype(interpreted: ModuleType, dtype: torch.dtype) -> None:
+def test_half_precision_logits_math_in_float32_gradient_in_their_dtype(
+    interpreted: ModuleType, dtype: torch.dtype
+) -> None:
     logits, target = make_batch(2, 19, 8, 9)
     half = logits.to(dtype)
     value, grad = value_and_grad(PATLoss(temperature=2.0, implementation="triton"), half, target)
@@ -296,26 +334,39 @@ def test_forced_triton_on_cpu_without_interpreter_is_a_clear_error(compiled: Mod
         PATLoss(implementation="triton")(torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))
 
 
-def sm90_ptx_and_ptxas_log(kernel_module: ModuleType, dtype: str, compute_grad: bool, tmp_path: Path,
-                           confidence_weight: bool = True) -> tuple[str, str]:
+def sm90_ptx_and_ptxas_log(
+    kernel_module: ModuleType, dtype: str, compute_grad: bool, tmp_path: Path, confidence_weight: bool = True
+) -> tuple[str, str]:
     """Compile the kernel for an H100 (sm_90a) with no GPU present; return its PTX and ``ptxas -v`` log."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     kernel = kernel_module._pixel_loss_kernel
     block_c, block_p, num_warps = kernel_module._block_sizes(20)
-    constants = {"CONFIDENCE_WEIGHT": confidence_weight, "DETACH_WEIGHT": False, "COMPUTE_GRAD": compute_grad,
-                 "PIXELS_CONTIGUOUS": True, "BLOCK_C": block_c, "BLOCK_P": block_p}
+    constants = {
+        "CONFIDENCE_WEIGHT": confidence_weight,
+        "DETACH_WEIGHT": False,
+        "COMPUTE_GRAD": compute_grad,
+        "PIXELS_CONTIGUOUS": True,
+        "BLOCK_C": block_c,
+        "BLOCK_P": block_p,
+    }
     signature = {}
     for name in kernel.arg_names:
         if name in constants:
             signature[name] = "constexpr"
         elif name.endswith("_ptr"):
-            signature[name] = f"*{dtype}" if name in ("logits_ptr", "grad_ptr") else ("*i64" if name == "target_ptr" else "*fp32")
+            signature[name] = (
+                f"*{dtype}" if name in ("logits_ptr", "grad_ptr") else ("*i64" if name == "target_ptr" else "*fp32")
+            )
         else:
             signature[name] = "fp32" if name in ("inv_temperature", "epsilon") else "i32"
     # What Triton's launcher specialises at run time for 16-aligned tensors and sizes.
-    aligned = [name for name in kernel.arg_names if name.endswith("_ptr") or name in ("num_pixels", "stride_lb", "stride_gb", "stride_lc", "stride_gc")]
+    aligned = [
+        name
+        for name in kernel.arg_names
+        if name.endswith("_ptr") or name in ("num_pixels", "stride_lb", "stride_gb", "stride_lc", "stride_gc")
+    ]
     source = ASTSource(
         fn=kernel,
         signature=signature,
@@ -325,16 +376,23 @@ def sm90_ptx_and_ptxas_log(kernel_module: ModuleType, dtype: str, compute_grad: 
     compiled_kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
     ptx = tmp_path / "kernel.ptx"
     ptx.write_text(compiled_kernel.asm["ptx"])
-    log = subprocess.run([triton.knobs.nvidia.ptxas.path, "-v", "-arch=sm_90a", str(ptx), "-o", str(tmp_path / "kernel.cubin")],
-                         capture_output=True, text=True, check=True).stderr
+    log = subprocess.run(
+        [triton.knobs.nvidia.ptxas.path, "-v", "-arch=sm_90a", str(ptx), "-o", str(tmp_path / "kernel.cubin")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
     return compiled_kernel.asm["ptx"], log
 
 
 @compiled_only
-@pytest.mark.parametrize(("dtype", "compute_grad", "confidence_weight"),
-                         [("fp32", False, True), ("fp32", True, True), ("bf16", True, True), ("fp32", True, False)])
-def test_kernel_compiles_for_h100_without_spills_and_with_vector_access(compiled: ModuleType, dtype: str, compute_grad: bool,
-                                                                        confidence_weight: bool, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("dtype", "compute_grad", "confidence_weight"),
+    [("fp32", False, True), ("fp32", True, True), ("bf16", True, True), ("fp32", True, False)],
+)
+def test_kernel_compiles_for_h100_without_spills_and_with_vector_access(
+    compiled: ModuleType, dtype: str, compute_grad: bool, confidence_weight: bool, tmp_path: Path
+) -> None:
     """The GPU compiler (not the interpreter) accepts the kernel; the tiles fit in registers; loads are 16-byte."""
     try:
         ptx, log = sm90_ptx_and_ptxas_log(compiled, dtype, compute_grad, tmp_path, confidence_weight)
@@ -352,9 +410,12 @@ def test_kernel_compiles_for_h100_without_spills_and_with_vector_access(compiled
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("shape", [(2, 19, 64, 96), (2, 150, 48, 40), (1, 256, 17, 33)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("options", [OPTIONS[0], OPTIONS[1], OPTIONS[4], OPTIONS[6]],
-                         ids=["defaults", "T2-eps0.3-mean", "nobeta", "pixel"])
-def test_compiled_kernel_on_cuda_equals_eager(compiled: ModuleType, shape: tuple, dtype: torch.dtype, options: tuple) -> None:
+@pytest.mark.parametrize(
+    "options", [OPTIONS[0], OPTIONS[1], OPTIONS[4], OPTIONS[6]], ids=["defaults", "T2-eps0.3-mean", "nobeta", "pixel"]
+)
+def test_compiled_kernel_on_cuda_equals_eager(
+    compiled: ModuleType, shape: tuple, dtype: torch.dtype, options: tuple
+) -> None:
     logits, target = make_batch(*shape)
     logits, target = logits.cuda().to(dtype), target.cuda()
     expected_value, expected_grad = value_and_grad(pat_loss(options, "eager"), logits.double(), target)

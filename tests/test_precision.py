@@ -36,9 +36,19 @@ def fit_two_steps(loss_cls: type, accelerator: str, precision: str) -> list[torc
     data = SyntheticLongTailDataModule(num_train=4, num_val=2, num_test=2, image_size=32, batch_size=2)
     module = SegmentationModule(UNet(9, base_channels=4, depth=2), make_loss(loss_cls), num_classes=9)
     record = RecordLosses()
-    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_steps=2, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, limit_val_batches=0, callbacks=[record])
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[record],
+    )
     trainer.fit(module, datamodule=data)
     return record.losses
 

@@ -46,18 +46,20 @@ def write_images(folder: Path) -> dict[str, np.ndarray]:
 
 def test_predicting_an_image_folder_writes_label_maps_of_each_images_size(tmp_path: Path) -> None:
     images = write_images(tmp_path / "photos")
-    data = ImageFolderDataModule(str(tmp_path / "photos"), num_classes=3, class_names=["a", "b", "c"],
-                                 size=(16, 16))  # resized for the network, written back at the image's size
+    data = ImageFolderDataModule(
+        str(tmp_path / "photos"), num_classes=3, class_names=["a", "b", "c"], size=(16, 16)
+    )  # resized for the network, written back at the image's size
     module = SegmentationModule(ThresholdNet(), CrossEntropyLoss(), num_classes=3)
     writer = PredictionWriter(overlay=True, output_dir=str(tmp_path / "out"))
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        callbacks=[writer])
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[writer]
+    )
     trainer.predict(module, datamodule=data, return_predictions=False)
     for name, rgb in images.items():
         labels = np.asarray(Image.open(tmp_path / "out" / f"{name}.png"))
         assert labels.shape == rgb.shape[:2] and labels.dtype == np.uint8
         width = rgb.shape[1]
-        assert (labels[:, : width // 2 - 1] == 2).all() and (labels[:, width // 2 + 1:] == 0).all()
+        assert (labels[:, : width // 2 - 1] == 2).all() and (labels[:, width // 2 + 1 :] == 0).all()
         overlay = np.asarray(Image.open(tmp_path / "out" / f"{name}_overlay.png"))
         assert overlay.shape == (*rgb.shape[:2], 3)
     assert writer.written == 2

@@ -84,8 +84,13 @@ def test_confusion_matrix_figure_shows_rows_normalised_with_names_and_titles() -
 
 
 def test_prediction_figure_titles_columns_and_has_a_legend_of_class_colours() -> None:
-    grid = prediction_grid(torch.rand(2, 3, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long),
-                           torch.ones(2, 8, 8, dtype=torch.long), num_classes=3, ignore_index=255)
+    grid = prediction_grid(
+        torch.rand(2, 3, 8, 8),
+        torch.zeros(2, 8, 8, dtype=torch.long),
+        torch.ones(2, 8, 8, dtype=torch.long),
+        num_classes=3,
+        ignore_index=255,
+    )
     figure = prediction_figure(grid, ["sky", "road", "light"], ignore_index=255)
     axes = figure.axes[0]
     assert [label.get_text() for label in axes.get_xticklabels()] == ["image", "ground truth", "prediction"]
@@ -112,11 +117,24 @@ def decode(event) -> np.ndarray:
 def test_images_are_in_tensorboard_after_a_short_run(tmp_path: Path) -> None:
     """A 2-epoch fit with the default callbacks writes both images each epoch; the matrix they draw is
     the one the test computes itself from the trained model."""
-    cli = cli_main([
-        "--config", DEFAULT_CONFIG, "--trainer.max_epochs=2", "--trainer.limit_train_batches=2", f"--trainer.default_root_dir={tmp_path}",
-        "--trainer.enable_progress_bar=false", "--data.init_args.num_train=8", "--data.init_args.num_val=6",
-        "--data.init_args.image_size=32", "--data.init_args.batch_size=4", "--model.model.init_args.base_channels=4",
-        "--model.model.init_args.depth=2", "--model.optimizer.init_args.lr=0.05"], run=False)
+    cli = cli_main(
+        [
+            "--config",
+            DEFAULT_CONFIG,
+            "--trainer.max_epochs=2",
+            "--trainer.limit_train_batches=2",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.enable_progress_bar=false",
+            "--data.init_args.num_train=8",
+            "--data.init_args.num_val=6",
+            "--data.init_args.image_size=32",
+            "--data.init_args.batch_size=4",
+            "--model.model.init_args.base_channels=4",
+            "--model.model.init_args.depth=2",
+            "--model.optimizer.init_args.lr=0.05",
+        ],
+        run=False,
+    )
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     accumulator = EventAccumulator(cli.trainer.logger.log_dir, size_guidance={"images": 0})
     accumulator.Reload()

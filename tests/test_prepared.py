@@ -40,17 +40,32 @@ def cityscapes(root: Path, **kwargs: Any) -> CityscapesDataModule:
 # (writer of the publisher's layout, data module on it) per protocol; sizes are the fixtures' own.
 PUBLISHERS: dict[str, tuple[Callable[[Path], Any], Callable[..., Any]]] = {
     "cityscapes": (lambda root: write_cityscapes(root, train=4, val=2), cityscapes),
-    "cityscapes_resized": (lambda root: write_cityscapes(root, train=4, val=2),
-                           lambda root, **kw: CityscapesDataModule(str(root), size=(5, 7), augment=False, batch_size=2, **kw)),
-    "nyuv2_npy_13": (write_npy, lambda root, **kw: NYUv2DataModule(str(root), layout="npy", num_classes=13, size=(6, 8),
-                                                                   augment=False, batch_size=2, **kw)),
-    "nyuv2_npy_14_paper": (lambda root: write_npy(root, train=8, val=2),
-                           lambda root, **kw: NYUv2DataModule(str(root), layout="npy", num_classes=14, size=(4, 5),
-                                                              augment=False, batch_size=2, **kw)),
-    "nyuv2_mat_40": (write_mat, lambda root, **kw: NYUv2DataModule(str(root), layout="mat", num_classes=40, size=(6, 8),
-                                                                  augment=False, batch_size=2, **kw)),
-    "oxford_pet": (write_pet, lambda root, **kw: OxfordPetDataModule(str(root), size=(7, 9), augment=False,
-                                                                     batch_size=2, **kw)),
+    "cityscapes_resized": (
+        lambda root: write_cityscapes(root, train=4, val=2),
+        lambda root, **kw: CityscapesDataModule(str(root), size=(5, 7), augment=False, batch_size=2, **kw),
+    ),
+    "nyuv2_npy_13": (
+        write_npy,
+        lambda root, **kw: NYUv2DataModule(
+            str(root), layout="npy", num_classes=13, size=(6, 8), augment=False, batch_size=2, **kw
+        ),
+    ),
+    "nyuv2_npy_14_paper": (
+        lambda root: write_npy(root, train=8, val=2),
+        lambda root, **kw: NYUv2DataModule(
+            str(root), layout="npy", num_classes=14, size=(4, 5), augment=False, batch_size=2, **kw
+        ),
+    ),
+    "nyuv2_mat_40": (
+        write_mat,
+        lambda root, **kw: NYUv2DataModule(
+            str(root), layout="mat", num_classes=40, size=(6, 8), augment=False, batch_size=2, **kw
+        ),
+    ),
+    "oxford_pet": (
+        write_pet,
+        lambda root, **kw: OxfordPetDataModule(str(root), size=(7, 9), augment=False, batch_size=2, **kw),
+    ),
 }
 
 
@@ -97,8 +112,9 @@ def test_prepared_split_gives_the_bits_statistics_and_batches_of_the_sources(tmp
         stored = prepared.dataset(split)[0]  # what the loader moves: the stored dtypes
         assert stored["target"].dtype == torch.uint8 and stored["image"].dtype in (torch.uint8, torch.float32)
         statistics = manifest_of(prepared, split)["class_statistics"]
-        pixels, presence = numpy_statistics([s["target"].numpy() for s in expected], sources.num_classes,
-                                            sources.ignore_index)
+        pixels, presence = numpy_statistics(
+            [s["target"].numpy() for s in expected], sources.num_classes, sources.ignore_index
+        )
         assert statistics["pixels"] == pixels and statistics["images_containing"] == presence
     first_expected = sources.on_after_batch_transfer(next(iter(sources.train_dataloader())), 0)
     first_actual = prepared.on_after_batch_transfer(next(iter(prepared.train_dataloader())), 0)
@@ -107,7 +123,9 @@ def test_prepared_split_gives_the_bits_statistics_and_batches_of_the_sources(tmp
     assert torch.equal(first_actual["target"], first_expected["target"])
 
 
-def test_class_statistics_come_from_the_manifest_without_a_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_class_statistics_come_from_the_manifest_without_a_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_cityscapes(tmp_path, train=4, val=2)
     expected = cityscapes(tmp_path, prepared="off").class_statistics  # scans the sources (and caches)
     prepare(cityscapes(tmp_path), ["train"], workers=1)
@@ -142,14 +160,17 @@ def test_augmented_training_split_is_stored_at_the_largest_scale(tmp_path: Path)
         assert torch.equal(got["image"], want["image"]) and torch.equal(got["target"], want["target"])
 
 
-def test_protocol_change_falls_back_in_auto_and_is_named_in_require(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_protocol_change_falls_back_in_auto_and_is_named_in_require(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     write_cityscapes(tmp_path, train=4, val=2)
     prepare(cityscapes(tmp_path), ["train"], workers=1)
     other_size = CityscapesDataModule(str(tmp_path), void_as_class=True, size=(4, 8), augment=False)
     assert not isinstance(other_size.dataset("train"), PreparedSamples)
     with pytest.raises(PreparedSplitError, match=r"size \[8, 16\] \(this run: \[4, 8\]\)") as error:
-        CityscapesDataModule(str(tmp_path), void_as_class=True, size=(4, 8), augment=False,
-                             prepared="require").dataset("train")
+        CityscapesDataModule(str(tmp_path), void_as_class=True, size=(4, 8), augment=False, prepared="require").dataset(
+            "train"
+        )
     assert "pat-seg prepare" in str(error.value)
     with pytest.raises(PreparedSplitError, match=r"void_as_class True \(this run: False\)"):
         CityscapesDataModule(str(tmp_path), size=(8, 16), augment=False, prepared="require").dataset("train")
@@ -170,8 +191,11 @@ def test_corrupted_chunk_is_a_named_error_even_after_a_passing_check(tmp_path: P
     write_cityscapes(tmp_path, train=4, val=2)
     prepare(cityscapes(tmp_path), ["train"], workers=1)
     cityscapes(tmp_path, prepared="require").dataset("train")  # passes, and records the chunk as verified
-    folder = cityscapes(tmp_path).split_request("train", cityscapes(tmp_path).build_samples(
-        "train", cityscapes(tmp_path).transform(False))).folder
+    folder = (
+        cityscapes(tmp_path)
+        .split_request("train", cityscapes(tmp_path).build_samples("train", cityscapes(tmp_path).transform(False)))
+        .folder
+    )
     chunk = folder / manifest_of(cityscapes(tmp_path), "train")["chunks"][0]["images"]
     data = bytearray(chunk.read_bytes())
     data[-5] ^= 0xFF  # one pixel of the last image
@@ -199,7 +223,9 @@ prepare(CityscapesDataModule(sys.argv[1], void_as_class=True, size=(8, 16), augm
 def test_killed_build_is_never_read_and_the_next_build_replaces_it(tmp_path: Path) -> None:
     write_cityscapes(tmp_path, train=4, val=2)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    killed = subprocess.run([sys.executable, "-c", KILLED_BUILD, str(tmp_path)], env=env, capture_output=True, timeout=120)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_BUILD, str(tmp_path)], env=env, capture_output=True, timeout=120
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     left = list((tmp_path / ".pat_seg" / "prepared").glob(f"*/{TEMPORARY_PREFIX}train-*"))
     assert len(left) == 1 and not (left[0] / MANIFEST).exists()
@@ -232,8 +258,9 @@ def test_prepared_dir_elsewhere_and_bad_options(tmp_path: Path) -> None:
     elsewhere = tmp_path / "prepared"
     prepare(cityscapes(tmp_path / "data", prepared_dir=str(elsewhere)), ["val"], workers=1)
     assert list(elsewhere.glob(f"*/val/{MANIFEST}")) and not (tmp_path / "data" / ".pat_seg" / "prepared").exists()
-    assert isinstance(cityscapes(tmp_path / "data", prepared="require", prepared_dir=str(elsewhere)).dataset("val"),
-                      PreparedSamples)
+    assert isinstance(
+        cityscapes(tmp_path / "data", prepared="require", prepared_dir=str(elsewhere)).dataset("val"), PreparedSamples
+    )
     with pytest.raises(ValueError, match="prepared must be one of 'auto', 'off', 'require'; got 'yes'"):
         cityscapes(tmp_path / "data", prepared="yes")
     with pytest.raises(ValueError, match="--splits must name some of train, val, test"):
@@ -253,7 +280,9 @@ def test_on_device_augmentation_draws_windows_and_flips_of_the_stored_image(tmp_
     write_cityscapes(tmp_path, train=4, val=2)
 
     def make(**kwargs: Any) -> CityscapesDataModule:
-        return CityscapesDataModule(str(tmp_path), size=(4, 8), augment=True, scale_range=(2.0, 2.0), batch_size=4, **kwargs)
+        return CityscapesDataModule(
+            str(tmp_path), size=(4, 8), augment=True, scale_range=(2.0, 2.0), batch_size=4, **kwargs
+        )
 
     prepare(make(), ["train"], workers=1)
     stored = CityscapesDataModule(str(tmp_path), size=(8, 16), augment=False, prepared="off")
@@ -266,9 +295,23 @@ def test_on_device_augmentation_draws_windows_and_flips_of_the_stored_image(tmp_
         assert batch["image"].shape == (4, 3, 4, 8) and batch["target"].shape == (4, 4, 8) and "augment" not in batch
         assert batch["image"].dtype == torch.float32 and batch["target"].dtype == torch.long
         for image, target, index in zip(batch["image"], batch["target"], batch["index"].tolist()):
-            matches = [(top, left, flip) for flip in (False, True) for top in range(5) for left in range(9)
-                       if torch.equal(target, (full[index]["target"].flip(-1) if flip else full[index]["target"])[top:top + 4, left:left + 8])
-                       and torch.allclose(image, (full[index]["image"].flip(-1) if flip else full[index]["image"])[:, top:top + 4, left:left + 8], atol=1e-6)]
+            matches = [
+                (top, left, flip)
+                for flip in (False, True)
+                for top in range(5)
+                for left in range(9)
+                if torch.equal(
+                    target,
+                    (full[index]["target"].flip(-1) if flip else full[index]["target"])[top : top + 4, left : left + 8],
+                )
+                and torch.allclose(
+                    image,
+                    (full[index]["image"].flip(-1) if flip else full[index]["image"])[
+                        :, top : top + 4, left : left + 8
+                    ],
+                    atol=1e-6,
+                )
+            ]
             assert matches, f"sample {index} is no window of its stored image"
             seen_windows.add(matches[0][:2])
             seen_flips.add(matches[0][2])
@@ -279,8 +322,9 @@ def test_on_device_augmentation_pads_a_downscaled_sample_with_ignore(tmp_path: P
     write_cityscapes(tmp_path, train=4, val=2)
     datamodule = CityscapesDataModule(str(tmp_path), size=(8, 16), augment=True, scale_range=(0.5, 0.5), batch_size=4)
     prepare(datamodule, ["train"], workers=1)
-    datamodule = CityscapesDataModule(str(tmp_path), size=(8, 16), augment=True, scale_range=(0.5, 0.5),
-                                      batch_size=4, prepared="require")
+    datamodule = CityscapesDataModule(
+        str(tmp_path), size=(8, 16), augment=True, scale_range=(0.5, 0.5), batch_size=4, prepared="require"
+    )
     torch.manual_seed(0)
     batch = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
     # Each 4x8 scaled sample sits whole somewhere in the 8x16 window; everything around it is padding:
@@ -290,7 +334,7 @@ def test_on_device_augmentation_pads_a_downscaled_sample_with_ignore(tmp_path: P
         for top in range(5):
             for left in range(9):
                 outside = torch.ones(8, 16, dtype=torch.bool)
-                outside[top:top + 4, left:left + 8] = False
+                outside[top : top + 4, left : left + 8] = False
                 if (target[outside] == 255).all() and (image[:, outside] == 0).all():
                     placements.append((top, left))
         assert placements, "no 4x8 placement leaves only padding around it"

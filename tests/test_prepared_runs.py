@@ -48,16 +48,27 @@ def write_cityscapes_set(root: Path, train: int = NUM_TRAIN, val: int = NUM_VAL)
         for i in range(count):
             city = ("aachen", "bochum", "bremen", "cologne")[i % 4]
             stem = f"{city}_{i:06d}_000019"
-            write_png(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
-                      rng.integers(0, 255, size=(8, 16, 3), dtype=np.uint8))
+            write_png(
+                root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
+                rng.integers(0, 255, size=(8, 16, 3), dtype=np.uint8),
+            )
             write_png(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", every_id_label(shift=i))
 
 
 def cityscapes_config(root: Path, data_root: Path, callbacks: list[dict] = ()) -> Path:
     config = tiny_config(root, list(callbacks))
-    config["data"] = {"class_path": "pat_seg.data.CityscapesDataModule",
-                      "init_args": {"root": str(data_root), "void_as_class": True, "size": [8, 16], "augment": False,
-                                    "batch_size": 4, "num_workers": 0, "prepared": "require"}}
+    config["data"] = {
+        "class_path": "pat_seg.data.CityscapesDataModule",
+        "init_args": {
+            "root": str(data_root),
+            "void_as_class": True,
+            "size": [8, 16],
+            "augment": False,
+            "batch_size": 4,
+            "num_workers": 0,
+            "prepared": "require",
+        },
+    }
     path = root / "config.yaml"
     root.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(config))
@@ -65,7 +76,11 @@ def cityscapes_config(root: Path, data_root: Path, callbacks: list[dict] = ()) -
 
 
 def console(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    environment = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
+    }
     environment.pop("PAT_SEG_DEBUG", None)
     return subprocess.run([PAT_SEG, *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
 
@@ -107,8 +122,9 @@ def test_prepare_then_fit_from_the_console_script(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_mid_epoch_resume_on_a_prepared_split_is_bit_identical(tmp_path: Path, data_root: Path) -> None:
-    prepared = run_pat_seg(["prepare", "--config", str(cityscapes_config(tmp_path / "prepare", data_root)),
-                            "--workers", "1"])
+    prepared = run_pat_seg(
+        ["prepare", "--config", str(cityscapes_config(tmp_path / "prepare", data_root)), "--workers", "1"]
+    )
     assert prepared.returncode == 0, prepared.stderr[-3000:]
     kill = {"class_path": "test_resume.SignalAtStep", "init_args": {"step": 7, "signal": "SIGKILL"}}
     reference = run_pat_seg(["fit", "--config", str(cityscapes_config(tmp_path / "reference", data_root))])
@@ -130,8 +146,10 @@ def test_two_process_ddp_sees_each_prepared_sample_once_per_epoch(tmp_path: Path
     config = cityscapes_config(tmp_path, data_root, [record])
     prepared = run_pat_seg(["prepare", "--config", str(config), "--workers", "1", "--splits", "[train, val]"])
     assert prepared.returncode == 0, prepared.stderr[-3000:]
-    fit = run_pat_seg(["fit", "--config", str(config), "--trainer.accelerator=cpu", "--trainer.devices=2",
-                       "--trainer.strategy=ddp"], env={"MASTER_PORT": str(free_port())})
+    fit = run_pat_seg(
+        ["fit", "--config", str(config), "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"],
+        env={"MASTER_PORT": str(free_port())},
+    )
     assert fit.returncode == 0, fit.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"seen.{rank}").read_text()) for rank in (0, 1)]
     for epoch in ("0", "1"):

@@ -21,10 +21,21 @@ REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["sky", "road", "light"]
 
 
-def make_run(root: Path, version: str, scalars: dict[str, list[tuple[int, float]]], loss: str = "CrossEntropyLoss",
-             loss_args: dict | None = None, model: str = "UNet", seed: int = 0, data: str = "SyntheticLongTailDataModule",
-             walltimes: list[float] | None = None, extra: dict | None = None, subfolder: str | None = None,
-             data_args: dict | None = None, data_seed: int | None = None) -> Path:
+def make_run(
+    root: Path,
+    version: str,
+    scalars: dict[str, list[tuple[int, float]]],
+    loss: str = "CrossEntropyLoss",
+    loss_args: dict | None = None,
+    model: str = "UNet",
+    seed: int = 0,
+    data: str = "SyntheticLongTailDataModule",
+    walltimes: list[float] | None = None,
+    extra: dict | None = None,
+    subfolder: str | None = None,
+    data_args: dict | None = None,
+    data_seed: int | None = None,
+) -> Path:
     """A run directory as `pat-seg fit` leaves it: config.yaml and an event file with these scalars.
 
     ``extra`` adds top-level config sections (e.g. ``{"trainer": {...}}``); ``subfolder`` writes the
@@ -33,12 +44,18 @@ def make_run(root: Path, version: str, scalars: dict[str, list[tuple[int, float]
     run_dir = root / "sweep" / version
     run_dir.mkdir(parents=True)
     per_class = {f"val/iou/{name}": [(1, 0.5)] for name in CLASSES}
-    config = {"seed_everything": seed,
-              "model": {"loss": {"class_path": f"pat_seg.losses.{loss}", "init_args": {"ignore_index": 255, **(loss_args or {})}},
-                        "model": {"class_path": f"pat_seg.models.{model}", "init_args": {"base_channels": 16}}},
-              "data": {"class_path": f"pat_seg.data.{data}",
-                       "init_args": {"batch_size": 16, **({} if data_seed is None else {"seed": data_seed}),
-                                     **(data_args or {})}}, **(extra or {})}
+    config = {
+        "seed_everything": seed,
+        "model": {
+            "loss": {"class_path": f"pat_seg.losses.{loss}", "init_args": {"ignore_index": 255, **(loss_args or {})}},
+            "model": {"class_path": f"pat_seg.models.{model}", "init_args": {"base_channels": 16}},
+        },
+        "data": {
+            "class_path": f"pat_seg.data.{data}",
+            "init_args": {"batch_size": 16, **({} if data_seed is None else {"seed": data_seed}), **(data_args or {})},
+        },
+        **(extra or {}),
+    }
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     if subfolder is not None:
         SummaryWriter(str(run_dir)).close()
@@ -59,8 +76,11 @@ def make_run(root: Path, version: str, scalars: dict[str, list[tuple[int, float]
 
 def val(miou: float, acc: float = 0.9, dice_error: float = 0.3) -> dict[str, list[tuple[int, float]]]:
     """Scalars of a run whose last epoch (step 9) logged these values; an earlier epoch logged others."""
-    return {"val/miou": [(4, 0.99), (9, miou)], "val/pixel_accuracy": [(4, 0.01), (9, acc)],
-            "val/dice_error": [(4, 0.0), (9, dice_error)]}
+    return {
+        "val/miou": [(4, 0.99), (9, miou)],
+        "val/pixel_accuracy": [(4, 0.01), (9, acc)],
+        "val/dice_error": [(4, 0.0), (9, dice_error)],
+    }
 
 
 def cell(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
@@ -115,18 +135,27 @@ def test_tables_4_and_5_appear_with_models_and_temperatures_best_within_each_mod
     text = report(str(tmp_path))
     assert "Table 3: method x data set (UNet)" in text and "Table 3: method x data set (DLV3+)" in text
     assert [r[:3] for r in table(text, "Table 4")] == [
-        ["UNet", "CE", "40.00 (n=1)"], ["UNet", "PAT (T=5)", "42.00 (n=1)"], ["UNet", "PAT (T=10)", "**45.00 (n=1)**"],
-        ["DLV3+", "CE", "**60.00 (n=1)**"], ["DLV3+", "PAT (T=5)", "55.00 (n=1)"]]
+        ["UNet", "CE", "40.00 (n=1)"],
+        ["UNet", "PAT (T=5)", "42.00 (n=1)"],
+        ["UNet", "PAT (T=10)", "**45.00 (n=1)**"],
+        ["DLV3+", "CE", "**60.00 (n=1)**"],
+        ["DLV3+", "PAT (T=5)", "55.00 (n=1)"],
+    ]
     assert [r[:3] for r in table(text, "Table 5")] == [
-        ["UNet", "PAT (T=5)", "42.00 (n=1)"], ["UNet", "PAT (T=10)", "**45.00 (n=1)**"], ["DLV3+", "PAT (T=5)", "55.00 (n=1)"]]
+        ["UNet", "PAT (T=5)", "42.00 (n=1)"],
+        ["UNet", "PAT (T=10)", "**45.00 (n=1)**"],
+        ["DLV3+", "PAT (T=5)", "55.00 (n=1)"],
+    ]
 
 
 def test_other_differing_loss_arguments_keep_runs_apart(tmp_path: Path) -> None:
     make_run(tmp_path, "a", val(0.40), "PATLoss", {"temperature": 20.0, "detach_weight": False})
     make_run(tmp_path, "b", val(0.50), "PATLoss", {"temperature": 20.0, "detach_weight": True})
     rows = table(report(str(tmp_path)), "Table 3")
-    assert [r[:2] for r in rows] == [["PAT (T=20, detach_weight=False)", "40.00 (n=1)"],
-                                     ["PAT (T=20, detach_weight=True)", "**50.00 (n=1)**"]]
+    assert [r[:2] for r in rows] == [
+        ["PAT (T=20, detach_weight=False)", "40.00 (n=1)"],
+        ["PAT (T=20, detach_weight=True)", "**50.00 (n=1)**"],
+    ]
 
 
 def test_per_class_table_and_utilisation_averaged_over_epochs(tmp_path: Path) -> None:
@@ -136,9 +165,25 @@ def test_per_class_table_and_utilisation_averaged_over_epochs(tmp_path: Path) ->
     text = report(str(tmp_path))
     header = [line for line in text.split("Table 6")[1].splitlines() if line.startswith("|")][0]
     assert [c.strip() for c in header.strip("|").split("|")] == [
-        "Method", "sky↑", "road↑", "light↑", "mIoU head↑", "mIoU tail↑", "mIoU↑"]
-    assert table(text, "Table 6") == [["CE", "50.00 ± 0.00 (n=2)", "50.00 ± 0.00 (n=2)", "50.00 ± 0.00 (n=2)", "", "12.50 ± 0.00 (n=2)",
-                                       "40.00 ± 0.00 (n=2)"]]
+        "Method",
+        "sky↑",
+        "road↑",
+        "light↑",
+        "mIoU head↑",
+        "mIoU tail↑",
+        "mIoU↑",
+    ]
+    assert table(text, "Table 6") == [
+        [
+            "CE",
+            "50.00 ± 0.00 (n=2)",
+            "50.00 ± 0.00 (n=2)",
+            "50.00 ± 0.00 (n=2)",
+            "",
+            "12.50 ± 0.00 (n=2)",
+            "40.00 ± 0.00 (n=2)",
+        ]
+    ]
     # per-run means 12 and 20 s: mean 16, sample std 5.657
     assert table(text, "Utilisation") == [["Synthetic", "UNet", "CE", "16 ± 5.7 (n=2)"]]
 
@@ -169,9 +214,14 @@ def test_runs_that_differ_beyond_seeds_are_never_pooled(tmp_path: Path, capsys: 
     make_run(tmp_path, "short-s0", val(0.30), "PATLoss", {"temperature": 20.0}, seed=0, extra=short)
     make_run(tmp_path, "short-s1", val(0.36), "PATLoss", {"temperature": 20.0}, seed=1, extra=short)
     # Same experiment as long-s*, apart from seeds and where it was logged: pooled with them.
-    logged_elsewhere = {"trainer": {"max_epochs": 12, "logger": {"init_args": {"version": "x"}}}, "name": "other",
-                        "data": {"class_path": "pat_seg.data.SyntheticLongTailDataModule",
-                                 "init_args": {"batch_size": 16, "seed": 7, "num_workers": 4}}}
+    logged_elsewhere = {
+        "trainer": {"max_epochs": 12, "logger": {"init_args": {"version": "x"}}},
+        "name": "other",
+        "data": {
+            "class_path": "pat_seg.data.SyntheticLongTailDataModule",
+            "init_args": {"batch_size": 16, "seed": 7, "num_workers": 4},
+        },
+    }
     make_run(tmp_path, "long-s2", val(0.74), "PATLoss", {"temperature": 20.0}, seed=2, extra=logged_elsewhere)
     rows = table(report(str(tmp_path)), "Table 3")
     assert [row[:2] for row in rows] == [  # natural order: 2 before 12
@@ -200,12 +250,17 @@ def test_a_rerun_with_the_same_seeds_counts_once_with_a_warning(tmp_path: Path, 
     assert capsys.readouterr().err.count("warning") == 1
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--logdir", "/nonexistent/logs"], "is not a directory"),
-    (["--logdir", "{tmp}"], "no runs"),
-    (["--logdir", "{tmp}", "--format", "html"], "invalid choice: 'html'"),
-])
-def test_bad_input_exits_with_the_reason(tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--logdir", "/nonexistent/logs"], "is not a directory"),
+        (["--logdir", "{tmp}"], "no runs"),
+        (["--logdir", "{tmp}", "--format", "html"], "invalid choice: 'html'"),
+    ],
+)
+def test_bad_input_exits_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], message: str
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([a.format(tmp=tmp_path) for a in args])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
@@ -221,25 +276,43 @@ def last_values(run_dir: Path, tag: str) -> float:
 @pytest.mark.slow
 def test_tiny_sweep_then_report_prints_the_logged_numbers(tmp_path: Path) -> None:
     """2 losses x 2 seeds through `pat-seg sweep --mode run`, then `pat-seg report` (markdown and CSV)."""
-    tiny = {"trainer.max_epochs": 2, "trainer.limit_train_batches": 2, "trainer.enable_progress_bar": False,
-            "trainer.enable_model_summary": False, "data.init_args.num_train": 8, "data.init_args.num_val": 4,
-            "data.init_args.image_size": 32, "data.init_args.batch_size": 4, "model.model.init_args.base_channels": 4,
-            "model.model.init_args.depth": 2, "model.optimizer.init_args.lr": 0.05}
-    spec = {"name": "tiny", "save_dir": str(tmp_path / "logs"), "args": tiny,
-            "axes": {"loss": {"pat": {"configs": "configs/synthetic_pat.yaml"}, "ce": {"configs": "configs/synthetic_ce.yaml"}},
-                     "seed": {"s0": {"args": {"seed_everything": 0}}, "s1": {"args": {"seed_everything": 1}}}}}
+    tiny = {
+        "trainer.max_epochs": 2,
+        "trainer.limit_train_batches": 2,
+        "trainer.enable_progress_bar": False,
+        "trainer.enable_model_summary": False,
+        "data.init_args.num_train": 8,
+        "data.init_args.num_val": 4,
+        "data.init_args.image_size": 32,
+        "data.init_args.batch_size": 4,
+        "model.model.init_args.base_channels": 4,
+        "model.model.init_args.depth": 2,
+        "model.optimizer.init_args.lr": 0.05,
+    }
+    spec = {
+        "name": "tiny",
+        "save_dir": str(tmp_path / "logs"),
+        "args": tiny,
+        "axes": {
+            "loss": {"pat": {"configs": "configs/synthetic_pat.yaml"}, "ce": {"configs": "configs/synthetic_ce.yaml"}},
+            "seed": {"s0": {"args": {"seed_everything": 0}}, "s1": {"args": {"seed_everything": 1}}},
+        },
+    }
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     pat_seg = [sys.executable, "-m", "pat_seg"]
-    subprocess.run(pat_seg + ["sweep", str(tmp_path / "tiny.yaml"), "--mode", "run"], cwd=REPO, check=True,
-                   capture_output=True)
-    out = subprocess.run(pat_seg + ["report", "--logdir", str(tmp_path / "logs")], cwd=REPO, check=True,
-                         capture_output=True, text=True).stdout
+    subprocess.run(
+        pat_seg + ["sweep", str(tmp_path / "tiny.yaml"), "--mode", "run"], cwd=REPO, check=True, capture_output=True
+    )
+    out = subprocess.run(
+        pat_seg + ["report", "--logdir", str(tmp_path / "logs")], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout
     rows = {row[0]: row for row in table(out, "Table 3")}
     means = {}
     for method, loss in (("CE", "ce"), ("PAT (T=20)", "pat")):
         runs = [tmp_path / "logs" / "tiny" / f"{loss}-s{seed}" for seed in (0, 1)]
         for column, (tag, scale, digits) in enumerate(
-                [("val/miou", 100, 2), ("val/pixel_accuracy", 100, 2), ("val/dice_error", 1, 3)], 1):
+            [("val/miou", 100, 2), ("val/pixel_accuracy", 100, 2), ("val/dice_error", 1, 3)], 1
+        ):
             expected = cell([last_values(run, tag) for run in runs], scale, digits)
             assert rows[method][column].strip("*") == expected, (method, tag)
         means[method] = [last_values(run, "val/pixel_accuracy") for run in runs]
@@ -255,8 +328,10 @@ def test_paired_differences_against_a_baseline_with_t_intervals(tmp_path: Path) 
     text = report(str(tmp_path), paired_against="CB-Focal")
     rows = table(text, "Paired differences against CB-Focal")
     # By hand: mean 0.03, sample sd 0.01, t(0.975, 2 df) = 4.302653 -> half width 0.0248414 (points x 100).
-    assert rows == [["Synthetic", "CE", "-10.00 (n=1, no interval)", "", ""],
-                    ["Synthetic", "PAT (T=20)", "+3.00 [+0.52, +5.48] (n=3)", "", ""]]
+    assert rows == [
+        ["Synthetic", "CE", "-10.00 (n=1, no interval)", "", ""],
+        ["Synthetic", "PAT (T=20)", "+3.00 [+0.52, +5.48] (n=3)", "", ""],
+    ]
     with pytest.raises(ValueError, match="matches none of the methods"):
         report(str(tmp_path), paired_against="LDAM")
 
@@ -264,10 +339,21 @@ def test_paired_differences_against_a_baseline_with_t_intervals(tmp_path: Path) 
 def test_pat_ablations_are_named_by_what_they_switch_off(tmp_path: Path) -> None:
     make_run(tmp_path, "pat", val(0.50), "PATLoss", {"temperature": 20.0})  # saved before the switches existed
     make_run(tmp_path, "nobeta", val(0.45), "PATLoss", {"temperature": 20.0, "confidence_weight": False})
-    make_run(tmp_path, "noeq4", val(0.40), "PATLoss",
-             {"temperature": 20.0, "confidence_weight": True, "normalization": "pixel"})
-    make_run(tmp_path, "pat-new", val(0.52), "PATLoss",
-             {"temperature": 20.0, "confidence_weight": True, "normalization": "image_class"}, seed=1)
+    make_run(
+        tmp_path,
+        "noeq4",
+        val(0.40),
+        "PATLoss",
+        {"temperature": 20.0, "confidence_weight": True, "normalization": "pixel"},
+    )
+    make_run(
+        tmp_path,
+        "pat-new",
+        val(0.52),
+        "PATLoss",
+        {"temperature": 20.0, "confidence_weight": True, "normalization": "image_class"},
+        seed=1,
+    )
     rows = table(report(str(tmp_path)), "Table 3")
     assert [row[:2] for row in rows] == [
         ["PAT (T=20)", f"**{cell([0.50, 0.52])}**"],  # old and new runs of the paper's method pool
@@ -278,14 +364,24 @@ def test_pat_ablations_are_named_by_what_they_switch_off(tmp_path: Path) -> None
 
 def test_presence_and_mixture_runs_are_labelled_and_old_pat_runs_pool_with_new(tmp_path: Path) -> None:
     make_run(tmp_path, "pat-old", val(0.50), "PATLoss", {"temperature": 20.0})  # saved before presence existed
-    make_run(tmp_path, "pat-new", val(0.52), "PATLoss",
-             {"temperature": 20.0, "presence_exponent": 0.0, "class_presence": None}, seed=1)
+    make_run(
+        tmp_path,
+        "pat-new",
+        val(0.52),
+        "PATLoss",
+        {"temperature": 20.0, "presence_exponent": 0.0, "class_presence": None},
+        seed=1,
+    )
     make_run(tmp_path, "half", val(0.55), "PATLoss", {"temperature": 20.0, "presence_exponent": 0.5})
     make_run(tmp_path, "full", val(0.56), "PATLoss", {"temperature": 20.0, "presence_exponent": 1.0})
     make_run(tmp_path, "mix", val(0.57), "PATCBMixtureLoss", {"mix": 0.5, "temperature": 20.0})
     rows = table(report(str(tmp_path)), "Table 3")
-    assert [row[0] for row in rows] == ["PAT (T=20)", "PAT+CB mix (lambda=0.5)", "PAT+presence alpha=0.5 (T=20)",
-                                        "PAT+presence alpha=1 (T=20)"]
+    assert [row[0] for row in rows] == [
+        "PAT (T=20)",
+        "PAT+CB mix (lambda=0.5)",
+        "PAT+presence alpha=0.5 (T=20)",
+        "PAT+presence alpha=1 (T=20)",
+    ]
     assert rows[0][1] == cell([0.50, 0.52])
 
 
@@ -317,10 +413,26 @@ def write_holm_study(root: Path) -> None:
         for seed, difference in enumerate(differences):
             base = 0.40 + 0.01 * seed
             args = {"imbalance": 1000.0, "rarity": regime}
-            make_run(root, f"s{seed}-{regime}-pat", val(base), "PATLoss", {"temperature": 20.0}, seed=seed,
-                     data_seed=seed, data_args=args)
-            make_run(root, f"s{seed}-{regime}-presence", val(base + difference), "PATLoss",
-                     {"temperature": 20.0, "presence_exponent": 1.0}, seed=seed, data_seed=seed, data_args=args)
+            make_run(
+                root,
+                f"s{seed}-{regime}-pat",
+                val(base),
+                "PATLoss",
+                {"temperature": 20.0},
+                seed=seed,
+                data_seed=seed,
+                data_args=args,
+            )
+            make_run(
+                root,
+                f"s{seed}-{regime}-presence",
+                val(base + difference),
+                "PATLoss",
+                {"temperature": 20.0, "presence_exponent": 1.0},
+                seed=seed,
+                data_seed=seed,
+                data_args=args,
+            )
 
 
 def test_holm_adjusted_p_values_and_bonferroni_intervals_on_known_answers(tmp_path: Path) -> None:
@@ -344,8 +456,9 @@ def test_holm_adjusted_p_values_and_bonferroni_intervals_on_known_answers(tmp_pa
     for regime, (mean, sd, _) in stats.items():
         label = next(label for label in rows if f"rarity={regime}" in label)
         low, high = mean - half * sd / math.sqrt(5), mean + half * sd / math.sqrt(5)
-        assert rows[label][2] == (f"{mean * 100:+.2f} [{low * 100:+.2f}, {high * 100:+.2f}] "
-                                  f"(n=5, p_Holm={adjusted[regime]:.3g})"), regime
+        assert rows[label][2] == (
+            f"{mean * 100:+.2f} [{low * 100:+.2f}, {high * 100:+.2f}] (n=5, p_Holm={adjusted[regime]:.3g})"
+        ), regime
     assert adjusted["mixed"] < 0.05 < adjusted["small"]  # the fixture spans both decisions
     plain = table(report(str(tmp_path), paired_against="PAT"), "Paired differences against PAT")
     assert all("p_Holm" not in cell_text for row in plain for cell_text in row)
@@ -353,24 +466,41 @@ def test_holm_adjusted_p_values_and_bonferroni_intervals_on_known_answers(tmp_pa
 
 def test_per_run_csv_rebuilds_the_same_report_without_event_files(tmp_path: Path) -> None:
     write_holm_study(tmp_path / "logs")
-    make_run(tmp_path / "logs", "curve", {"val/miou": [(4, 0.2), (9, 0.3), (14, 0.35)]}, "ClassBalancedFocalLoss",
-             seed=0, data_seed=0, data_args={"imbalance": 1000.0, "rarity": "small"})
+    make_run(
+        tmp_path / "logs",
+        "curve",
+        {"val/miou": [(4, 0.2), (9, 0.3), (14, 0.35)]},
+        "ClassBalancedFocalLoss",
+        seed=0,
+        data_seed=0,
+        data_args={"imbalance": 1000.0, "rarity": "small"},
+    )
     per_run = report(str(tmp_path / "logs"), fmt="csv", per_run=True)
     rows = list(csv.DictReader(io.StringIO(per_run)))
-    assert len(rows) == 30 * 3 + 4  # steps 1 (the fixture's per-class values), 4 and 9 per study run; and 14 for the curve
+    assert (
+        len(rows) == 30 * 3 + 4
+    )  # steps 1 (the fixture's per-class values), 4 and 9 per study run; and 14 for the curve
     curve = [row for row in rows if row["run"].endswith("curve")]
     assert [row["step"] for row in curve] == ["1", "4", "9", "14"] and curve[0]["miou"] == ""
     assert [float(row["miou"]) for row in curve[1:]] == pytest.approx([0.2, 0.3, 0.35], rel=1e-7)  # float32 events
     (tmp_path / "study.csv").write_text(per_run)
     for kwargs in ({}, {"paired_against": "PAT", "holm": True}, {"fmt": "csv"}):
-        assert report("unused", from_csv=str(tmp_path / "study.csv"), **kwargs) == report(str(tmp_path / "logs"), **kwargs)
+        assert report("unused", from_csv=str(tmp_path / "study.csv"), **kwargs) == report(
+            str(tmp_path / "logs"), **kwargs
+        )
 
 
 def test_learned_counts_per_class(tmp_path: Path) -> None:
     # light IoU over three seeds {0, 0, 0.679}: a mean of 22.6 +- 39.2 that is one success in three.
     for seed, light in enumerate([0.0, 0.0, 0.679]):
-        make_run(tmp_path, f"pat-s{seed}", {**val(0.5), "val/iou/light": [(9, light)], "val/iou/sky": [(9, 0.9)],
-                                            "val/iou/road": [(9, 0.0999)]}, "PATLoss", {"temperature": 20.0}, seed=seed)
+        make_run(
+            tmp_path,
+            f"pat-s{seed}",
+            {**val(0.5), "val/iou/light": [(9, light)], "val/iou/sky": [(9, 0.9)], "val/iou/road": [(9, 0.0999)]},
+            "PATLoss",
+            {"temperature": 20.0},
+            seed=seed,
+        )
     text = report(str(tmp_path))
     header = text.split("Runs that learned each class", 1)[1].splitlines()[2]
     columns = [c.strip().rstrip("↑") for c in header.strip("|").split("|")]

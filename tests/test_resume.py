@@ -51,8 +51,10 @@ def tiny_config(root: Path, extra_callbacks: list[dict] = (), every_n_train_step
             "enable_model_summary": False,
             "log_every_n_steps": 1,
             "callbacks": [
-                {"class_path": "pat_seg.callbacks.StepCheckpoint",
-                 "init_args": {"every_n_train_steps": every_n_train_steps}},
+                {
+                    "class_path": "pat_seg.callbacks.StepCheckpoint",
+                    "init_args": {"every_n_train_steps": every_n_train_steps},
+                },
                 {"class_path": "pat_seg.callbacks.PreemptionCheckpoint"},
                 {"class_path": "pat_seg.callbacks.NonFiniteLossGuard"},
                 *extra_callbacks,
@@ -63,14 +65,20 @@ def tiny_config(root: Path, extra_callbacks: list[dict] = (), every_n_train_step
     }
 
 
-def run_pat_seg(args: list[str], timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_pat_seg(
+    args: list[str], timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """``python -m pat_seg ARGS`` with this checkout (and tests/, for test-only callbacks) importable."""
     environment = {**os.environ, **(env or {})}
     environment["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests")])
     environment.setdefault("OMP_NUM_THREADS", "1")
     return subprocess.run(
-        [sys.executable, "-m", "pat_seg", *args], cwd=REPO, env=environment,
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "pat_seg", *args],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -103,9 +111,15 @@ def interrupted_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
     kill = {"class_path": "test_resume.SignalAtStep", "init_args": {"step": 7, "signal": "SIGKILL"}}
     term = {"class_path": "test_resume.SignalAtStep", "init_args": {"step": 5, "signal": "SIGTERM"}}
     with ThreadPoolExecutor(3) as pool:
-        runs = dict(zip(("reference", "killed", "terminated"), pool.map(
-            lambda job: fit(*job), [(base / "reference",), (base / "killed", [kill]), (base / "terminated", [term])]
-        )))
+        runs = dict(
+            zip(
+                ("reference", "killed", "terminated"),
+                pool.map(
+                    lambda job: fit(*job),
+                    [(base / "reference",), (base / "killed", [kill]), (base / "terminated", [term])],
+                ),
+            )
+        )
     assert runs["reference"].returncode == 0, runs["reference"].stderr[-3000:]
     return {"base": base, **runs}
 

@@ -26,8 +26,11 @@ TINY_TRAINER = {"max_epochs": 1, "enable_progress_bar": False, "enable_model_sum
 
 
 def pat_seg(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1",
-                   "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    environment = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
+    }
     environment.pop("PAT_SEG_DEBUG", None)
     return subprocess.run([PAT_SEG, *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=300)
 
@@ -44,35 +47,69 @@ def short_error(result: subprocess.CompletedProcess, *names: str, after_log: boo
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     lines = result.stderr.strip().splitlines()
     if after_log:
-        lines = lines[next(index for index, line in enumerate(lines) if ": error: " in line):]
+        lines = lines[next(index for index, line in enumerate(lines) if ": error: " in line) :]
     assert len(lines) <= MAX_ERROR_LINES, result.stderr
     for name in names:
         assert name in result.stderr, result.stderr
 
 
 def digest(root: Path) -> dict[str, str]:
-    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(root.rglob("*")) if path.is_file()}
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
 
 
 @pytest.mark.slow
 def test_a_failed_resume_leaves_every_run_as_it_was(tmp_path: Path) -> None:
-    tiny = write(tmp_path / "tiny_pat.yaml", {
-        "trainer": TINY_TRAINER, "data": {"init_args": TINY_DATA},
-        "model": {"model": {"class_path": "pat_seg.models.UNet", "init_args": {"base_channels": 4, "depth": 1}}}})
+    tiny = write(
+        tmp_path / "tiny_pat.yaml",
+        {
+            "trainer": TINY_TRAINER,
+            "data": {"init_args": TINY_DATA},
+            "model": {"model": {"class_path": "pat_seg.models.UNet", "init_args": {"base_channels": 4, "depth": 1}}},
+        },
+    )
     # The second network as a config piece, composed like configs/model/*.yaml.
-    other = write(tmp_path / "attention_unet.yaml", {"model": {"model": {
-        "class_path": "pat_seg.models.AttentionUNet", "init_args": {"base_channels": 4, "depth": 1}}}})
+    other = write(
+        tmp_path / "attention_unet.yaml",
+        {
+            "model": {
+                "model": {"class_path": "pat_seg.models.AttentionUNet", "init_args": {"base_channels": 4, "depth": 1}}
+            }
+        },
+    )
     assert pat_seg("fit", "--config", str(tiny), cwd=tmp_path).returncode == 0
-    trained = pat_seg("fit", "--config", str(tiny), "--config", str(other), "--name", "tiny_attention",
-                      "--seed_everything", "1", cwd=tmp_path)
+    trained = pat_seg(
+        "fit",
+        "--config",
+        str(tiny),
+        "--config",
+        str(other),
+        "--name",
+        "tiny_attention",
+        "--seed_everything",
+        "1",
+        cwd=tmp_path,
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
     before = digest(tmp_path)
     report_before = pat_seg("report", "--logdir", "lightning_logs", cwd=tmp_path)
     assert report_before.returncode == 0 and "AttUNet" in report_before.stdout, report_before.stderr[-3000:]
 
-    resumed = pat_seg("fit", "--config", str(tiny), "--config", str(other), "--seed_everything", "1",
-                      "--ckpt_path", "last", cwd=tmp_path)
+    resumed = pat_seg(
+        "fit",
+        "--config",
+        str(tiny),
+        "--config",
+        str(other),
+        "--seed_everything",
+        "1",
+        "--ckpt_path",
+        "last",
+        cwd=tmp_path,
+    )
     short_error(resumed, "tiny_pat/version_0", "pat_seg.models.AttentionUNet")
     assert digest(tmp_path) == before
     assert pat_seg("report", "--logdir", "lightning_logs", cwd=tmp_path).stdout == report_before.stdout
@@ -85,8 +122,12 @@ def test_a_checkpoint_that_would_run_code_is_refused_by_fit_test_and_predict(tmp
     (run / "checkpoints").mkdir(parents=True)
     last = crafted_checkpoint(run / "checkpoints" / "last.ckpt", marker)
     tiny = ["--trainer.logger=false", *[f"--data.{key}={value}" for key, value in TINY_DATA.items()]]
-    for command in (["fit", "--ckpt_path", "last"], ["fit", "--ckpt_path", str(last)],
-                    ["test", "--ckpt_path", str(last), *tiny], ["predict", "--ckpt_path", str(last), *tiny]):
+    for command in (
+        ["fit", "--ckpt_path", "last"],
+        ["fit", "--ckpt_path", str(last)],
+        ["test", "--ckpt_path", str(last), *tiny],
+        ["predict", "--ckpt_path", str(last), *tiny],
+    ):
         result = pat_seg(*command, cwd=tmp_path)
         short_error(result, str(last), "system", "weights_only=True")
         assert result.returncode == 2
@@ -95,9 +136,16 @@ def test_a_checkpoint_that_would_run_code_is_refused_by_fit_test_and_predict(tmp
 
 @pytest.mark.slow
 def test_a_torch_error_in_a_networks_forward_keeps_its_traceback(tmp_path: Path) -> None:
-    result = pat_seg("fit", "--model.model", "cli_fixtures.ShapeBugNetwork", "--trainer.logger=false",
-                     *[f"--data.{key}={value}" for key, value in TINY_DATA.items()],
-                     "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", cwd=tmp_path)
+    result = pat_seg(
+        "fit",
+        "--model.model",
+        "cli_fixtures.ShapeBugNetwork",
+        "--trainer.logger=false",
+        *[f"--data.{key}={value}" for key, value in TINY_DATA.items()],
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
+        cwd=tmp_path,
+    )
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "torch.cat" in result.stderr, result.stderr[-3000:]
     assert "Sizes of tensors must match" in result.stderr
@@ -106,8 +154,15 @@ def test_a_torch_error_in_a_networks_forward_keeps_its_traceback(tmp_path: Path)
 
 @pytest.mark.slow
 def test_a_label_out_of_range_is_a_short_run_failure(tmp_path: Path) -> None:
-    result = pat_seg("fit", "--data", "cli_fixtures.OutOfRangeValidationLabels", "--trainer.logger=false",
-                     *[f"--data.{key}={value}" for key, value in TINY_DATA.items()],
-                     "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", cwd=tmp_path)
+    result = pat_seg(
+        "fit",
+        "--data",
+        "cli_fixtures.OutOfRangeValidationLabels",
+        "--trainer.logger=false",
+        *[f"--data.{key}={value}" for key, value in TINY_DATA.items()],
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
+        cwd=tmp_path,
+    )
     short_error(result, "label 12", "batch 0", after_log=True)
     assert result.returncode == 1

@@ -54,4 +54,6 @@ def test_evaluation_samples_are_split_over_processes_without_repeats() -> None:
         shares = [list(EvaluationSampler(Indices(), replicas, rank)) for rank in range(replicas)]
         assert sorted(index for share in shares for index in share) == list(range(SAMPLES))
         assert shares[0] == list(range(0, SAMPLES, replicas))
-        assert [len(EvaluationSampler(Indices(), replicas, rank)) for rank in range(replicas)] == [len(s) for s in shares]
+        assert [len(EvaluationSampler(Indices(), replicas, rank)) for rank in range(replicas)] == [
+            len(s) for s in shares
+        ]

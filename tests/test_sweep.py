@@ -26,8 +26,14 @@ GRID = {
     "args": {"trainer.max_epochs": 3},
     "axes": {
         "dataset": {"cityscapes": {}, "nyuv2": {}},
-        "loss": {"pat": {"configs": "configs/{dataset}_{loss}.yaml"}, "ce": {"configs": ["configs/{dataset}_{loss}.yaml"]}},
-        "seed": {"s0": {"args": {"seed_everything": 0}}, "s1": {"args": {"seed_everything": 1, "trainer.max_epochs": 5}}},
+        "loss": {
+            "pat": {"configs": "configs/{dataset}_{loss}.yaml"},
+            "ce": {"configs": ["configs/{dataset}_{loss}.yaml"]},
+        },
+        "seed": {
+            "s0": {"args": {"seed_everything": 0}},
+            "s1": {"args": {"seed_everything": 1, "trainer.max_epochs": 5}},
+        },
     },
 }
 
@@ -35,7 +41,8 @@ GRID = {
 def test_grid_is_the_product_of_the_axes_first_axis_outermost(tmp_path: Path) -> None:
     sweep = load_sweep(write(tmp_path / "g.yaml", GRID))
     assert [r.version for r in sweep.runs] == [
-        f"{d}-{loss}-{s}" for d in ("cityscapes", "nyuv2") for loss in ("pat", "ce") for s in ("s0", "s1")]
+        f"{d}-{loss}-{s}" for d in ("cityscapes", "nyuv2") for loss in ("pat", "ce") for s in ("s0", "s1")
+    ]
     run = sweep.runs[5]  # nyuv2-pat-s1
     assert run.configs == ["base.yaml", "configs/nyuv2_pat.yaml"]
     assert run.args == {"trainer.max_epochs": 5, "seed_everything": 1}  # axis args override the base
@@ -47,11 +54,20 @@ def test_printed_commands_spell_out_every_override(tmp_path: Path) -> None:
     lines = print_commands(sweep, ["--trainer.fast_dev_run=true"]).splitlines()
     assert len(lines) == 8
     assert shlex.split(lines[1]) == [
-        "pat-seg", "fit", "--config", "base.yaml", "--config", "configs/cityscapes_pat.yaml",
-        "--trainer.max_epochs=5", "--seed_everything=1",
+        "pat-seg",
+        "fit",
+        "--config",
+        "base.yaml",
+        "--config",
+        "configs/cityscapes_pat.yaml",
+        "--trainer.max_epochs=5",
+        "--seed_everything=1",
         "--trainer.logger.class_path=lightning.pytorch.loggers.TensorBoardLogger",
-        "--trainer.logger.init_args.save_dir=out", "--trainer.logger.init_args.name=grid",
-        "--trainer.logger.init_args.version=cityscapes-pat-s1", "--trainer.fast_dev_run=true"]
+        "--trainer.logger.init_args.save_dir=out",
+        "--trainer.logger.init_args.name=grid",
+        "--trainer.logger.init_args.version=cityscapes-pat-s1",
+        "--trainer.fast_dev_run=true",
+    ]
 
 
 def test_slurm_script_is_an_array_over_the_commands(tmp_path: Path) -> None:
@@ -65,12 +81,20 @@ def test_slurm_script_is_an_array_over_the_commands(tmp_path: Path) -> None:
     assert script.rstrip().endswith('eval "${COMMANDS[$SLURM_ARRAY_TASK_ID]}"')
 
 
-def test_printed_command_configures_the_run_it_names(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
+def test_printed_command_configures_the_run_it_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
+) -> None:
     """The CLI itself parses a printed command: seed, temperature and logger name/version arrive."""
     monkeypatch.chdir(REPO)
-    spec = {"name": "t5", "save_dir": str(tmp_path), "configs": ["configs/synthetic_pat.yaml"],
-            "axes": {"temperature": {"T5": {"args": {"model.loss.init_args.temperature": 5.0}}},
-                     "seed": {"s3": {"args": {"seed_everything": 3}}}}}
+    spec = {
+        "name": "t5",
+        "save_dir": str(tmp_path),
+        "configs": ["configs/synthetic_pat.yaml"],
+        "axes": {
+            "temperature": {"T5": {"args": {"model.loss.init_args.temperature": 5.0}}},
+            "seed": {"s3": {"args": {"seed_everything": 3}}},
+        },
+    }
     command = load_sweep(write(tmp_path / "t.yaml", spec)).runs[0].command("t5", str(tmp_path))
     with pytest.raises(SystemExit):
         cli_main(command[1:] + ["--print_config"])
@@ -87,13 +111,16 @@ def test_only_selects_versions_by_glob(tmp_path: Path, capsys: pytest.CaptureFix
     assert versions == ["cityscapes-ce-s0", "nyuv2-pat-s0", "nyuv2-pat-s1", "nyuv2-ce-s0"]
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"axes": {}}, "'axes' must map"),
-    ({"axes": {"loss": {"pat": {"config": "x.yaml"}}}}, "must be a mapping with 'configs' and/or 'args'"),
-    ({"axes": {"loss": {"pat": {"configs": "{dataset}.yaml"}}}}, "refers to 'dataset' but the axes are ['loss']"),
-    ({"axes": {"loss": {"pat": {"args": ["seed_everything", 1]}}}}, "must be a mapping of flag -> value"),
-    ({"axis": {}}, "unknown keys ['axis']"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"axes": {}}, "'axes' must map"),
+        ({"axes": {"loss": {"pat": {"config": "x.yaml"}}}}, "must be a mapping with 'configs' and/or 'args'"),
+        ({"axes": {"loss": {"pat": {"configs": "{dataset}.yaml"}}}}, "refers to 'dataset' but the axes are ['loss']"),
+        ({"axes": {"loss": {"pat": {"args": ["seed_everything", 1]}}}}, "must be a mapping of flag -> value"),
+        ({"axis": {}}, "unknown keys ['axis']"),
+    ],
+)
 def test_bad_sweep_files_are_refused_with_the_reason(tmp_path: Path, spec: dict, message: str) -> None:
     with pytest.raises(ValueError) as error:
         load_sweep(write(tmp_path / "bad.yaml", spec))
@@ -109,14 +136,20 @@ def test_run_refuses_before_training_when_a_config_is_missing(tmp_path: Path, mo
 
 def test_the_papers_grids_expand_to_their_sizes(monkeypatch) -> None:
     monkeypatch.chdir(REPO)
-    sizes = {"synthetic_table3": 8 * 3, "synthetic_table5": 4 * 3, "table3": 3 * 8 * 3, "table4": 2 * 5 * 5 * 3,
-             "table5": 2 * 2 * 4 * 3}
+    sizes = {
+        "synthetic_table3": 8 * 3,
+        "synthetic_table5": 4 * 3,
+        "table3": 3 * 8 * 3,
+        "table4": 2 * 5 * 5 * 3,
+        "table5": 2 * 2 * 4 * 3,
+    }
     for name, size in sizes.items():
         sweep = load_sweep(f"configs/sweeps/{name}.yaml")
         assert len(sweep.runs) == size and len({r.version for r in sweep.runs}) == size, name
     synthetic = load_sweep("configs/sweeps/synthetic_table3.yaml")
     assert {c for r in synthetic.runs for c in r.configs} == {
-        f"configs/synthetic_{loss}.yaml" for loss in ("ce", "focal", "cb", "cbfocal", "bms", "ldam", "blv", "pat")}
+        f"configs/synthetic_{loss}.yaml" for loss in ("ce", "focal", "cb", "cbfocal", "bms", "ldam", "blv", "pat")
+    }
 
 
 def test_run_gives_the_callers_sigterm_handler_back(tmp_path: Path, monkeypatch) -> None:

@@ -141,9 +141,15 @@ def sweep_regimes():
     found = set()
     for run in sweep.runs:
         args = run.args
-        found.add((float(args["data.init_args.imbalance"]), args["data.init_args.rarity"],
-                   int(args.get("data.init_args.num_train", 512)), int(args.get("data.init_args.image_size", 64)),
-                   int(args["data.init_args.seed"])))
+        found.add(
+            (
+                float(args["data.init_args.imbalance"]),
+                args["data.init_args.rarity"],
+                int(args.get("data.init_args.num_train", 512)),
+                int(args.get("data.init_args.image_size", 64)),
+                int(args["data.init_args.seed"]),
+            )
+        )
     return sorted(found)
 
 
@@ -164,8 +170,13 @@ SWEEP_REGIMES = sweep_regimes()
 
 def test_the_sweep_has_the_regimes_this_file_checks():
     regimes = {(imbalance, rarity) for imbalance, rarity, *_ in SWEEP_REGIMES}
-    assert regimes == {(10.0, "small"), (100.0, "small"), (1000.0, "small"), (100.0, "infrequent"),
-                       (1000.0, "infrequent")}
+    assert regimes == {
+        (10.0, "small"),
+        (100.0, "small"),
+        (1000.0, "small"),
+        (100.0, "infrequent"),
+        (1000.0, "infrequent"),
+    }
     assert {seed for *_, seed in SWEEP_REGIMES} == {0, 1, 2}
 
 
@@ -185,13 +196,17 @@ def check_span(imbalance, rarity, num_train, image_size, seed):
     assert (shares[list(THINGS)].diff() < 0).all()  # car > person > pole > sign > light
 
 
-@pytest.mark.parametrize("regime", [r for r in SWEEP_REGIMES if r[-1] == 0], ids=lambda r: f"{r[1]}{r[0]:g}-seed{r[-1]}")
+@pytest.mark.parametrize(
+    "regime", [r for r in SWEEP_REGIMES if r[-1] == 0], ids=lambda r: f"{r[1]}{r[0]:g}-seed{r[-1]}"
+)
 def test_measured_span_within_20_percent_of_the_requested(regime):
     check_span(*regime)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("regime", [r for r in SWEEP_REGIMES if r[-1] != 0], ids=lambda r: f"{r[1]}{r[0]:g}-seed{r[-1]}")
+@pytest.mark.parametrize(
+    "regime", [r for r in SWEEP_REGIMES if r[-1] != 0], ids=lambda r: f"{r[1]}{r[0]:g}-seed{r[-1]}"
+)
 def test_measured_span_within_20_percent_for_every_seed_of_the_sweep(regime):
     check_span(*regime)
 
@@ -214,9 +229,18 @@ def test_small_and_infrequent_put_the_rarity_in_size_and_in_presence():
 def beyond_pat_regimes():
     """(imbalance, rarity, num_train, image_size, seed) of every run of the beyond-PAT study."""
     sweep = load_sweep(REPO / "configs" / "sweeps" / "synthetic_beyond_pat.yaml")
-    return sorted({(float(run.args["data.init_args.imbalance"]), run.args["data.init_args.rarity"],
-                    int(run.args["data.init_args.num_train"]), 64, int(run.args["data.init_args.seed"]))
-                   for run in sweep.runs})
+    return sorted(
+        {
+            (
+                float(run.args["data.init_args.imbalance"]),
+                run.args["data.init_args.rarity"],
+                int(run.args["data.init_args.num_train"]),
+                64,
+                int(run.args["data.init_args.seed"]),
+            )
+            for run in sweep.runs
+        }
+    )
 
 
 BEYOND_PAT_REGIMES = beyond_pat_regimes()
@@ -224,12 +248,17 @@ BEYOND_PAT_REGIMES = beyond_pat_regimes()
 
 def test_the_beyond_pat_study_has_three_regimes_and_five_seeds():
     assert {(imbalance, rarity) for imbalance, rarity, *_ in BEYOND_PAT_REGIMES} == {
-        (1000.0, "small"), (1000.0, "infrequent"), (1000.0, "mixed")}
+        (1000.0, "small"),
+        (1000.0, "infrequent"),
+        (1000.0, "mixed"),
+    }
     assert {seed for *_, seed in BEYOND_PAT_REGIMES} == {0, 1, 2, 3, 4}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("regime", [r for r in BEYOND_PAT_REGIMES if r[1] == "mixed"], ids=lambda r: f"mixed-seed{r[-1]}")
+@pytest.mark.parametrize(
+    "regime", [r for r in BEYOND_PAT_REGIMES if r[1] == "mixed"], ids=lambda r: f"mixed-seed{r[-1]}"
+)
 def test_mixed_span_within_20_percent_for_every_seed_of_the_study(regime):
     check_span(*regime)
 
@@ -291,7 +320,7 @@ def test_regime_plan_solves_for_the_span():
         light = painted[-1]  # painted last: nothing covers it
         assert road / light == pytest.approx(imbalance, rel=1e-12)
         sign = painted[3] * (1 - painted[4])
-        assert road / sign == pytest.approx(imbalance ** 0.8, rel=1e-12)
+        assert road / sign == pytest.approx(imbalance**0.8, rel=1e-12)
 
 
 def test_class_table_is_printed_once_at_fit_setup(caplog):
@@ -332,8 +361,20 @@ def test_regime_arguments_through_the_cli(capsys):
     from pat_seg.cli import cli_main
 
     with pytest.raises(SystemExit):
-        cli_main(["fit", f"--config={REPO / 'configs' / 'synthetic_pat.yaml'}", "--data.init_args.imbalance=100",
-                  "--data.init_args.rarity=infrequent", "--data.init_args.seed=2", "--print_config"])
+        cli_main(
+            [
+                "fit",
+                f"--config={REPO / 'configs' / 'synthetic_pat.yaml'}",
+                "--data.init_args.imbalance=100",
+                "--data.init_args.rarity=infrequent",
+                "--data.init_args.seed=2",
+                "--print_config",
+            ]
+        )
     data = yaml.safe_load(capsys.readouterr().out)["data"]
     assert data["class_path"] == "pat_seg.data.SyntheticLongTailDataModule"
-    assert (data["init_args"]["imbalance"], data["init_args"]["rarity"], data["init_args"]["seed"]) == (100.0, "infrequent", 2)
+    assert (data["init_args"]["imbalance"], data["init_args"]["rarity"], data["init_args"]["seed"]) == (
+        100.0,
+        "infrequent",
+        2,
+    )

@@ -32,7 +32,9 @@ def test_parameter_count_matches_paper_unet():
     assert 30.5e6 < total < 31.5e6
 
 
-@pytest.mark.parametrize("kwargs", [{"num_classes": 0}, {"num_classes": 3, "depth": 0}, {"num_classes": 3, "base_channels": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"num_classes": 0}, {"num_classes": 3, "depth": 0}, {"num_classes": 3, "base_channels": 0}]
+)
 def test_bad_arguments_raise(kwargs):
     with pytest.raises(ValueError):
         UNet(**kwargs)

@@ -85,14 +85,22 @@ def test_epoch_seconds_and_samples_per_second_agree_with_an_outside_clock(tmp_pa
     data = SyntheticLongTailDataModule(num_train=num_train, num_val=8, num_test=4, image_size=32, batch_size=4)
     module = SegmentationModule(UNet(9, base_channels=4, depth=2), PATLoss(), num_classes=9)
     stopwatch = Stopwatch()
-    trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, default_root_dir=tmp_path, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
-                        logger=TensorBoardLogger(str(tmp_path), name="run", version=0),
-                        callbacks=[stopwatch, UtilisationMonitor()])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        logger=TensorBoardLogger(str(tmp_path), name="run", version=0),
+        callbacks=[stopwatch, UtilisationMonitor()],
+    )
     trainer.fit(module, datamodule=data)
     scalars = read_scalars(tmp_path / "run" / "version_0")
-    for epoch, logged_seconds, logged_rate in zip(stopwatch.epochs, scalars["utilisation/epoch_seconds"],
-                                                  scalars["utilisation/samples_per_second"]):
+    for epoch, logged_seconds, logged_rate in zip(
+        stopwatch.epochs, scalars["utilisation/epoch_seconds"], scalars["utilisation/samples_per_second"]
+    ):
         seconds = epoch["end"] - epoch["start"]
         training = seconds - epoch["validation"]
         assert epoch["validation"] > 0 and 0 < training < seconds
@@ -114,7 +122,9 @@ def test_epoch_arithmetic_excludes_validation_and_averages_gpu_readings(monkeypa
     monkeypatch.setattr(utilisation.time, "perf_counter", clock)
     monkeypatch.setattr(utilisation, "gpu_utilisation_percent", lambda device: next(readings))
     logged: dict[str, float] = {}
-    module = SimpleNamespace(device=torch.device("cpu"), log=lambda name, value, **kwargs: logged.__setitem__(name, value))
+    module = SimpleNamespace(
+        device=torch.device("cpu"), log=lambda name, value, **kwargs: logged.__setitem__(name, value)
+    )
     trainer = SimpleNamespace(
         state=SimpleNamespace(fn="fit"),
         sanity_checking=False,

@@ -34,7 +34,8 @@ class NonFiniteLossError(RunFailure):
 def non_finite_tensors(state: dict[str, Any]) -> list[str]:
     """Names of the floating-point tensors of a state dict that hold a NaN or Inf."""
     return [
-        name for name, value in state.items()
+        name
+        for name, value in state.items()
         if isinstance(value, Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
     ]
 
@@ -64,7 +65,9 @@ class NonFiniteLossGuard(L.Callback):
         self._batch_idx = -1
         self._drop_gradients = False
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._batch_idx = batch_idx
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
@@ -155,7 +158,11 @@ class PreemptionCheckpoint(L.Callback):
         environment = getattr(trainer.strategy, "cluster_environment", None)
         if environment is None and SLURMEnvironment.detect():
             environment = SLURMEnvironment()
-        requeue = environment.requeue_signal if isinstance(environment, SLURMEnvironment) and environment.auto_requeue else None
+        requeue = (
+            environment.requeue_signal
+            if isinstance(environment, SLURMEnvironment) and environment.auto_requeue
+            else None
+        )
         for signum in self.signals:
             if signum == requeue:
                 continue
@@ -174,7 +181,9 @@ class PreemptionCheckpoint(L.Callback):
     def checkpoint_path(self, trainer: L.Trainer) -> Path:
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
-                return Path(callback.dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+                return (
+                    Path(callback.dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+                )
         return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:

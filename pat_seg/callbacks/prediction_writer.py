@@ -61,8 +61,16 @@ class PredictionWriter(BasePredictionWriter):
         self.written = 0
         self.folder(trainer).mkdir(parents=True, exist_ok=True)
 
-    def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Tensor,
-                           batch_indices: Sequence[int] | None, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Tensor,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
         folder = self.folder(trainer)
         num_classes = int(pl_module.num_classes)  # type: ignore[arg-type]  # an int attribute; LightningModule types unknown attributes as Tensor | Module
         paths = batch.get("path")
@@ -84,5 +92,7 @@ class PredictionWriter(BasePredictionWriter):
             self.written += 1
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        rank_zero_info(f"pat-seg predict: wrote {self.written} label maps"
-                       f"{' and overlays' if self.overlay else ''} to {self.folder(trainer)}")
+        rank_zero_info(
+            f"pat-seg predict: wrote {self.written} label maps"
+            f"{' and overlays' if self.overlay else ''} to {self.folder(trainer)}"
+        )

@@ -68,25 +68,31 @@ def displayable(image: Tensor) -> Tensor:
     return (image - low) / (high - low) if high > low else torch.zeros_like(image)
 
 
-def prediction_grid(images: Tensor, targets: Tensor, predictions: Tensor, num_classes: int, ignore_index: int,
-                    gap: int = 2) -> Tensor:
+def prediction_grid(
+    images: Tensor, targets: Tensor, predictions: Tensor, num_classes: int, ignore_index: int, gap: int = 2
+) -> Tensor:
     """One row per image: ``image | ground truth | prediction`` (Fig. 4), ``gap`` white pixels apart.
 
     ``images [N, C, H, W]``, ``targets`` and ``predictions [N, H, W]``; returns ``[3, rows, cols]``.
     """
     if images.shape[0] != targets.shape[0] or targets.shape != predictions.shape:
-        raise ConfigurationError(f"images {list(images.shape)}, targets {list(targets.shape)} and predictions "
-                         f"{list(predictions.shape)} must be [N, C, H, W], [N, H, W], [N, H, W]")
+        raise ConfigurationError(
+            f"images {list(images.shape)}, targets {list(targets.shape)} and predictions "
+            f"{list(predictions.shape)} must be [N, C, H, W], [N, H, W], [N, H, W]"
+        )
     palette = class_palette(num_classes)
     n, _, h, w = images.shape
     grid = torch.ones(3, n * h + (n - 1) * gap, 3 * w + 2 * gap)
     for i in range(n):
         top = i * (h + gap)
-        panels = (displayable(images[i]), colourise(targets[i].cpu(), palette, ignore_index),
-                  colourise(predictions[i].cpu(), palette, ignore_index))
+        panels = (
+            displayable(images[i]),
+            colourise(targets[i].cpu(), palette, ignore_index),
+            colourise(predictions[i].cpu(), palette, ignore_index),
+        )
         for j, panel in enumerate(panels):
             left = j * (w + gap)
-            grid[:, top:top + h, left:left + w] = panel
+            grid[:, top : top + h, left : left + w] = panel
     return grid
 
 
@@ -142,8 +148,15 @@ def confusion_matrix_figure(confmat: Tensor, class_names: Sequence[str]) -> Any:
             for col in range(size):
                 value = fractions[row, col].item()
                 if not math.isnan(value) and value >= 0.005:
-                    axes.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                              color="white" if value > 0.5 else "black")
+                    axes.text(
+                        col,
+                        row,
+                        f"{value:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if value > 0.5 else "black",
+                    )
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
     return figure
 
@@ -178,8 +191,9 @@ class PredictionImages(L.Callback):
         min_height: small images are enlarged (nearest neighbour) to at least this many pixels.
     """
 
-    def __init__(self, num_images: int = 4, every_n_epochs: int = 1, confusion_matrix: bool = True,
-                 min_height: int = 128) -> None:
+    def __init__(
+        self, num_images: int = 4, every_n_epochs: int = 1, confusion_matrix: bool = True, min_height: int = 128
+    ) -> None:
         super().__init__()
         if num_images < 1:
             raise ConfigurationError(f"num_images must be >= 1; got {num_images}")
@@ -227,8 +241,9 @@ class PredictionImages(L.Callback):
             pl_module.eval()
             logits = pl_module(image.to(device=pl_module.device, dtype=pl_module.dtype))  # type: ignore[arg-type]  # a torch.dtype at run time
             pl_module.train(was_training)
-            grid = self._enlarge(prediction_grid(image, target, logits.argmax(1).cpu(), num_classes, ignore_index),
-                                 image.shape[-2])
+            grid = self._enlarge(
+                prediction_grid(image, target, logits.argmax(1).cpu(), num_classes, ignore_index), image.shape[-2]
+            )
             images["val/predictions"] = figure_to_image(prediction_figure(grid, class_names, ignore_index))
         confmat = getattr(pl_module, "confusion_matrices", {}).get("val")
         if self.confusion_matrix and confmat is not None:

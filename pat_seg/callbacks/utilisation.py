@@ -44,7 +44,9 @@ def batch_size_of(batch: Any) -> int:
         batch = batch[0]
     if isinstance(batch, Tensor):
         return int(batch.shape[0])
-    raise ConfigurationError(f"cannot tell the batch size of a {type(batch).__name__}; expected a dict with 'image' or a tensor")
+    raise ConfigurationError(
+        f"cannot tell the batch size of a {type(batch).__name__}; expected a dict with 'image' or a tensor"
+    )
 
 
 def peak_rss_mib() -> float | None:
@@ -104,7 +106,9 @@ class UtilisationMonitor(L.Callback):
             torch.cuda.reset_peak_memory_stats(pl_module.device)
         self._reset()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._samples += batch_size_of(batch)
         now = time.perf_counter()
         if self._read_gpu and now - self._last_reading >= self.min_sample_interval:

@@ -119,8 +119,10 @@ class SegmentationDataModule(L.LightningDataModule):
                 # Files written before the image counts existed lack them: scanned again once.
                 if len(cached.get("class_counts", [])) == self.num_classes and "class_image_counts" in cached:
                     self._class_statistics = ClassStatistics(
-                        [int(c) for c in cached["class_counts"]], [int(c) for c in cached["class_image_counts"]],
-                        int(cached["num_images"]))
+                        [int(c) for c in cached["class_counts"]],
+                        [int(c) for c in cached["class_image_counts"]],
+                        int(cached["num_images"]),
+                    )
                     return self._class_statistics
             known = self.precomputed_class_statistics()
             if known is not None and len(known.pixels) == self.num_classes:
@@ -139,9 +141,16 @@ class SegmentationDataModule(L.LightningDataModule):
                     cache.parent.mkdir(parents=True, exist_ok=True)
                     tmp = cache.with_suffix(cache.suffix + ".tmp")
                     statistics = self._class_statistics
-                    tmp.write_text(json.dumps({"class_names": self.class_names, "class_counts": statistics.pixels,
-                                               "class_image_counts": statistics.images,
-                                               "num_images": statistics.num_images}))
+                    tmp.write_text(
+                        json.dumps(
+                            {
+                                "class_names": self.class_names,
+                                "class_counts": statistics.pixels,
+                                "class_image_counts": statistics.images,
+                                "num_images": statistics.num_images,
+                            }
+                        )
+                    )
                     tmp.replace(cache)  # atomic: a concurrent reader never sees half a file
                 except OSError as error:  # a read-only data root must not stop training
                     log.warning("could not cache class counts at %s: %s", cache, error)
@@ -150,7 +159,9 @@ class SegmentationDataModule(L.LightningDataModule):
     @class_statistics.setter
     def class_statistics(self, statistics: ClassStatistics) -> None:
         if len(statistics.pixels) != self.num_classes or len(statistics.images) != self.num_classes:
-            raise ConfigurationError(f"got statistics of {len(statistics.pixels)} classes for num_classes={self.num_classes}")
+            raise ConfigurationError(
+                f"got statistics of {len(statistics.pixels)} classes for num_classes={self.num_classes}"
+            )
         self._class_statistics = statistics
 
     @property

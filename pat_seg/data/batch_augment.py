@@ -45,8 +45,9 @@ def _window(start_fraction: float, scaled: int, wanted: int) -> tuple[int, int, 
     return 0, int(start_fraction * (wanted - scaled + 1)), scaled
 
 
-def augment_batch(images: Tensor, targets: Tensor, parameters: Tensor, size: tuple[int, int],
-                  ignore_index: int) -> tuple[Tensor, Tensor]:
+def augment_batch(
+    images: Tensor, targets: Tensor, parameters: Tensor, size: tuple[int, int], ignore_index: int
+) -> tuple[Tensor, Tensor]:
     """``(float32 [B, 3, h, w] in [0, 1], long [B, h, w])`` of stored ``images [B, 3, H, W]`` (uint8, or
     float in [0, 1]) and ``targets [B, H, W]`` under per-sample ``parameters [B, 4]``; ``size = (h, w)``.
 
@@ -54,8 +55,10 @@ def augment_batch(images: Tensor, targets: Tensor, parameters: Tensor, size: tup
     cut to the ``size`` window at the drawn position and flipped when drawn.
     """
     if images.shape[0] != parameters.shape[0] or parameters.shape[-1] != PARAMETERS:
-        raise ConfigurationError(f"augmentation parameters of shape {list(parameters.shape)} do not fit a batch of "
-                         f"{images.shape[0]}; expected [{images.shape[0]}, {PARAMETERS}]")
+        raise ConfigurationError(
+            f"augmentation parameters of shape {list(parameters.shape)} do not fit a batch of "
+            f"{images.shape[0]}; expected [{images.shape[0]}, {PARAMETERS}]"
+        )
     height, width = size
     pixels = images.float().div_(255) if not images.is_floating_point() else images.float()
     out_images = pixels.new_zeros((images.shape[0], images.shape[1], height, width))
@@ -66,10 +69,13 @@ def augment_batch(images: Tensor, targets: Tensor, parameters: Tensor, size: tup
         target = resize_pair(tv_tensors.Mask(targets[b]), scaled).as_subclass(Tensor).long()
         src_top, dst_top, rows = _window(top_fraction, scaled[0], height)
         src_left, dst_left, cols = _window(left_fraction, scaled[1], width)
-        out_images[b, :, dst_top:dst_top + rows, dst_left:dst_left + cols] = image[:, src_top:src_top + rows, src_left:src_left + cols]
-        out_targets[b, dst_top:dst_top + rows, dst_left:dst_left + cols] = target[src_top:src_top + rows, src_left:src_left + cols]
+        out_images[b, :, dst_top : dst_top + rows, dst_left : dst_left + cols] = image[
+            :, src_top : src_top + rows, src_left : src_left + cols
+        ]
+        out_targets[b, dst_top : dst_top + rows, dst_left : dst_left + cols] = target[
+            src_top : src_top + rows, src_left : src_left + cols
+        ]
         if flip:
             out_images[b] = out_images[b].flip(-1)
             out_targets[b] = out_targets[b].flip(-1)
     return out_images, out_targets
-

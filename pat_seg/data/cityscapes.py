@@ -22,13 +22,47 @@ from pat_seg.data.io import DatasetLayoutError, LabelTable, require_paths
 log = logging.getLogger(__name__)
 
 TRAIN_CLASS_NAMES = [
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
-    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
 ]
 # labelId -> trainId (cityscapesscripts' labels.py; docs/datasets.md).
 LABEL_TO_TRAIN_ID = {
-    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
-    24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
+    7: 0,
+    8: 1,
+    11: 2,
+    12: 3,
+    13: 4,
+    17: 5,
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,
+    31: 16,
+    32: 17,
+    33: 18,
 }
 NUM_LABEL_IDS = 34  # label ids 0..33; -1 (license plate) is stored as 255 in uint8 PNGs
 PNG_MINUS_ONE = 255
@@ -48,7 +82,9 @@ def label_tables(void_index: int) -> tuple[LabelTable, LabelTable]:
     from_train_ids[PNG_MINUS_ONE] = void_index
     return (
         LabelTable.from_mapping(from_label_ids, 0, 255, expected),
-        LabelTable.from_mapping(from_train_ids, 0, 255, f"Cityscapes trainIds are 0..{len(TRAIN_CLASS_NAMES) - 1} and 255"),
+        LabelTable.from_mapping(
+            from_train_ids, 0, 255, f"Cityscapes trainIds are 0..{len(TRAIN_CLASS_NAMES) - 1} and 255"
+        ),
     )
 
 

@@ -189,7 +189,9 @@ class DiskDataModule(SegmentationDataModule):
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         SegmentationTransform(self.size, train=True, scale_range=self.scale_range)  # validates early
         if prepared not in PREPARED_MODES:
-            raise ConfigurationError(f"prepared must be one of {', '.join(map(repr, PREPARED_MODES))}; got {prepared!r}")
+            raise ConfigurationError(
+                f"prepared must be one of {', '.join(map(repr, PREPARED_MODES))}; got {prepared!r}"
+            )
         self.prepared = prepared
         self.prepared_dir = Path(prepared_dir).expanduser() if prepared_dir else self.root / ".pat_seg" / "prepared"
         self._manifests: dict[str, dict[str, Any] | None] = {}
@@ -197,7 +199,9 @@ class DiskDataModule(SegmentationDataModule):
     def set_classes(self, class_names: list[str], ignore_index: int) -> None:
         """Set ``class_names``, ``num_classes`` and ``ignore_index``, which must not be a class index."""
         if 0 <= ignore_index < len(class_names):
-            raise ConfigurationError(f"ignore_index {ignore_index} collides with a class index in [0, {len(class_names) - 1}]")
+            raise ConfigurationError(
+                f"ignore_index {ignore_index} collides with a class index in [0, {len(class_names) - 1}]"
+            )
         self.class_names = list(class_names)
         self.num_classes = len(class_names)
         self.ignore_index = ignore_index
@@ -232,10 +236,14 @@ class DiskDataModule(SegmentationDataModule):
         # Batches of a prepared split arrive as stored (uint8); the conversion reading the sources does
         # per sample (SegmentationTransform.output) runs here on the whole batch, on the device: the same bits.
         if isinstance(batch, dict) and "augment" in batch:
-            batch["image"], batch["target"] = augment_batch(batch["image"], batch["target"], batch.pop("augment"),
-                                                            self.size, self.ignore_index)
-        elif isinstance(batch, dict) and "target" in batch and (
-                batch["image"].dtype != torch.float32 or batch["target"].dtype != torch.long):
+            batch["image"], batch["target"] = augment_batch(
+                batch["image"], batch["target"], batch.pop("augment"), self.size, self.ignore_index
+            )
+        elif (
+            isinstance(batch, dict)
+            and "target" in batch
+            and (batch["image"].dtype != torch.float32 or batch["target"].dtype != torch.long)
+        ):
             batch["image"], batch["target"] = SegmentationTransform.output(batch["image"], batch["target"])
         return batch
 
@@ -254,15 +262,27 @@ class DiskDataModule(SegmentationDataModule):
 
     def prepared_protocol(self, split: str) -> dict[str, Any]:
         """Every option that changes the arrays of a prepared ``split``: the manifest must match it."""
-        return {"format": FORMAT_VERSION, "data_module": type(self).__name__, "size": list(self.size),
-                "augment": self.augment, "scale_range": list(self.scale_range) if self.augment else None,
-                **self.protocol_options(),
-                "split": split, "stored_size": list(self.stored_size(split)), "augmented": self.augmented(split)}
+        return {
+            "format": FORMAT_VERSION,
+            "data_module": type(self).__name__,
+            "size": list(self.size),
+            "augment": self.augment,
+            "scale_range": list(self.scale_range) if self.augment else None,
+            **self.protocol_options(),
+            "split": split,
+            "stored_size": list(self.stored_size(split)),
+            "augmented": self.augmented(split),
+        }
 
     def split_request(self, split: str, samples: SegmentationSamples) -> SplitRequest:
         """The prepared split that ``split`` read from ``samples`` corresponds to."""
-        return SplitRequest(type(self).__name__, split, self.prepared_protocol(split),
-                            source_records(self.source_files(samples), self.root), self.prepared_dir)
+        return SplitRequest(
+            type(self).__name__,
+            split,
+            self.prepared_protocol(split),
+            source_records(self.source_files(samples), self.root),
+            self.prepared_dir,
+        )
 
     def prepared_manifest(self, split: str, samples: SegmentationSamples | None = None) -> dict[str, Any] | None:
         """The manifest of a prepared ``split`` that matches this protocol and the sources, checked once
@@ -276,11 +296,14 @@ class DiskDataModule(SegmentationDataModule):
                 self._manifests[split] = open_manifest(self.split_request(split, samples))
             except PreparedSplitError as error:
                 if self.prepared == "require":
-                    raise PreparedSplitError(f"{error}\nrun: {prepare_command()}\n(or --data.prepared=auto to read "
-                                             "the source files)") from None
+                    raise PreparedSplitError(
+                        f"{error}\nrun: {prepare_command()}\n(or --data.prepared=auto to read the source files)"
+                    ) from None
                 if not any(value is None for value in self._manifests.values()):  # said once, not per split
-                    rank_zero_info(f"{type(self).__name__}: reading the {split!r} split from its source files "
-                                   f"({error}); `{prepare_command()}` decodes them once")
+                    rank_zero_info(
+                        f"{type(self).__name__}: reading the {split!r} split from its source files "
+                        f"({error}); `{prepare_command()}` decodes them once"
+                    )
                 self._manifests[split] = None
         return self._manifests[split]
 
@@ -290,15 +313,20 @@ class DiskDataModule(SegmentationDataModule):
         if manifest is None:
             return None
         statistics = manifest["class_statistics"]
-        return ClassStatistics([int(c) for c in statistics["pixels"]], [int(c) for c in statistics["images_containing"]],
-                               int(manifest["count"]))
+        return ClassStatistics(
+            [int(c) for c in statistics["pixels"]],
+            [int(c) for c in statistics["images_containing"]],
+            int(manifest["count"]),
+        )
 
     def check_prepared_dir_writable(self) -> None:
         """``pat-seg prepare`` writes under ``prepared_dir``: a read-only place is a named error."""
         existing = next(p for p in (self.prepared_dir, *self.prepared_dir.parents) if p.exists())
         if not os.access(existing, os.W_OK):
-            raise DatasetLayoutError(f"cannot write prepared splits under {self.prepared_dir} ({existing} is "
-                                     "read-only); give a writable folder with --data.prepared_dir DIR")
+            raise DatasetLayoutError(
+                f"cannot write prepared splits under {self.prepared_dir} ({existing} is "
+                "read-only); give a writable folder with --data.prepared_dir DIR"
+            )
 
     def counting_dataset(self) -> Dataset:
         # Counts at the protocol size without random augmentation: the same numbers on every run.

@@ -58,15 +58,24 @@ class ImageFolderDataModule(SegmentationDataModule):
         batch_size / num_workers: as for every data module (``batch_size`` applies with a ``size``).
     """
 
-    def __init__(self, root: str, num_classes: int | None = None, class_names: list[str] | None = None,
-                 ignore_index: int = 255, size: tuple[int, int] | None = None, batch_size: int = 1,
-                 num_workers: int = 0) -> None:
+    def __init__(
+        self,
+        root: str,
+        num_classes: int | None = None,
+        class_names: list[str] | None = None,
+        ignore_index: int = 255,
+        size: tuple[int, int] | None = None,
+        batch_size: int = 1,
+        num_workers: int = 0,
+    ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers)
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DatasetLayoutError(f"{self.root} is not a folder; expected a folder of .jpg/.png images")
         if num_classes is None or num_classes < 2:
-            raise ConfigurationError(f"num_classes must be the trained model's number of classes (>= 2); got {num_classes!r}")
+            raise ConfigurationError(
+                f"num_classes must be the trained model's number of classes (>= 2); got {num_classes!r}"
+            )
         self.num_classes = int(num_classes)
         self.class_names = list(class_names) if class_names else [str(c) for c in range(self.num_classes)]
         if len(self.class_names) != self.num_classes:
@@ -81,8 +90,9 @@ class ImageFolderDataModule(SegmentationDataModule):
 
     def build_dataset(self, split: str) -> Dataset:
         if split != "test":
-            raise ConfigurationError(f"ImageFolderDataModule holds unlabelled images: it serves `pat-seg predict`, "
-                             f"not the {split!r} split")
+            raise ConfigurationError(
+                f"ImageFolderDataModule holds unlabelled images: it serves `pat-seg predict`, not the {split!r} split"
+            )
         return ImageFolder(self.paths, self.size)
 
     def setup(self, stage: str) -> None:

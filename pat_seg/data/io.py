@@ -127,7 +127,9 @@ class LabelTable:
         return mapped
 
 
-def check_same_size(image_size: tuple[int, ...], label_size: tuple[int, ...], image_source: str, label_source: str) -> None:
+def check_same_size(
+    image_size: tuple[int, ...], label_size: tuple[int, ...], image_source: str, label_source: str
+) -> None:
     """Image and label ``(height, width)`` must be equal: they cover the same pixels."""
     if tuple(image_size) != tuple(label_size):
         raise ConfigurationError(
@@ -185,7 +187,9 @@ def read_mat(path: Path) -> dict[str, np.ndarray]:
 
         with h5py.File(path, "r") as file:
             # HDF5 stores MATLAB arrays transposed; .T restores MATLAB's shape.
-            return {k: np.asarray(v).T for k, v in file.items() if isinstance(v, h5py.Dataset) and v.dtype.kind in "iuf"}
+            return {
+                k: np.asarray(v).T for k, v in file.items() if isinstance(v, h5py.Dataset) and v.dtype.kind in "iuf"
+            }
     if len(data) < 128 or data[126:128] not in (b"IM", b"MI"):
         raise ConfigurationError(f"{path} is not a MATLAB file (no level-5 header and no HDF5 signature)")
     endian = "<" if data[126:128] == b"IM" else ">"

@@ -27,18 +27,92 @@ from pat_seg.data.disk import DiskDataModule, PairTransform, SegmentationSamples
 from pat_seg.data.io import DatasetLayoutError, LabelTable, check_same_size, read_mat, require_paths
 from pat_seg.exceptions import ConfigurationError
 
-CLASS_NAMES_13 = ["bed", "books", "ceiling", "chair", "floor", "furniture", "objects", "picture", "sofa",
-                  "table", "tv", "wall", "window"]
+CLASS_NAMES_13 = [
+    "bed",
+    "books",
+    "ceiling",
+    "chair",
+    "floor",
+    "furniture",
+    "objects",
+    "picture",
+    "sofa",
+    "table",
+    "tv",
+    "wall",
+    "window",
+]
 CLASS_NAMES_40 = [
-    "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf", "picture",
-    "counter", "blinds", "desk", "shelves", "curtain", "dresser", "pillow", "mirror", "floormat", "clothes",
-    "ceiling", "books", "fridge", "tv", "paper", "towel", "showercurtain", "box", "whiteboard", "person",
-    "nightstand", "toilet", "sink", "lamp", "bathtub", "bag", "otherstructure", "otherfurniture", "otherprop",
+    "wall",
+    "floor",
+    "cabinet",
+    "bed",
+    "chair",
+    "sofa",
+    "table",
+    "door",
+    "window",
+    "bookshelf",
+    "picture",
+    "counter",
+    "blinds",
+    "desk",
+    "shelves",
+    "curtain",
+    "dresser",
+    "pillow",
+    "mirror",
+    "floormat",
+    "clothes",
+    "ceiling",
+    "books",
+    "fridge",
+    "tv",
+    "paper",
+    "towel",
+    "showercurtain",
+    "box",
+    "whiteboard",
+    "person",
+    "nightstand",
+    "toilet",
+    "sink",
+    "lamp",
+    "bathtub",
+    "bag",
+    "otherstructure",
+    "otherfurniture",
+    "otherprop",
 ]
 # 40-class id -> 13-class id, both 1-based (docs/datasets.md); unlisted 40-class ids are "objects" (7).
 CLASS_40_TO_13 = {
-    1: 12, 2: 5, 3: 6, 4: 1, 5: 4, 6: 9, 7: 10, 8: 12, 9: 13, 10: 6, 11: 8, 12: 6, 13: 13, 14: 10, 15: 6,
-    16: 13, 17: 6, 18: 7, 19: 7, 20: 5, 21: 7, 22: 3, 23: 2, 24: 6, 25: 11, 32: 6, 39: 6,
+    1: 12,
+    2: 5,
+    3: 6,
+    4: 1,
+    5: 4,
+    6: 9,
+    7: 10,
+    8: 12,
+    9: 13,
+    10: 6,
+    11: 8,
+    12: 6,
+    13: 13,
+    14: 10,
+    15: 6,
+    16: 13,
+    17: 6,
+    18: 7,
+    19: 7,
+    20: 5,
+    21: 7,
+    22: 3,
+    23: 2,
+    24: 6,
+    25: 11,
+    32: 6,
+    39: 6,
 }
 OBJECTS_13 = 7
 NUM_RAW_CLASSES = 894
@@ -181,9 +255,12 @@ class NYUv2DataModule(DiskDataModule):
         if layout == "auto":
             layout = "mat" if (self.root / MAT_FILE).exists() else "npy"
         if num_classes not in LAYOUT_CLASSES[layout]:
-            raise ConfigurationError(f"num_classes must be one of {LAYOUT_CLASSES[layout]} with layout {layout!r}; got {num_classes}")
-        self.set_classes({13: CLASS_NAMES_13, 14: ["unlabelled", *CLASS_NAMES_13], 40: CLASS_NAMES_40}[num_classes],
-                         ignore_index)
+            raise ConfigurationError(
+                f"num_classes must be one of {LAYOUT_CLASSES[layout]} with layout {layout!r}; got {num_classes}"
+            )
+        self.set_classes(
+            {13: CLASS_NAMES_13, 14: ["unlabelled", *CLASS_NAMES_13], 40: CLASS_NAMES_40}[num_classes], ignore_index
+        )
         self.layout = layout
         self.split_seed = split_seed
         if layout == "npy":
@@ -192,8 +269,12 @@ class NYUv2DataModule(DiskDataModule):
             require_paths([self.root / f for f in (MAT_FILE, SPLITS_FILE, MAPPING_FILE)], LAYOUTS["mat"])
 
     def protocol_options(self) -> dict[str, Any]:
-        return {"layout": self.layout, "num_classes": self.num_classes, "split_seed": self.split_seed,
-                "ignore_index": self.ignore_index}
+        return {
+            "layout": self.layout,
+            "num_classes": self.num_classes,
+            "split_seed": self.split_seed,
+            "ignore_index": self.ignore_index,
+        }
 
     def source_files(self, samples: SegmentationSamples) -> list[Path]:
         # The split indices and the class mapping change the samples of a .mat split too.
@@ -209,7 +290,9 @@ class NYUv2DataModule(DiskDataModule):
     def _npy_pairs(self, directory: str) -> list[tuple[Path, Path]]:
         images = _numbered_npy(self.root / directory / "image")
         if not images:
-            raise DatasetLayoutError(f"no <i>.npy files in {self.root / directory / 'image'}; expected:\n{LAYOUTS['npy']}")
+            raise DatasetLayoutError(
+                f"no <i>.npy files in {self.root / directory / 'image'}; expected:\n{LAYOUTS['npy']}"
+            )
         labels = [self.root / directory / "label" / p.name for p in images]
         require_paths(labels, LAYOUTS["npy"])
         return list(zip(images, labels))
@@ -230,14 +313,18 @@ class NYUv2DataModule(DiskDataModule):
         path = self.root / MAPPING_FILE
         to_40 = _read_matrix(path, "mapClass").astype(np.int64)
         if to_40.size != NUM_RAW_CLASSES or to_40.min() < 1 or to_40.max() > 40:
-            raise ConfigurationError(f"'mapClass' in {path} must hold {NUM_RAW_CLASSES} class ids in 1..40; got "
-                             f"{to_40.size} values in {to_40.min()}..{to_40.max()}")
+            raise ConfigurationError(
+                f"'mapClass' in {path} must hold {NUM_RAW_CLASSES} class ids in 1..40; got "
+                f"{to_40.size} values in {to_40.min()}..{to_40.max()}"
+            )
         if self.num_classes == 40:
             mapped = to_40 - 1
         else:
             mapped = np.array([CLASS_40_TO_13.get(int(c), OBJECTS_13) - 1 for c in to_40])
         mapping = {0: self.ignore_index, **{raw + 1: int(c) for raw, c in enumerate(mapped)}}
-        return LabelTable.from_mapping(mapping, 0, NUM_RAW_CLASSES, f"NYUv2 labels are 0 (unlabelled) and 1..{NUM_RAW_CLASSES}")
+        return LabelTable.from_mapping(
+            mapping, 0, NUM_RAW_CLASSES, f"NYUv2 labels are 0 (unlabelled) and 1..{NUM_RAW_CLASSES}"
+        )
 
     def _mat_samples(self, split: str, transform: PairTransform) -> LabeledMatSamples:
         import h5py
@@ -254,6 +341,8 @@ class NYUv2DataModule(DiskDataModule):
         key = "trainNdxs" if split == "train" else "testNdxs"
         indices = _read_matrix(self.root / SPLITS_FILE, key).astype(np.int64)
         if indices.size == 0 or indices.min() < 1 or indices.max() > count:
-            raise ConfigurationError(f"{key!r} in {self.root / SPLITS_FILE} must hold 1-based image numbers in 1..{count}; "
-                             f"got values in {indices.min() if indices.size else None}..{indices.max() if indices.size else None}")
+            raise ConfigurationError(
+                f"{key!r} in {self.root / SPLITS_FILE} must hold 1-based image numbers in 1..{count}; "
+                f"got values in {indices.min() if indices.size else None}..{indices.max() if indices.size else None}"
+            )
         return LabeledMatSamples(path, (indices - 1).tolist(), self._mat_labels(), transform)

@@ -66,8 +66,16 @@ class OxfordPetDataModule(DiskDataModule):
         nested = self.root / "oxford-iiit-pet"
         self.data_dir = nested if nested.is_dir() else self.root
         annotations = self.data_dir / "annotations"
-        require_paths([self.root, self.data_dir / "images", annotations / "trimaps",
-                       annotations / "trainval.txt", annotations / "test.txt"], LAYOUT)
+        require_paths(
+            [
+                self.root,
+                self.data_dir / "images",
+                annotations / "trimaps",
+                annotations / "trainval.txt",
+                annotations / "test.txt",
+            ],
+            LAYOUT,
+        )
 
     def protocol_options(self) -> dict[str, Any]:
         return {"val_fraction": self.val_fraction, "split_seed": self.split_seed}

@@ -111,8 +111,11 @@ class SplitRequest:
 
 
 def _differences(found: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    return [f"{key} {found.get(key)!r} (this run: {wanted.get(key)!r})"
-            for key in sorted(set(found) | set(wanted)) if found.get(key) != wanted.get(key)]
+    return [
+        f"{key} {found.get(key)!r} (this run: {wanted.get(key)!r})"
+        for key in sorted(set(found) | set(wanted))
+        if found.get(key) != wanted.get(key)
+    ]
 
 
 def _source_difference(found: list[list[Any]], wanted: list[list[Any]]) -> str | None:
@@ -139,8 +142,10 @@ def _nearest_mismatch(request: SplitRequest) -> str:
         if best is None or len(differences) < len(best):
             best = differences
     if best:
-        return (f"no prepared {request.split!r} split matches this protocol; the closest "
-                f"(under {request.prepared_dir}) differs in " + ", ".join(best))
+        return (
+            f"no prepared {request.split!r} split matches this protocol; the closest "
+            f"(under {request.prepared_dir}) differs in " + ", ".join(best)
+        )
     return f"no prepared {request.split!r} split of {request.data_module} under {request.prepared_dir}"
 
 
@@ -167,14 +172,17 @@ def verify_chunks(folder: Path, manifest: dict[str, Any]) -> None:
             try:
                 status = path.stat()
             except OSError as error:
-                raise PreparedSplitError(f"prepared chunk {path} is missing ({error}); run `pat-seg prepare` again") from error
+                raise PreparedSplitError(
+                    f"prepared chunk {path} is missing ({error}); run `pat-seg prepare` again"
+                ) from error
             stamp = [status.st_size, status.st_mtime_ns]
             if verified.get(chunk[kind]) == stamp:
                 continue
             if file_sha256(path) != chunk["sha256"][kind]:
                 raise PreparedSplitError(
                     f"prepared chunk {path} fails its SHA-256 checksum (corrupted or changed since it was "
-                    f"written); delete {folder} and run `pat-seg prepare` again")
+                    f"written); delete {folder} and run `pat-seg prepare` again"
+                )
             passed[chunk[kind]] = stamp
     if passed != verified:
         temporary = folder / f"{VERIFIED}.{os.getpid()}.tmp"
@@ -196,8 +204,10 @@ def open_manifest(request: SplitRequest) -> dict[str, Any]:
     except (OSError, ValueError) as error:
         raise PreparedSplitError(f"cannot read {path}: {error}; run `pat-seg prepare` again") from error
     if manifest.get("format") != FORMAT_VERSION:
-        raise PreparedSplitError(f"{folder} has format {manifest.get('format')!r}; this pat-seg reads format "
-                                 f"{FORMAT_VERSION}; run `pat-seg prepare` again")
+        raise PreparedSplitError(
+            f"{folder} has format {manifest.get('format')!r}; this pat-seg reads format "
+            f"{FORMAT_VERSION}; run `pat-seg prepare` again"
+        )
     differences = _differences(manifest["protocol"], request.protocol)
     if differences:  # a hash collision or a hand-copied folder
         raise PreparedSplitError(f"{folder} was prepared for another protocol: " + ", ".join(differences))
@@ -230,7 +240,10 @@ class PreparedArrays:
             images, labels = self.chunks[chunk]
             # Copy-on-write maps: tensors can share their pages without a copy (the batch collation
             # copies them once, into the loader's shared memory), and a write never reaches the file.
-            self._maps[chunk] = (np.load(self.folder / images, mmap_mode="c"), np.load(self.folder / labels, mmap_mode="c"))
+            self._maps[chunk] = (
+                np.load(self.folder / images, mmap_mode="c"),
+                np.load(self.folder / labels, mmap_mode="c"),
+            )
         images, labels = self._maps[chunk]
         row = index - self.starts[chunk]
         return torch.from_numpy(images[row]), torch.from_numpy(labels[row])
@@ -309,7 +322,7 @@ def _remove_stale_builds(parent: Path, split: str) -> None:
     """Temporary folders of builds of ``split`` whose process is gone (killed midway), or that were
     being replaced. A build of another host (a shared filesystem) is left alone: its process cannot be checked."""
     for folder in parent.glob(f"{TEMPORARY_PREFIX}{split}-*"):
-        parts = folder.name[len(f"{TEMPORARY_PREFIX}{split}-"):].split("-")
+        parts = folder.name[len(f"{TEMPORARY_PREFIX}{split}-") :].split("-")
         if parts[0] == "replaced":
             shutil.rmtree(folder, ignore_errors=True)
             continue
@@ -323,8 +336,13 @@ def _remove_stale_builds(parent: Path, split: str) -> None:
             pass
 
 
-def build_split(request: SplitRequest, plan: BuildPlan, class_names: list[str], workers: int,
-                progress: Callable[[int], None] | None = None) -> Path:
+def build_split(
+    request: SplitRequest,
+    plan: BuildPlan,
+    class_names: list[str],
+    workers: int,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
     """Write the prepared split ``request`` with ``workers`` processes; its folder once complete.
 
     The arrays go to ``<folder>/../.building-<split>-<host>-<pid>-<id>/`` first; the manifest is written
@@ -362,8 +380,10 @@ def build_split(request: SplitRequest, plan: BuildPlan, class_names: list[str], 
             "count": plan.count,
             "image": {"shape": list(image.shape), "dtype": str(image.numpy().dtype)},
             "label": {"shape": list(label.shape), "dtype": str(label.numpy().dtype)},
-            "chunks": [{"images": t[0].name, "labels": t[1].name, "first": t[2], "count": t[3], "sha256": c}
-                       for t, c in zip(targets, checksums)],
+            "chunks": [
+                {"images": t[0].name, "labels": t[1].name, "first": t[2], "count": t[3], "sha256": c}
+                for t, c in zip(targets, checksums)
+            ],
             "sources": request.sources,
             "class_statistics": {
                 "size": list(plan.statistics_size),
@@ -371,8 +391,11 @@ def build_split(request: SplitRequest, plan: BuildPlan, class_names: list[str], 
                 "pixels": pixels.tolist(),
                 "images_containing": presence.tolist(),
             },
-            "built": {"seconds": round(time.perf_counter() - start_time, 3), "workers": workers,
-                      "cpu_count": os.cpu_count()},
+            "built": {
+                "seconds": round(time.perf_counter() - start_time, 3),
+                "workers": workers,
+                "cpu_count": os.cpu_count(),
+            },
         }
         (temporary / MANIFEST).write_text(json.dumps(manifest, indent=1))
         if final.exists():  # an older or stale build of the same protocol: replaced whole
@@ -386,8 +409,9 @@ def build_split(request: SplitRequest, plan: BuildPlan, class_names: list[str], 
     return final
 
 
-def _run(plan: BuildPlan, targets: list[tuple[Path, Path, int, int]], workers: int,
-         progress: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray]:
+def _run(
+    plan: BuildPlan, targets: list[tuple[Path, Path, int, int]], workers: int, progress: Callable[[int], None] | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Fill every target with ``workers`` processes (this one when 1); summed class statistics."""
     step = max(1, min(16, plan.count // max(1, 4 * workers)))  # small tasks: an even load and a live progress bar
     ranges = [(i, min(i + step, plan.count)) for i in range(0, plan.count, step)]

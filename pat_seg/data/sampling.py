@@ -48,7 +48,9 @@ class ResumableShuffleSampler(DistributedSampler):
     """``DistributedSampler`` (shuffled by ``seed + epoch``, padded to equal shares) that can skip the
     first samples of one epoch, which :meth:`resume` schedules when a checkpoint is restored."""
 
-    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0, drop_last: bool = False) -> None:
+    def __init__(
+        self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0, drop_last: bool = False
+    ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=drop_last)
         self._resume_epoch: int | None = None
         self._resume_skip = 0

@@ -162,10 +162,19 @@ def check_regime(imbalance: float | None, rarity: str) -> None:
         raise ConfigurationError(f"rarity must be one of {RARITIES}; got {rarity!r}")
     if imbalance is None:
         if rarity != "small":
-            raise ConfigurationError(f"rarity={rarity!r} needs an imbalance (the default scene, imbalance=None, has its own tail)")
+            raise ConfigurationError(
+                f"rarity={rarity!r} needs an imbalance (the default scene, imbalance=None, has its own tail)"
+            )
         return
-    if isinstance(imbalance, bool) or not isinstance(imbalance, (int, float)) or not math.isfinite(imbalance) or imbalance <= 1:
-        raise ConfigurationError(f"imbalance must be a finite number > 1 (max class share / min class share) or None; got {imbalance!r}")
+    if (
+        isinstance(imbalance, bool)
+        or not isinstance(imbalance, (int, float))
+        or not math.isfinite(imbalance)
+        or imbalance <= 1
+    ):
+        raise ConfigurationError(
+            f"imbalance must be a finite number > 1 (max class share / min class share) or None; got {imbalance!r}"
+        )
 
 
 def _box_width(coverage: float, aspect: float, area_factor: float, image_size: int) -> float:
@@ -185,9 +194,17 @@ def _box_width(coverage: float, aspect: float, area_factor: float, image_size: i
 class SyntheticLongTailDataset(Dataset):
     """``num_samples`` generated scenes of one split; sample ``i`` depends only on (seed, split, i)."""
 
-    def __init__(self, num_samples: int, image_size: int = 64, seed: int = 0, split: str = "train",
-                 ignore_index: int = 255, clutter_probability: float = 0.3, imbalance: float | None = None,
-                 rarity: str = "small") -> None:
+    def __init__(
+        self,
+        num_samples: int,
+        image_size: int = 64,
+        seed: int = 0,
+        split: str = "train",
+        ignore_index: int = 255,
+        clutter_probability: float = 0.3,
+        imbalance: float | None = None,
+        rarity: str = "small",
+    ) -> None:
         if split not in SPLIT_OFFSETS:
             raise ConfigurationError(f"split must be one of {list(SPLIT_OFFSETS)}; got {split!r}")
         if image_size < 16:
@@ -389,7 +406,9 @@ class SyntheticLongTailDataModule(SegmentationDataModule):
             if value < 1:
                 raise ConfigurationError(f"{name} must be >= 1; got {value}")
         if 0 <= ignore_index < self.num_classes:
-            raise ConfigurationError(f"ignore_index {ignore_index} collides with a class index in [0, {self.num_classes - 1}]")
+            raise ConfigurationError(
+                f"ignore_index {ignore_index} collides with a class index in [0, {self.num_classes - 1}]"
+            )
         check_regime(imbalance, rarity)
         if imbalance is not None:
             check_regime_is_learnable(imbalance, rarity, image_size, num_train)
@@ -401,8 +420,15 @@ class SyntheticLongTailDataModule(SegmentationDataModule):
         self._table_printed = False
 
     def build_dataset(self, split: str) -> SyntheticLongTailDataset:
-        return SyntheticLongTailDataset(self.sizes[split], self.image_size, self.seed, split, self.ignore_index,
-                                        imbalance=self.imbalance, rarity=self.rarity)
+        return SyntheticLongTailDataset(
+            self.sizes[split],
+            self.image_size,
+            self.seed,
+            split,
+            self.ignore_index,
+            imbalance=self.imbalance,
+            rarity=self.rarity,
+        )
 
     def class_table(self) -> tuple[list[int], list[int]]:
         """``(pixels, images)`` per class over the training split (:attr:`class_statistics`, one pass)."""
@@ -414,8 +440,9 @@ class SyntheticLongTailDataModule(SegmentationDataModule):
         trainer = getattr(self, "trainer", None)
         if stage == "fit" and not self._table_printed and (trainer is None or trainer.is_global_zero):
             pixels, images = self.class_table()
-            rank_zero_info(format_class_table(self.class_names, pixels, images, self.sizes["train"],
-                                              self.imbalance, self.rarity))
+            rank_zero_info(
+                format_class_table(self.class_names, pixels, images, self.sizes["train"], self.imbalance, self.rarity)
+            )
             self._table_printed = True
 
 
@@ -439,15 +466,17 @@ def check_regime_is_learnable(imbalance: float, rarity: str, image_size: int, nu
             )
 
 
-def format_class_table(names: list[str], pixels: list[int], images: list[int], num_images: int,
-                       imbalance: float | None, rarity: str) -> str:
+def format_class_table(
+    names: list[str], pixels: list[int], images: list[int], num_images: int, imbalance: float | None, rarity: str
+) -> str:
     """The class table the data module prints: share of the training pixels and images containing each class."""
     total = max(sum(pixels), 1)
     regime = "default scene" if imbalance is None else f"imbalance {imbalance:g}x, rarity {rarity!r}"
     span = max(pixels) / min(pixels) if min(pixels) > 0 else math.inf
-    lines = [f"Synthetic training split ({regime}): {num_images} images, measured span "
-             f"(max share / min share) {span:.0f}x",
-             f"  {'class':<11}{'pixel share':>12}{'images':>8}{'of images':>11}"]
+    lines = [
+        f"Synthetic training split ({regime}): {num_images} images, measured span (max share / min share) {span:.0f}x",
+        f"  {'class':<11}{'pixel share':>12}{'images':>8}{'of images':>11}",
+    ]
     for name, count, present in zip(names, pixels, images):
         lines.append(f"  {name:<11}{100 * count / total:>11.4f}%{present:>8}{100 * present / num_images:>10.1f}%")
     return "\n".join(lines)

@@ -80,8 +80,9 @@ class SegmentationTransform:
         ignore_index: fill value of padded mask pixels.
     """
 
-    def __init__(self, size: tuple[int, int], train: bool, ignore_index: int = 255,
-                 scale_range: tuple[float, float] = (0.5, 2.0)) -> None:
+    def __init__(
+        self, size: tuple[int, int], train: bool, ignore_index: int = 255, scale_range: tuple[float, float] = (0.5, 2.0)
+    ) -> None:
         self.size = check_size(size)
         low, high = scale_range
         if not 0 < low <= high:
@@ -91,11 +92,13 @@ class SegmentationTransform:
         self.scale_range = (float(low), float(high))
         if train:
             fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
-            self.pipeline = v2.Compose([
-                RandomScaledResize(self.size, (float(low), float(high))),
-                v2.RandomCrop(self.size, pad_if_needed=True, fill=fill),
-                v2.RandomHorizontalFlip(p=0.5),
-            ])
+            self.pipeline = v2.Compose(
+                [
+                    RandomScaledResize(self.size, (float(low), float(high))),
+                    v2.RandomCrop(self.size, pad_if_needed=True, fill=fill),
+                    v2.RandomHorizontalFlip(p=0.5),
+                ]
+            )
         else:
             self.pipeline = RandomScaledResize(self.size)
 

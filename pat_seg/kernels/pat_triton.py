@@ -104,7 +104,9 @@ def _pixel_loss_kernel(
         cls = first + tl.arange(0, BLOCK_C)
         cls_in_range = cls < num_classes
         tile_mask = cls_in_range[:, None] & in_range[None, :]
-        x = tl.load(logits_ptr + logits_offset[None, :] + cls[:, None].to(tl.int64) * stride_lc, mask=tile_mask, other=0.0)
+        x = tl.load(
+            logits_ptr + logits_offset[None, :] + cls[:, None].to(tl.int64) * stride_lc, mask=tile_mask, other=0.0
+        )
         x = tl.where(cls_in_range[:, None], x.to(tl.float32), float("-inf"))
         new_max = tl.maximum(running_max, tl.max(x, axis=0))
         running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(tl.exp(x - new_max[None, :]), axis=0)
@@ -137,7 +139,11 @@ def _pixel_loss_kernel(
             prob = tl.exp(x.to(tl.float32) - log_sum_exp[None, :])
             is_true = (cls[:, None] == label[None, :]).to(tl.float32)
             grad = slope[None, :] * (prob - is_true)
-            tl.store(grad_ptr + grad_offset[None, :] + cls_offset * stride_gc, grad.to(grad_ptr.dtype.element_ty), mask=tile_mask)
+            tl.store(
+                grad_ptr + grad_offset[None, :] + cls_offset * stride_gc,
+                grad.to(grad_ptr.dtype.element_ty),
+                mask=tile_mask,
+            )
     else:
         tl.store(partial_ptr + image * tl.num_programs(0) + block, tl.sum(tl.where(valid, pixel_loss, 0.0), axis=0))
 
@@ -177,7 +183,11 @@ def _check_kernel_input(logits: Tensor, pixel_weight: Tensor) -> None:
             f"pat_seg.kernels.pat_triton is imported)"
         )
     expected = (logits.shape[0], logits.shape[1])
-    if tuple(pixel_weight.shape) != expected or pixel_weight.dtype != torch.float32 or pixel_weight.device != logits.device:
+    if (
+        tuple(pixel_weight.shape) != expected
+        or pixel_weight.dtype != torch.float32
+        or pixel_weight.device != logits.device
+    ):
         raise ValueError(
             f"pixel_weight must be a float32 [B, L] = {list(expected)} table on {logits.device}; got "
             f"{pixel_weight.dtype} {list(pixel_weight.shape)} on {pixel_weight.device}"

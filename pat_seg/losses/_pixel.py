@@ -94,8 +94,9 @@ class _TargetLogSoftmax(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, logits: Tensor, index: Tensor, scale: float, offset: Tensor | None,
-                target_shift: Tensor | None) -> Tensor:
+    def forward(
+        ctx: Any, logits: Tensor, index: Tensor, scale: float, offset: Tensor | None, target_shift: Tensor | None
+    ) -> Tensor:
         if offset is not None and offset.shape == logits.shape:
             adjusted = offset.add_(logits, alpha=scale)  # the caller's temporary becomes the work buffer
         elif offset is not None:

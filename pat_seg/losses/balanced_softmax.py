@@ -34,8 +34,9 @@ class BalancedSoftmaxLoss(ClassCountLoss):
 
     log_prior: Tensor
 
-    def __init__(self, class_counts: list[float] | None = None, ignore_index: int | None = 255,
-                 reduction: str = "mean") -> None:
+    def __init__(
+        self, class_counts: list[float] | None = None, ignore_index: int | None = 255, reduction: str = "mean"
+    ) -> None:
         super().__init__(class_counts=class_counts, ignore_index=ignore_index, reduction=reduction)
 
     def derive_from_counts(self, counts: Tensor) -> None:

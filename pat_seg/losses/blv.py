@@ -36,8 +36,13 @@ class BLVLoss(ClassCountLoss):
 
     variation_scale: Tensor
 
-    def __init__(self, class_counts: list[float] | None = None, sigma: float = 0.5, ignore_index: int | None = 255,
-                 reduction: str = "mean") -> None:
+    def __init__(
+        self,
+        class_counts: list[float] | None = None,
+        sigma: float = 0.5,
+        ignore_index: int | None = 255,
+        reduction: str = "mean",
+    ) -> None:
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
             raise ValueError(f"sigma must be a finite number >= 0; got {sigma!r}")
         self.sigma = float(sigma)

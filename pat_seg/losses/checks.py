@@ -31,7 +31,11 @@ def bad_label_mask(target: Tensor, num_classes: int, ignore_index: int | None) -
 def label_error(target: Tensor, bad: Tensor, num_classes: int, ignore_index: int | None) -> ValueError:
     """The error for the first bad label of ``target`` (``bad`` from :func:`bad_label_mask`)."""
     value = int(target[bad][0])
-    allowed = "(ignore_index=None: every label must be a class)" if ignore_index is None else f"or ignore_index {ignore_index}"
+    allowed = (
+        "(ignore_index=None: every label must be a class)"
+        if ignore_index is None
+        else f"or ignore_index {ignore_index}"
+    )
     return ValueError(f"label {value} found in target; expected class indices in [0, {num_classes - 1}] {allowed}")
 
 

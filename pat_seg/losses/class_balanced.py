@@ -58,8 +58,13 @@ class ClassBalancedLoss(ClassCountLoss):
 
     class_weight: Tensor
 
-    def __init__(self, class_counts: list[float] | None = None, beta: float | None = None,
-                 ignore_index: int | None = 255, reduction: str = "mean") -> None:
+    def __init__(
+        self,
+        class_counts: list[float] | None = None,
+        beta: float | None = None,
+        ignore_index: int | None = 255,
+        reduction: str = "mean",
+    ) -> None:
         self.beta = check_beta(beta)
         super().__init__(class_counts=class_counts, ignore_index=ignore_index, reduction=reduction)
 
@@ -78,8 +83,14 @@ class ClassBalancedFocalLoss(ClassBalancedLoss):
 
     description = LossDescription("CBFocal")
 
-    def __init__(self, class_counts: list[float] | None = None, beta: float | None = None, gamma: float = 2.0,
-                 ignore_index: int | None = 255, reduction: str = "mean") -> None:
+    def __init__(
+        self,
+        class_counts: list[float] | None = None,
+        beta: float | None = None,
+        gamma: float = 2.0,
+        ignore_index: int | None = 255,
+        reduction: str = "mean",
+    ) -> None:
         self.gamma = check_gamma(gamma)
         super().__init__(class_counts=class_counts, beta=beta, ignore_index=ignore_index, reduction=reduction)
 

@@ -45,8 +45,9 @@ class ClassCountLoss(PixelLoss):
 
     needs_class_counts = True
 
-    def __init__(self, class_counts: list[float] | None = None, ignore_index: int | None = 255,
-                 reduction: str = "mean") -> None:
+    def __init__(
+        self, class_counts: list[float] | None = None, ignore_index: int | None = 255, reduction: str = "mean"
+    ) -> None:
         super().__init__(ignore_index=ignore_index, reduction=reduction)
         self.class_counts: list[float] | None = None
         if class_counts is not None:

@@ -54,8 +54,13 @@ class FocalLoss(PixelLoss):
 
     description = LossDescription("Focal", symbols={"gamma": "gamma"})
 
-    def __init__(self, gamma: float = 2.0, alpha: list[float] | None = None, ignore_index: int | None = 255,
-                 reduction: str = "mean") -> None:
+    def __init__(
+        self,
+        gamma: float = 2.0,
+        alpha: list[float] | None = None,
+        ignore_index: int | None = 255,
+        reduction: str = "mean",
+    ) -> None:
         super().__init__(ignore_index=ignore_index, reduction=reduction)
         self.gamma = check_gamma(gamma)
         self.alpha: Tensor | None
@@ -63,16 +68,15 @@ class FocalLoss(PixelLoss):
             self.register_buffer("alpha", None)
         else:
             values = list(alpha)
-            if not values or any(isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or a < 0
-                                 for a in values):
+            if not values or any(
+                isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or a < 0 for a in values
+            ):
                 raise ValueError(f"alpha must be a non-empty list of finite per-class weights >= 0; got {alpha!r}")
             self.register_buffer("alpha", torch.tensor(values, dtype=torch.float64))
 
     def pixel_terms(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         if self.alpha is not None and self.alpha.numel() != logits.shape[1]:
-            raise ValueError(
-                f"alpha has {self.alpha.numel()} weights but the logits have {logits.shape[1]} classes"
-            )
+            raise ValueError(f"alpha has {self.alpha.numel()} weights but the logits have {logits.shape[1]} classes")
         return focal_terms(logits, target, self.ignore_index, self.gamma, self.alpha)
 
     def extra_repr(self) -> str:

@@ -51,8 +51,15 @@ class LDAMLoss(ClassCountLoss):
     margins: Tensor
     drw_weight: Tensor
 
-    def __init__(self, class_counts: list[float] | None = None, max_margin: float = 0.5, scale: float = 20.0,
-                 drw_epoch: int | None = None, ignore_index: int | None = 255, reduction: str = "mean") -> None:
+    def __init__(
+        self,
+        class_counts: list[float] | None = None,
+        max_margin: float = 0.5,
+        scale: float = 20.0,
+        drw_epoch: int | None = None,
+        ignore_index: int | None = 255,
+        reduction: str = "mean",
+    ) -> None:
         for name, value in (("max_margin", max_margin), ("scale", scale)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
@@ -87,5 +94,4 @@ class LDAMLoss(ClassCountLoss):
         return terms, valid
 
     def extra_repr(self) -> str:
-        return (f"max_margin={self.max_margin}, scale={self.scale}, drw_epoch={self.drw_epoch}, "
-                f"{super().extra_repr()}")
+        return f"max_margin={self.max_margin}, scale={self.scale}, drw_epoch={self.drw_epoch}, {super().extra_repr()}"

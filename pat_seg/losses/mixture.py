@@ -109,8 +109,11 @@ class PATCBMixtureLoss(ClassCountLoss):
         steps = self.running_steps.to(self.running_means.dtype)
         correction = 1.0 - torch.pow(torch.full_like(steps, self.decay), steps)
         tiny = torch.finfo(torch.float32).tiny
-        scales = torch.where(steps > 0, (self.running_means / correction.clamp_min(tiny)).clamp_min(tiny),
-                             torch.ones_like(self.running_means))
+        scales = torch.where(
+            steps > 0,
+            (self.running_means / correction.clamp_min(tiny)).clamp_min(tiny),
+            torch.ones_like(self.running_means),
+        )
         return scales.to(dtype=pat_term.dtype, device=pat_term.device)
 
     def pixel_terms(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -120,5 +123,7 @@ class PATCBMixtureLoss(ClassCountLoss):
         return terms, valid
 
     def extra_repr(self) -> str:
-        return (f"mix={self.mix}, temperature={self.temperature}, epsilon={self.epsilon}, beta={self.beta}, "
-                f"decay={self.decay}, {super().extra_repr()}")
+        return (
+            f"mix={self.mix}, temperature={self.temperature}, epsilon={self.epsilon}, beta={self.beta}, "
+            f"decay={self.decay}, {super().extra_repr()}"
+        )

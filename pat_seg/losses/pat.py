@@ -205,8 +205,10 @@ class PATLoss(PixelLoss):
                 f"class_reduction={class_reduction!r} needs normalization='image_class' (it averages the "
                 f"per-class sums of Eq. 4, which normalization='pixel' does not form)"
             )
-        if isinstance(presence_exponent, bool) or not isinstance(presence_exponent, (int, float)) or not (
-            0.0 <= presence_exponent <= 1.0
+        if (
+            isinstance(presence_exponent, bool)
+            or not isinstance(presence_exponent, (int, float))
+            or not (0.0 <= presence_exponent <= 1.0)
         ):
             raise ValueError(f"presence_exponent must be a number in [0, 1] (0 is PAT); got {presence_exponent!r}")
         if normalization == "pixel" and presence_exponent > 0:
@@ -243,7 +245,9 @@ class PATLoss(PixelLoss):
     def set_class_presence(self, class_presence: list[float]) -> None:
         """Use ``class_presence`` (per-class share of training images containing the class) from now on."""
         factors = presence_correction(class_presence, self.presence_exponent)
-        self.register_buffer("presence_factor", factors, persistent=False)  # float64, cast per call like the other per-class tables
+        self.register_buffer(
+            "presence_factor", factors, persistent=False
+        )  # float64, cast per call like the other per-class tables
         self.class_presence = [float(share) for share in class_presence]
 
     def _weight_table(self, index: Tensor, valid: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
@@ -284,9 +288,14 @@ class PATLoss(PixelLoss):
             valid, index = valid_mask_and_index(target, self.ignore_index)
             weights = self._weight_table(index, valid, logits.shape[1], torch.float32)
         return fused_pat_loss(
-            logits, target, weights, temperature=self.temperature, epsilon=self.epsilon,
+            logits,
+            target,
+            weights,
+            temperature=self.temperature,
+            epsilon=self.epsilon,
             # With nothing ignored the labels lie in [0, L) (checked, or vouched for), so -1 matches none.
-            ignore_index=-1 if self.ignore_index is None else self.ignore_index, detach_weight=self.detach_weight,
+            ignore_index=-1 if self.ignore_index is None else self.ignore_index,
+            detach_weight=self.detach_weight,
             confidence_weight=self.confidence_weight,
         )
 

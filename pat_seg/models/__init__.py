@@ -10,5 +10,13 @@ from pat_seg.models.unet_plus_plus import UNetPlusPlus
 # The networks of the paper, in the order of its tables.
 PAPER_MODELS = (SegNet, UNet, AttentionUNet, UNetPlusPlus, DeepLabV3, DeepLabV3Plus)
 
-__all__ = ["PAPER_MODELS", "AttentionUNet", "DeepLabV3", "DeepLabV3Plus", "SegNet", "SegmentationNetwork", "UNet",
-           "UNetPlusPlus"]
+__all__ = [
+    "PAPER_MODELS",
+    "AttentionUNet",
+    "DeepLabV3",
+    "DeepLabV3Plus",
+    "SegNet",
+    "SegmentationNetwork",
+    "UNet",
+    "UNetPlusPlus",
+]

@@ -57,7 +57,9 @@ def resnet_features(
     """
     check_backbone_args(backbone, output_stride)
     if pretrained_path is not None and not pretrained:
-        raise ConfigurationError(f"pretrained_path={pretrained_path!r} was given with pretrained=False; set pretrained=True")
+        raise ConfigurationError(
+            f"pretrained_path={pretrained_path!r} was given with pretrained=False; set pretrained=True"
+        )
     model = timm.create_model(
         backbone,
         pretrained=False,
@@ -87,7 +89,9 @@ def cached_weight_paths(backbone: str) -> list[Path]:
         from huggingface_hub.constants import HF_HUB_CACHE  # timm depends on huggingface_hub
 
         repo = Path(HF_HUB_CACHE) / ("models--" + config.hf_hub_id.split("@")[0].replace("/", "--"))
-        snapshots = sorted((repo / "snapshots").glob("*")) if (repo / "snapshots").is_dir() else [repo / "snapshots" / "*"]
+        snapshots = (
+            sorted((repo / "snapshots").glob("*")) if (repo / "snapshots").is_dir() else [repo / "snapshots" / "*"]
+        )
         names = [config.hf_hub_filename] if config.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
         paths += [snapshot / name for snapshot in snapshots for name in names]
     if config.url:
