@@ -28,7 +28,10 @@ from test_resume import run_pat_seg, tiny_config
 from pat_seg.checkpoint_files import read_checkpoint
 
 KILLS = 20
-EPOCHS, STEPS_PER_EPOCH = 10, 4
+# Far more steps than 20 kills can use up: a kill after 1-2 steps or saves moves the run on by at most
+# 2 steps, but one after up to 0.6 s moves it on by as many steps as the machine runs in that time
+# (over 10 on an idle machine), and every kill must find the run unfinished.
+EPOCHS, STEPS_PER_EPOCH = 60, 4
 TOTAL_STEPS = EPOCHS * STEPS_PER_EPOCH
 
 
