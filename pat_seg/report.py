@@ -504,25 +504,23 @@ def render_runs_csv(entries: Sequence[LabelledRun], split: str = "val", root: st
     written relative to ``root`` (the log directory) when they lie below it.
     """
     prefix = f"{split}/"
+    # Overall metrics first (by name), then per-class IoU in the classes' logging order.
+    classes = {name: i for e in entries for i, name in enumerate(e.run.class_names(split))}
     tags = sorted(
         {tag[len(prefix) :] for e in entries for tag in e.run.scalars if tag.startswith(prefix)},
-        key=lambda tag: (tag.startswith("iou/"), tag),
+        key=lambda tag: (1, classes.get(tag[len("iou/") :], 0), tag) if tag.startswith("iou/") else (0, 0, tag),
     )
-    classes = {name: i for e in entries for i, name in enumerate(e.run.class_names(split))}
     # The data module's identifying arguments (e.g. a synthetic regime's imbalance and rarity), so that a
     # study's file says what each run trained on even where the labels need not show it.
     data_keys = sorted({key for e in entries for key in e.run.data[1]} - NOT_IDENTITY - {"classes"})
-    tags.sort(
-        key=lambda tag: (tag.startswith("iou/"), classes.get(tag[len("iou/") :], 0) if tag.startswith("iou/") else tag)
-    )
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*RUN_COLUMNS, *(f"data.{key}" for key in data_keys), *tags])
     for entry in entries:
         seed, data_seed = entry.run.seeds
-        steps = sorted({step for tag in tags for step, _ in entry.run.scalars.get(prefix + tag, [])})
-        for step in steps:
-            values = {tag: dict(entry.run.scalars.get(prefix + tag, [])).get(step) for tag in tags}
+        by_step = {tag: dict(entry.run.scalars.get(prefix + tag, [])) for tag in tags}  # once per run
+        for step in sorted({step for points in by_step.values() for step in points}):
+            values = {tag: by_step[tag].get(step) for tag in tags}
             path = entry.run.path
             if root is not None and path.is_relative_to(root):
                 path = path.relative_to(root)
