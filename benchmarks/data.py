@@ -433,7 +433,7 @@ def prepare_train(protocol: Protocol, root: Path, args: argparse.Namespace) -> d
     """Build the prepared training split of ``protocol`` afresh; wall seconds per image and the workers."""
     import shutil
 
-    from pat_seg.prepare import prepare
+    from pat_seg.cli.prepare import prepare
 
     datamodule = build(protocol, root, args.scale, args.batch_size, 0)
     folder = datamodule.split_request("train", datamodule.build_samples("train", datamodule.transform(False))).folder

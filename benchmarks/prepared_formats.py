@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         print("LitData is not installed (pip install litdata); nothing to compare")
         return
-    from pat_seg.prepare import prepare
+    from pat_seg.cli.prepare import prepare
 
     torch.set_num_threads(1)
     protocol = next(p for p in data_bench.PROTOCOLS if p.config == "cityscapes_paper")

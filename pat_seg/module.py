@@ -14,7 +14,6 @@ from pat_seg.exceptions import ConfigurationError
 from pat_seg.losses import PixelLoss
 from pat_seg.metrics import SegmentationMetrics
 from pat_seg.models import SegmentationNetwork
-from pat_seg.run_summary import hparams_summary
 from pat_seg.validation import check_batch
 
 
@@ -217,13 +216,6 @@ class SegmentationModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics(self.test_metrics, "test")
-
-    def on_train_end(self) -> None:
-        # The run's parameters next to its final validation metrics, for TensorBoard's HParams tab
-        # (before the trainer finalises its loggers, which writes hparams.yaml).
-        params, metrics = hparams_summary(self, self.trainer)
-        for logger in self.loggers:
-            logger.log_hyperparams(params, metrics)
 
     # --- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from pat_seg.third_party_warnings import ini_filter_lines
+from pat_seg.cli.warning_filters import ini_filter_lines
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

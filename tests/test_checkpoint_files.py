@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from pat_seg.checkpoint_files import (
+from pat_seg.experiments.checkpoint_files import (
     CHECKPOINT_TYPES,
     SafeCheckpointIO,
     UnreadableCheckpointError,

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pat_seg.errors import configuration_error, project_error
+from pat_seg.cli.errors import configuration_error, project_error
 from pat_seg.exceptions import ConfigurationError
-from pat_seg.run_folders import ResumeError
+from pat_seg.experiments.run_folder import ResumeError
 
 PAT_SEG = str(Path(sys.executable).parent / "pat-seg")
 REPO = Path(__file__).resolve().parents[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_report import make_run, table, val
 from test_run_safety import TINY_DATA, TINY_TRAINER, pat_seg, short_error, write
 
 TINY = [f"--data.{key}={value}" for key, value in TINY_DATA.items()] + [
@@ -59,3 +60,25 @@ def test_best_without_the_runs_config_names_the_config_and_no_checkpoint_warns(t
     assert "ModelCheckpoint" not in result.stderr
     random_weights = pat_seg("test", "--config", str(config), cwd=tmp_path)
     assert random_weights.returncode == 0 and "random weights" in random_weights.stderr
+
+
+@pytest.mark.slow
+def test_an_ambiguous_paired_against_name_keeps_the_tables_and_names_the_choices(tmp_path: Path) -> None:
+    # Three seeds of CE and of PAT at T = 5 and T = 20: "PAT" names two methods. By hand, PAT (T=20)
+    # minus CE is 0.10 in every seed, so with the exact name the paired cell is +10.00 with no width.
+    for seed in range(3):
+        make_run(tmp_path, f"ce-s{seed}", val(0.40 + 0.01 * seed), seed=seed)
+        for temperature, gain in ((5.0, 0.05), (20.0, 0.10)):
+            loss_args = {"temperature": temperature}
+            make_run(
+                tmp_path, f"pat{temperature:g}-s{seed}", val(0.40 + 0.01 * seed + gain), "PATLoss", loss_args, seed=seed
+            )
+    ambiguous = pat_seg("report", "--logdir", str(tmp_path), "--paired-against", "PAT", cwd=tmp_path)
+    assert ambiguous.returncode == 2
+    assert "Table 3" in ambiguous.stdout and "Paired differences" not in ambiguous.stdout
+    assert "--paired-against 'PAT (T=20)' or --paired-against 'PAT (T=5)'" in ambiguous.stderr
+    assert len(ambiguous.stderr.strip().splitlines()) <= 15
+    exact = pat_seg("report", "--logdir", str(tmp_path), "--paired-against", "PAT (T=20)", cwd=tmp_path)
+    assert exact.returncode == 0, exact.stderr
+    rows = {row[1]: row for row in table(exact.stdout, "Paired differences against PAT (T=20)")}
+    assert rows["CE"][2] == "-10.00 [-10.00, -10.00] (n=3)"

@@ -15,9 +15,9 @@ import pytest
 import torch
 import yaml
 
-from pat_seg.checkpoint_files import UnreadableCheckpointError, write_checkpoint
-from pat_seg.command_plan import CommandRequest, plan_command
-from pat_seg.run_folders import ResumeError, RunFolder
+from pat_seg.experiments.checkpoint_files import UnreadableCheckpointError, write_checkpoint
+from pat_seg.experiments.command_plan import CommandRequest, plan_command
+from pat_seg.experiments.run_folder import ResumeError, RunFolder
 
 UNET = {"seed_everything": 0, "trainer": {"max_epochs": 4}, "model": {"model": {"class_path": "pat_seg.models.UNet"}}}
 SEGNET = {**UNET, "model": {"model": {"class_path": "pat_seg.models.SegNet"}}}

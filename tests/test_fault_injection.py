@@ -25,7 +25,7 @@ import pytest
 import torch
 from test_resume import run_pat_seg, tiny_config
 
-from pat_seg.checkpoint_files import read_checkpoint
+from pat_seg.experiments.checkpoint_files import read_checkpoint
 
 KILLS = 20
 # Far more steps than 20 kills can use up: a kill after 1-2 steps or saves moves the run on by at most

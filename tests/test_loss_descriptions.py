@@ -6,10 +6,10 @@ import inspect
 
 import pytest
 
+from pat_seg.experiments.run_summary import init_arguments
+from pat_seg.experiments.runs import LOSS_LABELS, display_labels
 from pat_seg.losses import BEYOND_PAPER_LOSSES, PAPER_LOSSES
 from pat_seg.losses.description import LossDescription
-from pat_seg.run_summary import init_arguments
-from pat_seg.runs import LOSS_LABELS, display_labels
 
 LOSSES = (*PAPER_LOSSES, *BEYOND_PAPER_LOSSES)
 # The paper's Table 3 names its eight methods so (docs/losses.md).

@@ -1,4 +1,4 @@
-"""Paired differences across seeds (pat_seg/paired.py) against hand-computed answers and printed t tables."""
+"""Paired differences across seeds (pat_seg/experiments/paired.py) against hand-computed answers and printed t tables."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pat_seg.paired import holm_adjust, paired_difference, student_t_cdf, student_t_quantile
+from pat_seg.experiments.paired import holm_adjust, paired_difference, student_t_cdf, student_t_quantile
 
 
 @pytest.mark.parametrize(

@@ -25,10 +25,10 @@ from test_data_oxford_pet import write_pet
 from test_resume import REPO
 from torch.utils.data import default_collate
 
+from pat_seg.cli.prepare import prepare
 from pat_seg.data import CityscapesDataModule, NYUv2DataModule, OxfordPetDataModule
 from pat_seg.data.disk import PreparedSamples
 from pat_seg.data.prepared import MANIFEST, TEMPORARY_PREFIX, PreparedSplitError
-from pat_seg.prepare import prepare
 
 SPLITS = ("train", "val", "test")
 
@@ -208,7 +208,7 @@ KILLED_BUILD = """
 import os, signal, sys
 from pat_seg.data import CityscapesDataModule
 from pat_seg.data.disk import ImageLabelFiles
-from pat_seg.prepare import prepare
+from pat_seg.cli.prepare import prepare
 
 load = ImageLabelFiles.load
 def load_then_die(self, index):

@@ -15,7 +15,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from pat_seg.report import main, report
+from pat_seg.experiments.report import main, report
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["sky", "road", "light"]
@@ -242,7 +242,7 @@ def test_a_rerun_with_the_same_seeds_counts_once_with_a_warning(tmp_path: Path, 
     assert rows[0][:2] == ["CE", cell([0.44, 0.50])]
     err = capsys.readouterr().err
     assert "warning" in err and str(first) in err and f"only the newest, {rerun}" in err
-    with pytest.raises(ValueError, match="no other method ran on the same data set and model"):
+    with pytest.raises(ValueError, match="no paired table"):
         report(str(tmp_path), paired_against="CE")
     capsys.readouterr()
     make_run(tmp_path, "pat-s1", val(0.60), "PATLoss", {"temperature": 20.0}, seed=1)

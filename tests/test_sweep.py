@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from pat_seg.cli import cli_main
-from pat_seg.sweep import load_sweep, main, print_commands, run_all, slurm_script
+from pat_seg.experiments.sweep import load_sweep, main, print_commands, run_all, slurm_script
 
 REPO = Path(__file__).resolve().parents[1]
 

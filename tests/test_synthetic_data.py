@@ -23,8 +23,8 @@ from pat_seg.data.synthetic import (
     format_class_table,
     regime_plan,
 )
+from pat_seg.experiments.sweep import load_sweep
 from pat_seg.metrics import SegmentationMetrics
-from pat_seg.sweep import load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 

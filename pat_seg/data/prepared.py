@@ -1,7 +1,7 @@
 """Prepared splits: a split decoded, label-mapped and resized once, stored as memory-mapped arrays.
 
 The paper's protocols resize deterministically and do not augment, so the arrays a loader worker
-would compute on every epoch can be computed once (``pat-seg prepare``, :mod:`pat_seg.prepare`) and
+would compute on every epoch can be computed once (``pat-seg prepare``, :mod:`pat_seg.cli.prepare`) and
 read back without decoding. A prepared split lives in
 ``<prepared_dir>/<DataModule>-<protocol hash>/<split>/``:
 

@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from pat_seg.experiments.run_folder import CONFIG, SEED_KEYS, SUBFOLDERS, experiment_identity, flatten
 from pat_seg.losses import BEYOND_PAPER_LOSSES, PAPER_LOSSES
-from pat_seg.run_folders import CONFIG, SEED_KEYS, SUBFOLDERS, experiment_identity, flatten
 
 # Every loss pat-seg ships, by class name; each declares its label, switches and identifying
 # arguments in its own ``description`` (pat_seg.losses.description).

@@ -10,7 +10,7 @@ Utilisation tags (``utilisation/...``, logged per epoch) are averaged over the e
 Cells are the mean over the runs that differ only in seed, ``± sample standard deviation`` (n-1)
 when there are two or more, and the number of runs ``(n=3)``; the best mean of each column (within
 each model for Tables 4 and 5) is marked. Runs are pooled only when their saved configs are equal
-apart from the seeds and logging settings (:attr:`pat_seg.runs.Run.identity`): runs that differ in
+apart from the seeds and logging settings (:attr:`pat_seg.experiments.runs.Run.identity`): runs that differ in
 anything else (epochs, batch size, precision, ...) get rows of their own, labelled with what differs,
 and of two runs of one experiment with the same seeds only the newest counts (a warning names both). mIoU, pixel accuracy and IoU are printed in percent, Dice error (1 - mean Dice) as a
 fraction, as in the paper; CSV holds the raw values.
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import yaml
 
-from pat_seg.paired import PairedDifference, holm_adjust, paired_difference
-from pat_seg.runs import (
+from pat_seg.experiments.paired import PairedDifference, holm_adjust, paired_difference
+from pat_seg.experiments.runs import (
     LOSS_LABELS,
     MODEL_LABELS,
     NOT_IDENTITY,
@@ -355,9 +355,9 @@ def paired_tables(
     """Per data set and model: every method minus ``against``, seed by seed, with Student-t intervals.
 
     Runs pair when they share their seeds (``seed_everything`` and the data seed), so both saw the
-    same initialisation and data order (:func:`pat_seg.paired.paired_difference`). With ``holm`` the
+    same initialisation and data order (:func:`pat_seg.experiments.paired.paired_difference`). With ``holm`` the
     ``m`` data sets a method and metric were compared on form one family: each cell also shows its
-    Holm-adjusted p-value (:func:`pat_seg.paired.holm_adjust`) and its interval is widened to the
+    Holm-adjusted p-value (:func:`pat_seg.experiments.paired.holm_adjust`) and its interval is widened to the
     Bonferroni level ``1 - (1 - confidence) / m``, so the family's intervals hold together.
     """
     tables = []
@@ -368,12 +368,10 @@ def paired_tables(
         for dataset in sorted({e.dataset for e in mine}, key=_natural):
             here = [e for e in mine if e.dataset == dataset]
             baselines = sorted({e.method for e in here if _is_baseline(e.method, against)})
+            if len(baselines) > 1:
+                exact = " or ".join(f"--paired-against '{label}'" for label in baselines)
+                warn(f"{against!r} names {len(baselines)} methods on {dataset} ({model}), skipped there: give {exact}")
             if len(baselines) != 1:
-                if len(baselines) > 1:
-                    raise ValueError(
-                        f"--paired-against {against!r} names several methods on {dataset} ({model}): "
-                        f"{baselines}; give one of them exactly"
-                    )
                 continue
             baseline = baselines[0]
             methods = sorted({e.method for e in here} - {baseline}, key=lambda label: _paper_order(label, METHOD_ORDER))
@@ -742,12 +740,21 @@ def report(
             raise ValueError(f"--paired-against {paired_against!r} matches none of the methods {methods}")
         paired = paired_tables(entries, paired_against, split, warn=warn, holm=holm)
         if not paired:
-            raise ValueError(
-                f"--paired-against {paired_against!r}: no other method ran on the same data set "
-                f"and model to compare with (methods: {methods})"
+            raise IncompleteReport(
+                RENDERERS[fmt](tables),
+                f"--paired-against {paired_against!r}: no paired table (no data set and model where it names "
+                f"exactly one method and another method ran too; methods: {methods})",
             )
         tables += paired
     return RENDERERS[fmt](tables)
+
+
+class IncompleteReport(ValueError):
+    """The tables that could be made (``text``), and why the ones asked for could not."""
+
+    def __init__(self, text: str, reason: str) -> None:
+        super().__init__(reason)
+        self.text = text
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -781,10 +788,17 @@ def main(argv: list[str] | None = None) -> None:
         text = report(
             args.logdir, args.format, args.split, args.runs, args.paired_against, args.holm, args.per_run, args.from_csv
         )
+    except IncompleteReport as error:  # the other tables are still worth having
+        _write(error.text, args.output)
+        parser.exit(2, f"pat-seg report: error: {error}\n")
     except ValueError as error:
         parser.exit(2, f"pat-seg report: error: {error}\n")
-    if args.output:
-        with open(args.output, "w") as handle:
+    _write(text, args.output)
+
+
+def _write(text: str, output: str | None) -> None:
+    if output:
+        with open(output, "w") as handle:
             handle.write(text)
     else:
         sys.stdout.write(text)

@@ -21,9 +21,9 @@ from typing import Any
 
 from jsonargparse.typing import PositiveInt
 
+from pat_seg.cli.errors import short_errors
 from pat_seg.data.prepared import BuildPlan, PreparedSplitError, build_split, open_manifest
 from pat_seg.data.transforms import SegmentationTransform
-from pat_seg.errors import short_errors
 
 SPLITS = ("train", "val", "test")
 
@@ -36,7 +36,7 @@ def default_workers() -> int:
 def data_module_from_args(argv: list[str]) -> tuple[Any, Any]:
     """The data module ``pat-seg fit ARGV`` would train on, and the prepare options; nothing else is built."""
     from pat_seg.cli import DEFAULT_CONFIG, PatSegCLI
-    from pat_seg.cli_help import PatSegHelpFormatter
+    from pat_seg.cli.help import PatSegHelpFormatter
     from pat_seg.data.base import SegmentationDataModule
     from pat_seg.module import SegmentationModule
 

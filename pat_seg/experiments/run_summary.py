@@ -12,6 +12,7 @@ import inspect
 import os
 from typing import Any
 
+from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 
 from pat_seg.losses.description import LossDescription
@@ -59,3 +60,15 @@ def hparams_summary(module: nn.Module, trainer: Any) -> tuple[dict[str, Any], di
         if isinstance(value, Tensor):
             metrics[hp_tag] = float(value)
     return params, metrics
+
+
+class RunSummary(Callback):
+    """Logs :func:`hparams_summary` when fitting ends, for TensorBoard's HParams tab.
+
+    ``on_train_end`` runs before the trainer finalises its loggers, which writes ``hparams.yaml``.
+    """
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        params, metrics = hparams_summary(pl_module, trainer)
+        for logger in trainer.loggers:
+            logger.log_hyperparams(params, metrics)

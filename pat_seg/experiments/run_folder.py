@@ -55,7 +55,7 @@ PLUMBING = (
     "model.ignore_index",
     "model.class_names",
     "model.model.init_args.num_classes",
-)  # and each loss's own (its description's not_identifying; pat_seg.runs.LOSS_PLUMBING)
+)  # and each loss's own (its description's not_identifying; pat_seg.experiments.runs.LOSS_PLUMBING)
 # The training budget: a resumed run may be given more of it.
 BUDGET_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time")
 

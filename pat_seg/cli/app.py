@@ -3,7 +3,7 @@
 ``pat-seg fit`` with no arguments trains on the embedded synthetic data with the defaults of
 ``pat_seg/configs/default.yaml``; ``--config`` files and flags override them. The data module's
 ``num_classes`` and ``ignore_index`` flow to the module, the network and the loss, so a config never
-repeats them. Where each command writes is decided here (:mod:`pat_seg.run_folders`): one folder per
+repeats them. Where each command writes is decided here (:mod:`pat_seg.experiments`): one folder per
 run, resumed in place, evaluations and predictions inside the run they evaluate.
 """
 
@@ -26,19 +26,21 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from pat_seg.callbacks.prediction_writer import PredictionWriter
-from pat_seg.checkpoint_files import SafeCheckpointIO
-from pat_seg.cli_help import COMMANDS, PatSegHelpFormatter, top_level_help
-from pat_seg.command_plan import CommandPlan, CommandRequest, plan_command
+from pat_seg.cli.errors import configuration_error, explain_parse_error, short_errors
+from pat_seg.cli.help import COMMANDS, PatSegHelpFormatter, top_level_help
+from pat_seg.cli.warning_filters import ignore_third_party_warnings
 from pat_seg.data.base import SegmentationDataModule
-from pat_seg.errors import configuration_error, explain_parse_error, short_errors
 from pat_seg.exceptions import ConfigurationError
+from pat_seg.experiments.checkpoint_files import SafeCheckpointIO
+from pat_seg.experiments.command_plan import CommandPlan, CommandRequest, plan_command
+from pat_seg.experiments.run_folder import HPARAMS, SUBFOLDERS, RunFolder, experiment_name, run_of
+from pat_seg.experiments.run_summary import RunSummary
 from pat_seg.module import SegmentationModule
-from pat_seg.run_folders import HPARAMS, SUBFOLDERS, RunFolder, experiment_name, run_of
-from pat_seg.third_party_warnings import ignore_third_party_warnings
 
 DEFAULT_CONFIG = str(files("pat_seg") / "configs" / "default.yaml")
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-TOOLS = ("report", "sweep", "prepare")
+# Commands that are not one Trainer: `report` and `sweep` work on many runs, `prepare` on a data set.
+TOOLS = {"report": "pat_seg.experiments.report", "sweep": "pat_seg.experiments.sweep", "prepare": "pat_seg.cli.prepare"}
 
 
 class PatSegCLI(LightningCLI):
@@ -134,6 +136,10 @@ class PatSegCLI(LightningCLI):
             for callback in trainer_settings.get("callbacks") or []:
                 if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                     callback.dirpath = str(plan.run.checkpoints)
+        if self.subcommand == "fit":
+            configured = trainer_settings.get("callbacks") or []
+            configured = list(configured) if isinstance(configured, (list, tuple)) else [configured]
+            trainer_settings["callbacks"] = [*configured, RunSummary()]
         return super().instantiate_trainer(**kwargs)
 
     def _config_to_save(self) -> dict[str, Any]:
@@ -235,7 +241,7 @@ def option_strings(parser: Any, argv: list[str]) -> list[str]:
 def cli_main(args: list[str] | None = None, run: bool = True) -> PatSegCLI:
     """Entry point of the ``pat-seg`` console script (``args=None`` reads ``sys.argv``)."""
     # No abbreviated options (--trainer.max_epoch is not --trainer.max_epochs), and a parse error is
-    # raised (explained by pat_seg.errors) instead of jsonargparse printing the usage before it.
+    # raised (explained by pat_seg.cli.errors) instead of jsonargparse printing the usage before it.
     strict = {"formatter_class": PatSegHelpFormatter, "allow_abbrev": False, "exit_on_error": False}
     parser_kwargs: dict[str, Any] = {
         command: {"default_config_files": [DEFAULT_CONFIG], **strict} for command in SUBCOMMANDS
@@ -264,8 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0 if argv else 2)
     command = argv[0]
     if command in TOOLS:
-        # `report` and `sweep` work on finished runs / grids of runs, `prepare` on a data set: not on one Trainer.
-        import_module(f"pat_seg.{command}").main(argv[1:])
+        import_module(TOOLS[command]).main(argv[1:])
         return
     if command not in COMMANDS and not command.startswith("-"):
         sys.stderr.write(f"pat-seg: error: unknown command {command!r}; expected one of {', '.join(COMMANDS)}\n")

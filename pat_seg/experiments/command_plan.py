@@ -5,7 +5,7 @@ points at, the config it would save) and returns a :class:`CommandPlan`: the run
 into, the checkpoint file it loads (read here, once), the TensorBoard purge step of a resumed fit,
 where evaluations and predictions go, and the notes to print. Whatever makes the command impossible
 -- a run whose saved config differs from the command's, a checkpoint that is missing, unreadable or
-already at the end of its budget -- is a :class:`~pat_seg.run_folders.ResumeError` raised here,
+already at the end of its budget -- is a :class:`~pat_seg.experiments.run_folder.ResumeError` raised here,
 before the Trainer exists, so a refused command writes nothing into any run.
 
 It knows nothing of LightningCLI: tests drive it with folders in a temp dir.
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pat_seg.checkpoint_files import UnreadableCheckpointError, checkpoints_beside, read_checkpoint
-from pat_seg.run_folders import (
+from pat_seg.experiments.checkpoint_files import UnreadableCheckpointError, checkpoints_beside, read_checkpoint
+from pat_seg.experiments.run_folder import (
     SUBFOLDERS,
     ResumeError,
     RunFolder,
@@ -27,7 +27,7 @@ from pat_seg.run_folders import (
     run_of_checkpoint,
     runs_with_last_checkpoint,
 )
-from pat_seg.runs import LOSS_PLUMBING
+from pat_seg.experiments.runs import LOSS_PLUMBING
 
 NAMED_CHECKPOINTS = ("last", "best")
 
