@@ -6,7 +6,7 @@ import inspect
 
 import pytest
 
-from pat_seg.experiments.run_summary import init_arguments
+from pat_seg.experiments.run_summary import shown_arguments
 from pat_seg.experiments.runs import LOSS_LABELS, display_labels
 from pat_seg.losses import BEYOND_PAPER_LOSSES, PAPER_LOSSES
 from pat_seg.losses.description import LossDescription
@@ -40,5 +40,8 @@ def test_the_label_and_the_hparams_columns_come_from_the_description() -> None:
     assert sorted(labels.values()) == ["PAT (T=20)", "PAT (T=5)"]
     ablation = display_labels([("PATLoss", {"temperature": 20.0, "confidence_weight": False})], "loss")
     assert list(ablation.values()) == ["PAT w/o beta"]  # T is left out: it weighs nothing without beta
-    columns = init_arguments(PATLoss(temperature=5.0))
+    defaults = {name: parameter.default for name, parameter in inspect.signature(PATLoss).parameters.items()}
+    _, columns = shown_arguments(
+        {"class_path": "pat_seg.losses.PATLoss", "init_args": {**defaults, "temperature": 5.0}}
+    )
     assert columns["temperature"] == 5.0 and "ignore_index" not in columns and "implementation" not in columns

@@ -109,13 +109,14 @@ class PatSegCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         settings = self._of_subcommand(self.config_init)
         trainer_settings = settings["trainer"]
+        config = self._config_to_save()
         plan = plan_command(
             CommandRequest(
                 subcommand=str(self.subcommand or "fit"),
                 ckpt_path=settings.get("ckpt_path"),
                 run=self._logged_run(settings, trainer_settings),
                 config_files=[str(path) for path in settings.get("config") or []],
-                config=self._config_to_save(),
+                config=config,
                 max_epochs=trainer_settings.get("max_epochs"),
                 max_steps=trainer_settings.get("max_steps"),
             )
@@ -139,7 +140,7 @@ class PatSegCLI(LightningCLI):
         if self.subcommand == "fit":
             configured = trainer_settings.get("callbacks") or []
             configured = list(configured) if isinstance(configured, (list, tuple)) else [configured]
-            trainer_settings["callbacks"] = [*configured, RunSummary()]
+            trainer_settings["callbacks"] = [*configured, RunSummary(config)]
         return super().instantiate_trainer(**kwargs)
 
     def _config_to_save(self) -> dict[str, Any]:

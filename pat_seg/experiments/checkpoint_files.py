@@ -6,19 +6,20 @@ pickle that would call a function (``os.system``, ...) is refused before anythin
 those are allowed by name in :data:`CHECKPOINT_TYPES`: exactly the ones pat-seg's own checkpoints
 hold (none today; tests/test_checkpoint_files.py fails when a run's checkpoint needs one more).
 
-Writing: a checkpoint goes to a temporary file in its target's own folder, is flushed to disk and
-then renamed over the target with ``os.replace``. A rename within one folder is atomic on every
-POSIX filesystem, whatever the system temp folder is, so a SIGKILL at any moment leaves either the
-old checkpoint or the new one, never a truncated one.
+Writing: a checkpoint (and ``hparams.yaml`` when a run's summary is added to it) goes to a temporary
+file in its target's own folder, is flushed to disk and then renamed over the target with
+``os.replace``. A rename within one folder is atomic on every POSIX filesystem, whatever the system
+temp folder is, so a SIGKILL at any moment leaves either the old file or the new one, never a
+truncated one.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -98,21 +99,28 @@ def _others(path: Path) -> str:
 
 
 def write_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
-    """Write ``checkpoint`` to ``path`` atomically: a temporary file in the same folder, then ``os.replace``."""
-    path = Path(path)
+    """Write ``checkpoint`` to ``path`` atomically (:func:`write_atomically`)."""
+    write_atomically(Path(path), lambda file: torch.save(checkpoint, file))
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write ``path`` whole or not at all: ``write`` fills a temporary file in the same folder, which is
+    flushed to disk and renamed over ``path`` with ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=TEMPORARY_SUFFIX)
+    temporary = path.parent / f"{_temporary_prefix(path)}{secrets.token_hex(8)}{TEMPORARY_SUFFIX}"
+    # Not mkstemp: its files are private (0600); this one gets the umask's mode, as a plain open would.
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(descriptor, "wb") as file:
-            torch.save(checkpoint, file)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     _sync_folder(path.parent)
-    # Saves that a kill interrupted earlier left their temporary files; the target is whole now.
+    # Writes that a kill interrupted earlier left their temporary files; the target is whole now.
     for stale in path.parent.glob(f"{_temporary_prefix(path)}*{TEMPORARY_SUFFIX}"):
         stale.unlink(missing_ok=True)
 

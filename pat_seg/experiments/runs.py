@@ -87,17 +87,17 @@ class Run:
 
     @property
     def loss(self) -> tuple[str, dict[str, Any]]:
-        name, args = _class_and_args(self.config.get("model", {}).get("loss"))
+        name, args = class_and_args(self.config.get("model", {}).get("loss"))
         return name, with_variant_defaults(name, args)
 
     @property
     def model(self) -> tuple[str, dict[str, Any]]:
-        return _class_and_args(self.config.get("model", {}).get("model"))
+        return class_and_args(self.config.get("model", {}).get("model"))
 
     @property
     def data(self) -> tuple[str, dict[str, Any]]:
         """The data module class and its arguments, with its number of classes (NYUv2 13/14/40 differ)."""
-        name, args = _class_and_args(self.config.get("data"))
+        name, args = class_and_args(self.config.get("data"))
         return name, {**args, "classes": len(self.class_names("val") or self.class_names("test"))}
 
     @property
@@ -154,7 +154,7 @@ def differing_keys(identities: list[dict[str, Any]]) -> list[str]:
     return [key for key in keys if len({repr(identity.get(key)) for identity in identities}) > 1]
 
 
-def _class_and_args(node: Any) -> tuple[str, dict[str, Any]]:
+def class_and_args(node: Any) -> tuple[str, dict[str, Any]]:
     """``(class name, init args)`` of a LightningCLI ``class_path`` node (``("", {})`` when absent)."""
     if isinstance(node, str):
         return node.rsplit(".", 1)[-1], {}
