@@ -1,4 +1,4 @@
-"""The one private Lightning API pat-seg relies on: fail by name when a Lightning release drops it."""
+"""The private Lightning and torch APIs pat-seg relies on: fail by name when a release drops one."""
 
 from __future__ import annotations
 
@@ -18,3 +18,12 @@ def test_lightning_cli_still_has_parse_ckpt_path() -> None:
         f"LightningCLI._parse_ckpt_path changed its signature to {inspect.signature(method)}"
     )
     assert PatSegCLI._parse_ckpt_path is not method
+
+
+def test_torch_summary_writer_still_has_get_file_writer() -> None:
+    # RunSummary writes TensorBoard's hparams summaries through it, as Lightning's own log_hyperparams does.
+    from torch.utils.tensorboard import SummaryWriter
+
+    method = getattr(SummaryWriter, "_get_file_writer", None)
+    assert callable(method), "torch.utils.tensorboard.SummaryWriter._get_file_writer no longer exists"
+    assert list(inspect.signature(method).parameters) == ["self"]
