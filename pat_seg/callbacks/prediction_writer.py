@@ -14,9 +14,9 @@ module skipped are named as they come and counted in the summary, totalled over 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
-import logging
 from typing import Any
 
 import lightning as L
