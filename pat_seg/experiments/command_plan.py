@@ -80,12 +80,6 @@ class CommandPlan:
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
 
-    @property
-    def output_dir(self) -> Path | None:
-        """Where an evaluation writes (None: fit, or a new run whose version is not known yet)."""
-        path = self.run.path if self.run is not None else None
-        return None if path is None or self.subfolder is None else path / self.subfolder
-
 
 def plan_command(request: CommandRequest) -> CommandPlan:
     """The plan of ``request`` (see the module doc), or :class:`ResumeError` naming why it cannot run."""
