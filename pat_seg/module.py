@@ -112,6 +112,10 @@ class SegmentationModule(L.LightningModule):
             for metrics in (self.val_metrics, self.test_metrics):
                 metrics.class_names = list(names)
         recorded["class_names"] = list(self.val_metrics.class_names)
+        if stage == "fit" and self.example_input_array is None and hasattr(datamodule, "dataset"):
+            # The model summary counts FLOPs on this input (one validation image); without one it prints 0.
+            image = datamodule.dataset("val")[0]["image"]
+            self.example_input_array = torch.zeros(1, *image.shape, dtype=image.dtype)
         # Prediction needs no class statistics (and an unlabelled image folder has none).
         if stage != "predict" and hasattr(datamodule, "class_statistics"):
             statistics = self._shared_class_statistics(datamodule)

@@ -6,11 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from lightning.pytorch.utilities.model_summary.model_summary import get_human_readable_count
 from PIL import Image
 from test_report import make_run, table, val
 from test_run_safety import TINY_DATA, TINY_TRAINER, digest, pat_seg, short_error, write
+from torch import nn
 
 from pat_seg.callbacks.predictions import class_palette
+from pat_seg.data import SyntheticLongTailDataModule
+from pat_seg.models import UNet
 
 TINY = [f"--data.{key}={value}" for key, value in TINY_DATA.items()] + [
     "--model.model.init_args.base_channels=4",
@@ -143,3 +148,37 @@ def test_evaluations_say_where_they_wrote_and_own_images_get_their_own_folder(tm
     legend = overlay[:, 24:].reshape(-1, 3)
     for colour in class_palette(9).numpy() * 255:
         assert (np.abs(legend - colour).max(1) <= 1).any(), colour
+
+
+def hand_counted_flops(network: nn.Module, image: torch.Tensor) -> int:
+    """Multiply-adds x 2 of every convolution in one forward, counted from the layer shapes."""
+    total = 0
+
+    def count(layer: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal total
+        assert isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d))
+        kernel = layer.kernel_size[0] * layer.kernel_size[1]
+        if isinstance(layer, nn.ConvTranspose2d):  # each input pixel spreads over a kernel of outputs
+            total += 2 * inputs[0].numel() * layer.out_channels // layer.groups * kernel
+        else:  # each output pixel gathers a kernel of inputs
+            total += 2 * output.numel() * layer.in_channels // layer.groups * kernel
+
+    for layer in network.modules():
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+            layer.register_forward_hook(count)
+    network.eval()
+    with torch.no_grad():
+        network(image)
+    return total
+
+
+@pytest.mark.slow
+def test_the_model_summary_counts_the_flops_of_one_validation_image(tmp_path: Path) -> None:
+    tiny = [flag for flag in TINY if "model_summary" not in flag] + ["--trainer.limit_train_batches=1"]
+    result = pat_seg("fit", *tiny, "--trainer.enable_model_summary=true", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    printed = next(line for line in (result.stdout + result.stderr).splitlines() if line.endswith("Total Flops"))
+    image_size = TINY_DATA["image_size"]
+    network = UNet(num_classes=SyntheticLongTailDataModule().num_classes, base_channels=4, depth=1)
+    expected = hand_counted_flops(network, torch.zeros(1, 3, image_size, image_size))
+    assert expected > 0 and printed.split("Total")[0].strip() == get_human_readable_count(expected)

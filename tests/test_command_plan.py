@@ -6,6 +6,7 @@ right answer is known from how the folders were made.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -103,6 +104,13 @@ def test_a_finished_run_says_how_to_continue_it(tmp_path: Path) -> None:
         plan_command(fit(tmp_path, UNET, max_epochs=4))
     with pytest.raises(ResumeError, match=r"cannot resume .*max_epochs=3"):
         plan_command(fit(tmp_path, UNET, max_epochs=3))
+    # The step budget is checked the same way: 16 steps taken, so max_steps=16 is done and 20 is not.
+    request = fit(tmp_path, UNET, max_epochs=-1)
+    with pytest.raises(
+        ResumeError, match=r"already finished .*taken 16 optimizer steps.*raise --trainer.max_steps above 16"
+    ):
+        plan_command(dataclasses.replace(request, max_steps=16))
+    assert plan_command(dataclasses.replace(request, max_steps=20)).purge_step == 16
 
 
 def test_a_truncated_last_checkpoint_is_named_with_the_others(tmp_path: Path) -> None:

@@ -22,9 +22,15 @@ def test_notebook_is_committed_without_outputs(name: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_executes_and_draws_a_figure(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The kernel inherits the environment: make it import this checkout's pat_seg.
+def test_notebook_executes_draws_a_figure_prints_no_stderr_and_leaves_no_files(
+    name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The kernel inherits the environment: make it import this checkout's pat_seg, and give it a
+    # temporary folder of its own, to see what it leaves there.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    kernel_tmp = tmp_path / "kernel_tmp"
+    kernel_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(kernel_tmp))
     notebook = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
     client = NotebookClient(
         notebook, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(REPO / "notebooks")}}
@@ -38,3 +44,13 @@ def test_notebook_executes_and_draws_a_figure(name: str, monkeypatch: pytest.Mon
         if "image/png" in output.get("data", {})
     ]
     assert figures, f"{name} drew no figure"
+    stderr = [
+        output["text"]
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if output.get("name") == "stderr"
+    ]
+    assert not stderr, f"{name} printed to stderr: {stderr[:3]}"
+    assert not [path.name for path in kernel_tmp.iterdir() if path.name.startswith("pat_seg")], (
+        "left in the temp folder"
+    )

@@ -9,6 +9,7 @@ run, resumed in place, evaluations and predictions inside the run they evaluate.
 
 from __future__ import annotations
 
+import logging
 import sys
 from argparse import ArgumentError
 from importlib import import_module
@@ -266,6 +267,27 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> PatSegCLI:
         run=run,
         auto_configure_optimizers=False,
     )
+
+
+def run_quietly(args: list[str]) -> PatSegCLI:
+    """``pat-seg ARGS`` from Python (a notebook) with the console's messages left out of its output.
+
+    Lightning's info lines ("GPU available", "Seed set", the class table) are held back for the call,
+    the warnings the command ignores are ignored, and the host's own ``sys.argv`` (a kernel's flags) is
+    hidden from LightningCLI, which would warn about it. Warnings and errors of the run still show.
+    """
+    ignore_third_party_warnings()
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels, host_argv = [logger.level for logger in loggers], sys.argv
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        sys.argv = host_argv[:1]
+        return cli_main(args)
+    finally:
+        sys.argv = host_argv
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> None:

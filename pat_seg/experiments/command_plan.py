@@ -190,20 +190,16 @@ def _check_budget(
 ) -> None:
     """A checkpoint past the budget cannot be continued; one exactly at it has nothing left to do."""
     where = f"epoch {progress.completed_epochs}, global step {progress.global_step}"
-    if max_epochs is not None and max_epochs >= 0 and progress.completed_epochs >= max_epochs:
-        verb = "already finished" if progress.completed_epochs == max_epochs else "cannot resume"
-        raise ResumeError(
-            f"{verb} {checkpoint}: it has completed {progress.completed_epochs} epochs ({where}) "
-            f"and --trainer.max_epochs={max_epochs}; raise --trainer.max_epochs above "
-            f"{progress.completed_epochs} to train it further"
-        )
-    if max_steps is not None and max_steps >= 0 and progress.global_step >= max_steps:
-        verb = "already finished" if progress.global_step == max_steps else "cannot resume"
-        raise ResumeError(
-            f"{verb} {checkpoint}: it is at global step {progress.global_step} ({where}) and "
-            f"--trainer.max_steps={max_steps}; raise --trainer.max_steps above "
-            f"{progress.global_step} to train it further"
-        )
+    for flag, done, limit, unit in (
+        ("max_epochs", progress.completed_epochs, max_epochs, "completed {} epochs"),
+        ("max_steps", progress.global_step, max_steps, "taken {} optimizer steps"),
+    ):
+        if limit is not None and limit >= 0 and done >= limit:
+            verb = "already finished" if done == limit else "cannot resume"
+            raise ResumeError(
+                f"{verb} {checkpoint}: it has {unit.format(done)} ({where}) and --trainer.{flag}={limit}; "
+                f"raise --trainer.{flag} above {done} to train it further"
+            )
 
 
 def _plan_evaluation(request: CommandRequest) -> CommandPlan:

@@ -48,6 +48,7 @@ PLUMBING = (
     "trainer.enable_checkpointing",
     "trainer.num_sanity_val_steps",
     "data.init_args.root",
+    "data.init_args.prepared_dir",
     "data.init_args.num_workers",
     "data.init_args.pin_memory",
     "data.init_args.persistent_workers",

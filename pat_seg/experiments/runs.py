@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pat_seg.experiments.run_folder import CONFIG, SEED_KEYS, SUBFOLDERS, experiment_identity, flatten
+from pat_seg.experiments.run_folder import CONFIG, PLUMBING, SEED_KEYS, SUBFOLDERS, experiment_identity, flatten
 from pat_seg.losses import BEYOND_PAPER_LOSSES, PAPER_LOSSES
 
 # Every loss pat-seg ships, by class name; each declares its label, switches and identifying
@@ -57,17 +57,14 @@ DATA_LABELS = {
     "CityscapesDataModule": "Cityscapes",
     "NYUv2DataModule": "NYUv2",
 }
-# Init args that say nothing about *which* method, model or data set a run used.
-NOT_IDENTITY = {
-    "num_classes",
-    "root",
-    "batch_size",
-    "eval_batch_size",
-    "num_workers",
-    "pin_memory",
-    "persistent_workers",
-    "seed",
-} | {arg for loss in LOSSES.values() for arg in loss.description.not_identifying}
+# Init args that say nothing about *which* method, model or data set a run used: the data and model
+# arguments among the run folder's plumbing and seeds, each loss's own, and the batch size (which a
+# label need not show).
+NOT_IDENTITY = (
+    {key.rsplit(".", 1)[-1] for key in (*PLUMBING, *SEED_KEYS) if key.startswith(("data.", "model."))}
+    | {"batch_size"}
+    | {arg for loss in LOSSES.values() for arg in loss.description.not_identifying}
+)
 # Folders a run's evaluations write into, read as part of the run (predictions hold no scalars).
 EVALUATION_FOLDERS = tuple(folder for command, folder in SUBFOLDERS.items() if command != "predict")
 
