@@ -185,8 +185,7 @@ def legend_figure(class_names: Sequence[str], rows: int = 30) -> Any:
     rows = min(rows, len(labels))
     columns = math.ceil(len(labels) / rows)
     figure = _figure(columns * (0.6 + 0.07 * max(map(len, labels))), 0.2 * rows + 0.2)
-    handles = legend_handles(labels)
-    figure.legend(handles=handles, loc="center", ncols=columns, fontsize=8, frameon=False)
+    figure.legend(handles=legend_handles(labels), loc="center", ncols=columns, fontsize=8, frameon=False)
     return figure
 
 
