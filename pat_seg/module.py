@@ -202,6 +202,8 @@ class SegmentationModule(L.LightningModule):
         self._evaluation_step(batch, self.test_metrics, "test", batch_idx)
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        if "image" not in batch:  # every file of the batch was unreadable (pat_seg.data.image_folder)
+            return torch.empty(0, dtype=torch.long, device=self.device)
         return self.model(batch["image"]).argmax(1)
 
     def _log_metrics(self, metrics: SegmentationMetrics, prefix: str) -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.utilities.model_summary.model_summary import get_human_readable_count
+from PIL import Image
 from test_report import make_run, table, val
-from test_run_safety import TINY_DATA, TINY_TRAINER, pat_seg, short_error, write
+from test_run_safety import TINY_DATA, TINY_TRAINER, digest, pat_seg, short_error, write
 from torch import nn
 
+from pat_seg.callbacks.predictions import class_palette
 from pat_seg.data import SyntheticLongTailDataModule
 from pat_seg.models import UNet
 
@@ -88,6 +91,63 @@ def test_an_ambiguous_paired_against_name_keeps_the_tables_and_names_the_choices
     assert exact.returncode == 0, exact.stderr
     rows = {row[1]: row for row in table(exact.stdout, "Paired differences against PAT (T=20)")}
     assert rows["CE"][2] == "-10.00 [-10.00, -10.00] (n=3)"
+
+
+@pytest.mark.slow
+def test_evaluations_say_where_they_wrote_and_own_images_get_their_own_folder(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "tiny.yaml",
+        {
+            "trainer": TINY_TRAINER,
+            "data": {"init_args": {**TINY_DATA, "num_test": 3}},
+            "model": {"model": {"init_args": {"base_channels": 4, "depth": 1}}},
+        },
+    )
+    assert pat_seg("fit", "--config", str(config), cwd=tmp_path).returncode == 0
+    run = tmp_path / "lightning_logs" / "tiny" / "version_0"
+    from_run = ["--config", str(run / "config.yaml"), "--ckpt_path", "last"]
+    tested = pat_seg("test", *from_run, cwd=tmp_path)
+    assert f"pat-seg test: metrics written to {run / 'test'}\n" in tested.stderr + tested.stdout
+    assert list((run / "test").glob("events.out.tfevents.*"))
+    assert pat_seg("predict", *from_run, "--predictions.overlay=true", cwd=tmp_path).returncode == 0
+    split = digest(run / "predictions")
+    assert sorted(name for name in split if name.endswith(".png")) == [
+        f"00000{i}{kind}.png" for i in range(3) for kind in ("", "_overlay")
+    ]
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("street", "yard"):
+        Image.fromarray(np.zeros((16, 24, 3), dtype=np.uint8)).save(photos / f"{name}.png")
+    (photos / "broken.jpg").write_bytes(b"not a JPEG")
+    own = pat_seg(
+        "predict",
+        *from_run,
+        "--predictions.overlay=true",
+        "--data=ImageFolderDataModule",
+        f"--data.root={photos}",
+        cwd=tmp_path,
+    )
+    assert own.returncode == 0, own.stderr[-3000:]
+    assert digest(run / "predictions") == split  # the test split's files and config.yaml are untouched
+    folder = run / "predictions_photos"
+    assert sorted(path.name for path in folder.glob("*.png")) == [
+        "street.png",
+        "street_overlay.png",
+        "yard.png",
+        "yard_overlay.png",
+    ]
+    assert "ImageFolderDataModule" in (folder / "config.yaml").read_text()
+    assert f"cannot read image {photos / 'broken.jpg'}" in own.stderr  # skipped and named
+    assert f"wrote 2 label maps and overlays to {folder}; skipped 1 unreadable image(s)" in own.stderr
+    # Label PNGs hold class indices 0-8, near-black in a viewer; the overlay carries the legend of the
+    # nine class colours to the right of the 16x24 image.
+    assert np.asarray(Image.open(folder / "street.png")).max() < 9
+    overlay = np.asarray(Image.open(folder / "street_overlay.png")).astype(float)
+    assert overlay.shape[0] >= 16 and overlay.shape[1] > 24
+    legend = overlay[:, 24:].reshape(-1, 3)
+    for colour in class_palette(9).numpy() * 255:
+        assert (np.abs(legend - colour).max(1) <= 1).any(), colour
 
 
 def hand_counted_flops(network: nn.Module, image: torch.Tensor) -> int:

@@ -144,7 +144,17 @@ def test_evaluations_go_into_the_run_of_their_checkpoint(tmp_path: Path, subcomm
     )
     plan = plan_command(request)
     assert plan.checkpoint == run / "checkpoints" / "epoch001.ckpt"  # recorded as best in last.ckpt
-    assert plan.output_dir == run / folder and plan.run is not None and plan.run.path == run
+    assert plan.run is not None and plan.run.path == run and plan.subfolder == folder
+
+
+def test_own_images_and_the_test_split_are_predicted_into_separate_folders(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "version_0", UNET)
+    default = RunFolder(tmp_path / "lightning_logs", "config")
+    split = CommandRequest("predict", "last", default, [str(run / "config.yaml")], UNET)
+    photos = CommandRequest(
+        "predict", "last", default, [str(run / "config.yaml")], UNET, image_folder=tmp_path / "holiday"
+    )
+    assert (plan_command(split).subfolder, plan_command(photos).subfolder) == ("predictions", "predictions_holiday")
 
 
 def test_best_without_the_runs_config_names_it(tmp_path: Path) -> None:

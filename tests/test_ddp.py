@@ -6,6 +6,7 @@ The validation split has an odd size (7 samples), so a padding sampler would cou
 under 2 processes and the matrices would differ; the matrix must also sum to the split's valid pixels.
 With 2 processes the ranks hold 4 and 3 images, so a mean of per-process means would differ from the
 1-process mean: the default PAT loss is a mean over images, whose total does not depend on batching.
+A 2-process ``predict`` reports the files written (and unreadable images skipped) by both processes.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from test_resume import REPO, run_pat_seg, tiny_config
 
 from pat_seg.data.synthetic import SyntheticLongTailDataset
@@ -178,3 +181,46 @@ def test_two_process_fit_logs_without_sync_warnings(tmp_path: Path) -> None:
     )
     assert fit.returncode == 0, fit.stderr[-3000:]
     assert "sync_dist" not in fit.stderr, fit.stderr[-3000:]
+
+
+def photos_with_two_broken(folder: Path) -> tuple[list[str], list[str]]:
+    """Five files, sorted ``a0`` ... ``a4``; ``a0`` (rank 0's share: 0, 2, 4) and ``a3`` (rank 1's: 1, 3)
+    are not images. Returns the readable names and the broken files."""
+    folder.mkdir()
+    readable, broken = [], []
+    for index in range(5):
+        path = folder / f"a{index}.png"
+        if index in (0, 3):
+            path.write_bytes(b"not a PNG")
+            broken.append(str(path))
+        else:
+            Image.fromarray(np.full((32, 48, 3), 40 * index, dtype=np.uint8)).save(path)
+            readable.append(path.stem)
+    return readable, broken
+
+
+@pytest.mark.slow
+def test_two_process_predict_reports_the_files_of_both_processes(checkpoint: tuple[Path, dict]) -> None:
+    ckpt, _ = checkpoint
+    run = ckpt.parents[1]
+    readable, broken = photos_with_two_broken(run.parents[2] / "photos")
+    args = [
+        "predict",
+        "--config",
+        str(run / "config.yaml"),
+        "--ckpt_path",
+        "last",
+        "--data=ImageFolderDataModule",
+        f"--data.root={run.parents[2] / 'photos'}",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+    ]
+    ddp = run_pat_seg(args, env={"MASTER_PORT": str(free_port())})
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    written = sorted(path.stem for path in (run / "predictions_photos").glob("*.png"))
+    assert written == readable  # a1, a2, a4: two on rank 0, one on rank 1
+    summary = f"wrote 3 label maps to {run / 'predictions_photos'}; skipped 2 unreadable image(s)"
+    assert ddp.stderr.count(summary) == 1, ddp.stderr[-3000:]  # said once, by rank 0, for both processes
+    for path in broken:  # each named by the process that met it
+        assert f"cannot read image {path}" in ddp.stderr

@@ -13,6 +13,7 @@ from torch import nn
 
 from pat_seg.callbacks import PredictionWriter
 from pat_seg.callbacks.prediction_writer import label_image
+from pat_seg.callbacks.predictions import class_palette
 from pat_seg.data import DatasetLayoutError, ImageFolderDataModule
 from pat_seg.losses import CrossEntropyLoss
 from pat_seg.module import SegmentationModule
@@ -60,9 +61,47 @@ def test_predicting_an_image_folder_writes_label_maps_of_each_images_size(tmp_pa
         assert labels.shape == rgb.shape[:2] and labels.dtype == np.uint8
         width = rgb.shape[1]
         assert (labels[:, : width // 2 - 1] == 2).all() and (labels[:, width // 2 + 1 :] == 0).all()
-        overlay = np.asarray(Image.open(tmp_path / "out" / f"{name}_overlay.png"))
-        assert overlay.shape == (*rgb.shape[:2], 3)
+        overlay = np.asarray(Image.open(tmp_path / "out" / f"{name}_overlay.png")).astype(float)
+        height = rgb.shape[0]
+        assert overlay.shape[0] >= height and overlay.shape[1] > width  # the legend to the right
+        # Top left, the image as it was, half covered by class 2's colour: red (stretched to 255 by
+        # displayable), away from the edge that resizing to 16x16 and back blurs, blends half and half.
+        palette = class_palette(3).numpy().astype(float) * 255
+        painted = overlay[:height, : width // 2 - 4]
+        np.testing.assert_allclose(painted, np.broadcast_to((palette[2] + [255, 0, 0]) / 2, painted.shape), atol=1)
+        legend = overlay[:, width:].reshape(-1, 3)
+        for colour in palette:  # each class's patch in the legend
+            assert (np.abs(legend - colour).max(1) <= 1).any()
     assert writer.written == 2
+
+
+def test_an_unreadable_image_is_skipped_named_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_images(tmp_path / "photos")
+    broken = tmp_path / "photos" / "broken.png"
+    broken.write_bytes(b"not a PNG")
+    data = ImageFolderDataModule(str(tmp_path / "photos"), num_classes=3, size=(16, 16), batch_size=2)
+    module = SegmentationModule(ThresholdNet(), CrossEntropyLoss(), num_classes=3)
+    writer = PredictionWriter(output_dir=str(tmp_path / "out"))
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[writer]
+    )
+    trainer.predict(module, datamodule=data, return_predictions=False)
+    # Sorted, broken.png shares the first batch with nested/tall.jpg; wide.png is the second batch.
+    assert sorted(path.name for path in (tmp_path / "out").glob("*.png")) == ["tall.png", "wide.png"]
+    assert (writer.written, writer.skipped) == (2, 1)
+    assert f"cannot read image {broken}" in caplog.text
+    assert "wrote 2 label maps" in caplog.text and "skipped 1 unreadable image(s)" in caplog.text
+
+
+def test_a_batch_of_unreadable_images_only_predicts_nothing(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "broken.png").write_bytes(b"not a PNG")
+    data = ImageFolderDataModule(str(tmp_path / "photos"), num_classes=3)
+    data.setup("predict")
+    batch = next(iter(data.predict_dataloader()))
+    assert "image" not in batch and batch["unreadable"][0].startswith(f"cannot read image {tmp_path}")
+    module = SegmentationModule(ThresholdNet(), CrossEntropyLoss(), num_classes=3)
+    assert module.predict_step(batch, 0).numel() == 0
 
 
 def test_image_folder_errors_name_what_is_wrong(tmp_path: Path) -> None:

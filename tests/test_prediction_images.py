@@ -18,6 +18,7 @@ from pat_seg.callbacks.predictions import (
     colourise,
     confusion_matrix_figure,
     figure_to_image,
+    legend_figure,
     prediction_figure,
     prediction_grid,
     row_normalised,
@@ -100,6 +101,17 @@ def test_prediction_figure_titles_columns_and_has_a_legend_of_class_colours() ->
     for patch, colour in zip(legend.get_patches(), palette):
         assert list(patch.get_facecolor()[:3]) == pytest.approx(colour)
     np.testing.assert_allclose(axes.images[0].get_array(), grid.permute(1, 2, 0).numpy())
+
+
+def test_the_overlay_legend_numbers_each_class_by_its_label_value_and_wraps_long_lists() -> None:
+    legend = legend_figure(["sky", "road", "light"]).legends[0]
+    assert [text.get_text() for text in legend.get_texts()] == ["0 sky", "1 road", "2 light"]
+    for patch, colour in zip(legend.get_patches(), class_palette(3).tolist()):
+        assert list(patch.get_facecolor()[:3]) == pytest.approx(colour)
+    wide = legend_figure([str(c) for c in range(61)])
+    figure_to_image(wide)  # lays the legend out
+    columns = {round(text.get_window_extent().x0) for text in wide.legends[0].get_texts()}
+    assert len(columns) == 3  # 61 entries, at most 30 a column
 
 
 def test_bad_arguments_are_refused() -> None:

@@ -2,13 +2,19 @@
 
 A label PNG holds class indices as pixel values (8-bit, or 16-bit for more than 255 classes), the
 form the data sets' own label maps take, so it can be read back by any tool; ``ignore_index`` never
-appears in a prediction. Files are named after the input image when the data module gives its path
-(``photo.jpg`` -> ``photo.png``, ``photo_overlay.png``), else after its index in the split
-(``000042.png``). They go to the trainer's log folder, which the CLI points at ``<run>/predictions/``.
+appears in a prediction. (A viewer shows values 0, 1, 2, ... out of 255 as near-black greys.) An
+overlay paints each class in the colours of the TensorBoard images and carries their legend on its
+right, one entry per class with its value in the label PNG, so a shared overlay explains itself and
+no legend file can clash with an image's name. Files are named after the input image when the data
+module gives its path (``photo.jpg`` -> ``photo.png``, ``photo_overlay.png``), else after its index in
+the split (``000042.png``). They go to the trainer's log folder, which the CLI points at the run's
+``predictions/`` folder (``predictions_<folder>/`` for an image folder). Unreadable images the data
+module skipped are named as they come and counted in the summary, totalled over all processes.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +28,9 @@ from torch import Tensor
 from torch.nn import functional as F
 from torchvision.utils import draw_segmentation_masks
 
-from pat_seg.callbacks.predictions import class_palette, displayable
+from pat_seg.callbacks.predictions import class_names_of, class_palette, displayable, figure_to_image, legend_figure
+
+log = logging.getLogger(__name__)
 
 
 def label_image(labels: Tensor, num_classes: int) -> Image.Image:
@@ -31,12 +39,26 @@ def label_image(labels: Tensor, num_classes: int) -> Image.Image:
     return Image.fromarray(array.astype("uint8" if num_classes <= 255 else "uint16"))  # modes L and I;16
 
 
-def overlay_image(image: Tensor, labels: Tensor, num_classes: int, alpha: float = 0.5) -> Image.Image:
-    """The input image with each class painted in its palette colour (the TensorBoard images' colours)."""
-    rgb = (displayable(image) * 255).round().to(torch.uint8)
+def to_bytes(image: Tensor) -> Tensor:
+    """``[3, H, W]`` in [0, 1] as uint8."""
+    return (image * 255).round().to(torch.uint8)
+
+
+def overlay_image(
+    image: Tensor, labels: Tensor, num_classes: int, legend: Tensor | None = None, alpha: float = 0.5
+) -> Image.Image:
+    """The input image with each class painted in its palette colour (the TensorBoard images' colours),
+    and ``legend`` (uint8 ``[3, h, w]``) to its right, top-aligned on white."""
+    rgb = to_bytes(displayable(image))
     masks = labels.cpu()[None] == torch.arange(num_classes)[:, None, None]
     colours = [tuple(int(round(255 * c)) for c in colour) for colour in class_palette(num_classes).tolist()]
     painted = draw_segmentation_masks(rgb, masks, alpha=alpha, colors=colours)
+    if legend is not None:
+        (height, width), (legend_height, legend_width) = painted.shape[1:], legend.shape[1:]
+        canvas = torch.full((3, max(height, legend_height), width + legend_width), 255, dtype=torch.uint8)
+        canvas[:, :height, :width] = painted
+        canvas[:, :legend_height, width:] = legend
+        painted = canvas
     return Image.fromarray(painted.permute(1, 2, 0).numpy())
 
 
@@ -44,7 +66,8 @@ class PredictionWriter(BasePredictionWriter):
     """Write each predicted label map (and, with ``overlay=True``, a colour overlay) as PNG files.
 
     Args:
-        overlay: also write ``<name>_overlay.png``: the image with the prediction painted over it.
+        overlay: also write ``<name>_overlay.png``: the image with the prediction painted over it and
+            the legend of class colours beside it.
         output_dir: where to write (default: the trainer's log folder, ``<run>/predictions/``).
     """
 
@@ -53,13 +76,19 @@ class PredictionWriter(BasePredictionWriter):
         self.overlay = overlay
         self.output_dir = output_dir
         self.written = 0
-
-    def folder(self, trainer: L.Trainer) -> Path:
-        return Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
+        self.skipped = 0
+        self.folder = Path(output_dir or ".")
+        self.legend: Tensor | None = None
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.written = 0
-        self.folder(trainer).mkdir(parents=True, exist_ok=True)
+        self.written = self.skipped = 0
+        # Resolved here, once: trainer.log_dir is a broadcast every process must join, and under DDP
+        # the processes write different numbers of batches.
+        self.folder = Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.overlay:  # drawn once, pasted beside every overlay
+            names = class_names_of(pl_module, int(pl_module.num_classes))  # type: ignore[arg-type]  # an int attribute; LightningModule types unknown attributes as Tensor | Module
+            self.legend = to_bytes(figure_to_image(legend_figure(names)))
 
     def write_on_batch_end(
         self,
@@ -71,7 +100,10 @@ class PredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        folder = self.folder(trainer)
+        folder = self.folder
+        for reason in batch.get("unreadable", ()):
+            log.warning("%s; skipped it", reason)  # by the process that met it, under DDP too
+            self.skipped += 1
         num_classes = int(pl_module.num_classes)  # type: ignore[arg-type]  # an int attribute; LightningModule types unknown attributes as Tensor | Module
         paths = batch.get("path")
         indices = batch.get("index")
@@ -88,11 +120,14 @@ class PredictionWriter(BasePredictionWriter):
                 image = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)[0]
             label_image(labels, num_classes).save(folder / f"{name}.png")
             if self.overlay:
-                overlay_image(image, labels, num_classes).save(folder / f"{name}_overlay.png")
+                overlay_image(image, labels, num_classes, self.legend).save(folder / f"{name}_overlay.png")
             self.written += 1
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Each process wrote its share of the split: the summary counts the files of all of them.
+        counts = torch.tensor([self.written, self.skipped], device=pl_module.device)
+        written, skipped = (int(n) for n in trainer.strategy.reduce(counts, reduce_op="sum").tolist())
         rank_zero_info(
-            f"pat-seg predict: wrote {self.written} label maps"
-            f"{' and overlays' if self.overlay else ''} to {self.folder(trainer)}"
+            f"pat-seg predict: wrote {written} label maps{' and overlays' if self.overlay else ''} to "
+            f"{self.folder}" + (f"; skipped {skipped} unreadable image(s), named above" if skipped else "")
         )

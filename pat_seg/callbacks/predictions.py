@@ -161,9 +161,36 @@ def confusion_matrix_figure(confmat: Tensor, class_names: Sequence[str]) -> Any:
     return figure
 
 
+def class_names_of(pl_module: L.LightningModule, num_classes: int) -> list[str]:
+    """The module's class names (its metrics', set from the data module), else ``"0"``, ``"1"``, ..."""
+    metrics = getattr(pl_module, "val_metrics", None)
+    return list(getattr(metrics, "class_names", None) or [str(c) for c in range(num_classes)])
+
+
+def legend_handles(class_names: Sequence[str], ignore_index: int | None = None) -> list[Any]:
+    """One patch of its palette colour per class, named; with ``ignore_index``, a black one for ignored pixels."""
+    from matplotlib.patches import Patch
+
+    palette = class_palette(len(class_names)).tolist()
+    handles = [Patch(color=colour, label=name) for colour, name in zip(palette, class_names)]
+    if ignore_index is not None:
+        handles.append(Patch(facecolor=IGNORE_COLOUR, edgecolor="grey", label=f"ignored ({ignore_index})"))
+    return handles
+
+
+def legend_figure(class_names: Sequence[str], rows: int = 30) -> Any:
+    """The class colours alone, each named after its value in a label PNG (``2 road``), in columns of
+    at most ``rows`` entries: the legend drawn beside each prediction overlay."""
+    labels = [f"{index} {name}" for index, name in enumerate(class_names)]
+    rows = min(rows, len(labels))
+    columns = math.ceil(len(labels) / rows)
+    figure = _figure(columns * (0.6 + 0.07 * max(map(len, labels))), 0.2 * rows + 0.2)
+    figure.legend(handles=legend_handles(labels), loc="center", ncols=columns, fontsize=8, frameon=False)
+    return figure
+
+
 def prediction_figure(grid: Tensor, class_names: Sequence[str], ignore_index: int) -> Any:
     """The ``image | ground truth | prediction`` grid with column titles and a legend of class colours."""
-    palette = class_palette(len(class_names)).tolist()
     height, width = grid.shape[1:]
     scale = 3.0 / max(width, 1) * 2.5  # about 2.5 inches a panel
     figure = _figure(width * scale + 2.4, max(height * scale, 0.3 * len(class_names)) + 0.6)
@@ -172,10 +199,7 @@ def prediction_figure(grid: Tensor, class_names: Sequence[str], ignore_index: in
     axes.set_xticks([width / 6, width / 2, 5 * width / 6], labels=["image", "ground truth", "prediction"])
     axes.xaxis.tick_top()
     axes.set_yticks([])
-    from matplotlib.patches import Patch
-
-    handles = [Patch(color=colour, label=name) for colour, name in zip(palette, class_names)]
-    handles.append(Patch(facecolor=IGNORE_COLOUR, edgecolor="grey", label=f"ignored ({ignore_index})"))
+    handles = legend_handles(class_names, ignore_index)
     axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return figure
 
@@ -231,8 +255,7 @@ class PredictionImages(L.Callback):
             return
         num_classes = int(pl_module.num_classes)  # type: ignore[arg-type]  # an int attribute; LightningModule types unknown attributes as Tensor | Module
         ignore_index = int(getattr(pl_module, "ignore_index", 255))
-        metrics = getattr(pl_module, "val_metrics", None)
-        class_names = list(getattr(metrics, "class_names", None) or [str(c) for c in range(num_classes)])
+        class_names = class_names_of(pl_module, num_classes)
         images: dict[str, Tensor] = {}
         batch = self._fixed_batch(trainer)
         if batch is not None:

@@ -31,10 +31,11 @@ from pat_seg.cli.errors import configuration_error, explain_parse_error, short_e
 from pat_seg.cli.help import COMMANDS, PatSegHelpFormatter, top_level_help
 from pat_seg.cli.warning_filters import ignore_third_party_warnings
 from pat_seg.data.base import SegmentationDataModule
+from pat_seg.data.image_folder import ImageFolderDataModule
 from pat_seg.exceptions import ConfigurationError
 from pat_seg.experiments.checkpoint_files import SafeCheckpointIO
 from pat_seg.experiments.command_plan import CommandPlan, CommandRequest, plan_command
-from pat_seg.experiments.run_folder import HPARAMS, SUBFOLDERS, RunFolder, experiment_name, run_of
+from pat_seg.experiments.run_folder import HPARAMS, RunFolder, experiment_name, run_of
 from pat_seg.experiments.run_summary import RunSummary
 from pat_seg.module import SegmentationModule
 
@@ -120,6 +121,7 @@ class PatSegCLI(LightningCLI):
                 config=config,
                 max_epochs=trainer_settings.get("max_epochs"),
                 max_steps=trainer_settings.get("max_steps"),
+                image_folder=self.datamodule.root if isinstance(self.datamodule, ImageFolderDataModule) else None,
             )
         )
         if plan.state is not None:
@@ -130,7 +132,7 @@ class PatSegCLI(LightningCLI):
             rank_zero_info(message)
         settings["ckpt_path"] = str(plan.checkpoint) if plan.checkpoint is not None else None
         if plan.run is not None:
-            kwargs["logger"] = self._logger_for(plan.run, plan.purge_step)
+            kwargs["logger"] = self._logger_for(plan.run, plan.purge_step, plan.subfolder)
         kwargs["plugins"] = with_safe_checkpoints(trainer_settings.get("plugins"), plan)
         if self.subcommand != "fit" and plan.run is not None and plan.run.path is not None:
             # Checkpoint callbacks write nothing outside fit, but an evaluation restores their state
@@ -143,6 +145,13 @@ class PatSegCLI(LightningCLI):
             configured = list(configured) if isinstance(configured, (list, tuple)) else [configured]
             trainer_settings["callbacks"] = [*configured, RunSummary(config)]
         return super().instantiate_trainer(**kwargs)
+
+    def after_test(self) -> None:
+        """Say where the metrics went: the run's ``test/`` (or ``validate/``) folder."""
+        if self.trainer.logger is not None:
+            rank_zero_info(f"pat-seg {self.subcommand}: metrics written to {self.trainer.log_dir}")
+
+    after_validate = after_test
 
     def _config_to_save(self) -> dict[str, Any]:
         """The config as this command would save it in its run's ``config.yaml``."""
@@ -163,14 +172,13 @@ class PatSegCLI(LightningCLI):
             return RunFolder(root / "lightning_logs", settings["name"])
         return None
 
-    def _logger_for(self, folder: RunFolder, purge_step: int | None) -> TensorBoardLogger:
-        """A TensorBoard logger writing into ``folder`` (or its evaluation sub-folder); a configured
+    def _logger_for(self, folder: RunFolder, purge_step: int | None, sub_dir: str | None) -> TensorBoardLogger:
+        """A TensorBoard logger writing into ``folder`` (or its evaluation ``sub_dir``); a configured
         TensorBoardLogger's save_dir, name and version are kept, its other options are not."""
         options: dict[str, Any] = {"default_hp_metric": False}  # the HParams tab gets real metrics at the end
         if purge_step is not None:
             # Events the interrupted process wrote after the checkpoint are hidden by TensorBoard.
             options["purge_step"] = purge_step
-        sub_dir = SUBFOLDERS.get(str(self.subcommand))
         return TensorBoardLogger(
             str(folder.save_dir), name=folder.experiment, version=folder.version, sub_dir=sub_dir, **options
         )

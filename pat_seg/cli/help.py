@@ -16,7 +16,7 @@ COMMANDS = {
     "fit": "train a model (default: the embedded synthetic data, a small U-Net, the PAT loss)",
     "validate": "evaluate a checkpoint on the validation split (writes <run>/validate/)",
     "test": "evaluate a checkpoint on the test split (writes <run>/test/)",
-    "predict": "write label PNGs (and colour overlays) for the test split or an image folder (<run>/predictions/)",
+    "predict": "label PNGs of the test split (<run>/predictions/) or an image folder (predictions_<folder>/)",
     "prepare": "decode and resize a data set's splits once, for fast loading (then fit reads them)",
     "report": "the paper's tables from finished runs (runs that differ only in seed pooled)",
     "sweep": "a grid of runs from configs/sweeps/*.yaml: run here, print, or as a SLURM array",

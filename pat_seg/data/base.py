@@ -179,7 +179,9 @@ class SegmentationDataModule(L.LightningDataModule):
         for split in splits:
             self.dataset(split)
 
-    def _loader(self, split: str, shuffle: bool, batch_size: int, drop_last: bool = False) -> DataLoader:
+    def _loader(
+        self, split: str, shuffle: bool, batch_size: int, drop_last: bool = False, collate_fn: Any = None
+    ) -> DataLoader:
         # Samplers are chosen here, not injected by Lightning: training order depends on (seed, epoch)
         # only and survives a mid-epoch resume; evaluation counts each sample exactly once under DDP.
         dataset = self.dataset(split)
@@ -195,6 +197,7 @@ class SegmentationDataModule(L.LightningDataModule):
             batch_size=batch_size,
             sampler=sampler,
             drop_last=drop_last,
+            collate_fn=collate_fn,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,

@@ -6,7 +6,9 @@
 The run's classes (number and names) come from the run when ``num_classes`` is not given (the CLI
 reads them from the run's ``hparams.yaml``). Images are read as RGB floats in [0, 1], as every
 pat-seg data module gives them, optionally resized to the size the model was trained at; the
-prediction writer returns each label map to the image's own size.
+prediction writer returns each label map to the image's own size. An image that cannot be read is
+skipped, not fatal: its batch carries the reason under ``"unreadable"`` and the prediction writer
+names it and counts it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.transforms.v2 import functional as F
 
 from pat_seg.data.base import SegmentationDataModule
@@ -27,7 +29,8 @@ SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 class ImageFolder(Dataset):
-    """Sample ``i``: ``{"image": float [3, H, W], "path": str, "original_size": (H0, W0), "index": i}``."""
+    """Sample ``i``: ``{"image": float [3, H, W], "path": str, "original_size": (H0, W0), "index": i}``,
+    or for a file that cannot be read ``{"path": str, "index": i, "unreadable": the reason}``."""
 
     def __init__(self, paths: list[Path], size: tuple[int, int] | None = None) -> None:
         self.paths = paths
@@ -38,12 +41,24 @@ class ImageFolder(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.paths[index]
-        image = read_rgb(path)  # uint8 [3, H, W]
+        try:
+            image = read_rgb(path)  # uint8 [3, H, W]
+        except ConfigurationError as unreadable:  # one broken file must not end the prediction of a folder
+            return {"path": str(path), "index": index, "unreadable": str(unreadable)}
         original_size = tuple(image.shape[-2:])
         image = image.float().div_(255)
         if self.size is not None and original_size != self.size:
             image = F.resize(image, list(self.size), antialias=True)
         return {"image": image, "path": str(path), "original_size": torch.tensor(original_size), "index": index}
+
+
+def collate_readable(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The readable samples as one batch, with the unreadable ones' reasons under ``"unreadable"``
+    (a batch of unreadable files only has no ``"image"``: the module predicts nothing for it)."""
+    readable = [sample for sample in samples if "unreadable" not in sample]
+    batch: dict[str, Any] = default_collate(readable) if readable else {}
+    batch["unreadable"] = [sample["unreadable"] for sample in samples if "unreadable" in sample]
+    return batch
 
 
 class ImageFolderDataModule(SegmentationDataModule):
@@ -94,6 +109,9 @@ class ImageFolderDataModule(SegmentationDataModule):
                 f"ImageFolderDataModule holds unlabelled images: it serves `pat-seg predict`, not the {split!r} split"
             )
         return ImageFolder(self.paths, self.size)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False, batch_size=self.eval_batch_size, collate_fn=collate_readable)
 
     def setup(self, stage: str) -> None:
         if stage != "predict":

@@ -19,9 +19,9 @@ from typing import Any
 
 from pat_seg.experiments.checkpoint_files import UnreadableCheckpointError, checkpoints_beside, read_checkpoint
 from pat_seg.experiments.run_folder import (
-    SUBFOLDERS,
     ResumeError,
     RunFolder,
+    evaluation_subfolder,
     identity_differences,
     run_of,
     run_of_checkpoint,
@@ -38,7 +38,8 @@ class CommandRequest:
 
     ``run``: the run its logger points at (``version=None``: the next new one), None when it logs
     elsewhere or not at all. ``config``: the config it would save as ``config.yaml``. ``max_epochs``
-    and ``max_steps``: its training budget (None or negative: unlimited).
+    and ``max_steps``: its training budget (None or negative: unlimited). ``image_folder``: the
+    user's own images a ``predict`` runs on (None: the data set's test split).
     """
 
     subcommand: str
@@ -48,6 +49,7 @@ class CommandRequest:
     config: dict[str, Any]
     max_epochs: int | None = None
     max_steps: int | None = None
+    image_folder: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -67,14 +69,14 @@ class CheckpointProgress:
 @dataclass(frozen=True)
 class CommandPlan:
     """What the command does: ``run`` it writes into (None: not a TensorBoard run), ``checkpoint`` it
-    loads with its ``state`` (read once), ``purge_step`` for TensorBoard, ``output_dir`` of an
-    evaluation, and ``warnings`` / ``notes`` to print before it starts."""
+    loads with its ``state`` (read once), ``purge_step`` for TensorBoard, the ``subfolder`` of the run
+    an evaluation writes into, and ``warnings`` / ``notes`` to print before it starts."""
 
     run: RunFolder | None
     checkpoint: Path | None = None
     state: dict[str, Any] | None = field(default=None, repr=False)
     purge_step: int | None = None
-    output_dir: Path | None = None
+    subfolder: str | None = None
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
 
@@ -221,11 +223,8 @@ def _plan_evaluation(request: CommandRequest) -> CommandPlan:
     else:
         checkpoint, state = Path(ckpt_path), read_checkpoint(ckpt_path)
     folder = run if run is not None and run.path is not None else request.run
-    output = None
-    if folder is not None:
-        base = folder.path if folder.path is not None else None
-        output = base / SUBFOLDERS[request.subcommand] if base is not None else None
-    return CommandPlan(folder, checkpoint, state, output_dir=output, warnings=tuple(warnings))
+    subfolder = evaluation_subfolder(request.subcommand, request.image_folder)
+    return CommandPlan(folder, checkpoint, state, subfolder=subfolder, warnings=tuple(warnings))
 
 
 def _runs_hint(default: RunFolder | None) -> str:

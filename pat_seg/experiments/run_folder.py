@@ -4,7 +4,8 @@ A run is ``<save_dir>/<experiment>/<version>/`` (``lightning_logs/cityscapes_pat
 experiment name is ``--name``, else the stem of the first ``--config`` file, else ``default``.
 Everything a run produces lives in its folder: TensorBoard events, ``config.yaml``, ``hparams.yaml``,
 ``checkpoints/``; ``pat-seg test|validate|predict`` given one of the run's checkpoints write into
-``<run>/test/``, ``<run>/validate/`` and ``<run>/predictions/``.
+``<run>/test/``, ``<run>/validate/`` and ``<run>/predictions/`` (the test split), or, predicting a
+folder of the user's own images, ``<run>/predictions_<folder name>/`` (:func:`evaluation_subfolder`).
 
 What a run *is* comes from its saved ``config.yaml``, not from its folder's name: two configs are the
 same experiment when they agree in everything but seeds and logging plumbing (:func:`experiment_identity`),
@@ -26,7 +27,7 @@ CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
 CONFIG = "config.yaml"
 HPARAMS = "hparams.yaml"
-# Sub-folder of a run that each evaluation subcommand writes into.
+# Sub-folder of a run that each evaluation subcommand writes into (predict: on the data set's test split).
 SUBFOLDERS = {"test": "test", "validate": "validate", "predict": "predictions"}
 DEFAULT_EXPERIMENT = "default"
 
@@ -91,6 +92,14 @@ class RunFolder:
         if path is None or not path.is_file():
             return None
         return yaml.safe_load(path.read_text()) or {}
+
+
+def evaluation_subfolder(subcommand: str, image_folder: Path | None = None) -> str:
+    """The sub-folder of a run that ``subcommand`` writes into; predictions of an image folder go to
+    ``predictions_<its name>``, so they never overwrite the test split's files or ``config.yaml``."""
+    if subcommand == "predict" and image_folder is not None:
+        return f"{SUBFOLDERS[subcommand]}_{image_folder.resolve().name or 'images'}"
+    return SUBFOLDERS[subcommand]
 
 
 def experiment_name(explicit: str | None, config_files: list[Any]) -> str:
