@@ -182,3 +182,13 @@ def test_the_model_summary_counts_the_flops_of_one_validation_image(tmp_path: Pa
     network = UNet(num_classes=SyntheticLongTailDataModule().num_classes, base_channels=4, depth=1)
     expected = hand_counted_flops(network, torch.zeros(1, 3, image_size, image_size))
     assert expected > 0 and printed.split("Total")[0].strip() == get_human_readable_count(expected)
+
+
+@pytest.mark.slow
+def test_prepare_help_shows_its_own_options_not_fits(tmp_path: Path) -> None:
+    result = pat_seg("prepare", "--help", cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("usage: pat-seg prepare") and len(lines) <= 15  # fit's help is over 500 lines
+    assert "--splits" in result.stdout and "--workers" in result.stdout and "pat-seg fit --help" in result.stdout
+    assert "--trainer." not in result.stdout

@@ -26,6 +26,17 @@ from pat_seg.data.prepared import BuildPlan, PreparedSplitError, build_split, op
 from pat_seg.data.transforms import SegmentationTransform
 
 SPLITS = ("train", "val", "test")
+HELP = f"""usage: pat-seg prepare [--config CONFIG ...] [--data.* ...] [--splits '[SPLIT, ...]'] [--workers N]
+
+Decode, relabel and resize a data set's splits once into memory-mapped .npy chunks, which `pat-seg fit`
+then reads (--data.prepared=auto|require). The data set is the one `pat-seg fit` would train on with
+the same --config files and --data.* flags (see `pat-seg fit --help`); nothing else is built.
+
+options:
+  --splits '[SPLIT, ...]'  splits to prepare (default: [{", ".join(SPLITS)}])
+  --workers N              worker processes (default: the cores this process may use)
+  -h, --help               show this message and exit
+"""
 
 
 def default_workers() -> int:
@@ -145,6 +156,9 @@ def prepare(datamodule: Any, splits: list[str], workers: int, stream: Any = sys.
 def main(argv: list[str] | None = None) -> None:
     """``pat-seg prepare [fit's options] [--splits ...] [--workers N]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if {"-h", "--help"} & set(argv):  # not fit's 500 lines of trainer and model options
+        sys.stdout.write(HELP)
+        return
     with short_errors("prepare"):
         datamodule, config = data_module_from_args(argv)
         prepare(datamodule, list(config["splits"]), int(config["workers"]))
