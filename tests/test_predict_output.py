@@ -41,7 +41,7 @@ def write_images(folder: Path) -> dict[str, np.ndarray]:
         path = folder / f"{name}{suffix}"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rgb).save(path, quality=100)
-        images[Path(name).name] = rgb
+        images[name] = rgb  # outputs keep the image's path below the folder
     return images
 
 
@@ -75,6 +75,28 @@ def test_predicting_an_image_folder_writes_label_maps_of_each_images_size(tmp_pa
     assert writer.written == 2
 
 
+def test_images_of_one_name_in_different_folders_or_formats_get_outputs_of_their_own(tmp_path: Path) -> None:
+    # Five files whose stems collide: by subfolder (a/x, b/x) and by format (y.jpg, y.png); z is alone.
+    # Each is filled with its own shade of red (above or below 0.5), so each output can be traced back.
+    reds = {"a/x.png": 250, "b/x.png": 10, "y.jpg": 250, "y.png": 10, "z.png": 250}
+    for name, red in reds.items():
+        path = tmp_path / "photos" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8, 3), (red, 0, 0), dtype=np.uint8)).save(path, quality=100)
+    data = ImageFolderDataModule(str(tmp_path / "photos"), num_classes=3)
+    writer = PredictionWriter(output_dir=str(tmp_path / "out"))
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[writer]
+    )
+    module = SegmentationModule(ThresholdNet(), CrossEntropyLoss(), num_classes=3)
+    trainer.predict(module, datamodule=data, return_predictions=False)
+    expected = {"a/x.png": 2, "b/x.png": 0, "y_jpg.png": 2, "y_png.png": 0, "z.png": 2}
+    written = {path.relative_to(tmp_path / "out").as_posix() for path in (tmp_path / "out").rglob("*.png")}
+    assert written == set(expected) and writer.written == 5
+    for name, label in expected.items():
+        assert (np.asarray(Image.open(tmp_path / "out" / name)) == label).all(), name
+
+
 def test_an_unreadable_image_is_skipped_named_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write_images(tmp_path / "photos")
     broken = tmp_path / "photos" / "broken.png"
@@ -87,7 +109,8 @@ def test_an_unreadable_image_is_skipped_named_and_counted(tmp_path: Path, caplog
     )
     trainer.predict(module, datamodule=data, return_predictions=False)
     # Sorted, broken.png shares the first batch with nested/tall.jpg; wide.png is the second batch.
-    assert sorted(path.name for path in (tmp_path / "out").glob("*.png")) == ["tall.png", "wide.png"]
+    written = sorted(path.relative_to(tmp_path / "out").as_posix() for path in (tmp_path / "out").rglob("*.png"))
+    assert written == ["nested/tall.png", "wide.png"]
     assert (writer.written, writer.skipped) == (2, 1)
     assert f"cannot read image {broken}" in caplog.text
     assert "wrote 2 label maps" in caplog.text and "skipped 1 unreadable image(s)" in caplog.text

@@ -6,10 +6,11 @@ appears in a prediction. (A viewer shows values 0, 1, 2, ... out of 255 as near-
 overlay paints each class in the colours of the TensorBoard images and carries their legend on its
 right, one entry per class with its value in the label PNG, so a shared overlay explains itself and
 no legend file can clash with an image's name. Files are named after the input image when the data
-module gives its path (``photo.jpg`` -> ``photo.png``, ``photo_overlay.png``), else after its index in
-the split (``000042.png``). They go to the trainer's log folder, which the CLI points at the run's
-``predictions/`` folder (``predictions_<folder>/`` for an image folder). Unreadable images the data
-module skipped are named as they come and counted in the summary, totalled over all processes.
+module gives its name (``photo.jpg`` -> ``photo.png``, ``photo_overlay.png``; ``a/photo.jpg`` in the
+folder's subfolder ``a`` -> ``a/photo.png``), else after its index in the split (``000042.png``). They
+go to the trainer's log folder, which the CLI points at the run's ``predictions/`` folder
+(``predictions_<folder>/`` for an image folder). Unreadable images the data module skipped are named
+as they come and counted in the summary, totalled over all processes.
 """
 
 from __future__ import annotations
@@ -105,12 +106,13 @@ class PredictionWriter(BasePredictionWriter):
             log.warning("%s; skipped it", reason)  # by the process that met it, under DDP too
             self.skipped += 1
         num_classes = int(pl_module.num_classes)  # type: ignore[arg-type]  # an int attribute; LightningModule types unknown attributes as Tensor | Module
-        paths = batch.get("path")
+        names = batch.get("name")
         indices = batch.get("index")
         sizes = batch.get("original_size")
         for i, labels in enumerate(prediction):
-            if paths is not None:
-                name = Path(paths[i]).stem
+            if names is not None:  # an image's path below its folder (pat_seg.data.image_folder.output_names)
+                name = names[i]
+                (folder / name).parent.mkdir(parents=True, exist_ok=True)
             else:
                 name = f"{int(indices[i] if indices is not None else batch_idx * len(prediction) + i):06d}"
             image = batch["image"][i]

@@ -28,13 +28,24 @@ from pat_seg.exceptions import ConfigurationError
 SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-class ImageFolder(Dataset):
-    """Sample ``i``: ``{"image": float [3, H, W], "path": str, "original_size": (H0, W0), "index": i}``,
-    or for a file that cannot be read ``{"path": str, "index": i, "unreadable": the reason}``."""
+def output_names(paths: list[Path], root: Path) -> list[str]:
+    """Each image's name for its outputs: its path below ``root`` without the suffix (``a/x.jpg`` ->
+    ``a/x``), so images of different subfolders never share one; ``x.jpg`` and ``x.png`` side by side
+    keep their suffixes apart (``x_jpg``, ``x_png``)."""
+    stems = [path.relative_to(root).with_suffix("").as_posix() for path in paths]
+    shared = {stem for stem in stems if stems.count(stem) > 1}
+    return [f"{stem}_{path.suffix[1:]}" if stem in shared else stem for stem, path in zip(stems, paths)]
 
-    def __init__(self, paths: list[Path], size: tuple[int, int] | None = None) -> None:
+
+class ImageFolder(Dataset):
+    """Sample ``i``: ``{"image": float [3, H, W], "path": str, "name": str, "original_size": (H0, W0),
+    "index": i}``, or for a file that cannot be read ``{"path": str, "index": i, "unreadable": the reason}``.
+    ``name`` is what the prediction writer names its outputs after (:func:`output_names`)."""
+
+    def __init__(self, paths: list[Path], size: tuple[int, int] | None = None, root: Path | None = None) -> None:
         self.paths = paths
         self.size = size
+        self.names = output_names(paths, root) if root is not None else [path.stem for path in paths]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -49,7 +60,8 @@ class ImageFolder(Dataset):
         image = image.float().div_(255)
         if self.size is not None and original_size != self.size:
             image = F.resize(image, list(self.size), antialias=True)
-        return {"image": image, "path": str(path), "original_size": torch.tensor(original_size), "index": index}
+        name, size = self.names[index], torch.tensor(original_size)
+        return {"image": image, "path": str(path), "name": name, "original_size": size, "index": index}
 
 
 def collate_readable(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -108,7 +120,7 @@ class ImageFolderDataModule(SegmentationDataModule):
             raise ConfigurationError(
                 f"ImageFolderDataModule holds unlabelled images: it serves `pat-seg predict`, not the {split!r} split"
             )
-        return ImageFolder(self.paths, self.size)
+        return ImageFolder(self.paths, self.size, self.root)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False, batch_size=self.eval_batch_size, collate_fn=collate_readable)
