@@ -156,6 +156,22 @@ def test_own_images_and_the_test_split_are_predicted_into_separate_folders(tmp_p
     )
     assert (plan_command(split).subfolder, plan_command(photos).subfolder) == ("predictions", "predictions_holiday")
 
+    # Once predictions_holiday holds a/holiday's outputs, b/holiday gets a folder of its own, and
+    # a/holiday again replaces its own.
+    def saved(subfolder: str, root: Path) -> None:
+        (run / subfolder).mkdir()
+        (run / subfolder / "config.yaml").write_text(yaml.safe_dump({"data": {"init_args": {"root": str(root)}}}))
+
+    def predict(root: Path) -> str:
+        return plan_command(dataclasses.replace(photos, image_folder=root)).subfolder
+
+    saved("predictions_holiday", tmp_path / "a" / "holiday")
+    assert predict(tmp_path / "a" / "holiday") == "predictions_holiday"
+    assert predict(tmp_path / "b" / "holiday") == "predictions_holiday_2"
+    saved("predictions_holiday_2", tmp_path / "b" / "holiday")
+    assert predict(tmp_path / "b" / "holiday") == "predictions_holiday_2"
+    assert predict(tmp_path / "c" / "holiday") == "predictions_holiday_3"
+
 
 def test_best_without_the_runs_config_names_it(tmp_path: Path) -> None:
     run = make_run(tmp_path, "version_0", UNET)

@@ -223,7 +223,7 @@ def _plan_evaluation(request: CommandRequest) -> CommandPlan:
     else:
         checkpoint, state = Path(ckpt_path), read_checkpoint(ckpt_path)
     folder = run if run is not None and run.path is not None else request.run
-    subfolder = evaluation_subfolder(request.subcommand, request.image_folder)
+    subfolder = evaluation_subfolder(request.subcommand, request.image_folder, folder.path if folder else None)
     return CommandPlan(folder, checkpoint, state, subfolder=subfolder, warnings=tuple(warnings))
 
 

@@ -94,12 +94,24 @@ class RunFolder:
         return yaml.safe_load(path.read_text()) or {}
 
 
-def evaluation_subfolder(subcommand: str, image_folder: Path | None = None) -> str:
-    """The sub-folder of a run that ``subcommand`` writes into; predictions of an image folder go to
-    ``predictions_<its name>``, so they never overwrite the test split's files or ``config.yaml``."""
-    if subcommand == "predict" and image_folder is not None:
-        return f"{SUBFOLDERS[subcommand]}_{image_folder.resolve().name or 'images'}"
-    return SUBFOLDERS[subcommand]
+def evaluation_subfolder(subcommand: str, image_folder: Path | None = None, run: Path | None = None) -> str:
+    """The sub-folder of ``run`` that ``subcommand`` writes into. Predictions of an image folder go to
+    ``predictions_<its name>``, so they never overwrite the test split's files or ``config.yaml``; when
+    that folder holds another image folder's predictions (``a/photos`` then ``b/photos``), to
+    ``predictions_<name>_2``, ``_3``, ... (predicting the same folder again replaces its outputs)."""
+    if subcommand != "predict" or image_folder is None:
+        return SUBFOLDERS[subcommand]
+    base, suffix = f"{SUBFOLDERS[subcommand]}_{image_folder.resolve().name or 'images'}", 1
+    while run is not None:
+        name = base if suffix == 1 else f"{base}_{suffix}"
+        saved = run / name / CONFIG
+        if not saved.is_file():
+            return name
+        root = ((yaml.safe_load(saved.read_text()) or {}).get("data") or {}).get("init_args", {}).get("root")
+        if root is not None and Path(root).expanduser().resolve() == image_folder.resolve():
+            return name
+        suffix += 1
+    return base
 
 
 def experiment_name(explicit: str | None, config_files: list[Any]) -> str:
