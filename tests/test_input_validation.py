@@ -102,7 +102,7 @@ def test_logits_of_the_wrong_size_are_named() -> None:
 def test_num_classes_mismatch_between_data_and_model() -> None:
     data = SyntheticLongTailDataModule(num_train=2, num_val=2, num_test=2, image_size=16)
     module = SegmentationModule(Constant(lambda image: (1,)), CrossEntropyLoss(), num_classes=5)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer = quiet_trainer()
     with pytest.raises(ValueError, match=r"the data module has 9 classes but the module was built with num_classes=5"):
         trainer.validate(module, datamodule=data)
 
@@ -112,6 +112,23 @@ def test_empty_split_is_named() -> None:
     data.build_dataset = lambda split: []  # a data root whose split folder is empty
     with pytest.raises(ValueError, match=r"the 'val' split of SyntheticLongTailDataModule is empty"):
         data.setup("validate")
+
+
+def quiet_trainer(**options: object) -> L.Trainer:
+    """A CPU trainer that logs, saves and prints nothing, and runs no sanity validation."""
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+        **options,
+    )
+
+
+def nine_class_maps() -> Constant:
+    """A network that answers every image with constant logits of the synthetic data's 9 classes."""
+    return Constant(lambda image: (image.shape[0], 9, *image.shape[2:]))
 
 
 class NaNAtCall(CrossEntropyLoss):
@@ -132,15 +149,10 @@ def test_an_injected_nan_batch_stops_training_before_the_weights_change() -> Non
     the weights are those after the finite steps only, and no checkpoint is written with NaN."""
 
     data = SyntheticLongTailDataModule(num_train=8, num_val=2, num_test=2, image_size=16, batch_size=2)
-    model = Constant(lambda image: (image.shape[0], 9, *image.shape[2:]))
+    model = nine_class_maps()
     module = SegmentationModule(model, NaNAtCall(3), num_classes=9, cosine_annealing=False)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
+    trainer = quiet_trainer(
         max_epochs=1,
-        num_sanity_val_steps=0,
         callbacks=[NonFiniteLossGuard()],
     )
     with pytest.raises(NonFiniteLossError, match=r"global step 2, epoch 0, batch 2"):
@@ -151,16 +163,11 @@ def test_an_injected_nan_batch_stops_training_before_the_weights_change() -> Non
 
 def test_skip_mode_leaves_the_weights_of_the_nan_batch_alone() -> None:
     data = SyntheticLongTailDataModule(num_train=2, num_val=2, num_test=2, image_size=16, batch_size=2)
-    model = Constant(lambda image: (image.shape[0], 9, *image.shape[2:]))
+    model = nine_class_maps()
     guard = NonFiniteLossGuard(action="skip")
     module = SegmentationModule(model, NaNAtCall(1), num_classes=9, cosine_annealing=False)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
+    trainer = quiet_trainer(
         max_epochs=1,
-        num_sanity_val_steps=0,
         limit_val_batches=0,
         callbacks=[guard],
     )
@@ -171,9 +178,9 @@ def test_skip_mode_leaves_the_weights_of_the_nan_batch_alone() -> None:
 
 
 def test_a_checkpoint_with_nan_weights_is_refused(tmp_path) -> None:
-    model = Constant(lambda image: (image.shape[0], 9, *image.shape[2:]))
+    model = nine_class_maps()
     module = SegmentationModule(model, CrossEntropyLoss(), num_classes=9)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, callbacks=[NonFiniteLossGuard()])
+    trainer = quiet_trainer(callbacks=[NonFiniteLossGuard()])
     trainer.strategy.connect(module)
     with torch.no_grad():
         model.weight.fill_(float("inf"))
@@ -200,15 +207,10 @@ def label_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 @pytest.mark.parametrize("loss", [PATLoss(), ClassBalancedLoss()], ids=["pat", "cb"])
 def test_one_label_check_per_training_step(loss, label_checks: list[int]) -> None:
     data = SyntheticLongTailDataModule(num_train=6, num_val=2, num_test=2, image_size=16, batch_size=2)
-    model = Constant(lambda image: (image.shape[0], 9, *image.shape[2:]))
+    model = nine_class_maps()
     module = SegmentationModule(model, loss, num_classes=9)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
+    trainer = quiet_trainer(
         max_steps=3,
-        num_sanity_val_steps=0,
         limit_val_batches=0,
     )
     trainer.fit(module, datamodule=data)
