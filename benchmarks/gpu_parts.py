@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,24 +86,21 @@ FULL = Sizes(
     data_profile_images=8,
     data_min_pass_s=2.0,
 )
-# The same classes and dtypes at tiny sizes; ResNet-18 instead of 50 keeps the CPU step short.
-SMOKE = Sizes(
+# The same classes, dtypes and data images at tiny sizes; ResNet-18 instead of 50 keeps the CPU step short.
+SMOKE = replace(
+    FULL,
     smoke=True,
     loss_shapes=((2, 19, 16, 32), (2, 150, 8, 16)),
-    dtypes=("float32", "bfloat16"),
     loss_rounds=3,
     loss_warmup=1,
     step_batch=2,
     step_size=(64, 128),
     step_backbone="resnet18",
-    step_classes=19,
     step_warmup=1,
     step_steps=2,
     ddp_image_size=32,
     ddp_steps=2,
-    data_images=24,
     data_scale=0.1,
-    data_workers=(0, 1),
     data_repeats=1,
     data_profile_images=4,
     data_min_pass_s=0.1,
