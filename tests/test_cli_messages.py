@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from test_run_safety import MAX_ERROR_LINES, pat_seg
 
 from pat_seg.cli.errors import configuration_error, project_error
 from pat_seg.exceptions import ConfigurationError
 from pat_seg.experiments.run_folder import ResumeError
-
-PAT_SEG = str(Path(sys.executable).parent / "pat-seg")
-REPO = Path(__file__).resolve().parents[1]
-MAX_ERROR_LINES = 15
-
-
-def pat_seg(*args: str, cwd: Path | None = None, debug: bool = False) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    environment.pop("PAT_SEG_DEBUG", None)
-    if debug:
-        environment["PAT_SEG_DEBUG"] = "1"
-    return subprocess.run(
-        [PAT_SEG, *args], cwd=cwd or REPO, env=environment, capture_output=True, text=True, timeout=300
-    )
 
 
 def test_top_level_help_names_every_command() -> None:

@@ -8,10 +8,7 @@ back to the source files would fail.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +17,9 @@ import numpy as np
 import pytest
 from test_data_cityscapes import every_id_label, write_png
 from test_ddp import free_port
-from test_resume import REPO, assert_same_weights, last_checkpoint, run_pat_seg, tiny_config
+from test_resume import assert_same_weights, last_checkpoint, run_pat_seg, tiny_config
+from test_run_safety import pat_seg
 
-PAT_SEG = str(Path(sys.executable).parent / "pat-seg")
 NUM_TRAIN, NUM_VAL = 16, 4
 MAX_ERROR_LINES = 15
 
@@ -75,16 +72,6 @@ def cityscapes_config(root: Path, data_root: Path, callbacks: list[dict] = ()) -
     return path
 
 
-def console(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    environment = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
-    }
-    environment.pop("PAT_SEG_DEBUG", None)
-    return subprocess.run([PAT_SEG, *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
-
-
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cityscapes")
@@ -96,7 +83,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_fit_requiring_a_prepared_split_without_one_names_the_command(tmp_path: Path) -> None:
     write_cityscapes_set(tmp_path / "data")
     config = cityscapes_config(tmp_path / "run", tmp_path / "data")
-    result = console("fit", "--config", str(config), cwd=tmp_path)
+    result = pat_seg("fit", "--config", str(config), cwd=tmp_path, timeout=600)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr[-3000:]
     assert len(lines) <= MAX_ERROR_LINES, result.stderr
@@ -109,11 +96,11 @@ def test_fit_requiring_a_prepared_split_without_one_names_the_command(tmp_path: 
 def test_prepare_then_fit_from_the_console_script(tmp_path: Path) -> None:
     write_cityscapes_set(tmp_path / "data")
     config = cityscapes_config(tmp_path / "run", tmp_path / "data")
-    prepared = console("prepare", "--config", str(config), "--workers", "2", cwd=tmp_path)
+    prepared = pat_seg("prepare", "--config", str(config), "--workers", "2", cwd=tmp_path, timeout=600)
     assert prepared.returncode == 0, prepared.stderr[-3000:]
     for split in ("train", "val", "test"):
         assert f"{split}: " in prepared.stderr and "images/s" in prepared.stderr
-    fit = console("fit", "--config", str(config), "--trainer.max_epochs=1", cwd=tmp_path)
+    fit = pat_seg("fit", "--config", str(config), "--trainer.max_epochs=1", cwd=tmp_path, timeout=600)
     assert fit.returncode == 0, fit.stderr[-3000:]
     assert "source files" not in fit.stderr + fit.stdout
     checkpoint = last_checkpoint(tmp_path / "run", 0)

@@ -25,14 +25,22 @@ TINY_DATA = {"num_train": 8, "num_val": 2, "num_test": 2, "image_size": 16, "bat
 TINY_TRAINER = {"max_epochs": 1, "enable_progress_bar": False, "enable_model_summary": False, "accelerator": "cpu"}
 
 
-def pat_seg(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def pat_seg(
+    *args: str, cwd: Path | None = None, debug: bool = False, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """The ``pat-seg`` console script on this checkout (and tests/, for test-only classes), in ``cwd``
+    (default: the repository), with ``PAT_SEG_DEBUG`` set only when ``debug``."""
     environment = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
     }
     environment.pop("PAT_SEG_DEBUG", None)
-    return subprocess.run([PAT_SEG, *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=300)
+    if debug:
+        environment["PAT_SEG_DEBUG"] = "1"
+    return subprocess.run(
+        [PAT_SEG, *args], cwd=cwd or REPO, env=environment, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def write(path: Path, config: dict) -> Path:
