@@ -6,6 +6,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.aggregation import MeanMetric
@@ -112,7 +113,7 @@ class SegmentationModule(L.LightningModule):
             for metrics in (self.val_metrics, self.test_metrics):
                 metrics.class_names = list(names)
         recorded["class_names"] = list(self.val_metrics.class_names)
-        if stage == "fit" and self.example_input_array is None and hasattr(datamodule, "dataset"):
+        if stage == "fit" and self._summary_counts_flops() and hasattr(datamodule, "dataset"):
             # The model summary counts FLOPs on this input (one validation image); without one it prints 0.
             image = datamodule.dataset("val")[0]["image"]
             self.example_input_array = torch.zeros(1, *image.shape, dtype=image.dtype)
@@ -130,6 +131,13 @@ class SegmentationModule(L.LightningModule):
             if getattr(self.loss, "needs_class_presence", False) and getattr(self.loss, "class_presence", None) is None:
                 self.loss.set_class_presence(statistics.presence)  # type: ignore[operator]  # checked by getattr above; nn.Module types attributes as Tensor | Module
         self.record_hparams(**recorded)  # one call: a logger with a default hp_metric writes one per call
+
+    def _summary_counts_flops(self) -> bool:
+        """Whether the trainer prints a model summary that would count FLOPs on an example input: not
+        without a summary, and not with ``compile_model`` (one more shape would be one more compilation)."""
+        if self.example_input_array is not None or self.hparams["compile_model"] or not self.trainer.is_global_zero:
+            return False
+        return any(isinstance(callback, ModelSummary) for callback in getattr(self.trainer, "callbacks", []))
 
     def _shared_class_statistics(self, datamodule: Any) -> Any:
         """Training class statistics computed on rank 0 and broadcast, so every process holds the same."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -15,7 +16,9 @@ from torch import nn
 
 from pat_seg.callbacks.predictions import class_palette
 from pat_seg.data import SyntheticLongTailDataModule
+from pat_seg.losses import CrossEntropyLoss
 from pat_seg.models import UNet
+from pat_seg.module import SegmentationModule
 
 TINY = [f"--data.{key}={value}" for key, value in TINY_DATA.items()] + [
     "--model.model.init_args.base_channels=4",
@@ -192,3 +195,26 @@ def test_prepare_help_shows_its_own_options_not_fits(tmp_path: Path) -> None:
     assert lines[0].startswith("usage: pat-seg prepare") and len(lines) <= 15  # fit's help is over 500 lines
     assert "--splits" in result.stdout and "--workers" in result.stdout and "pat-seg fit --help" in result.stdout
     assert "--trainer." not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "summary, compile_model, expected",
+    [(True, False, (1, 3, 16, 16)), (False, False, None), (True, True, None)],
+    ids=["summary", "no-summary", "compiled"],
+)
+def test_an_example_input_is_made_only_for_a_summary_that_counts_flops(
+    summary: bool, compile_model: bool, expected: tuple[int, ...] | None
+) -> None:
+    # Not a console test: it checks that no other fit pays for the summary's example forward (with
+    # compile_model it would also be one more compilation), so it calls setup as fit does.
+    network = UNet(num_classes=9, base_channels=4, depth=1)
+    module = SegmentationModule(network, CrossEntropyLoss(), num_classes=9, compile_model=compile_model)
+    data = SyntheticLongTailDataModule(num_train=4, num_val=2, num_test=2, image_size=16, batch_size=2)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_model_summary=summary, enable_checkpointing=False)
+    trainer.strategy.connect(module)
+    module.trainer = trainer
+    trainer.datamodule = data  # type: ignore[misc]
+    data.setup("fit")
+    module.setup("fit")
+    shape = None if module.example_input_array is None else tuple(module.example_input_array.shape)
+    assert shape == expected
