@@ -187,8 +187,8 @@ def _check_budget(checkpoint: Path, epochs: int, step: int, max_epochs: int | No
         if limit is not None and limit >= 0 and done >= limit:
             verb = "already finished" if done == limit else "cannot resume"
             raise ResumeError(
-                f"{verb} {checkpoint}: it has {unit.format(done)} (epoch {epochs}, global step {step}) and --trainer.{flag}={limit}; "
-                f"raise --trainer.{flag} above {done} to train it further"
+                f"{verb} {checkpoint}: it has {unit.format(done)} (epoch {epochs}, global step {step}) and "
+                f"--trainer.{flag}={limit}; raise --trainer.{flag} above {done} to train it further"
             )
 
 
