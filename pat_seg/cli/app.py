@@ -132,18 +132,27 @@ class PatSegCLI(LightningCLI):
             rank_zero_info(message)
         settings["ckpt_path"] = str(plan.checkpoint) if plan.checkpoint is not None else None
         if plan.run is not None:
-            kwargs["logger"] = self._logger_for(plan.run, plan.purge_step, plan.subfolder)
+            # A configured TensorBoardLogger's save_dir, name and version are kept, its other options are not.
+            # The HParams tab gets real metrics at the end, no hp_metric; TensorBoard hides the events that
+            # a resumed run's interrupted process wrote after its checkpoint (purge_step).
+            kwargs["logger"] = TensorBoardLogger(
+                str(plan.run.save_dir),
+                name=plan.run.experiment,
+                version=plan.run.version,
+                sub_dir=plan.subfolder,
+                default_hp_metric=False,
+                purge_step=plan.purge_step,
+            )
         kwargs["plugins"] = with_safe_checkpoints(trainer_settings.get("plugins"), plan)
-        if self.subcommand != "fit" and plan.run is not None and plan.run.path is not None:
+        callbacks = one_or_many(trainer_settings.get("callbacks"))
+        if self.subcommand == "fit":
+            kwargs["callbacks"] = [*callbacks, RunSummary(config)]
+        elif plan.run is not None and plan.run.path is not None:
             # Checkpoint callbacks write nothing outside fit, but an evaluation restores their state
             # from the checkpoint: pointed at the run's own folder, it reloads without complaint.
-            for callback in trainer_settings.get("callbacks") or []:
+            for callback in callbacks:
                 if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                     callback.dirpath = str(plan.run.checkpoints)
-        if self.subcommand == "fit":
-            configured = trainer_settings.get("callbacks") or []
-            configured = list(configured) if isinstance(configured, (list, tuple)) else [configured]
-            trainer_settings["callbacks"] = [*configured, RunSummary(config)]
         return super().instantiate_trainer(**kwargs)
 
     def after_test(self) -> None:
@@ -171,17 +180,6 @@ class PatSegCLI(LightningCLI):
             root = Path(trainer_settings.get("default_root_dir") or Path.cwd())
             return RunFolder(root / "lightning_logs", settings["name"])
         return None
-
-    def _logger_for(self, folder: RunFolder, purge_step: int | None, sub_dir: str | None) -> TensorBoardLogger:
-        """A TensorBoard logger writing into ``folder`` (or its evaluation ``sub_dir``); a configured
-        TensorBoardLogger's save_dir, name and version are kept, its other options are not."""
-        options: dict[str, Any] = {"default_hp_metric": False}  # the HParams tab gets real metrics at the end
-        if purge_step is not None:
-            # Events the interrupted process wrote after the checkpoint are hidden by TensorBoard.
-            options["purge_step"] = purge_step
-        return TensorBoardLogger(
-            str(folder.save_dir), name=folder.experiment, version=folder.version, sub_dir=sub_dir, **options
-        )
 
 
 def fill_classes_from_run(config: Namespace) -> None:
@@ -228,9 +226,14 @@ def check_weights_fit(module: Any, state: dict[str, Any], checkpoint: Path | Non
     )
 
 
+def one_or_many(configured: Any) -> list[Any]:
+    """A trainer option that takes one object or a list of them (callbacks, plugins), as a list."""
+    return [] if configured is None else list(configured) if isinstance(configured, (list, tuple)) else [configured]
+
+
 def with_safe_checkpoints(configured: Any, plan: CommandPlan) -> list[Any]:
     """The trainer's plugins with :class:`SafeCheckpointIO` reading and writing its checkpoints."""
-    plugins = [] if configured is None else list(configured) if isinstance(configured, (list, tuple)) else [configured]
+    plugins = one_or_many(configured)
     if any(isinstance(plugin, CheckpointIO) for plugin in plugins):
         raise ConfigurationError(
             "pat-seg reads and writes checkpoints itself (safe loading, atomic saves): "
@@ -293,21 +296,21 @@ def run_quietly(args: list[str]) -> PatSegCLI:
 
 def main(argv: list[str] | None = None) -> None:
     """``pat-seg COMMAND ...``: the four Lightning subcommands, and ``report`` / ``sweep`` / ``prepare``."""
-    explicit = argv
-    argv = list(sys.argv[1:] if argv is None else argv)
+    args = list(sys.argv[1:] if argv is None else argv)
     ignore_third_party_warnings()
-    if not argv or argv[0] in ("-h", "--help"):
+    if not args or args[0] in ("-h", "--help"):
         sys.stdout.write(top_level_help())
-        sys.exit(0 if argv else 2)
-    command = argv[0]
+        sys.exit(0 if args else 2)
+    command = args[0]
     if command in TOOLS:
-        import_module(TOOLS[command]).main(argv[1:])
+        import_module(TOOLS[command]).main(args[1:])
         return
     if command not in COMMANDS and not command.startswith("-"):
         sys.stderr.write(f"pat-seg: error: unknown command {command!r}; expected one of {', '.join(COMMANDS)}\n")
         sys.exit(2)
     with short_errors(command):
-        cli_main(None if explicit is None else argv)
+        # None: LightningCLI reads sys.argv itself (given arguments and a sys.argv as well, it warns).
+        cli_main(None if argv is None else args)
 
 
 if __name__ == "__main__":
