@@ -1,10 +1,9 @@
 """The ``pat-seg`` command: LightningCLI over :class:`SegmentationModule` and the data modules.
 
 ``pat-seg fit`` with no arguments trains on the embedded synthetic data with the defaults of
-``pat_seg/configs/default.yaml``; ``--config`` files and flags override them. The data module's
-``num_classes`` and ``ignore_index`` flow to the module, the network and the loss, so a config never
-repeats them. Where each command writes is decided here (:mod:`pat_seg.experiments`): one folder per
-run, resumed in place, evaluations and predictions inside the run they evaluate.
+``pat_seg/configs/default.yaml``; ``--config`` files and flags override them. Where a command writes
+(one folder per run, resumed in place, evaluations inside the run they evaluate) is planned by
+:mod:`pat_seg.experiments.command_plan` before the Trainer exists.
 """
 
 from __future__ import annotations
@@ -40,7 +39,6 @@ from pat_seg.experiments.run_summary import RunSummary
 from pat_seg.module import SegmentationModule
 
 DEFAULT_CONFIG = str(files("pat_seg") / "configs" / "default.yaml")
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
 # Commands that are not one Trainer: `report` and `sweep` work on many runs, `prepare` on a data set.
 TOOLS = {"report": "pat_seg.experiments.report", "sweep": "pat_seg.experiments.sweep", "prepare": "pat_seg.cli.prepare"}
 
@@ -49,6 +47,8 @@ class PatSegCLI(LightningCLI):
     """LightningCLI with pat-seg's argument links, run folders and resume in place."""
 
     def add_arguments_to_parser(self, parser: Any) -> None:
+        # The data module's class count and ignore index reach the module, the network and the loss,
+        # so a config never repeats them.
         for source, targets in {
             "data.num_classes": ("model.num_classes", "model.model.init_args.num_classes"),
             "data.ignore_index": ("model.ignore_index", "model.loss.init_args.ignore_index"),
@@ -68,10 +68,9 @@ class PatSegCLI(LightningCLI):
     # Lightning offers no public switch for this: the one private LightningCLI method pat-seg overrides
     # (tests/test_lightning_private_api.py fails by name if a Lightning release removes it).
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI would re-parse the checkpoint's hyperparameters as `model.*` options, but
-        # num_classes and ignore_index are link targets (set from the data module), which a parser
-        # may not be given. The config defines the module; the checkpoint supplies its weights.
-        return
+        """Nothing. LightningCLI would re-parse the checkpoint's hyperparameters as ``model.*`` options, but
+        num_classes and ignore_index are link targets (set from the data module), which a parser may not
+        be given. The config defines the module; the checkpoint supplies its weights."""
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
         try:
@@ -257,7 +256,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> PatSegCLI:
     # raised (explained by pat_seg.cli.errors) instead of jsonargparse printing the usage before it.
     strict = {"formatter_class": PatSegHelpFormatter, "allow_abbrev": False, "exit_on_error": False}
     parser_kwargs: dict[str, Any] = {
-        command: {"default_config_files": [DEFAULT_CONFIG], **strict} for command in SUBCOMMANDS
+        command: {"default_config_files": [DEFAULT_CONFIG], **strict} for command in PatSegCLI.subcommands()
     }
     parser_kwargs.update(strict)
     return PatSegCLI(
@@ -311,7 +310,3 @@ def main(argv: list[str] | None = None) -> None:
     with short_errors(command):
         # None: LightningCLI reads sys.argv itself (given arguments and a sys.argv as well, it warns).
         cli_main(None if argv is None else args)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,12 +1,8 @@
-"""pat-seg's own errors end a ``pat-seg`` command with a short message instead of a traceback.
-
-Errors are told apart by type (:mod:`pat_seg.exceptions`), not by where they were raised: a
-:class:`~pat_seg.exceptions.ConfigurationError` is printed as ``pat-seg <command>: error: <message>``
-and exits 2, a :class:`~pat_seg.exceptions.RunFailure` likewise with exit 1. A ``ValueError`` or
-``TypeError`` with which a configured class rejected its arguments while the command was being set
-up is a configuration error too (:func:`configuration_error`). Any other exception -- a torch error
-in pat-seg's own code, an out-of-memory error, a bug -- keeps its full traceback.
-``PAT_SEG_DEBUG=1`` shows the traceback of every error.
+"""pat-seg's own errors end a ``pat-seg`` command with ``pat-seg <command>: error: <message>`` and their
+exit code instead of a traceback. They are told apart by type (:mod:`pat_seg.exceptions` says which, and
+why every other exception keeps its traceback). A ``ValueError`` or ``TypeError`` with which a configured
+class rejected its arguments while the command was being set up is a configuration error too
+(:func:`configuration_error`). ``PAT_SEG_DEBUG=1`` shows the traceback of every error.
 """
 
 from __future__ import annotations

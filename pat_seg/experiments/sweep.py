@@ -95,14 +95,14 @@ def _configs_and_args(entry: dict[str, Any], where: str) -> tuple[list[str], dic
     return list(configs), dict(args or {})
 
 
-def _fill(text: Any, choice: dict[str, str], where: str) -> Any:
-    """Replace ``{axis}`` in a string by the value name chosen on that axis."""
+def _fill(text: Any, choice: dict[str, str], path: Path) -> Any:
+    """Replace ``{axis}`` in a string of the sweep file ``path`` by the value name chosen on that axis."""
     if not isinstance(text, str):
         return text
     try:
         return text.format(**choice)
     except (KeyError, IndexError) as error:
-        raise ValueError(f"{where} refers to {error} but the axes are {sorted(choice)}") from None
+        raise ValueError(f"{path} refers to {error} but the axes are {sorted(choice)}") from None
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -134,13 +134,9 @@ def load_sweep(path: str | Path) -> Sweep:
             more_configs, more_args = _configs_and_args(entry, f"{where}.")
             configs += more_configs
             args.update(more_args)
-        runs.append(
-            SweepRun(
-                version="-".join(choice.values()),
-                configs=[_fill(c, choice, str(path)) for c in configs],
-                args={k: _fill(v, choice, str(path)) for k, v in args.items()},
-            )
-        )
+        configs = [_fill(config, choice, path) for config in configs]
+        args = {key: _fill(value, choice, path) for key, value in args.items()}
+        runs.append(SweepRun("-".join(choice.values()), configs, args))
     return Sweep(name, str(spec.get("save_dir") or "lightning_logs"), runs, dict(spec.get("slurm") or {}))
 
 
