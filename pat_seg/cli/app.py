@@ -184,9 +184,8 @@ class PatSegCLI(LightningCLI):
 def fill_classes_from_run(config: Namespace) -> None:
     """An image folder predicted with a run's checkpoint takes the run's classes, unless given."""
     data = config.get("data")
-    if not isinstance(data, Namespace) or not str(data.get("class_path", "")).endswith("ImageFolderDataModule"):
-        return
-    if data.init_args.get("num_classes") is not None:
+    image_folder = isinstance(data, Namespace) and str(data.get("class_path", "")).endswith("ImageFolderDataModule")
+    if not image_folder or data.init_args.get("num_classes") is not None:
         return
     run = run_of(config.get("ckpt_path"), list(config.get("config") or []))
     hparams = run.path / HPARAMS if run is not None and run.path is not None else None
