@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from argparse import ArgumentError
+from contextlib import ExitStack
 from importlib import import_module
 from importlib.resources import files
 from pathlib import Path
@@ -279,17 +280,13 @@ def run_quietly(args: list[str]) -> PatSegCLI:
     hidden from LightningCLI, which would warn about it. Warnings and errors of the run still show.
     """
     ignore_third_party_warnings()
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels, host_argv = [logger.level for logger in loggers], sys.argv
-    try:
-        for logger in loggers:
+    with ExitStack() as restore:  # each change below is undone when the command ends, however it ends
+        for logger in map(logging.getLogger, ("lightning.pytorch", "lightning.fabric")):
+            restore.callback(logger.setLevel, logger.level)
             logger.setLevel(logging.WARNING)
-        sys.argv = host_argv[:1]
+        restore.callback(setattr, sys, "argv", sys.argv)
+        sys.argv = sys.argv[:1]
         return cli_main(args)
-    finally:
-        sys.argv = host_argv
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> None:
