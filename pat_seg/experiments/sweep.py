@@ -110,7 +110,14 @@ def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"sweep file {str(path)!r} does not exist")
-    spec = yaml.safe_load(path.read_text()) or {}
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.MarkedYAMLError as error:  # e.g. unquoted braces in a flow mapping: {configs: [{loss}.yaml]}
+        mark = error.problem_mark
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"{path}{where} is not valid YAML: {error.problem} (quote values that hold braces)") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path} must be a mapping of name, save_dir, configs, args, axes, slurm; got {spec!r}")
     unknown = set(spec) - {"name", "save_dir", "configs", "args", "axes", "slurm"}
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}; expected name, save_dir, configs, args, axes, slurm")
