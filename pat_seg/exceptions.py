@@ -14,9 +14,13 @@ from __future__ import annotations
 class PatSegError(Exception):
     """Base of the errors pat-seg raises on purpose, with a message meant for the person running it."""
 
+    exit_code = 1  # of the `pat-seg` command it ends: a run failure's; a configuration error's is 2
+
 
 class ConfigurationError(PatSegError, ValueError):
     """The command, its configuration or its input cannot be used as given (exit code 2)."""
+
+    exit_code = 2
 
 
 class RunFailure(PatSegError, RuntimeError):

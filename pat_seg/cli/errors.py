@@ -17,10 +17,8 @@ from contextlib import contextmanager
 from importlib import import_module
 from pathlib import Path
 
-from pat_seg.exceptions import ConfigurationError, PatSegError, RunFailure
+from pat_seg.exceptions import ConfigurationError, PatSegError
 
-CONFIGURATION_ERROR = 2
-RUN_FAILURE = 1
 MAX_MESSAGE_LINES = 12
 
 
@@ -66,7 +64,7 @@ def short_errors(command: str) -> Iterator[None]:
             lines = lines[:MAX_MESSAGE_LINES] + ["..."]
         lines[0] = f"pat-seg {command}: error: {lines[0]}"
         sys.stderr.write("\n".join([*lines, "(set PAT_SEG_DEBUG=1 to see the traceback)"]) + "\n")
-        sys.exit(RUN_FAILURE if isinstance(cause, RunFailure) else CONFIGURATION_ERROR)
+        sys.exit(cause.exit_code)
 
 
 _UNACCEPTED = re.compile(
