@@ -10,10 +10,11 @@ Utilisation tags (``utilisation/...``, logged per epoch) are averaged over the e
 Cells are the mean over the runs that differ only in seed, ``± sample standard deviation`` (n-1)
 when there are two or more, and the number of runs ``(n=3)``; the best mean of each column (within
 each model for Tables 4 and 5) is marked. Runs are pooled only when their saved configs are equal
-apart from the seeds and logging settings (:attr:`pat_seg.experiments.runs.Run.identity`): runs that differ in
-anything else (epochs, batch size, precision, ...) get rows of their own, labelled with what differs,
-and of two runs of one experiment with the same seeds only the newest counts (a warning names both). mIoU, pixel accuracy and IoU are printed in percent, Dice error (1 - mean Dice) as a
-fraction, as in the paper; CSV holds the raw values.
+apart from the seeds and logging settings (:attr:`pat_seg.experiments.runs.Run.identity`): runs that
+differ in anything else (epochs, batch size, precision, ...) get rows of their own, labelled with what
+differs, and of two runs of one experiment with the same seeds only the newest counts (a warning names
+both). mIoU, pixel accuracy and IoU are printed in percent, Dice error (1 - mean Dice) as a fraction,
+as in the paper; CSV holds the raw values.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import math
 import re
 import statistics
 import sys
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,16 +96,17 @@ class Table:
         cell = self.cells.get((row, column))
         return "" if cell is None else format_cell(cell, column[1])
 
-    def mark_best(self, within: Callable[[Row], object] = lambda row: None) -> None:
-        """Mark the best mean of every column among the rows that share ``within(row)``."""
+    def mark_best(self) -> None:
+        """Mark the best mean of every column among the rows that differ only in their last label (the
+        method): within each model where the rows are (model, method)."""
         for column in self.columns:
             higher = metric_spec(column[1])[2]
             if higher is None:
                 continue
-            groups: dict[object, list[Row]] = {}
+            groups: dict[Row, list[Row]] = {}
             for row in self.rows:
                 if (row, column) in self.cells:
-                    groups.setdefault(within(row), []).append(row)
+                    groups.setdefault(row[:-1], []).append(row)
             for rows in groups.values():
                 if len(rows) < 2:
                     continue  # a lone entry is not "best" of anything
@@ -189,42 +192,6 @@ def label_runs(runs: Sequence[Run], warn: Callable[[str], None] = lambda message
     return entries
 
 
-def _natural(text: str) -> tuple:
-    """Sort key that orders ``T=5`` before ``T=10``."""
-    return tuple(float(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", text)))
-
-
-def _paper_order(label: str, names: Sequence[str]) -> tuple:
-    """The paper's row order (CE ... PAT; SegNet ... DLV3+), unknown names last, then naturally."""
-    base = label.split(" (")[0]
-    return (names.index(base) if base in names else len(names), _natural(label))
-
-
-METHOD_ORDER = [label for label, _ in LOSS_LABELS.values()]
-MODEL_ORDER = list(MODEL_LABELS.values())
-
-
-def _fill(
-    table: Table,
-    runs: Sequence[LabelledRun],
-    row_of: Callable[[LabelledRun], Row],
-    value_of: Callable[[Run, str], float | None],
-    group_of: Callable[[LabelledRun], str],
-) -> Table:
-    """Put every run's value into the cell of its row and of each column of its group."""
-    values: dict[tuple[Row, Column], list[float]] = {}
-    for entry in runs:
-        for column in table.columns:
-            if column[0] != group_of(entry):
-                continue
-            value = value_of(entry.run, column[1])
-            if value is not None and not math.isnan(value):
-                values.setdefault((row_of(entry), column), []).append(value)
-    table.cells = {key: Cell(v) for key, v in values.items()}
-    table.rows = [row for row in table.rows if any((row, c) in table.cells for c in table.columns)]
-    return table
-
-
 def reported_entries(
     runs: Sequence[Run], split: str, warn: Callable[[str], None] = lambda message: None
 ) -> list[LabelledRun]:
@@ -236,97 +203,109 @@ def reported_entries(
     return label_runs([run for run in runs if run.last(f"{split}/miou") is not None], warn)
 
 
+def _value(run: Run, split: str, tag: str) -> float | None:
+    """What ``run`` puts in a cell of ``tag`` (module docstring): the last logged value, the mean over
+    epochs for utilisation; None when it has none or NaN (e.g. the IoU of a class the split lacks)."""
+    value = run.epoch_mean(tag) if tag.startswith(UTILISATION_PREFIX) else run.last(f"{split}/{tag}")
+    return None if value is None or math.isnan(value) else value
+
+
+def _natural(text: str) -> tuple:
+    """Sort key that orders ``T=5`` before ``T=10``."""
+    return tuple(float(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", text)))
+
+
+def _paper_order(label: str, names: Sequence[str]) -> tuple:
+    """The paper's row order (CE ... PAT; SegNet ... DLV3+), unknown names last, then naturally."""
+    base = label.split(" (")[0]
+    return (names.index(base) if base in names else len(names), _natural(label))
+
+
+# The order of each label's values in rows and tables: data sets naturally, models and methods as in the paper.
+ORDERS: dict[str, Sequence[str]] = {
+    "dataset": (),
+    "model": list(MODEL_LABELS.values()),
+    "method": [label for label, _ in LOSS_LABELS.values()],
+}
+HEADERS = {"dataset": "Data set", "model": "Model", "method": "Method"}
+
+
+def _by_label(entries: Iterable[LabelledRun], label: str) -> dict[str, list[LabelledRun]]:
+    """The entries by their ``label`` (``dataset``, ``model`` or ``method``), in :data:`ORDERS`."""
+    groups: dict[str, list[LabelledRun]] = {}
+    for entry in entries:
+        groups.setdefault(getattr(entry, label), []).append(entry)
+    return {key: groups[key] for key in sorted(groups, key=lambda key: _paper_order(key, ORDERS[label]))}
+
+
+def _each_dataset_and_model(entries: Sequence[LabelledRun]) -> Iterator[tuple[str, str, list[LabelledRun]]]:
+    """``(data set, model, their entries)`` for every pair that ran, data set by data set."""
+    for dataset, of_dataset in _by_label(entries, "dataset").items():
+        for model, mine in _by_label(of_dataset, "model").items():
+            yield dataset, model, mine
+
+
+def _table(
+    title: str,
+    labels: Row,
+    entries: Sequence[LabelledRun],
+    tags: Sequence[str],
+    note: str,
+    split: str,
+    datasets: Sequence[str] | None = None,
+    orders: dict[str, Sequence[str]] = ORDERS,
+) -> Table:
+    """Each run's :func:`_value` of every tag, in the row of its ``labels`` (e.g. model and method) and
+    the tag's column: its data set's when the columns are per data set (``datasets``). Rows without a
+    value are left out; the others are sorted by ``orders``."""
+    columns = [("", tag) for tag in tags] if datasets is None else [(d, tag) for d in datasets for tag in tags]
+    values: dict[tuple[Row, Column], list[float]] = {}
+    for entry in entries:
+        row = tuple(getattr(entry, label) for label in labels)
+        group = "" if datasets is None else entry.dataset
+        for column in columns:
+            value = _value(entry.run, split, column[1]) if column[0] == group else None
+            if value is not None:
+                values.setdefault((row, column), []).append(value)
+    rows = sorted(
+        {row for row, _ in values},
+        key=lambda row: tuple(_paper_order(text, orders[label]) for text, label in zip(row, labels)),
+    )
+    cells = {key: Cell(cell_values) for key, cell_values in values.items()}
+    return Table(title, tuple(HEADERS[label] for label in labels), rows, columns, cells, note=note)
+
+
 def build_tables(entries: Sequence[LabelledRun], split: str = "val") -> list[Table]:
     """Tables 3-6 and the utilisation table for ``entries`` (those with nothing to show are left out)."""
-
-    def last(run: Run, tag: str) -> float | None:
-        return run.last(f"{split}/{tag}")
-
-    def ordered(values: set[str], order: Sequence[str]) -> list[str]:
-        return sorted(values, key=lambda label: _paper_order(label, order))
-
-    datasets = sorted({e.dataset for e in entries}, key=_natural)
-    models = ordered({e.model for e in entries}, MODEL_ORDER)
-    tables = []
+    datasets = list(_by_label(entries, "dataset"))
+    by_model = _by_label(entries, "model")
     note = f"last epoch of `{split}/*`; mean ± std over seeds"
-
-    for model in models:  # Table 3: one per model (the paper's is SegNet)
-        mine = [e for e in entries if e.model == model]
-        table = Table(
-            f"Table 3: method x data set ({model})",
-            ("Method",),
-            [(m,) for m in ordered({e.method for e in mine}, METHOD_ORDER)],
-            [(d, t) for d in datasets for t in ("miou", "pixel_accuracy", "dice_error")],
-            {},
-            note=note,
+    table_3, tables_4_5 = ("miou", "pixel_accuracy", "dice_error"), ("miou", "pixel_accuracy")
+    tables = [  # Table 3: one per model (the paper's is SegNet)
+        _table(f"Table 3: method x data set ({model})", ("method",), mine, table_3, note, split, datasets)
+        for model, mine in by_model.items()
+    ]
+    note_4_5 = note + "; best within each model"
+    if len(by_model) > 1:  # Table 4: model x method
+        tables.append(
+            _table("Table 4: model x method", ("model", "method"), entries, tables_4_5, note_4_5, split, datasets)
         )
-        tables.append(_fill(table, mine, lambda e: (e.method,), last, lambda e: e.dataset))
-
-    if len(models) > 1:  # Table 4: model x method, best within each model
-        table = Table(
-            "Table 4: model x method",
-            ("Model", "Method"),
-            [(m, x) for m in models for x in ordered({e.method for e in entries if e.model == m}, METHOD_ORDER)],
-            [(d, t) for d in datasets for t in ("miou", "pixel_accuracy")],
-            {},
-            note=note + "; best within each model",
-        )
-        tables.append(_fill(table, entries, lambda e: (e.model, e.method), last, lambda e: e.dataset))
-
     pat = [e for e in entries if e.is_pat]
-    if len({e.method for e in pat}) > 1:  # Table 5: PAT's temperature (and any other PAT setting)
-        table = Table(
-            "Table 5: PAT settings (temperature, ablations)",
-            ("Model", "Method"),
-            [(m, x) for m in models for x in sorted({e.method for e in pat if e.model == m}, key=_natural)],
-            [(d, t) for d in datasets for t in ("miou", "pixel_accuracy")],
-            {},
-            note=note + "; best within each model",
-        )
-        tables.append(_fill(table, pat, lambda e: (e.model, e.method), last, lambda e: e.dataset))
-
-    for dataset in datasets:  # Table 6: per-class IoU, one per data set and model
-        for model in models:
-            mine = [e for e in entries if e.dataset == dataset and e.model == model]
-            if not mine:
-                continue
-            classes = mine[0].run.class_names(split)
-            tags = [f"iou/{c}" for c in classes] + ["miou_head", "miou_tail", "miou"]
-            table = Table(
-                f"Table 6: per-class IoU ({dataset}, {model})",
-                ("Method",),
-                [(m,) for m in ordered({e.method for e in mine}, METHOD_ORDER)],
-                [("", t) for t in tags],
-                {},
-                note=note + "; tail = rarest third of training pixels",
-            )
-            tables.append(_fill(table, mine, lambda e: (e.method,), last, lambda e: ""))
-
+    if len({e.method for e in pat}) > 1:  # Table 5: PAT's temperature (and any other PAT setting), in natural order
+        title = "Table 5: PAT settings (temperature, ablations)"
+        natural = {**ORDERS, "method": ()}
+        tables.append(_table(title, ("model", "method"), pat, tables_4_5, note_4_5, split, datasets, natural))
+    note_6 = note + "; tail = rarest third of training pixels"
+    for dataset, model, mine in _each_dataset_and_model(entries):  # Table 6: per-class IoU
+        tags = [f"iou/{c}" for c in mine[0].run.class_names(split)] + ["miou_head", "miou_tail", "miou"]
+        tables.append(_table(f"Table 6: per-class IoU ({dataset}, {model})", ("method",), mine, tags, note_6, split))
     utilisation = sorted({t for e in entries for t in e.run.scalars if t.startswith(UTILISATION_PREFIX)})
     if utilisation:  # Fig. 5's numbers: per-epoch costs averaged over epochs
-        table = Table(
-            "Utilisation (Fig. 5)",
-            ("Data set", "Model", "Method"),
-            sorted(
-                {(e.dataset, e.model, e.method) for e in entries},
-                key=lambda r: (_natural(r[0]), _paper_order(r[1], MODEL_ORDER), _paper_order(r[2], METHOD_ORDER)),
-            ),
-            [("", t) for t in utilisation],
-            {},
-            note="mean over epochs of each run; mean ± std over seeds",
-        )
-        tables.append(
-            _fill(
-                table,
-                entries,
-                lambda e: (e.dataset, e.model, e.method),
-                lambda run, tag: run.epoch_mean(tag),
-                lambda e: "",
-            )
-        )
-
+        labels = ("dataset", "model", "method")
+        note_5 = "mean over epochs of each run; mean ± std over seeds"
+        tables.append(_table("Utilisation (Fig. 5)", labels, entries, utilisation, note_5, split))
     for table in tables:
-        table.mark_best((lambda row: row[0]) if table.title.startswith(("Table 4", "Table 5")) else (lambda row: None))
+        table.mark_best()
     return tables
 
 
@@ -361,36 +340,26 @@ def paired_tables(
     Bonferroni level ``1 - (1 - confidence) / m``, so the family's intervals hold together.
     """
     tables = []
-    for model in sorted({e.model for e in entries}, key=lambda label: _paper_order(label, MODEL_ORDER)):
-        mine = [e for e in entries if e.model == model]
+    for model, mine in _by_label(entries, "model").items():
         # (dataset, method, metric) -> (per-seed method values, per-seed baseline values)
         pairs: dict[tuple[str, str, str], tuple[dict, dict]] = {}
-        for dataset in sorted({e.dataset for e in mine}, key=_natural):
-            here = [e for e in mine if e.dataset == dataset]
-            baselines = sorted({e.method for e in here if _is_baseline(e.method, against)})
+        for dataset, here in _by_label(mine, "dataset").items():
+            methods = _by_label(here, "method")
+            baselines = sorted(method for method in methods if _is_baseline(method, against))
             if len(baselines) > 1:
                 exact = " or ".join(f"--paired-against '{label}'" for label in baselines)
                 warn(f"{against!r} names {len(baselines)} methods on {dataset} ({model}), skipped there: give {exact}")
             if len(baselines) != 1:
                 continue
-            baseline = baselines[0]
-            methods = sorted({e.method for e in here} - {baseline}, key=lambda label: _paper_order(label, METHOD_ORDER))
-            for method in methods:
+            baseline = methods.pop(baselines[0])
+            for method, runs in methods.items():
                 for metric in PAIRED_METRICS:
-                    per_seed = {
-                        m: {e.run.seeds: e.run.last(f"{split}/{metric}") for e in here if e.method == m}
-                        for m in (method, baseline)
-                    }
-                    per_seed = {
-                        m: {seed: v for seed, v in values.items() if v is not None and not math.isnan(v)}
-                        for m, values in per_seed.items()
-                    }
-                    if per_seed[method] and per_seed[baseline]:
-                        pairs[dataset, method, metric] = (per_seed[method], per_seed[baseline])
-        family_size = {
-            (method, metric): sum(1 for (_, m, x) in pairs if (m, x) == (method, metric))
-            for (_, method, metric) in pairs
-        }
+                    # Of two runs with the same seeds, the later one's value (even if it has none) counts.
+                    per_seed = [{e.run.seeds: _value(e.run, split, metric) for e in side} for side in (runs, baseline)]
+                    values, baseline_values = ({s: v for s, v in side.items() if v is not None} for side in per_seed)
+                    if values and baseline_values:
+                        pairs[dataset, method, metric] = (values, baseline_values)
+        family_size = Counter((method, metric) for _, method, metric in pairs)
         differences: dict[tuple[str, str, str], PairedDifference] = {}
         for (dataset, method, metric), (values, baseline_values) in pairs.items():
             level = 1.0 - (1.0 - confidence) / family_size[method, metric] if holm else confidence
@@ -400,10 +369,9 @@ def paired_tables(
                 warn(f"{dataset}, {model}, {method} - {against}, {metric}: {error}")
         adjusted: dict[tuple[str, str, str], float] = {}
         if holm:
-            for method, metric in family_size:
-                keys = [key for key in differences if key[1:] == (method, metric)]
+            for family in family_size:
+                keys = [key for key in differences if key[1:] == family]
                 adjusted.update(zip(keys, holm_adjust([differences[key].p_value for key in keys])))
-        rows: list[Row] = []
         texts: dict[tuple[Row, Column], str] = {}
         cells: dict[tuple[Row, Column], Cell] = {}
         for (dataset, method, metric), difference in differences.items():
@@ -418,9 +386,7 @@ def paired_tables(
                 texts[row, column] = f"{difference.format(100.0)} (n={difference.n})"
             values, baseline_values = pairs[dataset, method, metric]
             cells[row, column] = Cell([values[seed] - baseline_values[seed] for seed in difference.seeds])
-            if row not in rows:
-                rows.append(row)
-        if rows:
+        if texts:
             interval = (
                 f"[{confidence:.0%} Student-t interval, Bonferroni-widened over the data sets each method "
                 f"was compared on; p_Holm: Holm-adjusted p-value of the paired t-test over those data sets]"
@@ -431,7 +397,7 @@ def paired_tables(
                 Table(
                     f"Paired differences against {against} ({model})",
                     ("Data set", "Method"),
-                    rows,
+                    list(dict.fromkeys(row for row, _ in texts)),
                     [("", metric) for metric in PAIRED_METRICS],
                     cells,
                     note=f"last epoch of `{split}/*`; method minus {against} per seed, mean {interval} in points",
@@ -452,41 +418,15 @@ def learned_tables(entries: Sequence[LabelledRun], split: str = "val", threshold
     than a mean ± std: a mean of 22.6 ± 39.2 over three seeds is {0, 0, 67.9}, two of three failures.
     """
     tables = []
-    for dataset in sorted({e.dataset for e in entries}, key=_natural):
-        for model in sorted({e.model for e in entries}, key=lambda label: _paper_order(label, MODEL_ORDER)):
-            mine = [e for e in entries if e.dataset == dataset and e.model == model]
-            if not mine:
-                continue
-            classes = mine[0].run.class_names(split)
-            methods = sorted({e.method for e in mine}, key=lambda label: _paper_order(label, METHOD_ORDER))
-            columns = [("", f"iou/{name}") for name in classes]
-            cells: dict[tuple[Row, Column], Cell] = {}
-            texts: dict[tuple[Row, Column], str] = {}
-            for method in methods:
-                for column in columns:
-                    values = [
-                        v
-                        for e in mine
-                        if e.method == method
-                        for v in [e.run.last(f"{split}/{column[1]}")]
-                        if v is not None and not math.isnan(v)
-                    ]
-                    if values:
-                        cells[(method,), column] = Cell(values)
-                        texts[(method,), column] = f"{sum(v > threshold for v in values)}/{len(values)}"
-            if not cells:
-                continue  # no per-class values logged for this split
-            tables.append(
-                Table(
-                    f"Runs that learned each class ({dataset}, {model})",
-                    ("Method",),
-                    [(m,) for m in methods if any(((m,), c) in cells for c in columns)],
-                    columns,
-                    cells,
-                    note=f"last epoch of `{split}/*`; runs (seeds) with IoU > {threshold * 100:g} of all runs",
-                    texts=texts,
-                )
-            )
+    note = f"last epoch of `{split}/*`; runs (seeds) with IoU > {threshold * 100:g} of all runs"
+    for dataset, model, mine in _each_dataset_and_model(entries):
+        tags = [f"iou/{name}" for name in mine[0].run.class_names(split)]
+        table = _table(f"Runs that learned each class ({dataset}, {model})", ("method",), mine, tags, note, split)
+        table.texts = {
+            key: f"{sum(v > threshold for v in cell.values)}/{len(cell.values)}" for key, cell in table.cells.items()
+        }
+        if table.cells:  # none where no per-class values were logged for this split
+            tables.append(table)
     return tables
 
 
@@ -594,42 +534,47 @@ def entries_from_csv(path: str, split: str = "val") -> list[LabelledRun]:
 
 # --- rendering -------------------------------------------------------------------------------------
 def format_cell(cell: Cell, tag: str) -> str:
-    """``mean ± std`` at the paper's scale: 2 decimals for percentages, 3 for Dice error."""
-    _, scale, _ = metric_spec(tag)
+    """``mean ± std (n=...)`` at the paper's scale: 2 decimals for percentages, 3 for Dice error; 4
+    significant digits for utilisation (2 for its std)."""
+    scale = metric_spec(tag)[1]
     if tag.startswith(UTILISATION_PREFIX):
-        text = f"{cell.mean:.4g}"
-        text = text if cell.std is None else f"{text} ± {cell.std:.2g}"
-        return f"{text} (n={len(cell.values)})"
-    digits = 2 if scale == 100.0 else 3
-    text = f"{cell.mean * scale:.{digits}f}"
-    text = text if cell.std is None else f"{text} ± {cell.std * scale:.{digits}f}"
+        mean_format, std_format = ".4g", ".2g"
+    else:
+        mean_format = std_format = ".2f" if scale == 100.0 else ".3f"
+    text = format(cell.mean * scale, mean_format)
+    if cell.std is not None:
+        text += f" ± {format(cell.std * scale, std_format)}"
     return f"{text} (n={len(cell.values)})"
 
 
-def _header(column: Column, arrows: tuple[str, str]) -> str:
+def _header(column: Column) -> str:
     name, _, higher = metric_spec(column[1])
-    arrow = "" if higher is None else arrows[0] if higher else arrows[1]
+    arrow = "" if higher is None else "↑" if higher else "↓"
     return " ".join(part for part in (column[0], name + arrow) if part)
 
 
-def _counts(table: Table) -> str:
+def _footnote(table: Table) -> str:
     sizes = sorted({len(cell.values) for cell in table.cells.values()})
-    return str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+    counts = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+    return f"{table.note}; runs per cell: {counts}; best in bold."
+
+
+def _fields(table: Table, escape: Callable[[str], str], bold: str) -> Iterator[list[str]]:
+    """Every row's labels and cell texts, escaped, the best cells in the format ``bold``."""
+    for row in table.rows:
+        texts = {column: escape(table.text(row, column)) for column in table.columns}
+        best = {column: bold.format(text) for column, text in texts.items() if (row, column) in table.best}
+        yield [escape(label) for label in row] + [best.get(column, text) for column, text in texts.items()]
 
 
 def render_markdown(tables: Sequence[Table]) -> str:
     out = []
     for table in tables:
         out.append(f"### {table.title}\n")
-        out.append("| " + " | ".join(list(table.row_header) + [_header(c, ("↑", "↓")) for c in table.columns]) + " |")
+        out.append("| " + " | ".join([*table.row_header, *map(_header, table.columns)]) + " |")
         out.append("|" + "---|" * len(table.row_header) + "---:|" * len(table.columns))
-        for row in table.rows:
-            cells = []
-            for column in table.columns:
-                text = table.text(row, column)
-                cells.append(f"**{text}**" if (row, column) in table.best else text)
-            out.append("| " + " | ".join(list(row) + cells) + " |")
-        out.append(f"\n{table.note}; runs per cell: {_counts(table)}; best in bold.\n")
+        out += ["| " + " | ".join(fields) + " |" for fields in _fields(table, str, "**{}**")]
+        out.append(f"\n{_footnote(table)}\n")
     return "\n".join(out)
 
 
@@ -640,30 +585,23 @@ def _latex_escape(text: str) -> str:
 def render_latex(tables: Sequence[Table]) -> str:
     out = []
     for table in tables:
-        spec = "l" * len(table.row_header) + "r" * len(table.columns)
+        header = [_latex_escape(h) for h in table.row_header] + [
+            _latex_escape(_header(c)).replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$") for c in table.columns
+        ]
         out += [
             r"\begin{table}[t]",
             r"\centering",
-            rf"\caption{{{_latex_escape(table.title)}: {_latex_escape(table.note)}; runs per cell: {_counts(table)}; best in bold.}}",
-            rf"\begin{{tabular}}{{{spec}}}",
+            rf"\caption{{{_latex_escape(f'{table.title}: {_footnote(table)}')}}}",
+            rf"\begin{{tabular}}{{{'l' * len(table.row_header)}{'r' * len(table.columns)}}}",
             r"\toprule",
-            " & ".join(
-                [_latex_escape(h) for h in table.row_header]
-                + [
-                    _latex_escape(_header(c, ("↑", "↓"))).replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
-                    for c in table.columns
-                ]
-            )
-            + r" \\",
+            " & ".join(header) + r" \\",
             r"\midrule",
+            *(" & ".join(fields) + r" \\" for fields in _fields(table, _latex_escape, r"\textbf{{{}}}")),
+            r"\bottomrule",
+            r"\end{tabular}",
+            r"\end{table}",
+            "",
         ]
-        for row in table.rows:
-            cells = []
-            for column in table.columns:
-                text = _latex_escape(table.text(row, column))
-                cells.append(rf"\textbf{{{text}}}" if (row, column) in table.best else text)
-            out.append(" & ".join([_latex_escape(r) for r in row] + cells) + r" \\")
-        out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(out)
 
 
@@ -677,17 +615,10 @@ def render_csv(tables: Sequence[Table]) -> str:
             for column in table.columns:
                 cell = table.cells.get((row, column))
                 if cell is not None:
+                    std = "" if cell.std is None else repr(cell.std)
+                    best = int((row, column) in table.best)
                     writer.writerow(
-                        [
-                            table.title,
-                            " / ".join(row),
-                            column[0],
-                            column[1],
-                            repr(cell.mean),
-                            "" if cell.std is None else repr(cell.std),
-                            len(cell.values),
-                            int((row, column) in table.best),
-                        ]
+                        [table.title, " / ".join(row), *column, repr(cell.mean), std, len(cell.values), best]
                     )
     return buffer.getvalue()
 
