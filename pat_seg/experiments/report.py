@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
 import math
 import re
 import statistics
@@ -101,18 +102,14 @@ class Table:
         method): within each model where the rows are (model, method)."""
         for column in self.columns:
             higher = metric_spec(column[1])[2]
-            if higher is None:
-                continue
-            groups: dict[Row, list[Row]] = {}
+            groups: dict[Row, dict[Row, float]] = {}
             for row in self.rows:
-                if (row, column) in self.cells:
-                    groups.setdefault(row[:-1], []).append(row)
-            for rows in groups.values():
-                if len(rows) < 2:
-                    continue  # a lone entry is not "best" of anything
-                means = {row: self.cells[row, column].mean for row in rows}
+                if higher is not None and (row, column) in self.cells:
+                    groups.setdefault(row[:-1], {})[row] = self.cells[row, column].mean
+            for means in groups.values():
                 target = (max if higher else min)(means.values())
-                self.best.update((row, column) for row, mean in means.items() if mean == target)
+                if len(means) > 1:  # a lone entry is not "best" of anything
+                    self.best.update((row, column) for row, mean in means.items() if mean == target)
 
 
 def metric_spec(tag: str) -> tuple[str, float, bool | None]:
@@ -166,22 +163,13 @@ def label_runs(runs: Sequence[Run], warn: Callable[[str], None] = lambda message
     appended to the method label, so that no cell pools two experiments.
     """
     runs = newest_per_seed(runs, warn)
-    kinds = {"data": lambda r: r.data, "model": lambda r: r.model, "loss": lambda r: r.loss}
-    labels = {kind: display_labels([get(r) for r in runs], kind) for kind, get in kinds.items()}
-    entries = [
-        LabelledRun(
-            run,
-            dataset=labels["data"][identity_key(*run.data)],
-            model=labels["model"][identity_key(*run.model)],
-            method=labels["loss"][identity_key(*run.loss)],
-            is_pat=run.loss[0] == "PATLoss",
-        )
-        for run in runs
-    ]
-    clusters: dict[tuple[str, str, str], list[LabelledRun]] = {}
-    for entry in entries:
-        clusters.setdefault((entry.dataset, entry.model, entry.method), []).append(entry)
-    for cluster in clusters.values():
+    kinds = ("data", "model", "loss")  # the Run properties behind LabelledRun's dataset, model and method
+    labels = {kind: display_labels([getattr(r, kind) for r in runs], kind) for kind in kinds}
+    entries = []
+    for run in runs:
+        dataset, model, method = (labels[kind][identity_key(*getattr(run, kind))] for kind in kinds)
+        entries.append(LabelledRun(run, dataset, model, method, is_pat=run.loss[0] == "PATLoss"))
+    for cluster in _grouped(entries, "dataset", "model", "method").values():
         identities = {entry.run.identity_key: entry.run.identity for entry in cluster}
         if len(identities) < 2:
             continue
@@ -190,17 +178,6 @@ def label_runs(runs: Sequence[Run], warn: Callable[[str], None] = lambda message
             difference = ", ".join(f"{_short_key(key)}={entry.run.identity.get(key)}" for key in keys)
             entry.method = f"{entry.method} [{difference}]"
     return entries
-
-
-def reported_entries(
-    runs: Sequence[Run], split: str, warn: Callable[[str], None] = lambda message: None
-) -> list[LabelledRun]:
-    """The labelled runs that logged ``<split>/miou``: what every table of the report is built from."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
-    # Runs still training (nothing logged yet) are left out before labelling: their empty class list
-    # would otherwise read as a data set of another size and relabel every finished run.
-    return label_runs([run for run in runs if run.last(f"{split}/miou") is not None], warn)
 
 
 def _value(run: Run, split: str, tag: str) -> float | None:
@@ -230,19 +207,15 @@ ORDERS: dict[str, Sequence[str]] = {
 HEADERS = {"dataset": "Data set", "model": "Model", "method": "Method"}
 
 
-def _by_label(entries: Iterable[LabelledRun], label: str) -> dict[str, list[LabelledRun]]:
-    """The entries by their ``label`` (``dataset``, ``model`` or ``method``), in :data:`ORDERS`."""
-    groups: dict[str, list[LabelledRun]] = {}
+def _grouped(
+    entries: Iterable[LabelledRun], *labels: str, orders: dict[str, Sequence[str]] = ORDERS
+) -> dict[Row, list[LabelledRun]]:
+    """The entries by the values of their ``labels`` (``dataset``, ``model``, ``method``), sorted by ``orders``."""
+    groups: dict[Row, list[LabelledRun]] = {}
     for entry in entries:
-        groups.setdefault(getattr(entry, label), []).append(entry)
-    return {key: groups[key] for key in sorted(groups, key=lambda key: _paper_order(key, ORDERS[label]))}
-
-
-def _each_dataset_and_model(entries: Sequence[LabelledRun]) -> Iterator[tuple[str, str, list[LabelledRun]]]:
-    """``(data set, model, their entries)`` for every pair that ran, data set by data set."""
-    for dataset, of_dataset in _by_label(entries, "dataset").items():
-        for model, mine in _by_label(of_dataset, "model").items():
-            yield dataset, model, mine
+        groups.setdefault(tuple(getattr(entry, label) for label in labels), []).append(entry)
+    names = [orders[label] for label in labels]
+    return {key: groups[key] for key in sorted(groups, key=lambda key: tuple(map(_paper_order, key, names)))}
 
 
 def _table(
@@ -259,31 +232,27 @@ def _table(
     the tag's column: its data set's when the columns are per data set (``datasets``). Rows without a
     value are left out; the others are sorted by ``orders``."""
     columns = [("", tag) for tag in tags] if datasets is None else [(d, tag) for d in datasets for tag in tags]
-    values: dict[tuple[Row, Column], list[float]] = {}
-    for entry in entries:
-        row = tuple(getattr(entry, label) for label in labels)
-        group = "" if datasets is None else entry.dataset
-        for column in columns:
-            value = _value(entry.run, split, column[1]) if column[0] == group else None
-            if value is not None:
-                values.setdefault((row, column), []).append(value)
-    rows = sorted(
-        {row for row, _ in values},
-        key=lambda row: tuple(_paper_order(text, orders[label]) for text, label in zip(row, labels)),
-    )
-    cells = {key: Cell(cell_values) for key, cell_values in values.items()}
+    cells: dict[tuple[Row, Column], Cell] = {}
+    for row, runs in _grouped(entries, *labels, orders=orders).items():
+        for entry in runs:
+            group = "" if datasets is None else entry.dataset
+            for column in columns:
+                value = _value(entry.run, split, column[1]) if column[0] == group else None
+                if value is not None:
+                    cells.setdefault((row, column), Cell([])).values.append(value)
+    rows = list(dict.fromkeys(row for row, _ in cells))
     return Table(title, tuple(HEADERS[label] for label in labels), rows, columns, cells, note=note)
 
 
 def build_tables(entries: Sequence[LabelledRun], split: str = "val") -> list[Table]:
     """Tables 3-6 and the utilisation table for ``entries`` (those with nothing to show are left out)."""
-    datasets = list(_by_label(entries, "dataset"))
-    by_model = _by_label(entries, "model")
+    datasets = [dataset for (dataset,) in _grouped(entries, "dataset")]
+    by_model = _grouped(entries, "model")
     note = f"last epoch of `{split}/*`; mean ± std over seeds"
     table_3, tables_4_5 = ("miou", "pixel_accuracy", "dice_error"), ("miou", "pixel_accuracy")
     tables = [  # Table 3: one per model (the paper's is SegNet)
         _table(f"Table 3: method x data set ({model})", ("method",), mine, table_3, note, split, datasets)
-        for model, mine in by_model.items()
+        for (model,), mine in by_model.items()
     ]
     note_4_5 = note + "; best within each model"
     if len(by_model) > 1:  # Table 4: model x method
@@ -296,14 +265,13 @@ def build_tables(entries: Sequence[LabelledRun], split: str = "val") -> list[Tab
         natural = {**ORDERS, "method": ()}
         tables.append(_table(title, ("model", "method"), pat, tables_4_5, note_4_5, split, datasets, natural))
     note_6 = note + "; tail = rarest third of training pixels"
-    for dataset, model, mine in _each_dataset_and_model(entries):  # Table 6: per-class IoU
+    for (dataset, model), mine in _grouped(entries, "dataset", "model").items():  # Table 6: per-class IoU
         tags = [f"iou/{c}" for c in mine[0].run.class_names(split)] + ["miou_head", "miou_tail", "miou"]
         tables.append(_table(f"Table 6: per-class IoU ({dataset}, {model})", ("method",), mine, tags, note_6, split))
     utilisation = sorted({t for e in entries for t in e.run.scalars if t.startswith(UTILISATION_PREFIX)})
     if utilisation:  # Fig. 5's numbers: per-epoch costs averaged over epochs
-        labels = ("dataset", "model", "method")
-        note_5 = "mean over epochs of each run; mean ± std over seeds"
-        tables.append(_table("Utilisation (Fig. 5)", labels, entries, utilisation, note_5, split))
+        labels, costs_note = ("dataset", "model", "method"), "mean over epochs of each run; mean ± std over seeds"
+        tables.append(_table("Utilisation (Fig. 5)", labels, entries, utilisation, costs_note, split))
     for table in tables:
         table.mark_best()
     return tables
@@ -339,12 +307,19 @@ def paired_tables(
     Holm-adjusted p-value (:func:`pat_seg.experiments.paired.holm_adjust`) and its interval is widened to the
     Bonferroni level ``1 - (1 - confidence) / m``, so the family's intervals hold together.
     """
+    interval = (
+        f"[{confidence:.0%} Student-t interval, Bonferroni-widened over the data sets each method "
+        f"was compared on; p_Holm: Holm-adjusted p-value of the paired t-test over those data sets]"
+        if holm
+        else f"[{confidence:.0%} Student-t interval]"
+    )
+    note = f"last epoch of `{split}/*`; method minus {against} per seed, mean {interval} in points"
+    columns = [("", metric) for metric in PAIRED_METRICS]
     tables = []
-    for model, mine in _by_label(entries, "model").items():
-        # (dataset, method, metric) -> (per-seed method values, per-seed baseline values)
-        pairs: dict[tuple[str, str, str], tuple[dict, dict]] = {}
-        for dataset, here in _by_label(mine, "dataset").items():
-            methods = _by_label(here, "method")
+    for (model,), mine in _grouped(entries, "model").items():
+        pairs: dict[tuple[Row, Column], tuple[dict, dict]] = {}  # cell -> per-seed values of method, of baseline
+        for (dataset,), here in _grouped(mine, "dataset").items():
+            methods = {method: runs for (method,), runs in _grouped(here, "method").items()}
             baselines = sorted(method for method in methods if _is_baseline(method, against))
             if len(baselines) > 1:
                 exact = " or ".join(f"--paired-against '{label}'" for label in baselines)
@@ -352,58 +327,39 @@ def paired_tables(
             if len(baselines) != 1:
                 continue
             baseline = methods.pop(baselines[0])
-            for method, runs in methods.items():
-                for metric in PAIRED_METRICS:
-                    # Of two runs with the same seeds, the later one's value (even if it has none) counts.
-                    per_seed = [{e.run.seeds: _value(e.run, split, metric) for e in side} for side in (runs, baseline)]
-                    values, baseline_values = ({s: v for s, v in side.items() if v is not None} for side in per_seed)
-                    if values and baseline_values:
-                        pairs[dataset, method, metric] = (values, baseline_values)
-        family_size = Counter((method, metric) for _, method, metric in pairs)
-        differences: dict[tuple[str, str, str], PairedDifference] = {}
-        for (dataset, method, metric), (values, baseline_values) in pairs.items():
-            level = 1.0 - (1.0 - confidence) / family_size[method, metric] if holm else confidence
+            for (method, runs), column in itertools.product(methods.items(), columns):
+                # Of two runs with the same seeds, the later one's value (even if it has none) counts.
+                per_seed = [{e.run.seeds: _value(e.run, split, column[1]) for e in side} for side in (runs, baseline)]
+                variant, reference = ({s: v for s, v in side.items() if v is not None} for side in per_seed)
+                if variant and reference:
+                    pairs[(dataset, method), column] = (variant, reference)
+        families = Counter((row[1], column) for row, column in pairs)  # a method's data sets, per metric
+        differences: dict[tuple[Row, Column], PairedDifference] = {}
+        cells: dict[tuple[Row, Column], Cell] = {}
+        for (row, column), (values, baseline_values) in pairs.items():
+            level = 1.0 - (1.0 - confidence) / families[row[1], column] if holm else confidence
             try:
-                differences[dataset, method, metric] = paired_difference(values, baseline_values, level)
+                difference = differences[row, column] = paired_difference(values, baseline_values, level)
             except ValueError as error:
-                warn(f"{dataset}, {model}, {method} - {against}, {metric}: {error}")
-        adjusted: dict[tuple[str, str, str], float] = {}
+                warn(f"{row[0]}, {model}, {row[1]} - {against}, {column[1]}: {error}")
+            else:
+                cells[row, column] = Cell([values[seed] - baseline_values[seed] for seed in difference.seeds])
+        adjusted: dict[tuple[Row, Column], float] = {}
         if holm:
-            for family in family_size:
-                keys = [key for key in differences if key[1:] == family]
+            for family in families:
+                keys = [key for key in differences if (key[0][1], key[1]) == family]
                 adjusted.update(zip(keys, holm_adjust([differences[key].p_value for key in keys])))
         texts: dict[tuple[Row, Column], str] = {}
-        cells: dict[tuple[Row, Column], Cell] = {}
-        for (dataset, method, metric), difference in differences.items():
-            row, column = (dataset, method), ("", metric)
+        for key, difference in differences.items():
             if difference.n < 2:
-                texts[row, column] = f"{difference.mean * 100:+.2f} (n=1, no interval)"
-            elif holm:
-                texts[row, column] = (
-                    f"{difference.format(100.0)} (n={difference.n}, p_Holm={adjusted[dataset, method, metric]:.3g})"
-                )
+                texts[key] = f"{difference.mean * 100:+.2f} (n=1, no interval)"
             else:
-                texts[row, column] = f"{difference.format(100.0)} (n={difference.n})"
-            values, baseline_values = pairs[dataset, method, metric]
-            cells[row, column] = Cell([values[seed] - baseline_values[seed] for seed in difference.seeds])
+                p_holm = f", p_Holm={adjusted[key]:.3g}" if holm else ""
+                texts[key] = f"{difference.format(100.0)} (n={difference.n}{p_holm})"
         if texts:
-            interval = (
-                f"[{confidence:.0%} Student-t interval, Bonferroni-widened over the data sets each method "
-                f"was compared on; p_Holm: Holm-adjusted p-value of the paired t-test over those data sets]"
-                if holm
-                else f"[{confidence:.0%} Student-t interval]"
-            )
-            tables.append(
-                Table(
-                    f"Paired differences against {against} ({model})",
-                    ("Data set", "Method"),
-                    list(dict.fromkeys(row for row, _ in texts)),
-                    [("", metric) for metric in PAIRED_METRICS],
-                    cells,
-                    note=f"last epoch of `{split}/*`; method minus {against} per seed, mean {interval} in points",
-                    texts=texts,
-                )
-            )
+            rows = list(dict.fromkeys(row for row, _ in texts))
+            title = f"Paired differences against {against} ({model})"
+            tables.append(Table(title, ("Data set", "Method"), rows, columns, cells, note=note, texts=texts))
     return tables
 
 
@@ -419,7 +375,7 @@ def learned_tables(entries: Sequence[LabelledRun], split: str = "val", threshold
     """
     tables = []
     note = f"last epoch of `{split}/*`; runs (seeds) with IoU > {threshold * 100:g} of all runs"
-    for dataset, model, mine in _each_dataset_and_model(entries):
+    for (dataset, model), mine in _grouped(entries, "dataset", "model").items():
         tags = [f"iou/{name}" for name in mine[0].run.class_names(split)]
         table = _table(f"Runs that learned each class ({dataset}, {model})", ("method",), mine, tags, note, split)
         table.texts = {
@@ -455,28 +411,16 @@ def render_runs_csv(entries: Sequence[LabelledRun], split: str = "val", root: st
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*RUN_COLUMNS, *(f"data.{key}" for key in data_keys), *tags])
     for entry in entries:
-        seed, data_seed = entry.run.seeds
-        by_step = {tag: dict(entry.run.scalars.get(prefix + tag, [])) for tag in tags}  # once per run
+        path = entry.run.path
+        if root is not None and path.is_relative_to(root):
+            path = path.relative_to(root)
+        seed, data_seed = ("" if seed is None else seed for seed in entry.run.seeds)
+        labels = [path.as_posix(), entry.dataset, entry.model, entry.method, int(entry.is_pat), seed, data_seed, split]
+        data = [_csv_value(entry.run.data[1].get(key)) for key in data_keys]
+        by_step = {tag: dict(entry.run.scalars.get(prefix + tag, [])) for tag in tags}
         for step in sorted({step for points in by_step.values() for step in points}):
-            values = {tag: by_step[tag].get(step) for tag in tags}
-            path = entry.run.path
-            if root is not None and path.is_relative_to(root):
-                path = path.relative_to(root)
-            writer.writerow(
-                [
-                    path.as_posix(),
-                    entry.dataset,
-                    entry.model,
-                    entry.method,
-                    int(entry.is_pat),
-                    "" if seed is None else seed,
-                    "" if data_seed is None else data_seed,
-                    split,
-                    step,
-                    *[_csv_value(entry.run.data[1].get(key)) for key in data_keys],
-                    *["" if values[tag] is None else repr(values[tag]) for tag in tags],
-                ]
-            )
+            values = [by_step[tag].get(step) for tag in tags]
+            writer.writerow([*labels, step, *data, *("" if value is None else repr(value) for value in values)])
     return buffer.getvalue()
 
 
@@ -562,9 +506,8 @@ def _footnote(table: Table) -> str:
 def _fields(table: Table, escape: Callable[[str], str], bold: str) -> Iterator[list[str]]:
     """Every row's labels and cell texts, escaped, the best cells in the format ``bold``."""
     for row in table.rows:
-        texts = {column: escape(table.text(row, column)) for column in table.columns}
-        best = {column: bold.format(text) for column, text in texts.items() if (row, column) in table.best}
-        yield [escape(label) for label in row] + [best.get(column, text) for column, text in texts.items()]
+        cells = [(escape(table.text(row, column)), (row, column) in table.best) for column in table.columns]
+        yield [escape(label) for label in row] + [bold.format(text) if best else text for text, best in cells]
 
 
 def render_markdown(tables: Sequence[Table]) -> str:
@@ -650,16 +593,20 @@ def report(
     def warn(message: str) -> None:
         sys.stderr.write(f"pat-seg report: warning: {message}\n")
 
+    logged = f"{split}/miou"
     if from_csv is not None:
-        entries = entries_from_csv(from_csv, split)
+        entries = [e for e in entries_from_csv(from_csv, split) if e.run.last(logged) is not None]
         source = f"--from-csv {from_csv!r}"
     else:
         found = find_runs(logdir, runs)
         if not found:
             raise ValueError(f"no runs (a config.yaml beside an event file) under {logdir!r} matching {runs!r}")
-        entries = reported_entries(found, split, warn)  # labelled once: a rerun's warning is printed once
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
+        # Runs still training (nothing logged yet) are left out before labelling: their empty class list
+        # would otherwise read as a data set of another size and relabel every finished run.
+        entries = label_runs([run for run in found if run.last(logged) is not None], warn)
         source = f"{len(found)} runs under {logdir!r}"
-    entries = [e for e in entries if e.run.last(f"{split}/miou") is not None]
     if not entries:
         raise ValueError(f"{source}: none logged {split}/miou; run `pat-seg test` first for --split test")
     if per_run:
@@ -715,24 +662,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--from-csv", metavar="FILE", help="build the report from a --per-run CSV instead of --logdir")
     args = parser.parse_args(argv)
+    failure = None
     try:
         text = report(
             args.logdir, args.format, args.split, args.runs, args.paired_against, args.holm, args.per_run, args.from_csv
         )
     except IncompleteReport as error:  # the other tables are still worth having
-        _write(error.text, args.output)
-        parser.exit(2, f"pat-seg report: error: {error}\n")
+        text, failure = error.text, error
     except ValueError as error:
         parser.exit(2, f"pat-seg report: error: {error}\n")
-    _write(text, args.output)
-
-
-def _write(text: str, output: str | None) -> None:
-    if output:
-        with open(output, "w") as handle:
-            handle.write(text)
+    if args.output:
+        Path(args.output).write_text(text)
     else:
         sys.stdout.write(text)
+    if failure is not None:
+        parser.exit(2, f"pat-seg report: error: {failure}\n")
 
 
 if __name__ == "__main__":
