@@ -107,8 +107,8 @@ class Table:
                 if higher is not None and (row, column) in self.cells:
                     groups.setdefault(row[:-1], {})[row] = self.cells[row, column].mean
             for means in groups.values():
-                target = (max if higher else min)(means.values())
                 if len(means) > 1:  # a lone entry is not "best" of anything
+                    target = (max if higher else min)(means.values())
                     self.best.update((row, column) for row, mean in means.items() if mean == target)
 
 
@@ -554,15 +554,12 @@ def render_csv(tables: Sequence[Table]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["table", "row", "group", "metric", "mean", "std", "n", "best"])
     for table in tables:
-        for row in table.rows:
-            for column in table.columns:
-                cell = table.cells.get((row, column))
-                if cell is not None:
-                    std = "" if cell.std is None else repr(cell.std)
-                    best = int((row, column) in table.best)
-                    writer.writerow(
-                        [table.title, " / ".join(row), *column, repr(cell.mean), std, len(cell.values), best]
-                    )
+        for row, column in itertools.product(table.rows, table.columns):
+            cell = table.cells.get((row, column))
+            if cell is not None:
+                std = "" if cell.std is None else repr(cell.std)
+                best = int((row, column) in table.best)
+                writer.writerow([table.title, " / ".join(row), *column, repr(cell.mean), std, len(cell.values), best])
     return buffer.getvalue()
 
 
