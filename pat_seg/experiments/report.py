@@ -187,15 +187,12 @@ def _value(run: Run, split: str, tag: str) -> float | None:
     return None if value is None or math.isnan(value) else value
 
 
-def _natural(text: str) -> tuple:
-    """Sort key that orders ``T=5`` before ``T=10``."""
-    return tuple(float(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", text)))
-
-
 def _paper_order(label: str, names: Sequence[str]) -> tuple:
-    """The paper's row order (CE ... PAT; SegNet ... DLV3+), unknown names last, then naturally."""
+    """The paper's row order (CE ... PAT; SegNet ... DLV3+), unknown names last, then naturally (``T=5``
+    before ``T=10``)."""
     base = label.split(" (")[0]
-    return (names.index(base) if base in names else len(names), _natural(label))
+    natural = tuple(float(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", label)))
+    return (names.index(base) if base in names else len(names), natural)
 
 
 # The order of each label's values in rows and tables: data sets naturally, models and methods as in the paper.
