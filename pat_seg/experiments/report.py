@@ -246,7 +246,8 @@ def build_tables(entries: Sequence[LabelledRun], split: str = "val") -> list[Tab
     datasets = [dataset for (dataset,) in _grouped(entries, "dataset")]
     by_model = _grouped(entries, "model")
     note = f"last epoch of `{split}/*`; mean ± std over seeds"
-    table_3, tables_4_5 = ("miou", "pixel_accuracy", "dice_error"), ("miou", "pixel_accuracy")
+    table_3 = ("miou", "pixel_accuracy", "dice_error")
+    tables_4_5 = ("miou", "pixel_accuracy")
     tables = [  # Table 3: one per model (the paper's is SegNet)
         _table(f"Table 3: method x data set ({model})", ("method",), mine, table_3, note, split, datasets)
         for (model,), mine in by_model.items()
@@ -267,7 +268,8 @@ def build_tables(entries: Sequence[LabelledRun], split: str = "val") -> list[Tab
         tables.append(_table(f"Table 6: per-class IoU ({dataset}, {model})", ("method",), mine, tags, note_6, split))
     utilisation = sorted({t for e in entries for t in e.run.scalars if t.startswith(UTILISATION_PREFIX)})
     if utilisation:  # Fig. 5's numbers: per-epoch costs averaged over epochs
-        labels, costs_note = ("dataset", "model", "method"), "mean over epochs of each run; mean ± std over seeds"
+        labels = ("dataset", "model", "method")
+        costs_note = "mean over epochs of each run; mean ± std over seeds"
         tables.append(_table("Utilisation (Fig. 5)", labels, entries, utilisation, costs_note, split))
     for table in tables:
         table.mark_best()
