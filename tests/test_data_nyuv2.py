@@ -254,6 +254,15 @@ def test_non_matlab_file_is_refused_by_name(tmp_path: Path) -> None:
         read_mat(path)
 
 
+@pytest.mark.parametrize("compress", [False, True])
+def test_truncated_level5_file_is_refused_by_name(tmp_path: Path, compress: bool) -> None:
+    path = tmp_path / "splits.mat"
+    data = mat5({"trainNdxs": np.arange(600.0).reshape(600, 1)}, compress)
+    path.write_bytes(data[: len(data) // 2])  # a copy cut short
+    with pytest.raises(ValueError, match=f"cannot parse MATLAB file {path}"):
+        read_mat(path)
+
+
 @pytest.mark.parametrize("classes", [40, 13])
 def test_mat_layout_maps_894_to_40_and_13(tmp_path: Path, classes: int) -> None:
     labels = write_mat(tmp_path)

@@ -15,6 +15,7 @@ truncated one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Callable
@@ -127,16 +128,12 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
 
 def _sync_folder(folder: Path) -> None:
     """Make the rename itself durable (the folder's entry), where the platform allows opening folders."""
-    try:
+    with contextlib.suppress(OSError):
         descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 class SafeCheckpointIO(TorchCheckpointIO):

@@ -53,20 +53,6 @@ class CommandRequest:
 
 
 @dataclass(frozen=True)
-class CheckpointProgress:
-    """How far the run of a checkpoint got: epochs completed and optimizer steps taken."""
-
-    completed_epochs: int
-    global_step: int
-
-    @classmethod
-    def of(cls, state: dict[str, Any]) -> CheckpointProgress:
-        epochs = state.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
-        # Lightning restores current_epoch from the completed-epoch counter, not from state["epoch"].
-        return cls(int(epochs.get("completed", state.get("epoch", 0))), int(state.get("global_step", 0)))
-
-
-@dataclass(frozen=True)
 class CommandPlan:
     """What the command does: ``run`` it writes into (None: not a TensorBoard run), ``checkpoint`` it
     loads with its ``state`` (read once), ``purge_step`` for TensorBoard, the ``subfolder`` of the run
@@ -115,11 +101,18 @@ def _plan_fit(request: CommandRequest) -> CommandPlan:
         if run is not None and run.path is not None:
             _check_same_run(run, request.config, f"--ckpt_path {checkpoint}")
         state = read_checkpoint(checkpoint)
-    progress = CheckpointProgress.of(state)
-    _check_budget(checkpoint, progress, request.max_epochs, request.max_steps)
+    epochs, step = _progress(state)
+    _check_budget(checkpoint, epochs, step, request.max_epochs, request.max_steps)
     where = run.path if run is not None and run.path is not None else "a new run"
-    note = f"resuming {where} from {checkpoint} (epoch {progress.completed_epochs}, global step {progress.global_step})"
-    return CommandPlan(run, checkpoint, state, progress.global_step, warnings=tuple(warnings), notes=(note,))
+    note = f"resuming {where} from {checkpoint} (epoch {epochs}, global step {step})"
+    return CommandPlan(run, checkpoint, state, step, warnings=tuple(warnings), notes=(note,))
+
+
+def _progress(state: dict[str, Any]) -> tuple[int, int]:
+    """How far the run of a checkpoint got: (epochs completed, optimizer steps taken)."""
+    epochs = state.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    # Lightning restores current_epoch from the completed-epoch counter, not from state["epoch"].
+    return int(epochs.get("completed", state.get("epoch", 0))), int(state.get("global_step", 0))
 
 
 def _run_to_continue(default: RunFolder, config: dict[str, Any]) -> RunFolder | None:
@@ -185,20 +178,17 @@ def _readable_last(run: RunFolder, warnings: list[str]) -> tuple[Path, dict[str,
         raise
 
 
-def _check_budget(
-    checkpoint: Path, progress: CheckpointProgress, max_epochs: int | None, max_steps: int | None
-) -> None:
+def _check_budget(checkpoint: Path, epochs: int, step: int, max_epochs: int | None, max_steps: int | None) -> None:
     """A checkpoint past the budget cannot be continued; one exactly at it has nothing left to do."""
-    where = f"epoch {progress.completed_epochs}, global step {progress.global_step}"
     for flag, done, limit, unit in (
-        ("max_epochs", progress.completed_epochs, max_epochs, "completed {} epochs"),
-        ("max_steps", progress.global_step, max_steps, "taken {} optimizer steps"),
+        ("max_epochs", epochs, max_epochs, "completed {} epochs"),
+        ("max_steps", step, max_steps, "taken {} optimizer steps"),
     ):
         if limit is not None and limit >= 0 and done >= limit:
             verb = "already finished" if done == limit else "cannot resume"
             raise ResumeError(
-                f"{verb} {checkpoint}: it has {unit.format(done)} ({where}) and --trainer.{flag}={limit}; "
-                f"raise --trainer.{flag} above {done} to train it further"
+                f"{verb} {checkpoint}: it has {unit.format(done)} (epoch {epochs}, global step {step}) and "
+                f"--trainer.{flag}={limit}; raise --trainer.{flag} above {done} to train it further"
             )
 
 

@@ -78,6 +78,11 @@ class RunFolder:
     def path(self) -> Path | None:
         return None if self.version is None else self.save_dir / self.experiment / self.version
 
+    @classmethod
+    def at(cls, run: Path) -> RunFolder:
+        """The run whose folder is ``run``."""
+        return cls(run.parent.parent, run.parent.name, run.name)
+
     @property
     def checkpoints(self) -> Path:
         return self.save_dir / self.experiment / str(self.version) / CHECKPOINTS
@@ -126,8 +131,7 @@ def run_of_checkpoint(checkpoint: str | Path) -> RunFolder | None:
     path = Path(checkpoint).resolve()
     if path.parent.name != CHECKPOINTS or len(path.parents) < 4:
         return None
-    run = path.parent.parent
-    return RunFolder(run.parent.parent, run.parent.name, run.name)
+    return RunFolder.at(path.parent.parent)
 
 
 def run_of_config(config_file: str | Path) -> RunFolder | None:
@@ -135,8 +139,7 @@ def run_of_config(config_file: str | Path) -> RunFolder | None:
     path = Path(str(config_file)).resolve()
     if path.name != CONFIG or not (path.parent / CHECKPOINTS).is_dir():
         return None
-    run = path.parent
-    return RunFolder(run.parent.parent, run.parent.name, run.name)
+    return RunFolder.at(path.parent)
 
 
 def run_of(ckpt_path: str | None, config_files: list[Any]) -> RunFolder | None:
@@ -153,7 +156,7 @@ def runs_with_last_checkpoint(save_dir: Path, experiment: str) -> list[RunFolder
     candidates = sorted(
         (save_dir / experiment).glob(f"*/{CHECKPOINTS}/{LAST}"), key=lambda path: path.stat().st_mtime, reverse=True
     )
-    return [RunFolder(save_dir, experiment, path.parent.parent.name) for path in candidates]
+    return [RunFolder.at(path.parent.parent) for path in candidates]
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:

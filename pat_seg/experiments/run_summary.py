@@ -30,10 +30,11 @@ from torch import Tensor
 from pat_seg.experiments.checkpoint_files import write_atomically
 from pat_seg.experiments.run_folder import HPARAMS, SEED_KEYS, flatten
 from pat_seg.experiments.runs import LOSSES, class_and_args
+from pat_seg.losses.description import FROM_THE_DATA
 from pat_seg.models import PAPER_MODELS
 
 # Arguments that name no property of the method (they come from the data or choose a code path).
-NOT_SHOWN = {"ignore_index", "class_counts", "class_presence", "num_classes", "in_channels", "implementation"}
+NOT_SHOWN = {*FROM_THE_DATA, "num_classes", "in_channels"}
 FINAL_METRICS = {"val/miou": "hp/miou", "val/miou_head": "hp/miou_head", "val/miou_tail": "hp/miou_tail"}
 SEED_COLUMNS = dict(zip(("seed", "data/seed"), SEED_KEYS))
 

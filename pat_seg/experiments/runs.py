@@ -20,24 +20,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from pat_seg.experiments.run_folder import CONFIG, PLUMBING, SEED_KEYS, SUBFOLDERS, experiment_identity, flatten
 from pat_seg.losses import BEYOND_PAPER_LOSSES, PAPER_LOSSES
+from pat_seg.losses.description import LossDescription, short_number
 
-# Every loss pat-seg ships, by class name; each declares its label, switches and identifying
-# arguments in its own ``description`` (pat_seg.losses.description).
+# Every loss pat-seg ships, by class name; each describes its label, switches and identifying arguments
+# itself (pat_seg.losses.description).
 LOSSES = {loss.__name__: loss for loss in (*PAPER_LOSSES, *BEYOND_PAPER_LOSSES)}
 # Loss classes under the names of the paper's tables, and the hyperparameters each label shows
 # (init-arg name -> symbol), as in "PAT (T=20)" or "LDAM (m=0.5, s=20)".
 LOSS_LABELS: dict[str, tuple[str, dict[str, str]]] = {
     name: (loss.description.label, loss.description.symbols) for name, loss in LOSSES.items()
-}
-# Switches of a loss that turn the paper's method into an ablation or an extension of it.
-VARIANTS: dict[str, dict[str, tuple[Any, str]]] = {
-    name: loss.description.switches for name, loss in LOSSES.items() if loss.description.switches
-}
-# Headline arguments that a variant leaves without effect.
-UNUSED_IN_VARIANT: dict[str, dict[str, str]] = {
-    name: loss.description.unused_when_switched
-    for name, loss in LOSSES.items()
-    if loss.description.unused_when_switched
 }
 # Loss arguments that say nothing about the method (from the data, or a code path), as config keys.
 LOSS_PLUMBING = tuple(
@@ -85,7 +76,7 @@ class Run:
     @property
     def loss(self) -> tuple[str, dict[str, Any]]:
         name, args = class_and_args(self.config.get("model", {}).get("loss"))
-        return name, with_variant_defaults(name, args)
+        return name, loss_description(name).with_switch_defaults(args)
 
     @property
     def model(self) -> tuple[str, dict[str, Any]]:
@@ -106,9 +97,9 @@ class Run:
     @property
     def identity(self) -> dict[str, Any]:
         """The run's config without seeds and logging plumbing: equal for repeats of one experiment."""
-        name = str(flatten(self.config).get("model.loss.class_path", "")).rsplit(".", 1)[-1]
-        switches = {f"model.loss.init_args.{arg}": default for arg, (default, _) in VARIANTS.get(name, {}).items()}
-        return experiment_identity(self.config, switches, LOSS_PLUMBING)
+        switches = loss_description(self.loss[0]).with_switch_defaults({})
+        defaults = {f"model.loss.init_args.{arg}": value for arg, value in switches.items()}
+        return experiment_identity(self.config, defaults, LOSS_PLUMBING)
 
     @property
     def identity_key(self) -> str:
@@ -131,18 +122,10 @@ class Run:
         return math.fsum(v for _, v in values) / len(values) if values else None
 
 
-def with_variant_defaults(name: str, args: dict[str, Any]) -> dict[str, Any]:
-    """``args`` with the paper's setting filled in for every :data:`VARIANTS` switch the run lacks."""
-    return {**{arg: default for arg, (default, _) in VARIANTS.get(name, {}).items()}, **args}
-
-
-def variant_words(name: str, args: dict[str, Any]) -> list[str]:
-    """What a run of ``name`` switched, e.g. ``["w/o beta"]`` (empty for the paper's method)."""
-    return [
-        words.format(value=_short(args.get(arg)))
-        for arg, (default, words) in VARIANTS.get(name, {}).items()
-        if args.get(arg, default) != default
-    ]
+def loss_description(name: str) -> LossDescription:
+    """The description of the loss class ``name``; a loss of the user's own is labelled by its name."""
+    loss = LOSSES.get(name)
+    return loss.description if loss is not None else LossDescription(name.removesuffix("Loss"))
 
 
 def differing_keys(identities: list[dict[str, Any]]) -> list[str]:
@@ -214,24 +197,14 @@ def display_labels(identities: list[tuple[str, dict[str, Any]]], kind: str) -> d
     labels: dict[str, str] = {}
     for key, (name, args) in unique.items():
         if kind == "loss":
-            base, shown = LOSS_LABELS.get(name, (name.removesuffix("Loss"), {}))
-            words = variant_words(name, args)
-            if words:
-                joined = [word for word in words if word.startswith("+")]
-                spaced = [word for word in words if not word.startswith("+")]
-                base = base + " ".join(joined) + (f" {', '.join(spaced)}" if spaced else "")
-                unused = {
-                    UNUSED_IN_VARIANT.get(name, {}).get(arg)
-                    for arg in VARIANTS[name]
-                    if args.get(arg) != VARIANTS[name][arg][0]
-                }
-                shown = {arg: symbol for arg, symbol in shown.items() if arg not in unused}
-            shown = {**shown, **{arg: "" for arg in VARIANTS.get(name, {})}}  # in the name, never repeated
+            description = loss_description(name)
+            base, shown = description.named(args)
+            shown = {**shown, **dict.fromkeys(description.switches, "")}  # in the name, never repeated
         else:
             base, shown = (MODEL_LABELS if kind == "model" else DATA_LABELS).get(name, name), {}
         if kind == "data":
             base = base if name in DATA_LABELS else base.removesuffix("DataModule")
-        parts = [f"{symbol}={_short(args[arg])}" for arg, symbol in shown.items() if arg in args and symbol]
+        parts = [f"{symbol}={short_number(args[arg])}" for arg, symbol in shown.items() if arg in args and symbol]
         siblings = [other for other in unique.values() if other[0] == name and other[1] != args]
         differing = sorted(
             {
@@ -241,7 +214,7 @@ def display_labels(identities: list[tuple[str, dict[str, Any]]], kind: str) -> d
                 if args.get(arg) != other.get(arg) and arg not in shown and arg not in NOT_IDENTITY
             }
         )
-        parts += [f"{arg}={_short(args.get(arg))}" for arg in differing]
+        parts += [f"{arg}={short_number(args.get(arg))}" for arg in differing]
         labels[key] = f"{base} ({', '.join(parts)})" if parts else base
     return labels
 
@@ -250,10 +223,3 @@ def identity_key(name: str, args: dict[str, Any]) -> str:
     """A hashable key for ``(class name, init args)`` that ignores arguments which do not identify."""
     kept = {k: v for k, v in args.items() if k not in NOT_IDENTITY}
     return f"{name}{yaml.safe_dump(kept, sort_keys=True, default_flow_style=True).strip()}"
-
-
-def _short(value: Any) -> str:
-    """``20.0`` -> ``20``: numbers as the paper writes them."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)

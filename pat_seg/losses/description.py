@@ -41,3 +41,25 @@ class LossDescription:
         """The ``__init__`` arguments of ``loss_class`` that identify a run (the HParams columns)."""
         names = list(inspect.signature(loss_class).parameters)
         return tuple(name for name in names if name not in self.not_identifying)
+
+    def with_switch_defaults(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``args`` with the method's own setting for every switch they lack (a run saved before it existed)."""
+        return {**{arg: default for arg, (default, _) in self.switches.items()}, **args}
+
+    def named(self, args: dict[str, Any]) -> tuple[str, dict[str, str]]:
+        """The label of a run with ``args`` (``"PAT w/o beta"``, ``"PAT+presence alpha=0.5"``) and the
+        arguments to show after it, by symbol: switches are in the name, and a shown argument that a
+        switch leaves without effect is left out."""
+        switched = [arg for arg, (default, _) in self.switches.items() if args.get(arg, default) != default]
+        words = [self.switches[arg][1].format(value=short_number(args.get(arg))) for arg in switched]
+        spaced = ", ".join(word for word in words if not word.startswith("+"))
+        label = self.label + " ".join(word for word in words if word.startswith("+")) + (f" {spaced}" if spaced else "")
+        unused = {self.unused_when_switched.get(arg) for arg in switched}
+        return label, {arg: symbol for arg, symbol in self.symbols.items() if arg not in unused}
+
+
+def short_number(value: Any) -> str:
+    """``20.0`` -> ``20``: numbers as the paper writes them."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
