@@ -127,6 +127,27 @@ def test_bad_sweep_files_are_refused_with_the_reason(tmp_path: Path, spec: dict,
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        # Flow style reads {los} as a mapping inside a list: invalid YAML, reported at its line and column.
+        (
+            "name: grid\naxes:\n  loss:\n    pat: {configs: [configs/{los}.yaml]}\n",
+            "bad.yaml line 4, column 29 is not valid YAML",
+        ),
+        ("- configs/a.yaml\n", "bad.yaml must be a mapping of name, save_dir"),
+    ],
+)
+def test_a_sweep_file_that_is_no_mapping_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, text: str, message: str
+) -> None:
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "bad.yaml")])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in error and len(error.strip().splitlines()) == 1
+
+
 def test_run_refuses_before_training_when_a_config_is_missing(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # an empty folder: no config of the grid exists there
     sweep = load_sweep(write(tmp_path / "g.yaml", GRID))

@@ -1,10 +1,9 @@
 """The ``pat-seg`` command: LightningCLI over :class:`SegmentationModule` and the data modules.
 
 ``pat-seg fit`` with no arguments trains on the embedded synthetic data with the defaults of
-``pat_seg/configs/default.yaml``; ``--config`` files and flags override them. The data module's
-``num_classes`` and ``ignore_index`` flow to the module, the network and the loss, so a config never
-repeats them. Where each command writes is decided here (:mod:`pat_seg.experiments`): one folder per
-run, resumed in place, evaluations and predictions inside the run they evaluate.
+``pat_seg/configs/default.yaml``; ``--config`` files and flags override them. Where a command writes
+(one folder per run, resumed in place, evaluations inside the run they evaluate) is planned by
+:mod:`pat_seg.experiments.command_plan` before the Trainer exists.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from argparse import ArgumentError
+from contextlib import ExitStack
 from importlib import import_module
 from importlib.resources import files
 from pathlib import Path
@@ -40,7 +40,6 @@ from pat_seg.experiments.run_summary import RunSummary
 from pat_seg.module import SegmentationModule
 
 DEFAULT_CONFIG = str(files("pat_seg") / "configs" / "default.yaml")
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
 # Commands that are not one Trainer: `report` and `sweep` work on many runs, `prepare` on a data set.
 TOOLS = {"report": "pat_seg.experiments.report", "sweep": "pat_seg.experiments.sweep", "prepare": "pat_seg.cli.prepare"}
 
@@ -49,6 +48,8 @@ class PatSegCLI(LightningCLI):
     """LightningCLI with pat-seg's argument links, run folders and resume in place."""
 
     def add_arguments_to_parser(self, parser: Any) -> None:
+        # The data module's class count and ignore index reach the module, the network and the loss,
+        # so a config never repeats them.
         for source, targets in {
             "data.num_classes": ("model.num_classes", "model.model.init_args.num_classes"),
             "data.ignore_index": ("model.ignore_index", "model.loss.init_args.ignore_index"),
@@ -68,10 +69,9 @@ class PatSegCLI(LightningCLI):
     # Lightning offers no public switch for this: the one private LightningCLI method pat-seg overrides
     # (tests/test_lightning_private_api.py fails by name if a Lightning release removes it).
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI would re-parse the checkpoint's hyperparameters as `model.*` options, but
-        # num_classes and ignore_index are link targets (set from the data module), which a parser
-        # may not be given. The config defines the module; the checkpoint supplies its weights.
-        return
+        """Nothing. LightningCLI would re-parse the checkpoint's hyperparameters as ``model.*`` options, but
+        num_classes and ignore_index are link targets (set from the data module), which a parser may not
+        be given. The config defines the module; the checkpoint supplies its weights."""
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
         try:
@@ -132,18 +132,27 @@ class PatSegCLI(LightningCLI):
             rank_zero_info(message)
         settings["ckpt_path"] = str(plan.checkpoint) if plan.checkpoint is not None else None
         if plan.run is not None:
-            kwargs["logger"] = self._logger_for(plan.run, plan.purge_step, plan.subfolder)
+            # A configured TensorBoardLogger's save_dir, name and version are kept, its other options are not.
+            # The HParams tab gets real metrics at the end, no hp_metric; TensorBoard hides the events that
+            # a resumed run's interrupted process wrote after its checkpoint (purge_step).
+            kwargs["logger"] = TensorBoardLogger(
+                str(plan.run.save_dir),
+                name=plan.run.experiment,
+                version=plan.run.version,
+                sub_dir=plan.subfolder,
+                default_hp_metric=False,
+                purge_step=plan.purge_step,
+            )
         kwargs["plugins"] = with_safe_checkpoints(trainer_settings.get("plugins"), plan)
-        if self.subcommand != "fit" and plan.run is not None and plan.run.path is not None:
+        callbacks = one_or_many(trainer_settings.get("callbacks"))
+        if self.subcommand == "fit":
+            kwargs["callbacks"] = [*callbacks, RunSummary(config)]
+        elif plan.run is not None and plan.run.path is not None:
             # Checkpoint callbacks write nothing outside fit, but an evaluation restores their state
             # from the checkpoint: pointed at the run's own folder, it reloads without complaint.
-            for callback in trainer_settings.get("callbacks") or []:
+            for callback in callbacks:
                 if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                     callback.dirpath = str(plan.run.checkpoints)
-        if self.subcommand == "fit":
-            configured = trainer_settings.get("callbacks") or []
-            configured = list(configured) if isinstance(configured, (list, tuple)) else [configured]
-            trainer_settings["callbacks"] = [*configured, RunSummary(config)]
         return super().instantiate_trainer(**kwargs)
 
     def after_test(self) -> None:
@@ -172,24 +181,12 @@ class PatSegCLI(LightningCLI):
             return RunFolder(root / "lightning_logs", settings["name"])
         return None
 
-    def _logger_for(self, folder: RunFolder, purge_step: int | None, sub_dir: str | None) -> TensorBoardLogger:
-        """A TensorBoard logger writing into ``folder`` (or its evaluation ``sub_dir``); a configured
-        TensorBoardLogger's save_dir, name and version are kept, its other options are not."""
-        options: dict[str, Any] = {"default_hp_metric": False}  # the HParams tab gets real metrics at the end
-        if purge_step is not None:
-            # Events the interrupted process wrote after the checkpoint are hidden by TensorBoard.
-            options["purge_step"] = purge_step
-        return TensorBoardLogger(
-            str(folder.save_dir), name=folder.experiment, version=folder.version, sub_dir=sub_dir, **options
-        )
-
 
 def fill_classes_from_run(config: Namespace) -> None:
     """An image folder predicted with a run's checkpoint takes the run's classes, unless given."""
     data = config.get("data")
-    if not isinstance(data, Namespace) or not str(data.get("class_path", "")).endswith("ImageFolderDataModule"):
-        return
-    if data.init_args.get("num_classes") is not None:
+    image_folder = isinstance(data, Namespace) and str(data.get("class_path", "")).endswith("ImageFolderDataModule")
+    if not image_folder or data.init_args.get("num_classes") is not None:
         return
     run = run_of(config.get("ckpt_path"), list(config.get("config") or []))
     hparams = run.path / HPARAMS if run is not None and run.path is not None else None
@@ -228,9 +225,14 @@ def check_weights_fit(module: Any, state: dict[str, Any], checkpoint: Path | Non
     )
 
 
+def one_or_many(configured: Any) -> list[Any]:
+    """A trainer option that takes one object or a list of them (callbacks, plugins), as a list."""
+    return [] if configured is None else list(configured) if isinstance(configured, (list, tuple)) else [configured]
+
+
 def with_safe_checkpoints(configured: Any, plan: CommandPlan) -> list[Any]:
     """The trainer's plugins with :class:`SafeCheckpointIO` reading and writing its checkpoints."""
-    plugins = [] if configured is None else list(configured) if isinstance(configured, (list, tuple)) else [configured]
+    plugins = one_or_many(configured)
     if any(isinstance(plugin, CheckpointIO) for plugin in plugins):
         raise ConfigurationError(
             "pat-seg reads and writes checkpoints itself (safe loading, atomic saves): "
@@ -254,7 +256,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> PatSegCLI:
     # raised (explained by pat_seg.cli.errors) instead of jsonargparse printing the usage before it.
     strict = {"formatter_class": PatSegHelpFormatter, "allow_abbrev": False, "exit_on_error": False}
     parser_kwargs: dict[str, Any] = {
-        command: {"default_config_files": [DEFAULT_CONFIG], **strict} for command in SUBCOMMANDS
+        command: {"default_config_files": [DEFAULT_CONFIG], **strict} for command in PatSegCLI.subcommands()
     }
     parser_kwargs.update(strict)
     return PatSegCLI(
@@ -278,37 +280,29 @@ def run_quietly(args: list[str]) -> PatSegCLI:
     hidden from LightningCLI, which would warn about it. Warnings and errors of the run still show.
     """
     ignore_third_party_warnings()
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels, host_argv = [logger.level for logger in loggers], sys.argv
-    try:
-        for logger in loggers:
+    with ExitStack() as restore:  # each change below is undone when the command ends, however it ends
+        for logger in map(logging.getLogger, ("lightning.pytorch", "lightning.fabric")):
+            restore.callback(logger.setLevel, logger.level)
             logger.setLevel(logging.WARNING)
-        sys.argv = host_argv[:1]
+        restore.callback(setattr, sys, "argv", sys.argv)
+        sys.argv = sys.argv[:1]
         return cli_main(args)
-    finally:
-        sys.argv = host_argv
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> None:
     """``pat-seg COMMAND ...``: the four Lightning subcommands, and ``report`` / ``sweep`` / ``prepare``."""
-    explicit = argv
-    argv = list(sys.argv[1:] if argv is None else argv)
+    args = list(sys.argv[1:] if argv is None else argv)
     ignore_third_party_warnings()
-    if not argv or argv[0] in ("-h", "--help"):
+    if not args or args[0] in ("-h", "--help"):
         sys.stdout.write(top_level_help())
-        sys.exit(0 if argv else 2)
-    command = argv[0]
+        sys.exit(0 if args else 2)
+    command = args[0]
     if command in TOOLS:
-        import_module(TOOLS[command]).main(argv[1:])
+        import_module(TOOLS[command]).main(args[1:])
         return
     if command not in COMMANDS and not command.startswith("-"):
         sys.stderr.write(f"pat-seg: error: unknown command {command!r}; expected one of {', '.join(COMMANDS)}\n")
         sys.exit(2)
     with short_errors(command):
-        cli_main(None if explicit is None else argv)
-
-
-if __name__ == "__main__":
-    main()
+        # None: LightningCLI reads sys.argv itself (given arguments and a sys.argv as well, it warns).
+        cli_main(None if argv is None else args)

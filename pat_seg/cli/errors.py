@@ -1,12 +1,8 @@
-"""pat-seg's own errors end a ``pat-seg`` command with a short message instead of a traceback.
-
-Errors are told apart by type (:mod:`pat_seg.exceptions`), not by where they were raised: a
-:class:`~pat_seg.exceptions.ConfigurationError` is printed as ``pat-seg <command>: error: <message>``
-and exits 2, a :class:`~pat_seg.exceptions.RunFailure` likewise with exit 1. A ``ValueError`` or
-``TypeError`` with which a configured class rejected its arguments while the command was being set
-up is a configuration error too (:func:`configuration_error`). Any other exception -- a torch error
-in pat-seg's own code, an out-of-memory error, a bug -- keeps its full traceback.
-``PAT_SEG_DEBUG=1`` shows the traceback of every error.
+"""pat-seg's own errors end a ``pat-seg`` command with ``pat-seg <command>: error: <message>`` and their
+exit code instead of a traceback. They are told apart by type (:mod:`pat_seg.exceptions` says which, and
+why every other exception keeps its traceback). A ``ValueError`` or ``TypeError`` with which a configured
+class rejected its arguments while the command was being set up is a configuration error too
+(:func:`configuration_error`). ``PAT_SEG_DEBUG=1`` shows the traceback of every error.
 """
 
 from __future__ import annotations
@@ -40,10 +36,7 @@ def _chain(error: BaseException) -> Iterator[BaseException]:
 
 def project_error(error: BaseException) -> PatSegError | None:
     """The pat-seg error behind ``error`` (jsonargparse and Lightning wrap them), or None."""
-    for link in _chain(error):
-        if isinstance(link, PatSegError):
-            return link
-    return None
+    return next((link for link in _chain(error) if isinstance(link, PatSegError)), None)
 
 
 def configuration_error(error: BaseException) -> ConfigurationError | None:
@@ -59,31 +52,21 @@ def configuration_error(error: BaseException) -> ConfigurationError | None:
     return ConfigurationError(str(innermost)) if isinstance(innermost, (ValueError, TypeError)) else None
 
 
-def exit_code(error: PatSegError) -> int:
-    return RUN_FAILURE if isinstance(error, RunFailure) else CONFIGURATION_ERROR
-
-
-def short_message(command: str, error: BaseException) -> str:
-    lines = str(error).strip().splitlines() or [type(error).__name__]
-    if len(lines) > MAX_MESSAGE_LINES:
-        lines = lines[:MAX_MESSAGE_LINES] + ["..."]
-    lines[0] = f"pat-seg {command}: error: {lines[0]}"
-    return "\n".join(lines + ["(set PAT_SEG_DEBUG=1 to see the traceback)"]) + "\n"
-
-
 @contextmanager
 def short_errors(command: str) -> Iterator[None]:
     """Turn pat-seg's own errors into a short message on stderr and an exit code (see the module doc)."""
     try:
         yield
     except Exception as error:
-        if os.environ.get("PAT_SEG_DEBUG", "").strip() not in ("", "0"):
-            raise
         cause = project_error(error)
-        if cause is None:
+        if cause is None or os.environ.get("PAT_SEG_DEBUG", "").strip() not in ("", "0"):
             raise
-        sys.stderr.write(short_message(command, cause))
-        sys.exit(exit_code(cause))
+        lines = str(cause).strip().splitlines() or [type(cause).__name__]
+        if len(lines) > MAX_MESSAGE_LINES:
+            lines = lines[:MAX_MESSAGE_LINES] + ["..."]
+        lines[0] = f"pat-seg {command}: error: {lines[0]}"
+        sys.stderr.write("\n".join([*lines, "(set PAT_SEG_DEBUG=1 to see the traceback)"]) + "\n")
+        sys.exit(RUN_FAILURE if isinstance(cause, RunFailure) else CONFIGURATION_ERROR)
 
 
 _UNACCEPTED = re.compile(
@@ -113,7 +96,7 @@ def explain_parse_error(error: Exception, argv: list[str], options: list[str]) -
     unrecognized = _UNRECOGNIZED.search(text)
     if unrecognized is not None:
         flag = unrecognized["arguments"].split()[0].split("=")[0]
-        return ConfigurationError(f"unknown option {flag}" + _closest(flag, options, prefix=""))
+        return ConfigurationError(f"unknown option {flag}" + _closest(flag, options))
     lines = [line for line in text.strip().splitlines() if line.strip()][: MAX_MESSAGE_LINES - 2]
     return ConfigurationError("\n".join(lines) or type(error).__name__)
 
@@ -128,9 +111,9 @@ def _init_arguments(class_path: str) -> list[str]:
         return []
 
 
-def _closest(key: str, candidates: list[str], prefix: str = "") -> str:
+def _closest(key: str, candidates: list[str]) -> str:
     match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
-    return f"; did you mean {prefix}{match[0]}?" if match else ""
+    return f"; did you mean {match[0]}?" if match else ""
 
 
 def _where(key: str, argv: list[str]) -> str:

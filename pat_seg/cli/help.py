@@ -21,33 +21,31 @@ COMMANDS = {
     "report": "the paper's tables from finished runs (runs that differ only in seed pooled)",
     "sweep": "a grid of runs from configs/sweeps/*.yaml: run here, print, or as a SLURM array",
 }
+TOP_LEVEL_HELP = """\
+usage: pat-seg COMMAND [options]   (pat-seg COMMAND --help for a command's options)
+
+Long-tailed semantic segmentation with the PAT loss.
+
+commands:
+{commands}
+
+examples:
+  pat-seg fit                                        # embedded data, CPU is fine
+  pat-seg prepare --config configs/cityscapes_pat.yaml --data.root /data/cityscapes
+  pat-seg fit --config configs/cityscapes_pat.yaml --data.root /data/cityscapes
+  pat-seg fit --model.loss CrossEntropyLoss --model.model DeepLabV3Plus
+  pat-seg test --config lightning_logs/default/version_0/config.yaml --ckpt_path best
+  pat-seg report --logdir lightning_logs
+
+PAT_SEG_DEBUG=1 shows the full traceback of an error.
+"""
 LONG_LIST = 12
 _KNOWN = re.compile(r", known subclasses: (?P<paths>.*)\)$", re.DOTALL)
 
 
 def top_level_help() -> str:
     width = max(map(len, COMMANDS))
-    lines = [
-        "usage: pat-seg COMMAND [options]   (pat-seg COMMAND --help for a command's options)",
-        "",
-        "Long-tailed semantic segmentation with the PAT loss.",
-        "",
-        "commands:",
-    ]
-    lines += [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
-    lines += [
-        "",
-        "examples:",
-        "  pat-seg fit                                        # embedded data, CPU is fine",
-        "  pat-seg prepare --config configs/cityscapes_pat.yaml --data.root /data/cityscapes",
-        "  pat-seg fit --config configs/cityscapes_pat.yaml --data.root /data/cityscapes",
-        "  pat-seg fit --model.loss CrossEntropyLoss --model.model DeepLabV3Plus",
-        "  pat-seg test --config lightning_logs/default/version_0/config.yaml --ckpt_path best",
-        "  pat-seg report --logdir lightning_logs",
-        "",
-        "PAT_SEG_DEBUG=1 shows the full traceback of an error.",
-    ]
-    return "\n".join(lines) + "\n"
+    return TOP_LEVEL_HELP.format(commands="\n".join(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()))
 
 
 def own_classes(dest: str) -> list[str]:

@@ -11,39 +11,21 @@ from __future__ import annotations
 import logging
 import warnings
 
-# (message regex, matched at the start of the message; category; who raises it, where)
-UNACTIONABLE: tuple[tuple[str, type[Warning], str], ...] = (
-    (
-        r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-        FutureWarning,
-        "torch, on Lightning's use of torch.utils._pytree.LeafSpec (lightning/pytorch/utilities/_pytree.py)",
-    ),
-    (
-        r"\s*skip_none parameter was deprecated",
-        DeprecationWarning,
-        "jsonargparse, on LightningCLI's call of ArgumentParser.dump(skip_none=...)",
-    ),
-    (
-        r"\s*``instantiate_classes`` was deprecated",
-        DeprecationWarning,
-        "jsonargparse, on LightningCLI.instantiate_classes",
-    ),
-    (
-        r"\s*``ArgumentParser.add_instantiator`` was deprecated",
-        DeprecationWarning,
-        "jsonargparse, on LightningCLI's checkpoint-loading instantiator",
-    ),
-    (
-        r"\s*By default only one JsonargparseDeprecationWarning per type is shown",
-        DeprecationWarning,
-        "jsonargparse's note that comes with the first of the three above",
-    ),
-    (
-        r"The image decoding and encoding capabilities of TorchVision are deprecated",
-        DeprecationWarning,
-        "torchvision >= 0.29, on every decoded image; pat_seg.data.io reads with torchvision.io where it exists "
-        "(15-20% faster than PIL) and falls back to PIL where it is gone",
-    ),
+# (message regex, matched at the start of the message; category), each below who raises it, where.
+UNACTIONABLE: tuple[tuple[str, type[Warning]], ...] = (
+    # torch, on Lightning's use of torch.utils._pytree.LeafSpec (lightning/pytorch/utilities/_pytree.py)
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    # jsonargparse, on LightningCLI's call of ArgumentParser.dump(skip_none=...)
+    (r"\s*skip_none parameter was deprecated", DeprecationWarning),
+    # jsonargparse, on LightningCLI.instantiate_classes
+    (r"\s*``instantiate_classes`` was deprecated", DeprecationWarning),
+    # jsonargparse, on LightningCLI's checkpoint-loading instantiator
+    (r"\s*``ArgumentParser.add_instantiator`` was deprecated", DeprecationWarning),
+    # jsonargparse's note that comes with the first of the three above
+    (r"\s*By default only one JsonargparseDeprecationWarning per type is shown", DeprecationWarning),
+    # torchvision >= 0.29, on every decoded image; pat_seg.data.io reads with torchvision.io where it
+    # exists (15-20% faster than PIL) and falls back to PIL where it is gone
+    (r"The image decoding and encoding capabilities of TorchVision are deprecated", DeprecationWarning),
 )
 
 
@@ -59,7 +41,7 @@ def _not_an_advertisement(record: logging.LogRecord) -> bool:
 
 def ignore_third_party_warnings() -> None:
     """Ignore exactly the warnings of :data:`UNACTIONABLE` and the :data:`ADVERTISEMENTS` in this process."""
-    for message, category, _ in UNACTIONABLE:
+    for message, category in UNACTIONABLE:
         warnings.filterwarnings("ignore", message=message, category=category)
     logger = logging.getLogger(RANK_ZERO_LOGGER)
     if _not_an_advertisement not in logger.filters:
@@ -68,4 +50,4 @@ def ignore_third_party_warnings() -> None:
 
 def ini_filter_lines() -> list[str]:
     """The same list as ``filterwarnings`` lines for pytest's ini option."""
-    return [f"ignore:{message}:{category.__name__}" for message, category, _ in UNACTIONABLE]
+    return [f"ignore:{message}:{category.__name__}" for message, category in UNACTIONABLE]

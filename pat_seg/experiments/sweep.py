@@ -83,32 +83,26 @@ def _flag_value(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def _as_list(value: Any, where: str) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return list(value)
-    raise ValueError(f"{where} must be a path or a list of paths; got {value!r}")
+def _configs_and_args(entry: dict[str, Any], where: str) -> tuple[list[str], dict[str, Any]]:
+    """The ``configs`` (a path or a list of paths) and ``args`` (flag -> value) of the sweep's top level
+    or of one value of an axis; ``where`` starts their names in an error."""
+    configs, args = entry.get("configs"), entry.get("args")
+    configs = [] if configs is None else [configs] if isinstance(configs, str) else configs
+    if not isinstance(configs, list) or not all(isinstance(config, str) for config in configs):
+        raise ValueError(f"{where}configs must be a path or a list of paths; got {entry['configs']!r}")
+    if not isinstance(args, dict | None):
+        raise ValueError(f"{where}args must be a mapping of flag -> value; got {args!r}")
+    return list(configs), dict(args or {})
 
 
-def _as_args(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ValueError(f"{where} must be a mapping of flag -> value; got {value!r}")
-    return dict(value)
-
-
-def _fill(text: Any, choice: dict[str, str], where: str) -> Any:
-    """Replace ``{axis}`` in a string by the value name chosen on that axis."""
+def _fill(text: Any, choice: dict[str, str], path: Path) -> Any:
+    """Replace ``{axis}`` in a string of the sweep file ``path`` by the value name chosen on that axis."""
     if not isinstance(text, str):
         return text
     try:
         return text.format(**choice)
     except (KeyError, IndexError) as error:
-        raise ValueError(f"{where} refers to {error} but the axes are {sorted(choice)}") from None
+        raise ValueError(f"{path} refers to {error} but the axes are {sorted(choice)}") from None
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -116,7 +110,14 @@ def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"sweep file {str(path)!r} does not exist")
-    spec = yaml.safe_load(path.read_text()) or {}
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.MarkedYAMLError as error:  # e.g. unquoted braces in a flow mapping: {configs: [{loss}.yaml]}
+        mark = error.problem_mark
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"{path}{where} is not valid YAML: {error.problem} (quote values that hold braces)") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path} must be a mapping of name, save_dir, configs, args, axes, slurm; got {spec!r}")
     unknown = set(spec) - {"name", "save_dir", "configs", "args", "axes", "slurm"}
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}; expected name, save_dir, configs, args, axes, slurm")
@@ -127,8 +128,7 @@ def load_sweep(path: str | Path) -> Sweep:
             f"{path}: 'axes' must map each axis name to a non-empty mapping of value name -> "
             f"{{configs, args}}; got {axes!r}"
         )
-    base_configs = _as_list(spec.get("configs"), f"{path}: configs")
-    base_args = _as_args(spec.get("args"), f"{path}: args")
+    base_configs, base_args = _configs_and_args(spec, f"{path}: ")
     runs = []
     for combination in itertools.product(*[list(values.items()) for values in axes.values()]):
         choice = {axis: str(value_name) for axis, (value_name, _) in zip(axes, combination)}
@@ -138,20 +138,13 @@ def load_sweep(path: str | Path) -> Sweep:
             where = f"{path}: axes.{axis}.{value_name}"
             if not isinstance(entry, dict) or set(entry) - {"configs", "args"}:
                 raise ValueError(f"{where} must be a mapping with 'configs' and/or 'args'; got {entry!r}")
-            configs += _as_list(entry.get("configs"), f"{where}.configs")
-            args.update(_as_args(entry.get("args"), f"{where}.args"))
-        runs.append(
-            SweepRun(
-                version="-".join(choice.values()),
-                configs=[_fill(c, choice, str(path)) for c in configs],
-                args={k: _fill(v, choice, str(path)) for k, v in args.items()},
-            )
-        )
+            more_configs, more_args = _configs_and_args(entry, f"{where}.")
+            configs += more_configs
+            args.update(more_args)
+        configs = [_fill(config, choice, path) for config in configs]
+        args = {key: _fill(value, choice, path) for key, value in args.items()}
+        runs.append(SweepRun("-".join(choice.values()), configs, args))
     return Sweep(name, str(spec.get("save_dir") or "lightning_logs"), runs, dict(spec.get("slurm") or {}))
-
-
-def missing_configs(sweep: Sweep) -> list[str]:
-    return sorted({c for run in sweep.runs for c in run.configs if not Path(c).is_file()})
 
 
 def print_commands(sweep: Sweep, extra: list[str]) -> str:
@@ -178,7 +171,7 @@ def run_all(sweep: Sweep, extra: list[str], force: bool = False) -> int:
 
     Returns the number of failed runs; a failure does not stop the sweep.
     """
-    missing = missing_configs(sweep)
+    missing = sorted({config for run in sweep.runs for config in run.configs if not Path(config).is_file()})
     if missing:
         raise ValueError(
             f"config files of the sweep {sweep.name!r} do not exist: {missing} (paths are relative to {Path.cwd()})"
@@ -186,37 +179,33 @@ def run_all(sweep: Sweep, extra: list[str], force: bool = False) -> int:
     # A terminated sweep must not leave its current `pat-seg fit` running: SIGTERM becomes SystemExit,
     # on which subprocess.run kills the child before re-raising. The caller's handler comes back after.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    failed = 0
     try:
-        return _run_each(sweep, extra, force)
+        for index, run in enumerate(sweep.runs, 1):
+            progress, run_dir = f"[{index}/{len(sweep.runs)}]", sweep.run_dir(run)
+            if (run_dir / DONE_MARKER).is_file() and not force:
+                print(f"{progress} {run.version}: done already, skipped", flush=True)
+                continue
+            command = run.command(sweep.name, sweep.save_dir, extra)
+            print(f"{progress} {shlex.join(command)}", flush=True)
+            # `python -m pat_seg` is the `pat-seg` script, bound to this interpreter's environment.
+            result = subprocess.run([sys.executable, "-m", "pat_seg"] + command[1:])
+            if result.returncode == 0:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                (run_dir / DONE_MARKER).touch()
+            else:
+                failed += 1
+                print(f"{progress} {run.version}: failed with exit code {result.returncode}", flush=True)
+        return failed
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _run_each(sweep: Sweep, extra: list[str], force: bool) -> int:
-    failed = 0
-    for index, run in enumerate(sweep.runs, 1):
-        run_dir = sweep.run_dir(run)
-        if (run_dir / DONE_MARKER).is_file() and not force:
-            print(f"[{index}/{len(sweep.runs)}] {run.version}: done already, skipped", flush=True)
-            continue
-        command = run.command(sweep.name, sweep.save_dir, extra)
-        print(f"[{index}/{len(sweep.runs)}] {shlex.join(command)}", flush=True)
-        # `python -m pat_seg` is the `pat-seg` script, bound to this interpreter's environment.
-        result = subprocess.run([sys.executable, "-m", "pat_seg"] + command[1:])
-        if result.returncode == 0:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / DONE_MARKER).touch()
-        else:
-            failed += 1
-            print(f"[{index}/{len(sweep.runs)}] {run.version}: failed with exit code {result.returncode}", flush=True)
-    return failed
 
 
 def main(argv: list[str] | None = None) -> None:
     """``pat-seg sweep FILE [--mode run|print|slurm] [--save-dir DIR] [--force] [-- extra fit flags]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    argv = argv[: argv.index("--")] if "--" in argv else argv
+    end = argv.index("--") if "--" in argv else len(argv)
+    argv, extra = argv[:end], argv[end + 1 :]
     parser = argparse.ArgumentParser(
         prog="pat-seg sweep",
         description=__doc__.split("\n\n")[0],
