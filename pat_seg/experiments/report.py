@@ -10,10 +10,11 @@ Utilisation tags (``utilisation/...``, logged per epoch) are averaged over the e
 Cells are the mean over the runs that differ only in seed, ``± sample standard deviation`` (n-1)
 when there are two or more, and the number of runs ``(n=3)``; the best mean of each column (within
 each model for Tables 4 and 5) is marked. Runs are pooled only when their saved configs are equal
-apart from the seeds and logging settings (:attr:`pat_seg.experiments.runs.Run.identity`): runs that differ in
-anything else (epochs, batch size, precision, ...) get rows of their own, labelled with what differs,
-and of two runs of one experiment with the same seeds only the newest counts (a warning names both). mIoU, pixel accuracy and IoU are printed in percent, Dice error (1 - mean Dice) as a
-fraction, as in the paper; CSV holds the raw values.
+apart from the seeds and logging settings (:attr:`pat_seg.experiments.runs.Run.identity`): runs that
+differ in anything else (epochs, batch size, precision, ...) get rows of their own, labelled with what
+differs, and of two runs of one experiment with the same seeds only the newest counts (a warning names
+both). mIoU, pixel accuracy and IoU are printed in percent, Dice error (1 - mean Dice) as a fraction,
+as in the paper; CSV holds the raw values.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
 import math
 import re
 import statistics
 import sys
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,22 +97,19 @@ class Table:
         cell = self.cells.get((row, column))
         return "" if cell is None else format_cell(cell, column[1])
 
-    def mark_best(self, within: Callable[[Row], object] = lambda row: None) -> None:
-        """Mark the best mean of every column among the rows that share ``within(row)``."""
+    def mark_best(self) -> None:
+        """Mark the best mean of every column among the rows that differ only in their last label (the
+        method): within each model where the rows are (model, method)."""
         for column in self.columns:
             higher = metric_spec(column[1])[2]
-            if higher is None:
-                continue
-            groups: dict[object, list[Row]] = {}
+            groups: dict[Row, dict[Row, float]] = {}
             for row in self.rows:
-                if (row, column) in self.cells:
-                    groups.setdefault(within(row), []).append(row)
-            for rows in groups.values():
-                if len(rows) < 2:
-                    continue  # a lone entry is not "best" of anything
-                means = {row: self.cells[row, column].mean for row in rows}
-                target = (max if higher else min)(means.values())
-                self.best.update((row, column) for row, mean in means.items() if mean == target)
+                if higher is not None and (row, column) in self.cells:
+                    groups.setdefault(row[:-1], {})[row] = self.cells[row, column].mean
+            for means in groups.values():
+                if len(means) > 1:  # a lone entry is not "best" of anything
+                    target = (max if higher else min)(means.values())
+                    self.best.update((row, column) for row, mean in means.items() if mean == target)
 
 
 def metric_spec(tag: str) -> tuple[str, float, bool | None]:
@@ -163,22 +163,13 @@ def label_runs(runs: Sequence[Run], warn: Callable[[str], None] = lambda message
     appended to the method label, so that no cell pools two experiments.
     """
     runs = newest_per_seed(runs, warn)
-    kinds = {"data": lambda r: r.data, "model": lambda r: r.model, "loss": lambda r: r.loss}
-    labels = {kind: display_labels([get(r) for r in runs], kind) for kind, get in kinds.items()}
-    entries = [
-        LabelledRun(
-            run,
-            dataset=labels["data"][identity_key(*run.data)],
-            model=labels["model"][identity_key(*run.model)],
-            method=labels["loss"][identity_key(*run.loss)],
-            is_pat=run.loss[0] == "PATLoss",
-        )
-        for run in runs
-    ]
-    clusters: dict[tuple[str, str, str], list[LabelledRun]] = {}
-    for entry in entries:
-        clusters.setdefault((entry.dataset, entry.model, entry.method), []).append(entry)
-    for cluster in clusters.values():
+    kinds = ("data", "model", "loss")  # the Run properties behind LabelledRun's dataset, model and method
+    labels = {kind: display_labels([getattr(r, kind) for r in runs], kind) for kind in kinds}
+    entries = []
+    for run in runs:
+        dataset, model, method = (labels[kind][identity_key(*getattr(run, kind))] for kind in kinds)
+        entries.append(LabelledRun(run, dataset, model, method, is_pat=run.loss[0] == "PATLoss"))
+    for cluster in _grouped(entries, "dataset", "model", "method").values():
         identities = {entry.run.identity_key: entry.run.identity for entry in cluster}
         if len(identities) < 2:
             continue
@@ -189,144 +180,99 @@ def label_runs(runs: Sequence[Run], warn: Callable[[str], None] = lambda message
     return entries
 
 
-def _natural(text: str) -> tuple:
-    """Sort key that orders ``T=5`` before ``T=10``."""
-    return tuple(float(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", text)))
+def _value(run: Run, split: str, tag: str) -> float | None:
+    """What ``run`` puts in a cell of ``tag`` (module docstring): the last logged value, the mean over
+    epochs for utilisation; None when it has none or NaN (e.g. the IoU of a class the split lacks)."""
+    value = run.epoch_mean(tag) if tag.startswith(UTILISATION_PREFIX) else run.last(f"{split}/{tag}")
+    return None if value is None or math.isnan(value) else value
 
 
 def _paper_order(label: str, names: Sequence[str]) -> tuple:
-    """The paper's row order (CE ... PAT; SegNet ... DLV3+), unknown names last, then naturally."""
+    """The paper's row order (CE ... PAT; SegNet ... DLV3+), unknown names last, then naturally (``T=5``
+    before ``T=10``)."""
     base = label.split(" (")[0]
-    return (names.index(base) if base in names else len(names), _natural(label))
+    natural = tuple(float(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", label)))
+    return (names.index(base) if base in names else len(names), natural)
 
 
-METHOD_ORDER = [label for label, _ in LOSS_LABELS.values()]
-MODEL_ORDER = list(MODEL_LABELS.values())
+# The order of each label's values in rows and tables: data sets naturally, models and methods as in the paper.
+ORDERS: dict[str, Sequence[str]] = {
+    "dataset": (),
+    "model": list(MODEL_LABELS.values()),
+    "method": [label for label, _ in LOSS_LABELS.values()],
+}
+HEADERS = {"dataset": "Data set", "model": "Model", "method": "Method"}
 
 
-def _fill(
-    table: Table,
-    runs: Sequence[LabelledRun],
-    row_of: Callable[[LabelledRun], Row],
-    value_of: Callable[[Run, str], float | None],
-    group_of: Callable[[LabelledRun], str],
+def _grouped(
+    entries: Iterable[LabelledRun], *labels: str, orders: dict[str, Sequence[str]] = ORDERS
+) -> dict[Row, list[LabelledRun]]:
+    """The entries by the values of their ``labels`` (``dataset``, ``model``, ``method``), sorted by ``orders``."""
+    groups: dict[Row, list[LabelledRun]] = {}
+    for entry in entries:
+        groups.setdefault(tuple(getattr(entry, label) for label in labels), []).append(entry)
+    names = [orders[label] for label in labels]
+    return {key: groups[key] for key in sorted(groups, key=lambda key: tuple(map(_paper_order, key, names)))}
+
+
+def _table(
+    title: str,
+    labels: Row,
+    entries: Sequence[LabelledRun],
+    tags: Sequence[str],
+    note: str,
+    split: str,
+    datasets: Sequence[str] | None = None,
+    orders: dict[str, Sequence[str]] = ORDERS,
 ) -> Table:
-    """Put every run's value into the cell of its row and of each column of its group."""
-    values: dict[tuple[Row, Column], list[float]] = {}
-    for entry in runs:
-        for column in table.columns:
-            if column[0] != group_of(entry):
-                continue
-            value = value_of(entry.run, column[1])
-            if value is not None and not math.isnan(value):
-                values.setdefault((row_of(entry), column), []).append(value)
-    table.cells = {key: Cell(v) for key, v in values.items()}
-    table.rows = [row for row in table.rows if any((row, c) in table.cells for c in table.columns)]
-    return table
-
-
-def reported_entries(
-    runs: Sequence[Run], split: str, warn: Callable[[str], None] = lambda message: None
-) -> list[LabelledRun]:
-    """The labelled runs that logged ``<split>/miou``: what every table of the report is built from."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
-    # Runs still training (nothing logged yet) are left out before labelling: their empty class list
-    # would otherwise read as a data set of another size and relabel every finished run.
-    return label_runs([run for run in runs if run.last(f"{split}/miou") is not None], warn)
+    """Each run's :func:`_value` of every tag, in the row of its ``labels`` (e.g. model and method) and
+    the tag's column: its data set's when the columns are per data set (``datasets``). Rows without a
+    value are left out; the others are sorted by ``orders``."""
+    columns = [("", tag) for tag in tags] if datasets is None else [(d, tag) for d in datasets for tag in tags]
+    cells: dict[tuple[Row, Column], Cell] = {}
+    for row, runs in _grouped(entries, *labels, orders=orders).items():
+        for entry in runs:
+            group = "" if datasets is None else entry.dataset
+            for column in columns:
+                value = _value(entry.run, split, column[1]) if column[0] == group else None
+                if value is not None:
+                    cells.setdefault((row, column), Cell([])).values.append(value)
+    rows = list(dict.fromkeys(row for row, _ in cells))
+    return Table(title, tuple(HEADERS[label] for label in labels), rows, columns, cells, note=note)
 
 
 def build_tables(entries: Sequence[LabelledRun], split: str = "val") -> list[Table]:
     """Tables 3-6 and the utilisation table for ``entries`` (those with nothing to show are left out)."""
-
-    def last(run: Run, tag: str) -> float | None:
-        return run.last(f"{split}/{tag}")
-
-    def ordered(values: set[str], order: Sequence[str]) -> list[str]:
-        return sorted(values, key=lambda label: _paper_order(label, order))
-
-    datasets = sorted({e.dataset for e in entries}, key=_natural)
-    models = ordered({e.model for e in entries}, MODEL_ORDER)
-    tables = []
+    datasets = [dataset for (dataset,) in _grouped(entries, "dataset")]
+    by_model = _grouped(entries, "model")
     note = f"last epoch of `{split}/*`; mean ± std over seeds"
-
-    for model in models:  # Table 3: one per model (the paper's is SegNet)
-        mine = [e for e in entries if e.model == model]
-        table = Table(
-            f"Table 3: method x data set ({model})",
-            ("Method",),
-            [(m,) for m in ordered({e.method for e in mine}, METHOD_ORDER)],
-            [(d, t) for d in datasets for t in ("miou", "pixel_accuracy", "dice_error")],
-            {},
-            note=note,
+    table_3 = ("miou", "pixel_accuracy", "dice_error")
+    tables_4_5 = ("miou", "pixel_accuracy")
+    tables = [  # Table 3: one per model (the paper's is SegNet)
+        _table(f"Table 3: method x data set ({model})", ("method",), mine, table_3, note, split, datasets)
+        for (model,), mine in by_model.items()
+    ]
+    note_4_5 = note + "; best within each model"
+    if len(by_model) > 1:  # Table 4: model x method
+        tables.append(
+            _table("Table 4: model x method", ("model", "method"), entries, tables_4_5, note_4_5, split, datasets)
         )
-        tables.append(_fill(table, mine, lambda e: (e.method,), last, lambda e: e.dataset))
-
-    if len(models) > 1:  # Table 4: model x method, best within each model
-        table = Table(
-            "Table 4: model x method",
-            ("Model", "Method"),
-            [(m, x) for m in models for x in ordered({e.method for e in entries if e.model == m}, METHOD_ORDER)],
-            [(d, t) for d in datasets for t in ("miou", "pixel_accuracy")],
-            {},
-            note=note + "; best within each model",
-        )
-        tables.append(_fill(table, entries, lambda e: (e.model, e.method), last, lambda e: e.dataset))
-
     pat = [e for e in entries if e.is_pat]
-    if len({e.method for e in pat}) > 1:  # Table 5: PAT's temperature (and any other PAT setting)
-        table = Table(
-            "Table 5: PAT settings (temperature, ablations)",
-            ("Model", "Method"),
-            [(m, x) for m in models for x in sorted({e.method for e in pat if e.model == m}, key=_natural)],
-            [(d, t) for d in datasets for t in ("miou", "pixel_accuracy")],
-            {},
-            note=note + "; best within each model",
-        )
-        tables.append(_fill(table, pat, lambda e: (e.model, e.method), last, lambda e: e.dataset))
-
-    for dataset in datasets:  # Table 6: per-class IoU, one per data set and model
-        for model in models:
-            mine = [e for e in entries if e.dataset == dataset and e.model == model]
-            if not mine:
-                continue
-            classes = mine[0].run.class_names(split)
-            tags = [f"iou/{c}" for c in classes] + ["miou_head", "miou_tail", "miou"]
-            table = Table(
-                f"Table 6: per-class IoU ({dataset}, {model})",
-                ("Method",),
-                [(m,) for m in ordered({e.method for e in mine}, METHOD_ORDER)],
-                [("", t) for t in tags],
-                {},
-                note=note + "; tail = rarest third of training pixels",
-            )
-            tables.append(_fill(table, mine, lambda e: (e.method,), last, lambda e: ""))
-
+    if len({e.method for e in pat}) > 1:  # Table 5: PAT's temperature (and any other PAT setting), in natural order
+        title = "Table 5: PAT settings (temperature, ablations)"
+        natural = {**ORDERS, "method": ()}
+        tables.append(_table(title, ("model", "method"), pat, tables_4_5, note_4_5, split, datasets, natural))
+    note_6 = note + "; tail = rarest third of training pixels"
+    for (dataset, model), mine in _grouped(entries, "dataset", "model").items():  # Table 6: per-class IoU
+        tags = [f"iou/{c}" for c in mine[0].run.class_names(split)] + ["miou_head", "miou_tail", "miou"]
+        tables.append(_table(f"Table 6: per-class IoU ({dataset}, {model})", ("method",), mine, tags, note_6, split))
     utilisation = sorted({t for e in entries for t in e.run.scalars if t.startswith(UTILISATION_PREFIX)})
     if utilisation:  # Fig. 5's numbers: per-epoch costs averaged over epochs
-        table = Table(
-            "Utilisation (Fig. 5)",
-            ("Data set", "Model", "Method"),
-            sorted(
-                {(e.dataset, e.model, e.method) for e in entries},
-                key=lambda r: (_natural(r[0]), _paper_order(r[1], MODEL_ORDER), _paper_order(r[2], METHOD_ORDER)),
-            ),
-            [("", t) for t in utilisation],
-            {},
-            note="mean over epochs of each run; mean ± std over seeds",
-        )
-        tables.append(
-            _fill(
-                table,
-                entries,
-                lambda e: (e.dataset, e.model, e.method),
-                lambda run, tag: run.epoch_mean(tag),
-                lambda e: "",
-            )
-        )
-
+        labels = ("dataset", "model", "method")
+        costs_note = "mean over epochs of each run; mean ± std over seeds"
+        tables.append(_table("Utilisation (Fig. 5)", labels, entries, utilisation, costs_note, split))
     for table in tables:
-        table.mark_best((lambda row: row[0]) if table.title.startswith(("Table 4", "Table 5")) else (lambda row: None))
+        table.mark_best()
     return tables
 
 
@@ -360,84 +306,59 @@ def paired_tables(
     Holm-adjusted p-value (:func:`pat_seg.experiments.paired.holm_adjust`) and its interval is widened to the
     Bonferroni level ``1 - (1 - confidence) / m``, so the family's intervals hold together.
     """
+    interval = (
+        f"[{confidence:.0%} Student-t interval, Bonferroni-widened over the data sets each method "
+        f"was compared on; p_Holm: Holm-adjusted p-value of the paired t-test over those data sets]"
+        if holm
+        else f"[{confidence:.0%} Student-t interval]"
+    )
+    note = f"last epoch of `{split}/*`; method minus {against} per seed, mean {interval} in points"
+    columns = [("", metric) for metric in PAIRED_METRICS]
     tables = []
-    for model in sorted({e.model for e in entries}, key=lambda label: _paper_order(label, MODEL_ORDER)):
-        mine = [e for e in entries if e.model == model]
-        # (dataset, method, metric) -> (per-seed method values, per-seed baseline values)
-        pairs: dict[tuple[str, str, str], tuple[dict, dict]] = {}
-        for dataset in sorted({e.dataset for e in mine}, key=_natural):
-            here = [e for e in mine if e.dataset == dataset]
-            baselines = sorted({e.method for e in here if _is_baseline(e.method, against)})
+    for (model,), mine in _grouped(entries, "model").items():
+        pairs: dict[tuple[Row, Column], tuple[dict, dict]] = {}  # cell -> per-seed values of method, of baseline
+        for (dataset,), here in _grouped(mine, "dataset").items():
+            methods = {method: runs for (method,), runs in _grouped(here, "method").items()}
+            baselines = sorted(method for method in methods if _is_baseline(method, against))
             if len(baselines) > 1:
                 exact = " or ".join(f"--paired-against '{label}'" for label in baselines)
                 warn(f"{against!r} names {len(baselines)} methods on {dataset} ({model}), skipped there: give {exact}")
             if len(baselines) != 1:
                 continue
-            baseline = baselines[0]
-            methods = sorted({e.method for e in here} - {baseline}, key=lambda label: _paper_order(label, METHOD_ORDER))
-            for method in methods:
-                for metric in PAIRED_METRICS:
-                    per_seed = {
-                        m: {e.run.seeds: e.run.last(f"{split}/{metric}") for e in here if e.method == m}
-                        for m in (method, baseline)
-                    }
-                    per_seed = {
-                        m: {seed: v for seed, v in values.items() if v is not None and not math.isnan(v)}
-                        for m, values in per_seed.items()
-                    }
-                    if per_seed[method] and per_seed[baseline]:
-                        pairs[dataset, method, metric] = (per_seed[method], per_seed[baseline])
-        family_size = {
-            (method, metric): sum(1 for (_, m, x) in pairs if (m, x) == (method, metric))
-            for (_, method, metric) in pairs
-        }
-        differences: dict[tuple[str, str, str], PairedDifference] = {}
-        for (dataset, method, metric), (values, baseline_values) in pairs.items():
-            level = 1.0 - (1.0 - confidence) / family_size[method, metric] if holm else confidence
-            try:
-                differences[dataset, method, metric] = paired_difference(values, baseline_values, level)
-            except ValueError as error:
-                warn(f"{dataset}, {model}, {method} - {against}, {metric}: {error}")
-        adjusted: dict[tuple[str, str, str], float] = {}
-        if holm:
-            for method, metric in family_size:
-                keys = [key for key in differences if key[1:] == (method, metric)]
-                adjusted.update(zip(keys, holm_adjust([differences[key].p_value for key in keys])))
-        rows: list[Row] = []
-        texts: dict[tuple[Row, Column], str] = {}
+            baseline = methods.pop(baselines[0])
+            for (method, runs), column in itertools.product(methods.items(), columns):
+                # Of two runs with the same seeds, the later one's value (even if it has none) counts.
+                per_seed = [{e.run.seeds: _value(e.run, split, column[1]) for e in side} for side in (runs, baseline)]
+                variant, reference = ({s: v for s, v in side.items() if v is not None} for side in per_seed)
+                if variant and reference:
+                    pairs[(dataset, method), column] = (variant, reference)
+        families = Counter((row[1], column) for row, column in pairs)  # a method's data sets, per metric
+        differences: dict[tuple[Row, Column], PairedDifference] = {}
         cells: dict[tuple[Row, Column], Cell] = {}
-        for (dataset, method, metric), difference in differences.items():
-            row, column = (dataset, method), ("", metric)
-            if difference.n < 2:
-                texts[row, column] = f"{difference.mean * 100:+.2f} (n=1, no interval)"
-            elif holm:
-                texts[row, column] = (
-                    f"{difference.format(100.0)} (n={difference.n}, p_Holm={adjusted[dataset, method, metric]:.3g})"
-                )
+        for (row, column), (values, baseline_values) in pairs.items():
+            level = 1.0 - (1.0 - confidence) / families[row[1], column] if holm else confidence
+            try:
+                difference = differences[row, column] = paired_difference(values, baseline_values, level)
+            except ValueError as error:
+                warn(f"{row[0]}, {model}, {row[1]} - {against}, {column[1]}: {error}")
             else:
-                texts[row, column] = f"{difference.format(100.0)} (n={difference.n})"
-            values, baseline_values = pairs[dataset, method, metric]
-            cells[row, column] = Cell([values[seed] - baseline_values[seed] for seed in difference.seeds])
-            if row not in rows:
-                rows.append(row)
-        if rows:
-            interval = (
-                f"[{confidence:.0%} Student-t interval, Bonferroni-widened over the data sets each method "
-                f"was compared on; p_Holm: Holm-adjusted p-value of the paired t-test over those data sets]"
-                if holm
-                else f"[{confidence:.0%} Student-t interval]"
-            )
-            tables.append(
-                Table(
-                    f"Paired differences against {against} ({model})",
-                    ("Data set", "Method"),
-                    rows,
-                    [("", metric) for metric in PAIRED_METRICS],
-                    cells,
-                    note=f"last epoch of `{split}/*`; method minus {against} per seed, mean {interval} in points",
-                    texts=texts,
-                )
-            )
+                cells[row, column] = Cell([values[seed] - baseline_values[seed] for seed in difference.seeds])
+        adjusted: dict[tuple[Row, Column], float] = {}
+        if holm:
+            for family in families:
+                keys = [key for key in differences if (key[0][1], key[1]) == family]
+                adjusted.update(zip(keys, holm_adjust([differences[key].p_value for key in keys])))
+        texts: dict[tuple[Row, Column], str] = {}
+        for key, difference in differences.items():
+            if difference.n < 2:
+                texts[key] = f"{difference.mean * 100:+.2f} (n=1, no interval)"
+            else:
+                p_holm = f", p_Holm={adjusted[key]:.3g}" if holm else ""
+                texts[key] = f"{difference.format(100.0)} (n={difference.n}{p_holm})"
+        if texts:
+            rows = list(dict.fromkeys(row for row, _ in texts))
+            title = f"Paired differences against {against} ({model})"
+            tables.append(Table(title, ("Data set", "Method"), rows, columns, cells, note=note, texts=texts))
     return tables
 
 
@@ -452,41 +373,15 @@ def learned_tables(entries: Sequence[LabelledRun], split: str = "val", threshold
     than a mean ± std: a mean of 22.6 ± 39.2 over three seeds is {0, 0, 67.9}, two of three failures.
     """
     tables = []
-    for dataset in sorted({e.dataset for e in entries}, key=_natural):
-        for model in sorted({e.model for e in entries}, key=lambda label: _paper_order(label, MODEL_ORDER)):
-            mine = [e for e in entries if e.dataset == dataset and e.model == model]
-            if not mine:
-                continue
-            classes = mine[0].run.class_names(split)
-            methods = sorted({e.method for e in mine}, key=lambda label: _paper_order(label, METHOD_ORDER))
-            columns = [("", f"iou/{name}") for name in classes]
-            cells: dict[tuple[Row, Column], Cell] = {}
-            texts: dict[tuple[Row, Column], str] = {}
-            for method in methods:
-                for column in columns:
-                    values = [
-                        v
-                        for e in mine
-                        if e.method == method
-                        for v in [e.run.last(f"{split}/{column[1]}")]
-                        if v is not None and not math.isnan(v)
-                    ]
-                    if values:
-                        cells[(method,), column] = Cell(values)
-                        texts[(method,), column] = f"{sum(v > threshold for v in values)}/{len(values)}"
-            if not cells:
-                continue  # no per-class values logged for this split
-            tables.append(
-                Table(
-                    f"Runs that learned each class ({dataset}, {model})",
-                    ("Method",),
-                    [(m,) for m in methods if any(((m,), c) in cells for c in columns)],
-                    columns,
-                    cells,
-                    note=f"last epoch of `{split}/*`; runs (seeds) with IoU > {threshold * 100:g} of all runs",
-                    texts=texts,
-                )
-            )
+    note = f"last epoch of `{split}/*`; runs (seeds) with IoU > {threshold * 100:g} of all runs"
+    for (dataset, model), mine in _grouped(entries, "dataset", "model").items():
+        tags = [f"iou/{name}" for name in mine[0].run.class_names(split)]
+        table = _table(f"Runs that learned each class ({dataset}, {model})", ("method",), mine, tags, note, split)
+        table.texts = {
+            key: f"{sum(v > threshold for v in cell.values)}/{len(cell.values)}" for key, cell in table.cells.items()
+        }
+        if table.cells:  # none where no per-class values were logged for this split
+            tables.append(table)
     return tables
 
 
@@ -515,28 +410,16 @@ def render_runs_csv(entries: Sequence[LabelledRun], split: str = "val", root: st
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*RUN_COLUMNS, *(f"data.{key}" for key in data_keys), *tags])
     for entry in entries:
-        seed, data_seed = entry.run.seeds
-        by_step = {tag: dict(entry.run.scalars.get(prefix + tag, [])) for tag in tags}  # once per run
+        path = entry.run.path
+        if root is not None and path.is_relative_to(root):
+            path = path.relative_to(root)
+        seed, data_seed = ("" if seed is None else seed for seed in entry.run.seeds)
+        labels = [path.as_posix(), entry.dataset, entry.model, entry.method, int(entry.is_pat), seed, data_seed, split]
+        data = [_csv_value(entry.run.data[1].get(key)) for key in data_keys]
+        by_step = {tag: dict(entry.run.scalars.get(prefix + tag, [])) for tag in tags}
         for step in sorted({step for points in by_step.values() for step in points}):
-            values = {tag: by_step[tag].get(step) for tag in tags}
-            path = entry.run.path
-            if root is not None and path.is_relative_to(root):
-                path = path.relative_to(root)
-            writer.writerow(
-                [
-                    path.as_posix(),
-                    entry.dataset,
-                    entry.model,
-                    entry.method,
-                    int(entry.is_pat),
-                    "" if seed is None else seed,
-                    "" if data_seed is None else data_seed,
-                    split,
-                    step,
-                    *[_csv_value(entry.run.data[1].get(key)) for key in data_keys],
-                    *["" if values[tag] is None else repr(values[tag]) for tag in tags],
-                ]
-            )
+            values = [by_step[tag].get(step) for tag in tags]
+            writer.writerow([*labels, step, *data, *("" if value is None else repr(value) for value in values)])
     return buffer.getvalue()
 
 
@@ -594,42 +477,46 @@ def entries_from_csv(path: str, split: str = "val") -> list[LabelledRun]:
 
 # --- rendering -------------------------------------------------------------------------------------
 def format_cell(cell: Cell, tag: str) -> str:
-    """``mean ± std`` at the paper's scale: 2 decimals for percentages, 3 for Dice error."""
-    _, scale, _ = metric_spec(tag)
+    """``mean ± std (n=...)`` at the paper's scale: 2 decimals for percentages, 3 for Dice error; 4
+    significant digits for utilisation (2 for its std)."""
+    scale = metric_spec(tag)[1]
     if tag.startswith(UTILISATION_PREFIX):
-        text = f"{cell.mean:.4g}"
-        text = text if cell.std is None else f"{text} ± {cell.std:.2g}"
-        return f"{text} (n={len(cell.values)})"
-    digits = 2 if scale == 100.0 else 3
-    text = f"{cell.mean * scale:.{digits}f}"
-    text = text if cell.std is None else f"{text} ± {cell.std * scale:.{digits}f}"
+        mean_format, std_format = ".4g", ".2g"
+    else:
+        mean_format = std_format = ".2f" if scale == 100.0 else ".3f"
+    text = format(cell.mean * scale, mean_format)
+    if cell.std is not None:
+        text += f" ± {format(cell.std * scale, std_format)}"
     return f"{text} (n={len(cell.values)})"
 
 
-def _header(column: Column, arrows: tuple[str, str]) -> str:
+def _header(column: Column) -> str:
     name, _, higher = metric_spec(column[1])
-    arrow = "" if higher is None else arrows[0] if higher else arrows[1]
+    arrow = "" if higher is None else "↑" if higher else "↓"
     return " ".join(part for part in (column[0], name + arrow) if part)
 
 
-def _counts(table: Table) -> str:
+def _footnote(table: Table) -> str:
     sizes = sorted({len(cell.values) for cell in table.cells.values()})
-    return str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+    counts = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+    return f"{table.note}; runs per cell: {counts}; best in bold."
+
+
+def _fields(table: Table, escape: Callable[[str], str], bold: str) -> Iterator[list[str]]:
+    """Every row's labels and cell texts, escaped, the best cells in the format ``bold``."""
+    for row in table.rows:
+        cells = [(escape(table.text(row, column)), (row, column) in table.best) for column in table.columns]
+        yield [escape(label) for label in row] + [bold.format(text) if best else text for text, best in cells]
 
 
 def render_markdown(tables: Sequence[Table]) -> str:
     out = []
     for table in tables:
         out.append(f"### {table.title}\n")
-        out.append("| " + " | ".join(list(table.row_header) + [_header(c, ("↑", "↓")) for c in table.columns]) + " |")
+        out.append("| " + " | ".join([*table.row_header, *map(_header, table.columns)]) + " |")
         out.append("|" + "---|" * len(table.row_header) + "---:|" * len(table.columns))
-        for row in table.rows:
-            cells = []
-            for column in table.columns:
-                text = table.text(row, column)
-                cells.append(f"**{text}**" if (row, column) in table.best else text)
-            out.append("| " + " | ".join(list(row) + cells) + " |")
-        out.append(f"\n{table.note}; runs per cell: {_counts(table)}; best in bold.\n")
+        out += ["| " + " | ".join(fields) + " |" for fields in _fields(table, str, "**{}**")]
+        out.append(f"\n{_footnote(table)}\n")
     return "\n".join(out)
 
 
@@ -640,30 +527,23 @@ def _latex_escape(text: str) -> str:
 def render_latex(tables: Sequence[Table]) -> str:
     out = []
     for table in tables:
-        spec = "l" * len(table.row_header) + "r" * len(table.columns)
+        header = [_latex_escape(h) for h in table.row_header] + [
+            _latex_escape(_header(c)).replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$") for c in table.columns
+        ]
         out += [
             r"\begin{table}[t]",
             r"\centering",
-            rf"\caption{{{_latex_escape(table.title)}: {_latex_escape(table.note)}; runs per cell: {_counts(table)}; best in bold.}}",
-            rf"\begin{{tabular}}{{{spec}}}",
+            rf"\caption{{{_latex_escape(f'{table.title}: {_footnote(table)}')}}}",
+            rf"\begin{{tabular}}{{{'l' * len(table.row_header)}{'r' * len(table.columns)}}}",
             r"\toprule",
-            " & ".join(
-                [_latex_escape(h) for h in table.row_header]
-                + [
-                    _latex_escape(_header(c, ("↑", "↓"))).replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
-                    for c in table.columns
-                ]
-            )
-            + r" \\",
+            " & ".join(header) + r" \\",
             r"\midrule",
+            *(" & ".join(fields) + r" \\" for fields in _fields(table, _latex_escape, r"\textbf{{{}}}")),
+            r"\bottomrule",
+            r"\end{tabular}",
+            r"\end{table}",
+            "",
         ]
-        for row in table.rows:
-            cells = []
-            for column in table.columns:
-                text = _latex_escape(table.text(row, column))
-                cells.append(rf"\textbf{{{text}}}" if (row, column) in table.best else text)
-            out.append(" & ".join([_latex_escape(r) for r in row] + cells) + r" \\")
-        out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(out)
 
 
@@ -673,22 +553,12 @@ def render_csv(tables: Sequence[Table]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["table", "row", "group", "metric", "mean", "std", "n", "best"])
     for table in tables:
-        for row in table.rows:
-            for column in table.columns:
-                cell = table.cells.get((row, column))
-                if cell is not None:
-                    writer.writerow(
-                        [
-                            table.title,
-                            " / ".join(row),
-                            column[0],
-                            column[1],
-                            repr(cell.mean),
-                            "" if cell.std is None else repr(cell.std),
-                            len(cell.values),
-                            int((row, column) in table.best),
-                        ]
-                    )
+        for row, column in itertools.product(table.rows, table.columns):
+            cell = table.cells.get((row, column))
+            if cell is not None:
+                std = "" if cell.std is None else repr(cell.std)
+                best = int((row, column) in table.best)
+                writer.writerow([table.title, " / ".join(row), *column, repr(cell.mean), std, len(cell.values), best])
     return buffer.getvalue()
 
 
@@ -719,16 +589,20 @@ def report(
     def warn(message: str) -> None:
         sys.stderr.write(f"pat-seg report: warning: {message}\n")
 
+    logged = f"{split}/miou"
     if from_csv is not None:
-        entries = entries_from_csv(from_csv, split)
+        entries = [e for e in entries_from_csv(from_csv, split) if e.run.last(logged) is not None]
         source = f"--from-csv {from_csv!r}"
     else:
         found = find_runs(logdir, runs)
         if not found:
             raise ValueError(f"no runs (a config.yaml beside an event file) under {logdir!r} matching {runs!r}")
-        entries = reported_entries(found, split, warn)  # labelled once: a rerun's warning is printed once
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
+        # Runs still training (nothing logged yet) are left out before labelling: their empty class list
+        # would otherwise read as a data set of another size and relabel every finished run.
+        entries = label_runs([run for run in found if run.last(logged) is not None], warn)
         source = f"{len(found)} runs under {logdir!r}"
-    entries = [e for e in entries if e.run.last(f"{split}/miou") is not None]
     if not entries:
         raise ValueError(f"{source}: none logged {split}/miou; run `pat-seg test` first for --split test")
     if per_run:
@@ -784,24 +658,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--from-csv", metavar="FILE", help="build the report from a --per-run CSV instead of --logdir")
     args = parser.parse_args(argv)
+    failure = None
     try:
         text = report(
             args.logdir, args.format, args.split, args.runs, args.paired_against, args.holm, args.per_run, args.from_csv
         )
     except IncompleteReport as error:  # the other tables are still worth having
-        _write(error.text, args.output)
-        parser.exit(2, f"pat-seg report: error: {error}\n")
+        text, failure = error.text, error
     except ValueError as error:
         parser.exit(2, f"pat-seg report: error: {error}\n")
-    _write(text, args.output)
-
-
-def _write(text: str, output: str | None) -> None:
-    if output:
-        with open(output, "w") as handle:
-            handle.write(text)
+    if args.output:
+        Path(args.output).write_text(text)
     else:
         sys.stdout.write(text)
+    if failure is not None:
+        parser.exit(2, f"pat-seg report: error: {failure}\n")
 
 
 if __name__ == "__main__":
