@@ -97,6 +97,15 @@ def table(text: str, title: str) -> list[list[str]]:
     return [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
 
 
+def test_a_table_without_one_value_is_left_out(tmp_path: Path) -> None:
+    make_run(tmp_path, "unet", val(0.40, 0.80, 0.30))
+    nan = float("nan")
+    make_run(tmp_path, "dlv3p", val(nan, nan, nan), model="DeepLabV3Plus")  # diverged: every metric NaN
+    text = report(str(tmp_path))
+    assert table(text, "Table 3: method x data set (UNet)")[0][1:4] == ["40.00 (n=1)", "80.00 (n=1)", "0.300 (n=1)"]
+    assert "(DLV3+)" not in text.split("Table 4")[0]  # no Table 3 of DeepLabV3+, which has nothing to show
+
+
 def test_table3_mean_and_sample_std_over_seeds_of_the_last_epoch(tmp_path: Path) -> None:
     make_run(tmp_path, "ce-s0", val(0.40, 0.80, 0.30), seed=0)
     make_run(tmp_path, "ce-s1", val(0.44, 0.84, 0.20), seed=1)

@@ -271,6 +271,7 @@ def build_tables(entries: Sequence[LabelledRun], split: str = "val") -> list[Tab
         labels = ("dataset", "model", "method")
         costs_note = "mean over epochs of each run; mean ± std over seeds"
         tables.append(_table("Utilisation (Fig. 5)", labels, entries, utilisation, costs_note, split))
+    tables = [table for table in tables if table.cells]  # e.g. a model whose only run diverged (NaN everywhere)
     for table in tables:
         table.mark_best()
     return tables
