@@ -6,7 +6,48 @@ import math
 
 import pytest
 
-from pat_seg.experiments.paired import holm_adjust, paired_difference
+from pat_seg.experiments.paired import holm_adjust, paired_difference, student_t_cdf, student_t_quantile
+
+
+@pytest.mark.parametrize(
+    "probability,df,expected",
+    [
+        # Two-sided 95% quantiles as printed in t tables (six decimals).
+        (0.975, 1, 12.706205),
+        (0.975, 2, 4.302653),
+        (0.975, 3, 3.182446),
+        (0.975, 4, 2.776445),
+        (0.975, 10, 2.228139),
+        (0.975, 30, 2.042272),
+        # Other levels and a large df, where t approaches the normal 1.959964.
+        (0.95, 5, 2.015048),
+        (0.995, 3, 5.840909),
+        (0.975, 1000, 1.962339),
+    ],
+)
+def test_quantile_matches_t_tables(probability, df, expected):
+    assert student_t_quantile(probability, df) == pytest.approx(expected, abs=2e-6)
+    assert student_t_quantile(1 - probability, df) == pytest.approx(-expected, abs=2e-6)
+
+
+def test_quantile_closed_forms():
+    # df = 1 is the Cauchy distribution: quantile tan(pi (p - 1/2)); df = 2: 2(p - 1/2) sqrt(2 / (4 p (1 - p))).
+    assert student_t_quantile(0.975, 1) == pytest.approx(math.tan(0.475 * math.pi), rel=1e-12)
+    p = 0.9
+    assert student_t_quantile(p, 2) == pytest.approx((2 * p - 1) * math.sqrt(2 / (4 * p * (1 - p))), rel=1e-12)
+    assert student_t_quantile(0.5, 7) == 0.0
+
+
+def test_cdf_known_values():
+    assert student_t_cdf(0.0, 3) == 0.5
+    assert student_t_cdf(1.0, 1) == pytest.approx(0.75, rel=1e-15)  # 1/2 + atan(1)/pi
+    assert student_t_cdf(1.0, 2) == pytest.approx(
+        0.5 + 1 / (2 * math.sqrt(3)), rel=1e-15
+    )  # 1/2 + t / (2 sqrt(t^2 + 2))
+    assert student_t_cdf(-1.0, 2) == pytest.approx(0.5 - 1 / (2 * math.sqrt(3)), rel=1e-15)
+    # df = 3: 1/2 + (theta + sin(theta) cos(theta)) / pi with theta = atan(t / sqrt 3); at t = sqrt 3, theta = pi/4.
+    assert student_t_cdf(math.sqrt(3), 3) == pytest.approx(0.5 + (math.pi / 4 + 0.5) / math.pi, rel=1e-14)
+    assert student_t_cdf(2.776445, 4) == pytest.approx(0.975, abs=1e-7)
 
 
 def test_three_seeds_by_hand():
@@ -71,6 +112,12 @@ def test_one_pair_has_no_interval():
 def test_bad_input_raises_naming_it(variant, baseline, kwargs, match):
     with pytest.raises(ValueError, match=match):
         paired_difference(variant, baseline, **kwargs)
+
+
+@pytest.mark.parametrize("probability,df,match", [(1.0, 3, "got 1.0"), (0.9, 0, "got 0"), (0.9, 2.5, "got 2.5")])
+def test_bad_quantile_arguments_raise(probability, df, match):
+    with pytest.raises(ValueError, match=match):
+        student_t_quantile(probability, df)
 
 
 def test_p_value_by_hand_for_two_degrees_of_freedom():

@@ -6,13 +6,13 @@ with a half-copied data set learns which file to fix instead of seeing a stack t
 
 from __future__ import annotations
 
+import struct
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
@@ -139,23 +139,50 @@ def check_same_size(
 
 
 # --- MATLAB files ------------------------------------------------------------------------------------
-# The NYUv2 meta files (splits.mat, classMapping40.mat) are MATLAB level-5 files, read by SciPy; the
-# labelled data set itself is v7.3 (HDF5), which SciPy does not read: h5py does.
+# The NYUv2 meta files (splits.mat, classMapping40.mat) are MATLAB level-5 files; the labelled data set
+# itself is v7.3 (HDF5). This small reader covers the numeric matrices of level-5 files, which is all
+# the package needs, so SciPy is not a dependency. Format: MathWorks, "MAT-File Format", R2024a, ch. 1.
+_MI_MATRIX, _MI_COMPRESSED = 14, 15
+_MI_DTYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8", 12: "i8", 13: "u8"}
+_NUMERIC_CLASSES = set(range(6, 16))  # mxDOUBLE_CLASS .. mxUINT64_CLASS
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
+def _elements(data: bytes, endian: str) -> Iterable[tuple[int, bytes]]:
+    """(type, payload) of each data element in ``data``, small (packed) elements included."""
+    pos = 0
+    while pos + 8 <= len(data):
+        word, nbytes = struct.unpack_from(endian + "II", data, pos)
+        if word >> 16:  # small data element: size in the upper half, payload in the next 4 bytes
+            yield word & 0xFFFF, data[pos + 4 : pos + 4 + (word >> 16)]
+            pos += 8
+            continue
+        yield word, data[pos + 8 : pos + 8 + nbytes]
+        pos += 8 + nbytes + (-nbytes % 8 if word != _MI_COMPRESSED else 0)
+
+
+def _matrix(payload: bytes, endian: str) -> tuple[str, np.ndarray] | None:
+    parts = list(_elements(payload, endian))
+    flags = struct.unpack_from(endian + "I", parts[0][1])[0]
+    if (flags & 0xFF) not in _NUMERIC_CLASSES:  # cell arrays, structs, chars: not needed here
+        return None
+    dims = np.frombuffer(parts[1][1], dtype=endian + _MI_DTYPES[parts[1][0]])
+    name = parts[2][1].decode("ascii")
+    values = np.frombuffer(parts[3][1], dtype=endian + _MI_DTYPES[parts[3][0]])
+    return name, values.reshape(tuple(int(d) for d in dims), order="F")  # MATLAB is column-major
+
+
 def read_mat(path: Path) -> dict[str, np.ndarray]:
-    """The numeric matrices of a MATLAB file, by name; level-5 files through SciPy, v7.3 (HDF5) through h5py.
+    """The numeric matrices of a MATLAB file, by name; level-5 files here, v7.3 (HDF5) through h5py.
 
     Matrices keep MATLAB's shape (a 795x1 index vector stays ``[795, 1]``); non-numeric variables
     (cells, structs, strings) are skipped.
     """
     try:
-        with open(path, "rb") as file:
-            head = file.read(1024)
+        data = path.read_bytes()
     except OSError as error:
         raise ConfigurationError(f"cannot read MATLAB file {path}: {error}") from error
-    if HDF5_SIGNATURE in head:  # v7.3: HDF5 after a 512-byte user block
+    if HDF5_SIGNATURE in data[:1024]:  # v7.3: HDF5 after a 512-byte user block
         import h5py
 
         with h5py.File(path, "r") as file:
@@ -163,14 +190,16 @@ def read_mat(path: Path) -> dict[str, np.ndarray]:
             return {
                 k: np.asarray(v).T for k, v in file.items() if isinstance(v, h5py.Dataset) and v.dtype.kind in "iuf"
             }
-    if len(head) < 128 or head[126:128] not in (b"IM", b"MI"):
+    if len(data) < 128 or data[126:128] not in (b"IM", b"MI"):
         raise ConfigurationError(f"{path} is not a MATLAB file (no level-5 header and no HDF5 signature)")
+    endian = "<" if data[126:128] == b"IM" else ">"
+    matrices: dict[str, np.ndarray] = {}
     try:
-        variables = scipy.io.loadmat(path)
-    except (ValueError, OSError, zlib.error, scipy.io.matlab.MatReadError) as error:
+        for kind, payload in _elements(data[128:], endian):
+            if kind == _MI_COMPRESSED:
+                kind, payload = next(iter(_elements(zlib.decompress(payload), endian)))
+            if kind == _MI_MATRIX and (matrix := _matrix(payload, endian)) is not None:
+                matrices[matrix[0]] = matrix[1]
+    except (struct.error, zlib.error, KeyError, IndexError, ValueError) as error:
         raise ConfigurationError(f"cannot parse MATLAB file {path}: {error}") from error
-    return {
-        name: value
-        for name, value in variables.items()
-        if isinstance(value, np.ndarray) and value.dtype.kind in "iuf"  # not the header, strings or cells
-    }
+    return matrices

@@ -19,8 +19,11 @@ question of several data sets (regimes) corrects for their number with :func:`ho
 step-down procedure on the p-values) and widens each interval to the Bonferroni level
 ``1 - (1 - c) / m``, whose ``m`` intervals hold together with confidence ``c``.
 
-Student's t distribution is scipy's; no torch, Lightning or TensorBoard, so the report and the tests can
-use this module anywhere.
+Student's t quantile is computed here (no scipy): the cumulative distribution for an integer number
+of degrees of freedom ``nu`` has a closed form, a finite sum in ``theta = arctan(t / sqrt(nu))``
+(Abramowitz and Stegun 26.7.3-26.7.4), which :func:`student_t_quantile` inverts by bisection.
+
+Pure Python: no torch, Lightning or TensorBoard, so the report and the tests can use it anywhere.
 """
 
 from __future__ import annotations
@@ -29,9 +32,78 @@ import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
-from scipy.stats import t as student_t
+__all__ = ["PairedDifference", "holm_adjust", "paired_difference", "student_t_cdf", "student_t_quantile"]
 
-__all__ = ["PairedDifference", "holm_adjust", "paired_difference"]
+
+def _central_probability(t: float, df: int) -> float:
+    r"""``P(|T| <= t)`` for Student's ``T`` with ``df`` degrees of freedom, ``t >= 0``.
+
+    With ``theta = arctan(t / sqrt(df))`` and ``c = cos(theta)``:
+
+    - ``df`` odd: ``(2/pi) [theta + sin(theta) (c + (2/3) c^3 + (2*4)/(3*5) c^5 + ...)]``, the bracket's
+      sum running up to the power ``df - 2`` (no sum for ``df = 1``: the Cauchy distribution);
+    - ``df`` even: ``sin(theta) [1 + (1/2) c^2 + (1*3)/(2*4) c^4 + ...]`` up to the power ``df - 2``.
+
+    Each term follows from the previous one by one multiplication, so the sum is exact up to rounding.
+    """
+    if math.isinf(t):
+        return 1.0
+    theta = math.atan(t / math.sqrt(df))
+    sine, cosine = math.sin(theta), math.cos(theta)
+    cos2 = cosine * cosine
+    if df % 2 == 1:
+        total, term = 0.0, cosine  # the c^1 term
+        for power in range(1, df - 1, 2):  # powers 1, 3, ..., df - 2
+            total += term
+            term *= cos2 * (power + 1) / (power + 2)  # (2/3), (4/5), ...
+        return (2.0 / math.pi) * (theta + sine * total)
+    total, term = 0.0, 1.0  # the c^0 term
+    for power in range(0, df - 1, 2):  # powers 0, 2, ..., df - 2
+        total += term
+        term *= cos2 * (power + 1) / (power + 2)  # (1/2), (3/4), ...
+    return sine * total
+
+
+def _check_df(df: int) -> None:
+    if isinstance(df, bool) or not isinstance(df, int) or df < 1:
+        raise ValueError(f"degrees of freedom must be an integer >= 1; got {df!r}")
+
+
+def student_t_cdf(t: float, df: int) -> float:
+    """``P(T <= t)`` for Student's t distribution with ``df`` (an integer >= 1) degrees of freedom."""
+    _check_df(df)
+    if math.isnan(t):
+        raise ValueError("t must be a number; got nan")
+    half = 0.5 * _central_probability(abs(t), df)
+    return 0.5 + half if t >= 0 else 0.5 - half
+
+
+def student_t_quantile(probability: float, df: int) -> float:
+    """The ``probability``-quantile of Student's t with ``df`` degrees of freedom (e.g. 0.975 -> 4.302653 at df 2).
+
+    Bisection on the closed-form distribution function, to the last few bits of a float64.
+    """
+    _check_df(df)
+    if not (isinstance(probability, (int, float)) and 0.0 < probability < 1.0):
+        raise ValueError(f"probability must lie strictly between 0 and 1; got {probability!r}")
+    if probability == 0.5:
+        return 0.0
+    central = abs(2.0 * probability - 1.0)  # P(|T| <= q) for the upper quantile q
+    if central >= 1.0:  # a probability within rounding of 0 or 1
+        return math.copysign(math.inf, probability - 0.5)
+    low, high = 0.0, 1.0
+    while _central_probability(high, df) < central:  # bracket the root; df = 1 at 0.9999 needs ~6366
+        high *= 2.0
+    for _ in range(200):  # far more halvings than a float64 needs; stops early when the bracket is exhausted
+        middle = 0.5 * (low + high)
+        if middle in (low, high):
+            break
+        if _central_probability(middle, df) < central:
+            low = middle
+        else:
+            high = middle
+    quantile = 0.5 * (low + high)
+    return quantile if probability > 0.5 else -quantile
 
 
 @dataclass(frozen=True)
@@ -107,9 +179,9 @@ def paired_difference(
         nan = math.nan
         return PairedDifference(n, mean, nan, nan, nan, float(confidence), seeds, unmatched)
     std = math.sqrt(math.fsum((d - mean) ** 2 for d in differences) / (n - 1))
-    half_width = float(student_t.ppf(0.5 + confidence / 2.0, n - 1)) * std / math.sqrt(n)
+    half_width = student_t_quantile(0.5 + confidence / 2.0, n - 1) * std / math.sqrt(n)
     if std > 0:
-        p_value = 2.0 * float(student_t.sf(abs(mean) * math.sqrt(n) / std, n - 1))
+        p_value = 2.0 * student_t_cdf(-abs(mean) * math.sqrt(n) / std, n - 1)
     else:  # every pair differs by the same amount: certain, unless that amount is 0
         p_value = 1.0 if mean == 0 else 0.0
     return PairedDifference(
