@@ -133,7 +133,7 @@ def test_bad_sweep_files_are_refused_with_the_reason(tmp_path: Path, spec: dict,
         # Flow style reads {los} as a mapping inside a list: invalid YAML, reported at its line and column.
         (
             "name: grid\naxes:\n  loss:\n    pat: {configs: [configs/{los}.yaml]}\n",
-            "bad.yaml line 4, column 29 is not valid YAML",
+            "bad.yaml line 4, column 29 is not valid YAML: expected ',' or ']', but got '{' (quote a value",
         ),
         ("- configs/a.yaml\n", "bad.yaml must be a mapping of name, save_dir"),
     ],

@@ -115,7 +115,8 @@ def load_sweep(path: str | Path) -> Sweep:
     except yaml.MarkedYAMLError as error:  # e.g. unquoted braces in a flow mapping: {configs: [{loss}.yaml]}
         mark = error.problem_mark
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ValueError(f"{path}{where} is not valid YAML: {error.problem} (quote values that hold braces)") from None
+        hint = " (quote a value that holds braces)" if "{" in str(error.problem) else ""
+        raise ValueError(f"{path}{where} is not valid YAML: {error.problem}{hint}") from None
     if not isinstance(spec, dict):
         raise ValueError(f"{path} must be a mapping of name, save_dir, configs, args, axes, slurm; got {spec!r}")
     unknown = set(spec) - {"name", "save_dir", "configs", "args", "axes", "slurm"}
