@@ -13,6 +13,7 @@ names it and counts it.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ def output_names(paths: list[Path], root: Path) -> list[str]:
     ``a/x``), so images of different subfolders never share one; ``x.jpg`` and ``x.png`` side by side
     keep their suffixes apart (``x_jpg``, ``x_png``)."""
     stems = [path.relative_to(root).with_suffix("").as_posix() for path in paths]
-    shared = {stem for stem in stems if stems.count(stem) > 1}
+    shared = {stem for stem, count in Counter(stems).items() if count > 1}  # one pass: folders hold thousands
     return [f"{stem}_{path.suffix[1:]}" if stem in shared else stem for stem, path in zip(stems, paths)]
 
 
