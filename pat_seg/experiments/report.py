@@ -35,6 +35,7 @@ from pathlib import Path
 import yaml
 
 from pat_seg.experiments.paired import PairedDifference, holm_adjust, paired_difference
+from pat_seg.experiments.run_folder import yaml_value
 from pat_seg.experiments.runs import (
     LOSS_LABELS,
     MODEL_LABELS,
@@ -416,17 +417,12 @@ def render_runs_csv(entries: Sequence[LabelledRun], split: str = "val", root: st
             path = path.relative_to(root)
         seed, data_seed = ("" if seed is None else seed for seed in entry.run.seeds)
         labels = [path.as_posix(), entry.dataset, entry.model, entry.method, int(entry.is_pat), seed, data_seed, split]
-        data = [_csv_value(entry.run.data[1].get(key)) for key in data_keys]
+        data = [yaml_value(entry.run.data[1].get(key)) for key in data_keys]
         by_step = {tag: dict(entry.run.scalars.get(prefix + tag, [])) for tag in tags}
         for step in sorted({step for points in by_step.values() for step in points}):
             values = [by_step[tag].get(step) for tag in tags]
             writer.writerow([*labels, step, *data, *("" if value is None else repr(value) for value in values)])
     return buffer.getvalue()
-
-
-def _csv_value(value: object) -> str:
-    """A data argument in one CSV field, as YAML writes a scalar (``null``, ``1000.0``, ``small``)."""
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def _csv_seed(text: str) -> int | None:

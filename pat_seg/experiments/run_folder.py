@@ -169,6 +169,12 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def yaml_value(value: Any) -> str:
+    """A config value as YAML writes it inline (``null``, ``1000.0``, ``[5, 10]``, ``small``): what one
+    command-line flag or one CSV field holds, and ``yaml.safe_load`` reads back."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
 def covered(key: str, prefixes: tuple[str, ...]) -> bool:
     """Whether dotted ``key`` is one of ``prefixes`` or lies below one."""
     return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)

@@ -37,6 +37,8 @@ from typing import Any
 
 import yaml
 
+from pat_seg.experiments.run_folder import yaml_value
+
 MODES = ("run", "print", "slurm")
 DONE_MARKER = ".sweep-done"  # written into a run directory when its `pat-seg fit` exited 0
 LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
@@ -55,7 +57,8 @@ class SweepRun:
         command = ["pat-seg", "fit"]
         for config in self.configs:
             command += ["--config", config]
-        command += [f"--{key}={_flag_value(value)}" for key, value in self.args.items()]
+        # A string goes as it is (jsonargparse parses it); anything else as YAML writes it inline.
+        command += [f"--{key}={v if isinstance(v, str) else yaml_value(v)}" for key, v in self.args.items()]
         command += [
             f"--trainer.logger.class_path={LOGGER}",
             f"--trainer.logger.init_args.save_dir={save_dir}",
@@ -74,13 +77,6 @@ class Sweep:
 
     def run_dir(self, run: SweepRun) -> Path:
         return Path(self.save_dir) / self.name / run.version
-
-
-def _flag_value(value: Any) -> str:
-    """A YAML scalar or list as jsonargparse reads it from one flag (``[5, 10]``, ``true``, ``null``)."""
-    if isinstance(value, str):
-        return value
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def _configs_and_args(entry: dict[str, Any], where: str) -> tuple[list[str], dict[str, Any]]:
