@@ -13,6 +13,11 @@ The two ablation options are written from their definitions (docs/losses.md):
 The presence correction (docs/losses.md, "Presence-corrected Eq. 4") multiplies class ``l``'s terms by
 ``a_l = pi_l^(-alpha) / Z``, ``Z = sum_l pi_l^(1 - alpha) / sum_l pi_l`` over the classes with
 ``pi_l > 0``; a class with ``pi_l = 0`` takes the largest ``a`` of the others.
+
+``weight_normalization="batch_minmax"`` (docs/losses.md, the paper's Fig. 2 caption): every ``beta``
+of Eq. 5 is replaced by ``(beta - min beta) / (max beta - min beta)``, min and max over the valid
+pixels of the whole batch, computed literally (epsilon included, betas subtracted); 1 when
+``max == min``. Autograd differentiates through the min and the max.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ def reference_pat(
     normalization: str = "image_class",
     presence_exponent: float = 0.0,
     class_presence: list[float] | None = None,
+    weight_normalization: str = "none",
 ) -> torch.Tensor:
     """PAT of ``logits [B, L, H, W]`` (cast to float64) and ``target [B, H, W]`` as a float64 scalar.
 
@@ -41,6 +47,8 @@ def reference_pat(
     """
     if normalization not in ("image_class", "pixel"):
         raise ValueError(f"unknown normalization {normalization!r}")
+    if weight_normalization not in ("none", "batch_minmax"):
+        raise ValueError(f"unknown weight_normalization {weight_normalization!r}")
     logits = logits.double()
     batch, num_classes = logits.shape[:2]
     valid_in_batch = int((target != ignore_index).sum())  # V
@@ -52,11 +60,29 @@ def reference_pat(
         factor = [share**-presence_exponent / z if share > 0 else 0.0 for share in class_presence]
         largest = max(factor)
         factor = [f if share > 0 else largest for f, share in zip(factor, class_presence)]
-    total = torch.zeros((), dtype=torch.float64)
+    log_ps = []
     for i in range(batch):
         z = logits[i]  # [L, H, W]
         shifted = z - z.max(0, keepdim=True).values.detach()
-        log_p = shifted - shifted.exp().sum(0, keepdim=True).log()
+        log_ps.append(shifted - shifted.exp().sum(0, keepdim=True).log())
+
+    def eq5(log_pt: torch.Tensor) -> torch.Tensor:
+        beta = torch.exp((1 - log_pt.exp() - epsilon) / temperature)
+        return beta.detach() if detach_weight else beta
+
+    if weight_normalization == "batch_minmax":
+        # Every valid pixel's beta in the batch, for the min and the max.
+        betas = torch.cat(
+            [
+                eq5(log_ps[i][c][(target[i] == c) & (target[i] != ignore_index)])
+                for i in range(batch)
+                for c in range(num_classes)
+            ]
+        )
+        smallest, largest = (betas.min(), betas.max()) if betas.numel() else (None, None)
+    total = torch.zeros((), dtype=torch.float64)
+    for i in range(batch):
+        log_p = log_ps[i]
         image_sum = torch.zeros((), dtype=torch.float64)
         present = 0
         for c in range(num_classes):
@@ -67,9 +93,13 @@ def reference_pat(
             present += 1
             log_pt = log_p[c][mask]
             if confidence_weight:
-                beta = torch.exp((1 - log_pt.exp() - epsilon) / temperature)  # Eq. 5
-                if detach_weight:
-                    beta = beta.detach()
+                beta = eq5(log_pt)  # Eq. 5
+                if weight_normalization == "batch_minmax":
+                    assert smallest is not None and largest is not None
+                    if largest > smallest:
+                        beta = (beta - smallest) / (largest - smallest)
+                    else:  # every valid pixel equally confident: beta' = 1
+                        beta = torch.ones_like(log_pt)
             else:
                 beta = torch.ones_like(log_pt)
             if normalization == "image_class":

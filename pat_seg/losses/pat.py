@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -20,6 +21,10 @@ IMPLEMENTATIONS = ("auto", "eager", "triton")
 # "image_class": paper Eq. 4 (each class's pixel terms divided by its mask size in that image);
 # "pixel": the mean over the batch's valid pixels, cross-entropy's reduction (Eq. 4 switched off).
 NORMALIZATIONS = ("image_class", "pixel")
+# "none": Eq. 5's beta as it stands; "batch_minmax": beta min-max normalised to [0, 1] over the batch's
+# valid pixels, the reading of the paper's Fig. 2 caption ("beta is normalized to [0, 1]").
+WeightNormalization = Literal["none", "batch_minmax"]
+WEIGHT_NORMALIZATIONS: tuple[str, ...] = get_args(WeightNormalization)
 
 
 def presence_correction(class_presence: Sequence[float], presence_exponent: float) -> Tensor:
@@ -90,6 +95,50 @@ def pat_weight_table(
     return weights
 
 
+def batch_minmax_confidence_weight(p_t: Tensor, valid: Tensor, temperature: float) -> Tensor:
+    r"""Eq. 5's :math:`\beta` min-max normalised to [0, 1] over the batch's valid pixels, ``[B, *spatial]``.
+
+    .. math::
+        \beta'_{ij} = \frac{\beta_{ij} - \min \beta}{\max \beta - \min \beta}, \qquad
+        \beta_{ij} = \exp\big((1 - p_t(ij) - \epsilon) / T\big),
+
+    min and max over the valid pixels of the whole batch (the reading of the paper's Fig. 2 caption,
+    "beta is normalized to [0, 1]"). :math:`\epsilon` multiplies every :math:`\beta` by
+    :math:`e^{-\epsilon/T}`, which cancels, so it is not an argument. With :math:`h` and :math:`l` the
+    largest and smallest valid :math:`p_t`, :math:`a = (h - p_t) / T` and :math:`b = (h - l) / T`,
+
+    .. math::
+        \beta' = \frac{e^a - 1}{e^b - 1} = e^{a - b} \, \frac{\mathrm{expm1}(-a)}{\mathrm{expm1}(-b)},
+
+    the form computed here: no two nearly equal betas are subtracted (at ``T = 20`` all of them lie in
+    [1, 1.051], where float32 would keep about 5 digits of their differences), and no exponential
+    overflows at a small ``T`` (:math:`0 \le a \le b`). The most confident pixel gets 0, the least
+    confident 1.
+
+    When all valid pixels are equally confident (:math:`h = l`, e.g. a batch with one valid pixel)
+    the ratio is 0/0; every pixel then gets :math:`\beta' = 1`, so the loss is Eq. 4 with
+    :math:`\beta = 1` rather than 0 (no pixel is harder than another, so none is weighed down).
+    Ignored pixels get 1 too (their terms are masked out by the caller). The gradient flows through
+    :math:`p_t` and through the min and max (shared equally among tied pixels, as ``amax`` does);
+    pass a detached ``p_t`` for a constant weight. No host sync: the degenerate case is a ``where``.
+    """
+    # Fillers that cannot win: every valid p_t lies in [0, 1], and the fillers only count when no
+    # pixel is valid (then h = 0 < l = 1 and the degenerate branch below applies).
+    high = torch.where(valid, p_t, torch.zeros((), dtype=p_t.dtype, device=p_t.device)).amax()
+    low = torch.where(valid, p_t, torch.ones((), dtype=p_t.dtype, device=p_t.device)).amin()
+    # Ignored pixels are set to h (a = 0, a finite weight): an overflow there would turn the zero
+    # gradient of their masked terms into NaN (0 * inf) in the backward pass.
+    a = (high - torch.where(valid, p_t, high)) / temperature
+    b = (high - low) / temperature
+    spread = b > 0
+    # Without a spread every a is 0 as well; b = 0 and a denominator of -1 keep the unused branch
+    # finite, so that no NaN reaches the backward pass through the where (0 * inf).
+    b = torch.where(spread, b, torch.zeros_like(b))
+    denominator = torch.where(spread, torch.expm1(-b), -torch.ones_like(b))
+    normalised = torch.exp(a - b) * torch.expm1(-a) / denominator
+    return torch.where(spread, normalised, torch.ones_like(normalised))
+
+
 class PATLoss(PixelLoss):
     r"""Pixel-wise Adaptive Training loss, and the two ablations that switch off one ingredient each.
 
@@ -116,6 +165,23 @@ class PATLoss(PixelLoss):
 
     With both off the loss is cross-entropy.
 
+    The paper's Fig. 2 caption says ":math:`\beta` is normalized to [0, 1]", which Eq. 5 does not do
+    (at ``T = 20`` its :math:`\beta` lies in [1, 1.051]). ``weight_normalization="batch_minmax"``
+    tests that reading (:func:`batch_minmax_confidence_weight`):
+
+    .. math::
+        \beta'_{ij} = \frac{\beta_{ij} - \min \beta}{\max \beta - \min \beta}
+
+    over the valid pixels of the batch the loss is called with (on each process under DDP, each
+    micro-batch under gradient accumulation), used in place of :math:`\beta` in Eq. 4 (or with
+    ``normalization="pixel"``). The batch's most confident pixel weighs 0, its least confident 1;
+    ``epsilon`` cancels; when every valid pixel is equally confident :math:`\beta' = 1` (the loss is
+    then Eq. 4's with :math:`\beta = 1`). The gradient flows through :math:`\beta`, the min and the
+    max unless ``detach_weight``, which makes :math:`\beta'` a constant. It needs
+    ``confidence_weight=True`` (there is no :math:`\beta` to normalise otherwise) and the PyTorch code
+    (``implementation="auto"`` or ``"eager"``: the Triton kernel weighs each pixel by its own
+    :math:`\beta`, while :math:`\beta'` needs the whole batch's first).
+
     Eq. 4 gives a class the same weight in every image that contains it, so its total weight over
     the training set is the share :math:`\pi_l` of images that contain it: a class rare because few
     images show it stays rare. ``presence_exponent`` :math:`\alpha > 0` multiplies each class's
@@ -135,6 +201,9 @@ class PATLoss(PixelLoss):
         confidence_weight: ``True`` (default) applies Eq. 5's ``beta``; ``False`` sets ``beta = 1``.
         normalization: ``"image_class"`` (default, Eq. 4) or ``"pixel"`` (mean over valid pixels).
         presence_exponent: :math:`\alpha` in [0, 1] of the presence correction; 0 (default) is PAT.
+        weight_normalization: ``"none"`` (default, Eq. 5's :math:`\beta` as it stands) or
+            ``"batch_minmax"`` (:math:`\beta` min-max normalised to [0, 1] over the batch's valid
+            pixels, the Fig. 2 caption's reading; see above).
         class_presence: per-class share of the training images that contain the class
             (:math:`\pi_l`); needed when ``presence_exponent > 0``.
         implementation: ``"auto"`` (default) and ``"eager"`` run the PyTorch code below on every
@@ -163,6 +232,7 @@ class PATLoss(PixelLoss):
             "confidence_weight": (True, "w/o beta"),
             "normalization": ("image_class", "w/o Eq. 4"),
             "presence_exponent": (0.0, "+presence alpha={value}"),
+            "weight_normalization": ("none", "beta min-max"),
         },
         unused_when_switched={"confidence_weight": "temperature"},  # T weighs nothing once beta is off
     )
@@ -184,6 +254,7 @@ class PATLoss(PixelLoss):
         presence_exponent: float = 0.0,
         class_presence: list[float] | None = None,
         reduction: str = "mean",
+        weight_normalization: WeightNormalization = "none",
     ) -> None:
         super().__init__(ignore_index=ignore_index, reduction=reduction)
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
@@ -216,6 +287,20 @@ class PATLoss(PixelLoss):
                 f"presence_exponent={presence_exponent!r} corrects Eq. 4's per-image class weights, which "
                 f"normalization='pixel' switches off"
             )
+        if weight_normalization not in WEIGHT_NORMALIZATIONS:
+            raise ValueError(
+                f"weight_normalization must be one of {WEIGHT_NORMALIZATIONS}; got {weight_normalization!r}"
+            )
+        if weight_normalization != "none" and not confidence_weight:
+            raise ValueError(
+                f"weight_normalization={weight_normalization!r} normalises Eq. 5's beta, which "
+                f"confidence_weight=False switches off (beta = 1): use one or the other"
+            )
+        if weight_normalization != "none" and implementation == "triton":
+            raise ValueError(
+                f"weight_normalization={weight_normalization!r} needs implementation='eager' or 'auto': the "
+                f"Triton kernel weighs each pixel by its own beta, and the min-max needs the whole batch's first"
+            )
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}; got {implementation!r}")
         if implementation == "triton" and not triton_available():
@@ -233,6 +318,7 @@ class PATLoss(PixelLoss):
         self.confidence_weight = confidence_weight
         self.normalization = normalization
         self.presence_exponent = float(presence_exponent)
+        self.weight_normalization = weight_normalization
         self.class_presence: list[float] | None = None
         if class_presence is not None:
             self.set_class_presence(class_presence)
@@ -269,7 +355,10 @@ class PATLoss(PixelLoss):
         return weights * self.presence_factor.to(device=weights.device, dtype=dtype)
 
     def uses_triton(self, logits: Tensor) -> bool:
-        """Whether a call on ``logits`` runs the Triton kernel: only when asked for (see ``implementation``)."""
+        """Whether a call on ``logits`` runs the Triton kernel: only when asked for (see ``implementation``).
+
+        ``weight_normalization="batch_minmax"`` never does: the constructor refuses it with ``"triton"``.
+        """
         return self.implementation == "triton"
 
     def forward(self, logits: Tensor, target: Tensor, check_labels: bool = True) -> Tensor:
@@ -309,9 +398,13 @@ class PATLoss(PixelLoss):
         # 1 / (B S_i^{y_ij}) (Eq. 4), or 1 / V with normalization="pixel"
         pixel_weight = weights.gather(1, index.flatten(1)).view_as(index)
         if self.confidence_weight:
-            beta = torch.exp((1.0 - log_p_t.exp() - self.epsilon) / self.temperature)  # Eq. 5
+            p_t = log_p_t.exp()
             if self.detach_weight:
-                beta = beta.detach()
+                p_t = p_t.detach()  # beta (and beta's min-max) a constant in the backward pass
+            if self.weight_normalization == "batch_minmax":
+                beta = batch_minmax_confidence_weight(p_t, valid, self.temperature)  # Eq. 5 in [0, 1]
+            else:
+                beta = torch.exp((1.0 - p_t - self.epsilon) / self.temperature)  # Eq. 5
             pixel_weight = pixel_weight * beta
         return pixel_weight
 
@@ -320,5 +413,6 @@ class PATLoss(PixelLoss):
             f"temperature={self.temperature}, epsilon={self.epsilon}, {super().extra_repr()}, "
             f"detach_weight={self.detach_weight}, class_reduction={self.class_reduction!r}, "
             f"confidence_weight={self.confidence_weight}, normalization={self.normalization!r}, "
-            f"presence_exponent={self.presence_exponent}, implementation={self.implementation!r}"
+            f"presence_exponent={self.presence_exponent}, weight_normalization={self.weight_normalization!r}, "
+            f"implementation={self.implementation!r}"
         )
