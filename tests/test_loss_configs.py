@@ -41,7 +41,15 @@ TABLE3: dict[str, tuple[str, dict[str, Any]]] = {
 BEYOND_PAPER: dict[str, tuple[str, dict[str, Any]]] = {
     "patcb": ("pat_seg.losses.PATCBMixtureLoss", {"mix": 0.5, "temperature": 20.0, "decay": 0.99}),
 }
-SETTINGS = {**TABLE3, **BEYOND_PAPER}
+# Pieces that set one switch of another piece's loss, for a study of that option: the piece they vary
+# and their settings.
+VARIANTS: dict[str, tuple[str, tuple[str, dict[str, Any]]]] = {
+    "pat_beta_minmax": (
+        "pat",
+        ("pat_seg.losses.PATLoss", {"temperature": 20.0, "weight_normalization": "batch_minmax"}),
+    ),
+}
+SETTINGS = {**TABLE3, **BEYOND_PAPER, **{name: settings for name, (_, settings) in VARIANTS.items()}}
 PIECE_FILES = sorted(PIECES.glob("*.yaml"))
 RUNNABLE = sorted(CONFIGS.glob("*.yaml"))  # everything directly in configs/ is a runnable config
 
@@ -88,6 +96,8 @@ def pixel_counts(dataset: Dataset, num_classes: int, ignore_index: int) -> list[
 
 def test_the_pieces_are_exactly_the_packaged_losses() -> None:
     pieces = {path.stem: import_class(read_yaml(path)["class_path"], path) for path in PIECE_FILES}
+    for variant, (base, _) in VARIANTS.items():
+        assert pieces.pop(variant) is pieces[base], f"{variant}.yaml must name the class of {base}.yaml"
     classes = set(pieces.values())
     assert len(classes) == len(pieces), f"two pieces name one class: {pieces}"
     packaged = set(PAPER_LOSSES) | set(BEYOND_PAPER_LOSSES)
