@@ -201,21 +201,22 @@ class PATLoss(PixelLoss):
         confidence_weight: ``True`` (default) applies Eq. 5's ``beta``; ``False`` sets ``beta = 1``.
         normalization: ``"image_class"`` (default, Eq. 4) or ``"pixel"`` (mean over valid pixels).
         presence_exponent: :math:`\alpha` in [0, 1] of the presence correction; 0 (default) is PAT.
-        weight_normalization: ``"none"`` (default, Eq. 5's :math:`\beta` as it stands) or
-            ``"batch_minmax"`` (:math:`\beta` min-max normalised to [0, 1] over the batch's valid
-            pixels, the Fig. 2 caption's reading; see above).
         class_presence: per-class share of the training images that contain the class
             (:math:`\pi_l`); needed when ``presence_exponent > 0``.
         implementation: ``"auto"`` (default) and ``"eager"`` run the PyTorch code below on every
             device. ``"triton"`` opts in to the fused kernel of :mod:`pat_seg.kernels.pat_triton`
             (CUDA float32/bfloat16/float16 logits; same value and gradient, every option above).
             ``"auto"`` will choose the kernel on CUDA only once a measured GPU run shows it right
-            and faster than the PyTorch code (docs/benchmarks.md); until then it never does.
+            and faster than the PyTorch code (docs/benchmarks.md); until then it never does. Not
+            with ``weight_normalization="batch_minmax"``, which the kernel does not compute.
 
         reduction: ``"mean"`` (default) and ``"sum"`` both return the loss above: each pixel's term
             already carries the normalisation (``1 / (B S_i^{y_ij})``, or ``1 / V``), so the terms sum
             to the loss. ``"none"`` returns those terms, shaped like the target, 0 at ignored pixels
             (not with ``implementation="triton"``, which returns the sum only).
+        weight_normalization: ``"none"`` (default, Eq. 5's :math:`\beta` as it stands) or
+            ``"batch_minmax"`` (:math:`\beta` min-max normalised to [0, 1] over the batch's valid
+            pixels, the Fig. 2 caption's reading; see above; needs ``confidence_weight=True``).
 
     Logits ``[B, L, *spatial]`` of any number of spatial dimensions: for volumes ``[B, L, D, H, W]``
     "image" means sample, and :math:`S_i^l` counts the class's voxels over the whole volume. The
@@ -223,6 +224,8 @@ class PATLoss(PixelLoss):
 
     Cost: one ``log_softmax``, one ``gather`` and one per-image class histogram (none with
     ``normalization="pixel"``) -- O(B*L*H*W) like cross-entropy, and no one-hot target tensor.
+    ``weight_normalization="batch_minmax"`` adds a max and a min over the ``[B, *spatial]`` target
+    probabilities, without a host sync.
     """
 
     description = LossDescription(
