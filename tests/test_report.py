@@ -371,6 +371,19 @@ def test_pat_ablations_are_named_by_what_they_switch_off(tmp_path: Path) -> None
     ]
 
 
+def test_beta_minmax_runs_are_a_method_of_their_own(tmp_path: Path) -> None:
+    make_run(tmp_path, "pat-old", val(0.50), "PATLoss", {"temperature": 20.0})  # saved before the option existed
+    make_run(tmp_path, "pat-new", val(0.52), "PATLoss", {"temperature": 20.0, "weight_normalization": "none"}, seed=1)
+    for seed, miou in enumerate((0.47, 0.49)):
+        args = {"temperature": 20.0, "weight_normalization": "batch_minmax"}
+        make_run(tmp_path, f"minmax-s{seed}", val(miou), "PATLoss", args, seed=seed)
+    rows = table(report(str(tmp_path)), "Table 3")
+    assert [row[:2] for row in rows] == [
+        ["PAT (T=20)", f"**{cell([0.50, 0.52])}**"],
+        ["PAT beta min-max (T=20)", cell([0.47, 0.49])],
+    ]
+
+
 def test_presence_and_mixture_runs_are_labelled_and_old_pat_runs_pool_with_new(tmp_path: Path) -> None:
     make_run(tmp_path, "pat-old", val(0.50), "PATLoss", {"temperature": 20.0})  # saved before presence existed
     make_run(
