@@ -118,9 +118,9 @@ def batch_minmax_confidence_weight(p_t: Tensor, valid: Tensor, temperature: floa
     When all valid pixels are equally confident (:math:`h = l`, e.g. a batch with one valid pixel)
     the ratio is 0/0; every pixel then gets :math:`\beta' = 1`, so the loss is Eq. 4 with
     :math:`\beta = 1` rather than 0 (no pixel is harder than another, so none is weighed down).
-    Ignored pixels get a finite value (0, or 1 without a spread) that the caller masks out. The gradient flows through
-    :math:`p_t` and through the min and max (shared equally among tied pixels, as ``amax`` does);
-    pass a detached ``p_t`` for a constant weight. No host sync: the degenerate case is a ``where``.
+    Ignored pixels get a finite value (0, or 1 without a spread) that the caller masks out. The
+    gradient flows through :math:`p_t` and through the min and max (shared equally among tied
+    pixels, as ``amax`` does); pass a detached ``p_t`` for a constant weight. No host sync: the degenerate case is a ``where``.
     """
     # Fillers that cannot win: every valid p_t lies in [0, 1], and the fillers only count when no
     # pixel is valid (then h = 0 < l = 1 and the degenerate branch below applies).
