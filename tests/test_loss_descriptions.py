@@ -45,3 +45,12 @@ def test_the_label_and_the_hparams_columns_come_from_the_description() -> None:
         {"class_path": "pat_seg.losses.PATLoss", "init_args": {**defaults, "temperature": 5.0}}
     )
     assert columns["temperature"] == 5.0 and "ignore_index" not in columns and "implementation" not in columns
+
+
+def test_a_class_balanced_b_other_than_the_default_is_named_even_alone() -> None:
+    # The paper's b = 0.9999 is another method than b = 1 - 1/N (docs/losses.md): a report holding only
+    # such runs must not call them plain "CBFocal".
+    alone = display_labels([("ClassBalancedFocalLoss", {"beta": 0.9999, "gamma": 2.0})], "loss")
+    assert list(alone.values()) == ["CBFocal b=0.9999"]
+    both = display_labels([("ClassBalancedLoss", {"beta": None}), ("ClassBalancedLoss", {"beta": 0.9999})], "loss")
+    assert sorted(both.values()) == ["CB", "CB b=0.9999"]

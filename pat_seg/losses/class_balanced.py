@@ -54,7 +54,9 @@ class ClassBalancedLoss(ClassCountLoss):
         reduction: ``"mean"`` (over valid pixels), ``"sum"`` or ``"none"`` (docs/losses.md).
     """
 
-    description = LossDescription("CB")
+    # b = 1 - 1/N is the method as pat-seg runs it (docs/losses.md); any other b (the paper's 0.9999)
+    # is named in the label, so such runs never pool with the default ones in a report.
+    description = LossDescription("CB", switches={"beta": (None, "b={value}")})
 
     class_weight: Tensor
 
@@ -81,7 +83,7 @@ class ClassBalancedLoss(ClassCountLoss):
 class ClassBalancedFocalLoss(ClassBalancedLoss):
     r"""CB-Focal: :math:`-w_t (1 - p_t)^\gamma \log p_t` per valid pixel (by default their mean), ``w`` as in CB."""
 
-    description = LossDescription("CBFocal")
+    description = LossDescription("CBFocal", switches={"beta": (None, "b={value}")})
 
     def __init__(
         self,
