@@ -406,3 +406,25 @@ def test_a_camvid_config_trains_on_the_segnet_layout(tmp_path: Path) -> None:
     assert cli.trainer.global_step == 2
     assert cli.datamodule.num_classes == 11 == cli.model.num_classes
     assert type(cli.model.model).__name__ == "UNet" and cli.trainer.max_epochs == 40
+
+
+@pytest.mark.slow
+def test_the_readme_example_trains_on_a_folder(tmp_path: Path) -> None:
+    section = (REPO / "README.md").read_text().split("### Train on your own data", 1)[1].split("\n## ", 1)[0]
+    blocks = [block for block in section.split("\n\n") if block.startswith("    ")]
+    piece = next(block for block in blocks if "class_path: pat_seg.data.SegmentationFolderDataModule" in block)
+    command = next(block for block in blocks if block.lstrip().startswith("pat-seg fit")).split()
+    (tmp_path / "my_set.yaml").write_text("\n".join(line[4:] for line in piece.splitlines()))
+    options = yaml.safe_load((tmp_path / "my_set.yaml").read_text())["init_args"]
+    rng = np.random.default_rng(6)
+    values = list(range(len(options["class_names"]))) + options["void_values"]
+    for split in ("train", "val"):
+        masks = {f"{i:04d}": index_mask(rng, values) for i in range(4)}
+        write_split(tmp_path / "my_set/img_dir" / split, tmp_path / "my_set/ann_dir" / split, masks, ".jpg")
+    tiny = ["--data.size=[12,16]", "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"]
+    tiny += ["--model.model.init_args.base_channels=4", "--model.model.init_args.depth=2"]
+    assert command[:3] == ["pat-seg", "fit", "--config"]
+    # The repository's config by its full path (the command runs in tmp_path), the rest as written.
+    result = pat_seg("fit", "--config", str(REPO / command[3]), *command[4:], *tiny, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list((tmp_path / "lightning_logs").glob("*/version_0/checkpoints/*.ckpt"))
