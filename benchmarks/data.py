@@ -8,7 +8,10 @@ the real file sizes: Cityscapes 2048x1024 RGB PNGs (about 2.3 MB, like ``leftImg
 5,000 images) with ``gtFine_labelIds`` PNGs; the NYUv2 npy tree at 288x384 (float32 images in [0, 1],
 float32 labels -1..12) and the official ``nyu_depth_v2_labeled.mat`` (HDF5, 640x480, uint8 images and
 uint16 labels, deflate-compressed, one image per chunk) with its two meta files; Oxford-IIIT Pet JPEGs
-of about 500x375 and 100 KB (``images.tar.gz``: 790 MB for 7,390 images) with trimap PNGs. Image
+of about 500x375 and 100 KB (``images.tar.gz``: 790 MB for 7,390 images) with trimap PNGs; CamVid in
+the SegNet tutorial's layout (480x360 RGB PNGs with class-index mask PNGs), which
+``SegmentationFolderDataModule`` reads, with its file checks timed as well. Only the data sets of
+the protocols ``--only`` selects are generated. Image
 content is a smooth colour field plus noise whose amount sets the compressed size; labels are drawn
 regions, so label PNGs compress as real ones do. Files are read from the page cache: disk speed is
 not part of the measurement.
@@ -211,24 +214,44 @@ def write_oxford_pet(root: Path, count: int, scale: float, rng: np.random.Genera
         (root / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
 
 
+CAMVID_VOID = 11  # "Unlabelled" in the SegNet tutorial's masks
+
+
+def write_camvid(root: Path, count: int, scale: float, rng: np.random.Generator) -> None:
+    """The SegNet tutorial's CamVid: ``{train,val}/<name>.png`` (480x360 RGB) and ``{train,val}annot/<name>.png``
+    (class values 0..10, 11 unlabelled), read by ``SegmentationFolderDataModule`` (configs/data/camvid.yaml)."""
+    height, width = scaled((360, 480), scale)
+    # Sky, building, tree, pavement, road as bands; poles, signs, fences, cars, people, bicyclists, void on top.
+    background, objects = [0, 1, 5, 4, 3], [2, 6, 7, 8, 8, 9, 10, CAMVID_VOID]
+    for split, n in (("train", count), ("val", max(2, count // 4))):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        (root / f"{split}annot").mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            name = f"0001TP_{i:06d}"
+            Image.fromarray(photo(rng, height, width, noise=1.0)).save(root / split / f"{name}.png")
+            label = regions(rng, height, width, objects, background, count=30)
+            Image.fromarray(label).save(root / f"{split}annot" / f"{name}.png")
+
+
 WRITERS: dict[str, Callable[[Path, int, float, np.random.Generator], None]] = {
     "cityscapes": write_cityscapes,
     "nyuv2_npy": write_nyuv2_npy,
     "nyuv2_mat": write_nyuv2_mat,
     "oxford_pet": write_oxford_pet,
+    "camvid": write_camvid,
 }
 
 
-def make_fixtures(root: Path, count: int, scale: float) -> dict[str, Path]:
-    """Write every data set under ``root`` (reused when ``root/fixtures.json`` records the same settings)."""
+def make_fixtures(root: Path, count: int, scale: float, names: list[str]) -> dict[str, Path]:
+    """Write the data sets ``names`` under ``root`` (each reused when its ``fixture.json`` records the same settings)."""
     settings = {"count": count, "scale": scale, "version": 2}
-    marker = root / "fixtures.json"
-    paths = {name: root / name for name in WRITERS}
-    if marker.is_file() and json.loads(marker.read_text()) == settings:
-        return paths
-    for name, writer in WRITERS.items():
-        writer(paths[name], count, scale, np.random.default_rng(len(name)))
-    marker.write_text(json.dumps(settings))
+    paths = {name: root / name for name in names}
+    for name in names:
+        marker = paths[name] / "fixture.json"
+        if marker.is_file() and json.loads(marker.read_text()) == settings:
+            continue
+        WRITERS[name](paths[name], count, scale, np.random.default_rng(len(name)))
+        marker.write_text(json.dumps(settings))
     return paths
 
 
@@ -261,6 +284,7 @@ PROTOCOLS = [
     Protocol("NYUv2 .mat", "standard (13 classes, 640x480 -> 288x384, augmented)", "nyuv2", "nyuv2_mat"),
     Protocol("Oxford Pet", "paper (3 classes, 256x256)", "oxford_pet", "oxford_pet"),
     Protocol("Oxford Pet", "paper + augmentation (256x256)", "oxford_pet", "oxford_pet", {"augment": True}),
+    Protocol("CamVid (folder)", "11 classes, 360x480, augmented", "camvid", "camvid"),
 ]
 
 
@@ -417,6 +441,19 @@ def device_augment_ms(datamodule: Any, repeats: int = 5) -> tuple[float, str]:
     return statistics.median(times[1:]), name
 
 
+def file_check_ms(datamodule: Any) -> float | None:
+    """CPU milliseconds per image of the checks a folder data module runs before a command starts
+    (``check_splits``: pairing, each image's header, each mask decoded and mapped), this process, one thread."""
+    if not hasattr(datamodule, "check_splits"):
+        return None
+    datamodule.num_workers = 0
+    with one_thread():
+        start = time.process_time()
+        datamodule.check_splits(["train"])
+        seconds = time.process_time() - start
+    return 1000 * seconds / len(datamodule.build_samples("train", datamodule.transform(False)))
+
+
 def required_rate(size: tuple[int, int], step_ms: float, scale: float = 1.0) -> float:
     """Images/s the item-4 GPU step consumes at ``size``: 8 images per ``step_ms``, scaled by pixels.
 
@@ -460,6 +497,7 @@ def measure(protocol: Protocol, root: Path, args: argparse.Namespace, path: str 
     workers needed to feed the GPU step."""
     built = prepare_train(protocol, root, args) if path == "prepared" else None
     datamodule = build(protocol, root, args.scale, args.batch_size, 0, "require" if path == "prepared" else "off")
+    checked = file_check_ms(datamodule) if path == "sources" else None
     profile = profile_stages(datamodule.dataset("train"), args.profile_images)
     train = datamodule.dataset("train")
     # At least 0.5 ms per image: the batch transfer, which the stage profile leaves out, costs about that.
@@ -482,6 +520,7 @@ def measure(protocol: Protocol, root: Path, args: argparse.Namespace, path: str 
         "protocol": protocol.name,
         "path": path,
         "device_augment_ms_per_batch": on_device,
+        "file_check_ms_per_image": checked,
         "prepare": built,
         "size": list(datamodule.size),
         "train_images": len(train),
@@ -548,6 +587,15 @@ def markdown(results: list[dict[str, Any]], files: dict[str, float], args: argpa
             )
             + ".",
         ]
+    checked = [r for r in results if r.get("file_check_ms_per_image") is not None]
+    if checked:
+        lines += [
+            "",
+            "Checks before a command starts (`check_files`: pairing, image headers, every mask decoded and "
+            "mapped), CPU ms per image in one thread: "
+            + "; ".join(f"{r['dataset']} / {r['protocol']} {r['file_check_ms_per_image']:.2f}" for r in checked)
+            + ".",
+        ]
     built = [r for r in results if r.get("prepare")]
     if built:
         lines += [
@@ -574,16 +622,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         root = Path(args.root) if args.root else Path(scratch)
         root.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        paths = make_fixtures(root, args.images, args.scale)
-        generated_s = time.perf_counter() - start
-        files = {
-            "Cityscapes image": mean_file_kib(paths["cityscapes"], "leftImg8bit/*/*/*.png"),
-            "labelIds": mean_file_kib(paths["cityscapes"], "gtFine/*/*/*.png"),
-            "NYUv2 npy image": mean_file_kib(paths["nyuv2_npy"], "train/image/*.npy"),
-            "Pet JPEG": mean_file_kib(paths["oxford_pet"], "images/*.jpg"),
-            "trimap": mean_file_kib(paths["oxford_pet"], "annotations/trimaps/*.png"),
-        }
         wanted = [p for p in PROTOCOLS if not args.only or any(s.lower() in p.label.lower() for s in args.only)]
+        paths = make_fixtures(root, args.images, args.scale, sorted({p.fixture for p in wanted}))
+        generated_s = time.perf_counter() - start
+        patterns = {
+            "Cityscapes image": ("cityscapes", "leftImg8bit/*/*/*.png"),
+            "labelIds": ("cityscapes", "gtFine/*/*/*.png"),
+            "NYUv2 npy image": ("nyuv2_npy", "train/image/*.npy"),
+            "Pet JPEG": ("oxford_pet", "images/*.jpg"),
+            "trimap": ("oxford_pet", "annotations/trimaps/*.png"),
+            "CamVid image": ("camvid", "train/*.png"),
+            "CamVid mask": ("camvid", "trainannot/*.png"),
+        }
+        files = {
+            name: mean_file_kib(paths[data], pattern) for name, (data, pattern) in patterns.items() if data in paths
+        }
         results = [measure(p, paths[p.fixture], args, path) for p in wanted for path in args.paths]
     import pat_seg
 

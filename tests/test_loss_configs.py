@@ -24,7 +24,7 @@ from pat_seg.losses import BEYOND_PAPER_LOSSES, PAPER_LOSSES, ClassCountLoss
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PIECES = CONFIGS / "loss"
-DATA_SETS = ("cityscapes", "nyuv2", "oxford_pet", "synthetic")
+DATA_SETS = ("camvid", "cityscapes", "nyuv2", "oxford_pet", "synthetic")
 # The paper's Table 3 settings, written out here rather than read back from the pieces, so a piece
 # that drifts from the paper (or gains an argument) fails.
 TABLE3: dict[str, tuple[str, dict[str, Any]]] = {

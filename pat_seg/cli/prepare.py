@@ -107,7 +107,7 @@ def prepare(datamodule: Any, splits: list[str], workers: int, stream: Any = sys.
         raise ValueError(
             f"{type(datamodule).__name__} is not read from files, so there is nothing to prepare; "
             "`pat-seg prepare` takes the disk data modules (CityscapesDataModule, NYUv2DataModule, "
-            "OxfordPetDataModule)"
+            "OxfordPetDataModule, SegmentationFolderDataModule)"
         )
     unknown = [s for s in splits if s not in SPLITS]
     if unknown or not splits:

@@ -3,6 +3,7 @@
 from pat_seg.class_statistics import count_classes
 from pat_seg.data.base import SegmentationDataModule
 from pat_seg.data.cityscapes import CityscapesDataModule
+from pat_seg.data.folder import SegmentationFolderDataModule
 from pat_seg.data.image_folder import ImageFolderDataModule
 from pat_seg.data.io import DatasetLayoutError
 from pat_seg.data.nyuv2 import NYUv2DataModule
@@ -17,6 +18,7 @@ __all__ = [
     "NYUv2DataModule",
     "OxfordPetDataModule",
     "SegmentationDataModule",
+    "SegmentationFolderDataModule",
     "SegmentationTransform",
     "SyntheticLongTailDataModule",
     "SyntheticLongTailDataset",
