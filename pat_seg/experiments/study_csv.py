@@ -71,8 +71,8 @@ class StudyCsv:
         path = Path(path)
         folder = path.parent
         if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-            why = "is not a folder" if not folder.is_dir() else "cannot be written"
-            raise ValueError(f"csv: {str(path)!r}: its folder {str(folder)!r} {why}")
+            why = "does not exist" if not folder.exists() else "is not a folder" if not folder.is_dir() else ""
+            raise ValueError(f"csv: {str(path)!r}: its folder {str(folder)!r} {why or 'cannot be written'}")
         if not path.exists():
             return cls(path)
         if not path.is_file() or not os.access(path, os.R_OK | os.W_OK):

@@ -35,6 +35,7 @@ on any machine with the file, by running the same command again. A run that fail
 is tried again. The SLURM tasks write no line (they run at once elsewhere; the file has one writer):
 each marks its run done, and ``--mode run`` afterwards adds the marked runs to the file without training.
 """
+
 from __future__ import annotations
 
 import argparse
