@@ -305,6 +305,28 @@ def test_study_csv_merges_columns_keeps_earlier_lines_and_orders_runs_as_the_gri
     assert read["grid/s1"].run.scalars == {"val/miou": [(9, 0.75)]} and read["grid/s1"].run.data[1]["rarity"] is None
 
 
+def test_lines_written_before_the_grid_changed_are_relabelled(tmp_path: Path) -> None:
+    """A regime added to the grid names the regime of the earlier runs too; their values stay."""
+    from pat_seg.experiments.study_csv import LABEL_COLUMNS, StudyCsv
+
+    path = tmp_path / "study.csv"
+    path.write_text(HEADER + study_line("grid/s0") + study_line("other/x"))
+    study = StudyCsv.open(path)
+    fields = dict(zip(LABEL_COLUMNS, ["grid/s0", "Synthetic (rarity=small)", "UNet", "CE", "0", "0", "0"]))
+    same = dict(zip(LABEL_COLUMNS, ["grid/s1", "Synthetic (rarity=mixed)", "UNet", "CE", "0", "1", "1"]))
+    assert study.relabel({"grid/s0": fields, "grid/s1": same}) == [
+        (
+            "grid/s0",
+            "grid/s0 / Synthetic / UNet / CE / 0 / 0 / 0",
+            "grid/s0 / Synthetic (rarity=small) / UNet / CE / 0 / 0 / 0",
+        )
+    ]
+    assert study.text().splitlines()[1:] == [
+        "grid/s0,Synthetic (rarity=small),UNet,CE,0,0,0,val,9,null,0.5",
+        "other/x,Synthetic,UNet,CE,0,0,0,val,9,null,0.5",
+    ]
+
+
 def test_a_save_interrupted_before_the_rename_leaves_the_old_file(tmp_path: Path, monkeypatch) -> None:
     from pat_seg.experiments.study_csv import StudyCsv
 

@@ -256,7 +256,7 @@ def run_all(sweep: Sweep, extra: list[str], force: bool = False, jobs: int = 1) 
     """
     if jobs < 1:
         raise ValueError(f"--jobs must be 1 or more (runs at once); got {jobs}")
-    missing = sorted({config for run in sweep.grid for config in run.configs if not Path(config).is_file()})
+    missing = sorted({config for run in sweep.runs for config in run.configs if not Path(config).is_file()})
     if missing:
         raise ValueError(
             f"config files of the sweep {sweep.name!r} do not exist: {missing} (paths are relative to {Path.cwd()})"
@@ -306,7 +306,10 @@ def _grid_configs(sweep: Sweep, extra: list[str]) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="pat-seg-sweep-") as folder:
         commands, output = Path(folder) / "commands.json", Path(folder) / "configs.yaml"
         commands.write_text(json.dumps([run.command(sweep.name, sweep.save_dir, extra)[1:] for run in sweep.grid]))
-        print(f"reading the configs of the {len(sweep.grid)} runs of {sweep.name!r} (the labels of {sweep.csv})")
+        print(
+            f"reading the configs of the {len(sweep.grid)} runs of {sweep.name!r} (the labels of {sweep.csv})",
+            flush=True,
+        )
         result = subprocess.run(
             [sys.executable, "-m", "pat_seg.cli.saved_config", str(commands), str(output)],
             capture_output=True,
@@ -335,7 +338,8 @@ class _Recorder:
         if changed:  # the grid changed since those lines were written (e.g. a regime was added)
             example = changed[0]
             print(
-                f"{study.path}: relabelled the lines of {len(changed)} runs, e.g. {example[0]}: {example[1]} -> {example[2]}"
+                f"{study.path}: relabelled the lines of {len(changed)} runs, e.g. {example[0]}: {example[1]} -> {example[2]}",
+                flush=True,
             )
             study.save(self.order)
 
@@ -361,7 +365,10 @@ def _execute(sweep: Sweep, todo: list[_Job], jobs: int, recorder: _Recorder | No
         environment = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         logs = Path(sweep.save_dir) / sweep.name
         logs.mkdir(parents=True, exist_ok=True)
-        print(f"{len(todo)} runs, {jobs} at a time with {threads} threads each; output in {logs}/sweep-<version>.log")
+        print(
+            f"{len(todo)} runs, {jobs} at a time with {threads} threads each; output in {logs}/sweep-<version>.log",
+            flush=True,
+        )
     pending, active, failed = deque(todo), list[_Job](), 0
     try:
         while pending or active:
