@@ -250,8 +250,9 @@ def option_strings(parser: Any, argv: list[str]) -> list[str]:
     return [option for option in getattr(parser, "_option_string_actions", {}) if option.startswith("--")]
 
 
-def cli_main(args: list[str] | None = None, run: bool = True) -> PatSegCLI:
-    """Entry point of the ``pat-seg`` console script (``args=None`` reads ``sys.argv``)."""
+def cli_main(args: list[str] | None = None, run: bool = True, cli_class: type[PatSegCLI] = PatSegCLI) -> PatSegCLI:
+    """Entry point of the ``pat-seg`` console script (``args=None`` reads ``sys.argv``); ``cli_class``:
+    a subclass that stops part-way (:mod:`pat_seg.cli.saved_config`)."""
     # No abbreviated options (--trainer.max_epoch is not --trainer.max_epochs), and a parse error is
     # raised (explained by pat_seg.cli.errors) instead of jsonargparse printing the usage before it.
     strict = {"formatter_class": PatSegHelpFormatter, "allow_abbrev": False, "exit_on_error": False}
@@ -259,7 +260,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> PatSegCLI:
         command: {"default_config_files": [DEFAULT_CONFIG], **strict} for command in PatSegCLI.subcommands()
     }
     parser_kwargs.update(strict)
-    return PatSegCLI(
+    return cli_class(
         SegmentationModule,
         SegmentationDataModule,
         subclass_mode_data=True,

@@ -158,12 +158,18 @@ def _short_key(key: str) -> str:
 
 
 def label_runs(runs: Sequence[Run], warn: Callable[[str], None] = lambda message: None) -> list[LabelledRun]:
+    """The newest run of each experiment and seeds (:func:`newest_per_seed`), labelled (:func:`label_experiments`)."""
+    return label_experiments(newest_per_seed(runs, warn))
+
+
+def label_experiments(runs: Sequence[Run]) -> list[LabelledRun]:
     """Attach the data set, model and method labels that the tables print.
 
-    Runs whose labels agree but whose experiments differ (:attr:`Run.identity`) get what differs
-    appended to the method label, so that no cell pools two experiments.
+    A label depends on every run in ``runs`` (a data set's regime is named only where two regimes
+    occur). Runs whose labels agree but whose experiments differ (:attr:`Run.identity`) get what
+    differs appended to the method label, so that no cell pools two experiments. Only the configs are
+    read: runs that have not trained yet (a sweep's grid) are labelled as they will be.
     """
-    runs = newest_per_seed(runs, warn)
     kinds = ("data", "model", "loss")  # the Run properties behind LabelledRun's dataset, model and method
     labels = {kind: display_labels([getattr(r, kind) for r in runs], kind) for kind in kinds}
     entries = []
@@ -412,17 +418,24 @@ def render_runs_csv(entries: Sequence[LabelledRun], split: str = "val", root: st
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*RUN_COLUMNS, *(f"data.{key}" for key in data_keys), *tags])
     for entry in entries:
-        path = entry.run.path
-        if root is not None and path.is_relative_to(root):
-            path = path.relative_to(root)
-        seed, data_seed = ("" if seed is None else seed for seed in entry.run.seeds)
-        labels = [path.as_posix(), entry.dataset, entry.model, entry.method, int(entry.is_pat), seed, data_seed, split]
+        labels = [*run_fields(entry, root).values(), split]
         data = [yaml_value(entry.run.data[1].get(key)) for key in data_keys]
         by_step = {tag: dict(entry.run.scalars.get(prefix + tag, [])) for tag in tags}
         for step in sorted({step for points in by_step.values() for step in points}):
             values = [by_step[tag].get(step) for tag in tags]
             writer.writerow([*labels, step, *data, *("" if value is None else repr(value) for value in values)])
     return buffer.getvalue()
+
+
+def run_fields(entry: LabelledRun, root: str | Path | None = None) -> dict[str, str]:
+    """The fields of :data:`RUN_COLUMNS` before ``split`` that every line of a run shares, as the CSV
+    holds them: the run folder (relative to ``root`` when below it), its labels and seeds."""
+    path = entry.run.path
+    if root is not None and path.is_relative_to(root):
+        path = path.relative_to(root)
+    seed, data_seed = ("" if seed is None else str(seed) for seed in entry.run.seeds)
+    values = [path.as_posix(), entry.dataset, entry.model, entry.method, str(int(entry.is_pat)), seed, data_seed]
+    return dict(zip(RUN_COLUMNS, values))
 
 
 def _csv_seed(text: str) -> int | None:

@@ -14,34 +14,60 @@ A sweep file (``configs/sweeps/*.yaml``)::
         s0: {args: {seed_everything: 0}}
         s1: {args: {seed_everything: 1}}
     slurm: {time: "02:00:00", gres: "gpu:1"}   # optional #SBATCH options for --mode slurm
+    csv: docs/studies/synthetic_table3.csv     # optional: the study's per-run CSV, kept by --mode run
+    test: last                                 # optional: after fit, `pat-seg test` of the last (or best) checkpoint
 
 Config paths and argument values may name the value chosen on any axis in braces, e.g.
 ``configs/{dataset}_{loss}.yaml``. A run's version is its axis values joined by ``-`` (``pat-s0``),
 so a run directory says which grid point it is, and its saved ``config.yaml`` says exactly what ran
-(``pat-seg report`` reads the latter). No scheduler is invented: ``run`` trains one run after the
-other in this process's environment, ``print`` lists the commands, ``slurm`` writes a job-array script.
+(``pat-seg report`` reads the latter). No scheduler is invented: ``run`` trains the runs in this
+process's environment, one after the other (``--jobs N``: N at once), ``print`` lists the commands,
+``slurm`` writes a job-array script.
+
+``test: last|best`` follows each successful fit with ``pat-seg test --config <run>/config.yaml
+--ckpt_path last|best``, which writes the ``test/*`` values into the run's ``test/`` folder (``pat-seg
+report --split test`` reads them). A run is done when its commands exited 0: ``--mode run`` then
+writes ``.sweep-done`` into its folder and skips it next time. With ``csv:``, ``--mode run`` also adds
+the run's lines (``val``, and ``test`` with ``test:``) to that file at once, as ``pat-seg report
+--format csv --per-run`` writes them (:mod:`pat_seg.experiments.study_csv`), and skips every run the
+file holds, even where its folder is absent (a fresh clone): a sweep stopped at any point goes on,
+on any machine with the file, by running the same command again. A run that failed writes no line and
+is tried again. The SLURM tasks write no line (they run at once elsewhere; the file has one writer):
+each marks its run done, and ``--mode run`` afterwards adds the marked runs to the file without training.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
+import os
 import shlex
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, Literal, get_args
 
 import yaml
 
-from pat_seg.experiments.run_folder import yaml_value
+from pat_seg.experiments.run_folder import CONFIG, SUBFOLDERS, yaml_value
+
+if TYPE_CHECKING:
+    from pat_seg.experiments.study_csv import StudyCsv
 
 MODES = ("run", "print", "slurm")
-DONE_MARKER = ".sweep-done"  # written into a run directory when its `pat-seg fit` exited 0
+# Written into a run directory when its `pat-seg fit` (and `pat-seg test`, with `test:`) exited 0.
+DONE_MARKER = ".sweep-done"
 LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
+TestCheckpoint = Literal["last", "best"]
+KEYS = ("name", "save_dir", "configs", "args", "axes", "slurm", "csv", "test")
+POLL_SECONDS = 0.2  # how often --mode run looks whether a run's process has ended
 
 
 @dataclass
@@ -70,13 +96,42 @@ class SweepRun:
 
 @dataclass
 class Sweep:
+    """The expanded sweep file: ``runs`` to do (``--only`` selects some), of the whole ``grid``."""
+
     name: str
     save_dir: str
     runs: list[SweepRun]
     slurm: dict[str, Any]
+    csv: str | None = None
+    test: TestCheckpoint | None = None
+    grid: list[SweepRun] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.grid = self.grid or list(self.runs)
 
     def run_dir(self, run: SweepRun) -> Path:
         return Path(self.save_dir) / self.name / run.version
+
+    def run_name(self, run: SweepRun) -> str:
+        """The run as the study CSV's ``run`` column names it: its folder relative to save_dir."""
+        return f"{self.name}/{run.version}"
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits whose values the study records for each run."""
+        return ("val", "test") if self.test is not None else ("val",)
+
+    def commands(self, run: SweepRun, extra: list[str]) -> list[list[str]]:
+        """``pat-seg fit``, then with ``test:`` ``pat-seg test`` of the checkpoint it names, read with
+        the config the fit saved (the test's metrics go to the run's ``test/`` folder)."""
+        commands = [run.command(self.name, self.save_dir, extra)]
+        if self.test is not None:
+            config = str(self.run_dir(run) / CONFIG)
+            commands.append(["pat-seg", "test", "--config", config, f"--ckpt_path={self.test}"])
+        return commands
+
+    def shell_line(self, run: SweepRun, extra: list[str]) -> str:
+        return " && ".join(shlex.join(command) for command in self.commands(run, extra))
 
 
 def _configs_and_args(entry: dict[str, Any], where: str) -> tuple[list[str], dict[str, Any]]:
@@ -115,9 +170,16 @@ def load_sweep(path: str | Path) -> Sweep:
         raise ValueError(f"{path}{where} is not valid YAML: {error.problem}{hint}") from None
     if not isinstance(spec, dict):
         raise ValueError(f"{path} must be a mapping of name, save_dir, configs, args, axes, slurm; got {spec!r}")
-    unknown = set(spec) - {"name", "save_dir", "configs", "args", "axes", "slurm"}
+    unknown = set(spec) - set(KEYS)
     if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; expected name, save_dir, configs, args, axes, slurm")
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; expected {', '.join(KEYS)}")
+    csv, test = spec.get("csv"), spec.get("test")
+    if csv is not None and (not isinstance(csv, str) or not csv.endswith(".csv")):
+        raise ValueError(f"{path}: 'csv' must be the path of the study's .csv file; got {csv!r}")
+    if test is not None and test not in get_args(TestCheckpoint):
+        raise ValueError(
+            f"{path}: 'test' must be one of {list(get_args(TestCheckpoint))} (the checkpoint to test); got {test!r}"
+        )
     name = spec.get("name") or path.stem
     axes = spec.get("axes")
     if not isinstance(axes, dict) or not axes or not all(isinstance(v, dict) and v for v in axes.values()):
@@ -141,15 +203,18 @@ def load_sweep(path: str | Path) -> Sweep:
         configs = [_fill(config, choice, path) for config in configs]
         args = {key: _fill(value, choice, path) for key, value in args.items()}
         runs.append(SweepRun("-".join(choice.values()), configs, args))
-    return Sweep(name, str(spec.get("save_dir") or "lightning_logs"), runs, dict(spec.get("slurm") or {}))
+    return Sweep(name, str(spec.get("save_dir") or "lightning_logs"), runs, dict(spec.get("slurm") or {}), csv, test)
 
 
 def print_commands(sweep: Sweep, extra: list[str]) -> str:
-    return "".join(shlex.join(run.command(sweep.name, sweep.save_dir, extra)) + "\n" for run in sweep.runs)
+    """One line per run: its ``pat-seg fit`` (``&& pat-seg test ...`` with ``test:``)."""
+    return "".join(sweep.shell_line(run, extra) + "\n" for run in sweep.runs)
 
 
 def slurm_script(sweep: Sweep, extra: list[str]) -> str:
-    """A job-array script: task ``i`` runs the ``i``-th command (``sbatch`` it from the repository root)."""
+    """A job-array script: task ``i`` runs the ``i``-th command and, when it succeeds, marks the run done
+    (``sbatch`` it from the repository root). The tasks do not write the study CSV: they run at once on
+    other nodes, and the CSV has one writer. ``--mode run`` afterwards adds the marked runs to it."""
     lines = [
         "#!/bin/bash",
         f"#SBATCH --job-name={sweep.name}",
@@ -158,48 +223,222 @@ def slurm_script(sweep: Sweep, extra: list[str]) -> str:
     ]
     lines += [f"#SBATCH --{key}={value}" for key, value in sweep.slurm.items()]
     lines += ["set -euo pipefail", "", "COMMANDS=("]
-    lines += [f"  {shlex.quote(shlex.join(run.command(sweep.name, sweep.save_dir, extra)))}" for run in sweep.runs]
+    for run in sweep.runs:
+        marker = shlex.quote(str(sweep.run_dir(run) / DONE_MARKER))
+        lines.append(f"  {shlex.quote(f'{sweep.shell_line(run, extra)} && touch {marker}')}")
     lines += [")", f"mkdir -p {shlex.quote(sweep.save_dir)}", 'eval "${COMMANDS[$SLURM_ARRAY_TASK_ID]}"', ""]
     return "\n".join(lines)
 
 
-def run_all(sweep: Sweep, extra: list[str], force: bool = False) -> int:
-    """Train every run in turn with this Python; skip runs already finished (``--force`` reruns them).
+def _cores() -> int:
+    """CPU cores this process may use (its affinity mask where the platform has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
-    Returns the number of failed runs; a failure does not stop the sweep.
+
+@dataclass
+class _Job:
+    """One run of ``--mode run``: the commands it has left, and the process running the current one."""
+
+    progress: str
+    run: SweepRun
+    commands: list[list[str]]
+    process: subprocess.Popen | None = None
+    log: IO[str] | None = None
+
+
+def run_all(sweep: Sweep, extra: list[str], force: bool = False, jobs: int = 1) -> int:
+    """Train (and test) every run with this Python, ``jobs`` at a time, in the grid's order; skip runs
+    finished already (``--force`` reruns them). With a study CSV, add each run's lines to it as it
+    finishes, and skip the runs it holds.
+
+    Returns the number of failed runs; a failure does not stop the sweep. Everything that can be
+    checked (configs, ``jobs``, the CSV, each run's config) is checked before the first run starts.
     """
+    if jobs < 1:
+        raise ValueError(f"--jobs must be 1 or more (runs at once); got {jobs}")
     missing = sorted({config for run in sweep.runs for config in run.configs if not Path(config).is_file()})
     if missing:
         raise ValueError(
             f"config files of the sweep {sweep.name!r} do not exist: {missing} (paths are relative to {Path.cwd()})"
         )
-    # A terminated sweep must not leave its current `pat-seg fit` running: SIGTERM becomes SystemExit,
-    # on which subprocess.run kills the child before re-raising. The caller's handler comes back after.
+    # A terminated sweep must not leave its `pat-seg` children running: SIGTERM becomes SystemExit, on
+    # which every child is killed (as Ctrl-C's KeyboardInterrupt does). The caller's handler comes back after.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    failed = 0
     try:
-        for index, run in enumerate(sweep.runs, 1):
-            progress, run_dir = f"[{index}/{len(sweep.runs)}]", sweep.run_dir(run)
-            if (run_dir / DONE_MARKER).is_file() and not force:
-                print(f"{progress} {run.version}: done already, skipped", flush=True)
-                continue
-            command = run.command(sweep.name, sweep.save_dir, extra)
-            print(f"{progress} {shlex.join(command)}", flush=True)
-            # `python -m pat_seg` is the `pat-seg` script, bound to this interpreter's environment.
-            result = subprocess.run([sys.executable, "-m", "pat_seg"] + command[1:])
-            if result.returncode == 0:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                (run_dir / DONE_MARKER).touch()
-            else:
-                failed += 1
-                print(f"{progress} {run.version}: failed with exit code {result.returncode}", flush=True)
-        return failed
+        study = None
+        if sweep.csv is not None:
+            from pat_seg.experiments.study_csv import StudyCsv  # the report's code: torch, only when needed
+
+            study = StudyCsv.open(sweep.csv)
+        todo = _plan(sweep, extra, force, study)
+        if not todo:
+            return 0
+        recorder = None if study is None else _Recorder(sweep, study, _grid_configs(sweep, extra))
+        return _execute(sweep, todo, jobs, recorder)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _plan(sweep: Sweep, extra: list[str], force: bool, study: StudyCsv | None) -> list[_Job]:
+    """The runs to train, each with its commands; the others are reported as skipped."""
+    todo = []
+    for index, run in enumerate(sweep.runs, 1):
+        progress, run_dir = f"[{index}/{len(sweep.runs)}]", sweep.run_dir(run)
+        finished = (run_dir / DONE_MARKER).is_file() and not force
+        if study is not None and not force and study.has(sweep.run_name(run), sweep.splits):
+            print(f"{progress} {run.version}: in {sweep.csv} already, skipped", flush=True)
+            continue
+        if study is None and finished:
+            print(f"{progress} {run.version}: done already, skipped", flush=True)
+            continue
+        commands = sweep.commands(run, extra)
+        if finished:  # trained before (another sweep, a SLURM task) but not in the CSV: add it, tested
+            tested = any((run_dir / SUBFOLDERS["test"]).glob("events.out.tfevents.*"))
+            commands = commands[1:] if sweep.test is not None and not tested else []
+        todo.append(_Job(progress, run, commands))
+    return todo
+
+
+def _grid_configs(sweep: Sweep, extra: list[str]) -> list[dict[str, Any]]:
+    """The config each run of the whole grid will save, from one ``python -m pat_seg.cli.saved_config``
+    process (the command line resolves configs; this module does not import it). A ``ValueError``
+    naming the first run that cannot be configured."""
+    with tempfile.TemporaryDirectory(prefix="pat-seg-sweep-") as folder:
+        commands, output = Path(folder) / "commands.json", Path(folder) / "configs.yaml"
+        commands.write_text(json.dumps([run.command(sweep.name, sweep.save_dir, extra)[1:] for run in sweep.grid]))
+        print(
+            f"reading the configs of the {len(sweep.grid)} runs of {sweep.name!r} (the labels of {sweep.csv})",
+            flush=True,
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "pat_seg.cli.saved_config", str(commands), str(output)],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"reading the configs of the sweep's runs failed:\n{result.stderr[-3000:]}")
+        results = yaml.safe_load(output.read_text())
+    for run, entry in zip(sweep.grid, results, strict=True):
+        if "error" in entry:
+            raise ValueError(f"run {run.version} of the sweep {sweep.name!r} cannot be configured: {entry['error']}")
+    return [entry["config"] for entry in results]
+
+
+class _Recorder:
+    """Adds each finished run's lines to the study CSV, labelled as the whole grid labels them."""
+
+    def __init__(self, sweep: Sweep, study: StudyCsv, configs: list[dict[str, Any]]) -> None:
+        from pat_seg.experiments.report import run_fields
+        from pat_seg.experiments.study_csv import grid_labels
+
+        self.sweep, self.study, self.root = sweep, study, Path(sweep.save_dir)
+        self.labels = grid_labels([sweep.run_dir(run) for run in sweep.grid], configs, self.root)
+        self.order = [sweep.run_name(run) for run in sweep.grid]
+        changed = study.relabel({run: run_fields(entry, self.root) for run, entry in self.labels.items()})
+        if changed:  # the grid changed since those lines were written (e.g. a regime was added)
+            example = changed[0]
+            print(
+                f"{study.path}: relabelled the lines of {len(changed)} runs, e.g. {example[0]}: {example[1]} -> {example[2]}",
+                flush=True,
+            )
+            study.save(self.order)
+
+    def record(self, run: SweepRun) -> str:
+        """Write the lines of the finished ``run``; returns what was written. :class:`IncompleteRun`
+        (a ValueError) when the run logged no value of a recorded split, OSError when it left no config."""
+        from pat_seg.experiments.study_csv import read_run, run_lines
+
+        name = self.sweep.run_name(run)
+        columns, lines = run_lines(read_run(self.sweep.run_dir(run)), self.labels[name], self.sweep.splits, self.root)
+        self.study.put(name, columns, lines)
+        self.study.save(self.order)
+        return f"{len(lines)} lines in {self.study.path}"
+
+
+def _execute(sweep: Sweep, todo: list[_Job], jobs: int, recorder: _Recorder | None) -> int:
+    """Run the jobs, ``jobs`` at once in their order, each command a ``python -m pat_seg`` process."""
+    environment, logs = None, None
+    if jobs > 1:
+        # N runs share the machine: each gets its share of the cores (torch's intra-op threads follow
+        # OMP_NUM_THREADS), and its output goes to a file instead of interleaving on the terminal.
+        threads = str(max(1, _cores() // jobs))
+        environment = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        logs = Path(sweep.save_dir) / sweep.name
+        logs.mkdir(parents=True, exist_ok=True)
+        print(
+            f"{len(todo)} runs, {jobs} at a time with {threads} threads each; output in {logs}/sweep-<version>.log",
+            flush=True,
+        )
+    pending, active, failed = deque(todo), list[_Job](), 0
+    try:
+        while pending or active:
+            while pending and len(active) < jobs:
+                job = pending.popleft()
+                if job.commands:
+                    if logs is not None:
+                        job.log = open(logs / f"sweep-{job.run.version}.log", "a")
+                    _start(job, environment)
+                    active.append(job)
+                else:
+                    failed += not _finish(sweep, job, 0, recorder)
+            time.sleep(POLL_SECONDS)
+            for job in list(active):
+                code = job.process.poll() if job.process is not None else 0
+                if code is None:
+                    continue
+                if code == 0 and job.commands:  # fit done: its test next
+                    _start(job, environment)
+                    continue
+                active.remove(job)
+                failed += not _finish(sweep, job, code, recorder)
+        return failed
+    finally:
+        for job in active:
+            if job.process is not None and job.process.poll() is None:
+                job.process.kill()
+                job.process.wait()
+            if job.log is not None:
+                job.log.close()
+
+
+def _start(job: _Job, environment: dict[str, str] | None) -> None:
+    command = job.commands.pop(0)
+    where = f" > {job.log.name}" if job.log is not None else ""
+    print(f"{job.progress} {shlex.join(command)}{where}", flush=True)
+    # `python -m pat_seg` is the `pat-seg` script, bound to this interpreter's environment.
+    job.process = subprocess.Popen(
+        [sys.executable, "-m", "pat_seg", *command[1:]],
+        env=environment,
+        stdout=job.log,
+        stderr=subprocess.STDOUT if job.log is not None else None,
+    )
+
+
+def _finish(sweep: Sweep, job: _Job, code: int, recorder: _Recorder | None) -> bool:
+    """Record a job that ended with ``code``: its lines and its marker when it succeeded. Whether it did."""
+    if job.log is not None:
+        job.log.close()
+    version, log = job.run.version, f" (output: {job.log.name})" if job.log is not None else ""
+    if code != 0:
+        print(f"{job.progress} {version}: failed with exit code {code}{log}", flush=True)
+        return False
+    written = ""
+    if recorder is not None:
+        try:
+            written = f", {recorder.record(job.run)}"
+        except (ValueError, OSError) as error:  # ran, but logged nothing to report: no line, tried again next time
+            print(f"{job.progress} {version}: failed: {error}{log}", flush=True)
+            return False
+    run_dir = sweep.run_dir(job.run)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / DONE_MARKER).touch()
+    print(f"{job.progress} {version}: finished{written}", flush=True)
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``pat-seg sweep FILE [--mode run|print|slurm] [--save-dir DIR] [--force] [-- extra fit flags]``."""
+    """``pat-seg sweep FILE [--mode run|print|slurm] [--save-dir DIR] [--force] [--only GLOB] [--jobs N]
+    [-- extra fit flags]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     end = argv.index("--") if "--" in argv else len(argv)
     argv, extra = argv[:end], argv[end + 1 :]
@@ -218,6 +457,14 @@ def main(argv: list[str] | None = None) -> None:
         metavar="GLOB",
         help="keep the runs whose version matches this glob (repeatable), e.g. --only 'pat-*'",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="--mode run: N runs at once, in the grid's order, each with cores/N threads and its output "
+        "in <save_dir>/<name>/sweep-<version>.log (default 1: one after the other, output here)",
+    )
     args = parser.parse_args(argv)
     try:
         sweep = load_sweep(args.file)
@@ -232,7 +479,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.mode == "slurm":
             sys.stdout.write(slurm_script(sweep, extra))
         else:
-            failed = run_all(sweep, extra, args.force)
+            failed = run_all(sweep, extra, args.force, args.jobs)
             if failed:
                 parser.exit(1, f"pat-seg sweep: {failed} of {len(sweep.runs)} runs failed\n")
     except ValueError as error:
