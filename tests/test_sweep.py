@@ -56,6 +56,21 @@ def test_grid_is_the_product_of_the_axes_first_axis_outermost(tmp_path: Path) ->
     assert sweep.run_dir(run) == Path("out/grid/nyuv2-pat-s1")
 
 
+def test_a_list_of_grids_runs_each_grid_in_turn(tmp_path: Path) -> None:
+    # Core arms with three seeds, then another arm with two: seeds outermost within each grid.
+    seeds = {f"s{k}": {"args": {"seed_everything": k}} for k in range(3)}
+    spec = {
+        "axes": [
+            {"seed": seeds, "loss": {"pat": {}, "ce": {}}},
+            {"seed": dict(list(seeds.items())[:2]), "loss": {"focal": {"args": {"trainer.max_epochs": 2}}}},
+        ]
+    }
+    sweep = load_sweep(write(tmp_path / "g.yaml", spec))
+    expected = [f"s{k}-{loss}" for k in range(3) for loss in ("pat", "ce")] + ["s0-focal", "s1-focal"]
+    assert [run.version for run in sweep.runs] == expected
+    assert sweep.runs[-1].args == {"seed_everything": 1, "trainer.max_epochs": 2}
+
+
 def test_printed_commands_spell_out_every_override(tmp_path: Path) -> None:
     sweep = load_sweep(write(tmp_path / "g.yaml", GRID))
     lines = print_commands(sweep, ["--trainer.fast_dev_run=true"]).splitlines()
@@ -142,6 +157,8 @@ def test_only_selects_versions_by_glob(tmp_path: Path, capsys: pytest.CaptureFix
     "spec, message",
     [
         ({"axes": {}}, "'axes' must map"),
+        ({"axes": [{"seed": {"s0": {}}}, {"seed": {"s0": {}}}]}, "the run 's0' more than once"),
+        ({"axes": [{"seed": {"s0": {}}}, {}]}, "axes[1] must map"),
         ({"axes": {"loss": {"pat": {"config": "x.yaml"}}}}, "must be a mapping with 'configs' and/or 'args'"),
         ({"axes": {"loss": {"pat": {"configs": "{dataset}.yaml"}}}}, "refers to 'dataset' but the axes are ['loss']"),
         ({"axes": {"loss": {"pat": {"args": ["seed_everything", 1]}}}}, "must be a mapping of flag -> value"),

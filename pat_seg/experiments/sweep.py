@@ -17,6 +17,10 @@ A sweep file (``configs/sweeps/*.yaml``)::
     csv: docs/studies/synthetic_table3.csv     # optional: the study's per-run CSV, kept by --mode run
     test: last                                 # optional: after fit, `pat-seg test` of the last (or best) checkpoint
 
+``axes`` may also be a list of such grids, run in turn: a study whose arms have different numbers
+of seeds (its core arms with 5, the rest with 3) is one file, core grid first. Versions must differ
+across the grids.
+
 Config paths and argument values may name the value chosen on any axis in braces, e.g.
 ``configs/{dataset}_{loss}.yaml``. A run's version is its axis values joined by ``-`` (``pat-s0``),
 so a run directory says which grid point it is, and its saved ``config.yaml`` says exactly what ran
@@ -156,6 +160,31 @@ def _fill(text: Any, choice: dict[str, str], path: Path) -> Any:
         raise ValueError(f"{path} refers to {error} but the axes are {sorted(choice)}") from None
 
 
+def _grid_runs(axes: Any, where: str, base_configs: list[str], base_args: dict[str, Any], path: Path) -> list[SweepRun]:
+    """The runs of one grid (``axes``: axis name -> value name -> {configs, args}), first axis outermost."""
+    if not isinstance(axes, dict) or not axes or not all(isinstance(v, dict) and v for v in axes.values()):
+        raise ValueError(
+            f"{where} must map each axis name to a non-empty mapping of value name -> "
+            f"{{configs, args}} (or be a list of such grids); got {axes!r}"
+        )
+    runs = []
+    for combination in itertools.product(*[list(values.items()) for values in axes.values()]):
+        choice = {axis: str(value_name) for axis, (value_name, _) in zip(axes, combination)}
+        configs, args = list(base_configs), dict(base_args)
+        for axis, (value_name, entry) in zip(axes, combination):
+            entry = entry or {}
+            at = f"{where}.{axis}.{value_name}"
+            if not isinstance(entry, dict) or set(entry) - {"configs", "args"}:
+                raise ValueError(f"{at} must be a mapping with 'configs' and/or 'args'; got {entry!r}")
+            more_configs, more_args = _configs_and_args(entry, f"{at}.")
+            configs += more_configs
+            args.update(more_args)
+        configs = [_fill(config, choice, path) for config in configs]
+        args = {key: _fill(value, choice, path) for key, value in args.items()}
+        runs.append(SweepRun("-".join(choice.values()), configs, args))
+    return runs
+
+
 def load_sweep(path: str | Path) -> Sweep:
     """Read and expand a sweep file; errors name the file and the offending entry."""
     path = Path(path)
@@ -182,27 +211,19 @@ def load_sweep(path: str | Path) -> Sweep:
         )
     name = spec.get("name") or path.stem
     axes = spec.get("axes")
-    if not isinstance(axes, dict) or not axes or not all(isinstance(v, dict) and v for v in axes.values()):
-        raise ValueError(
-            f"{path}: 'axes' must map each axis name to a non-empty mapping of value name -> "
-            f"{{configs, args}}; got {axes!r}"
-        )
+    # A list of grids runs them in turn: arms with different seed counts in one study (core first).
+    grids = axes if isinstance(axes, list) and axes else [axes]
     base_configs, base_args = _configs_and_args(spec, f"{path}: ")
-    runs = []
-    for combination in itertools.product(*[list(values.items()) for values in axes.values()]):
-        choice = {axis: str(value_name) for axis, (value_name, _) in zip(axes, combination)}
-        configs, args = list(base_configs), dict(base_args)
-        for axis, (value_name, entry) in zip(axes, combination):
-            entry = entry or {}
-            where = f"{path}: axes.{axis}.{value_name}"
-            if not isinstance(entry, dict) or set(entry) - {"configs", "args"}:
-                raise ValueError(f"{where} must be a mapping with 'configs' and/or 'args'; got {entry!r}")
-            more_configs, more_args = _configs_and_args(entry, f"{where}.")
-            configs += more_configs
-            args.update(more_args)
-        configs = [_fill(config, choice, path) for config in configs]
-        args = {key: _fill(value, choice, path) for key, value in args.items()}
-        runs.append(SweepRun("-".join(choice.values()), configs, args))
+    runs: list[SweepRun] = []
+    for number, grid in enumerate(grids):
+        where = f"{path}: axes[{number}]" if isinstance(axes, list) else f"{path}: 'axes'"
+        runs += _grid_runs(grid, where, base_configs, base_args, path)
+    versions = [run.version for run in runs]
+    repeated = sorted({version for version in versions if versions.count(version) > 1})
+    if repeated:
+        raise ValueError(
+            f"{path}: the grids give the run {repeated[0]!r} more than once; each grid point needs a name of its own"
+        )
     return Sweep(name, str(spec.get("save_dir") or "lightning_logs"), runs, dict(spec.get("slurm") or {}), csv, test)
 
 
