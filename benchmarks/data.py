@@ -330,8 +330,8 @@ def profile_stages(dataset: Any, count: int) -> dict[str, Any]:
     load_s = transform_s = 0.0
     mapping = [0.0]
     indices = [i % len(dataset) for i in range(count)]
-    # What a loader worker runs: a prepared split's samples stay uint8 (converted on the device).
-    transform = getattr(dataset, "geometric", dataset.transform)
+    # What a loader worker runs: samples stay uint8 (converted, and augmented, on the device).
+    transform = dataset.transform
     with one_thread(), timed_label_mapping(mapping):
         for index in indices:
             start = time.process_time()
