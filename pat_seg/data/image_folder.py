@@ -4,8 +4,8 @@
         --data ImageFolderDataModule --data.root photos/
 
 The run's classes (number and names) come from the run when ``num_classes`` is not given (the CLI
-reads them from the run's ``hparams.yaml``). Images are read as RGB floats in [0, 1], as every
-pat-seg data module gives them, optionally resized to the size the model was trained at; the
+reads them from the run's ``hparams.yaml``). Images are read as RGB floats in [0, 1], as the model
+gets every pat-seg data module's images, optionally resized to the size the model was trained at; the
 prediction writer returns each label map to the image's own size. An image that cannot be read is
 skipped, not fatal: its batch carries the reason under ``"unreadable"`` and the prediction writer
 names it and counts it.
