@@ -22,12 +22,16 @@ Then, for each protocol of ``configs/data/*.yaml`` (the paper's and the standard
 module builds, as ``pat-seg fit`` uses it:
 
 - per stage, in this process with one torch thread: ``load`` (reading, decoding, label mapping) and
-  ``transform`` (resize, augmentation, dtype conversion); label mapping alone is timed inside
+  ``transform`` (what a loader worker does after it: the resize to the size the split is stored at,
+  and an augmented split's random parameters); label mapping alone is timed inside
   ``LabelTable.__call__``;
 - end to end, ``train_dataloader()`` with 0 (this process, one torch thread), 1 and 2 workers (one
   torch thread each), median of ``--repeats`` passes: the CPU time per image of the loader's
   processes, which gives the images/s of one worker on a core of its own, and the wall-clock rate
-  (steady, start-up excluded) as the machine delivered it.
+  (steady, start-up excluded) as the machine delivered it;
+- for the augmented protocols, the random scale, crop and flip of a batch in the data module's
+  ``on_after_batch_transfer`` (both paths), on the GPU if there is one, else in this process: on a
+  CPU-only machine the training process does it, not the loader workers.
 
 For the prepared path it first runs ``pat-seg prepare``'s build of the training split with
 ``--prepare-workers`` processes and reports its wall time per image, and for Cityscapes that time
@@ -354,8 +358,8 @@ def profile_stages(dataset: Any, count: int) -> dict[str, Any]:
     load_s = transform_s = 0.0
     mapping = [0.0]
     indices = [i % len(dataset) for i in range(count)]
-    # What a loader worker runs: a prepared split's samples stay uint8 (converted on the device).
-    transform = getattr(dataset, "geometric", dataset.transform)
+    # What a loader worker runs: samples stay uint8 (converted, and augmented, on the device).
+    transform = dataset.transform
     with one_thread(), timed_label_mapping(mapping):
         for index in indices:
             start = time.process_time()
@@ -422,7 +426,8 @@ def loader_pass(datamodule: Any, num_workers: int) -> tuple[float, float]:
 
 def device_augment_ms(datamodule: Any, repeats: int = 5) -> tuple[float, str]:
     """Milliseconds per batch of the data module's ``on_after_batch_transfer`` (the on-device random
-    scale, crop and flip of a prepared augmented split) on the GPU if there is one, else this CPU."""
+    scale, crop and flip of an augmented split, from the sources or prepared alike) on the GPU if there
+    is one, else this CPU (where it runs in the training process, not in the loader workers)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     datamodule.num_workers = 0
     batch = next(iter(datamodule.train_dataloader()))
@@ -514,7 +519,7 @@ def measure(protocol: Protocol, root: Path, args: argparse.Namespace, path: str 
     unit = "1" if "1" in cpu_ms else next(iter(cpu_ms))
     per_worker = 1000 / cpu_ms[unit]
     needed = required_rate(datamodule.size, args.step_ms, args.scale)
-    on_device = device_augment_ms(datamodule) if path == "prepared" and datamodule.augmented("train") else None
+    on_device = device_augment_ms(datamodule) if datamodule.augmented("train") else None
     return {
         "dataset": protocol.dataset,
         "protocol": protocol.name,
@@ -576,7 +581,7 @@ def markdown(results: list[dict[str, Any]], files: dict[str, float], args: argpa
     if augmented:
         lines += [
             "",
-            "Prepared augmented splits: random scale, crop and flip of a batch in `on_after_batch_transfer`, "
+            "Augmented splits (sources and prepared): random scale, crop and flip of a batch in `on_after_batch_transfer`, "
             "ms per batch of "
             + str(args.batch_size)
             + ": "

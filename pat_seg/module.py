@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
+from torch.utils.data import default_collate
 from torchmetrics.aggregation import MeanMetric
 
 from pat_seg.exceptions import ConfigurationError
@@ -115,8 +116,10 @@ class SegmentationModule(L.LightningModule):
         recorded["class_names"] = list(self.val_metrics.class_names)
         if stage == "fit" and self._summary_counts_flops() and hasattr(datamodule, "dataset"):
             # The model summary counts FLOPs on this input (one validation image); without one it prints 0.
-            image = datamodule.dataset("val")[0]["image"]
-            self.example_input_array = torch.zeros(1, *image.shape, dtype=image.dtype)
+            # Loaders yield images as stored (uint8, pat_seg.data.base): the network gets what the data
+            # module's transfer hook makes of them, float32 at the evaluation size.
+            batch = datamodule.on_after_batch_transfer(default_collate([datamodule.dataset("val")[0]]), 0)
+            self.example_input_array = torch.zeros_like(batch["image"])
         # Prediction needs no class statistics (and an unlabelled image folder has none).
         if stage != "predict" and hasattr(datamodule, "class_statistics"):
             statistics = self._shared_class_statistics(datamodule)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from data_batches import model_samples
 from PIL import Image
 
 from pat_seg.data import CityscapesDataModule, DatasetLayoutError
@@ -90,8 +91,7 @@ def write_cityscapes(root: Path, train: int = 3, val: int = 2) -> dict[str, list
 
 
 def labels_of(datamodule: CityscapesDataModule, split: str) -> list[np.ndarray]:
-    dataset = datamodule.dataset(split)
-    return [dataset[i]["target"].numpy() for i in range(len(dataset))]
+    return [sample["target"].numpy() for sample in model_samples(datamodule, split)]
 
 
 def make(root: Path, **kwargs) -> CityscapesDataModule:
@@ -127,7 +127,7 @@ def test_ignore_index_outside_a_byte_is_kept_exactly(tmp_path: Path, ignore_inde
     for label_ids, target in zip(written["train"], labels_of(make(tmp_path, ignore_index=ignore_index), "train")):
         np.testing.assert_array_equal(target, expected_train_ids(label_ids, void=ignore_index))
     # Training padding (3/4 of the crop at scale 0.5) holds the same value, not its low byte.
-    target = datamodule.dataset("train")[0]["target"]
+    target = model_samples(datamodule, "train")[0]["target"]
     assert int((target == ignore_index).sum()) >= H * W - (H // 2) * (W // 2) and target.dtype == torch.long
     assert set(target.unique().tolist()) <= set(range(19)) | {ignore_index}
 
@@ -210,7 +210,7 @@ def test_training_samples_have_the_protocol_size_and_aligned_padding(tmp_path: P
         str(tmp_path), void_as_class=True, size=(H, W), scale_range=(0.5, 0.5), batch_size=2
     )
     datamodule.setup("fit")
-    batch = next(iter(datamodule.train_dataloader()))
+    batch = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
     assert batch["image"].shape == (2, 3, H, W) and batch["target"].shape == (2, H, W)
     padded = batch["target"] == 255
     assert int(padded.sum()) == 2 * (H * W - (H // 2) * (W // 2))
@@ -276,7 +276,8 @@ def test_augmented_batches_repeat_with_the_same_seed_in_worker_processes(tmp_pat
 
     def batches(seed: int) -> list:
         datamodule = CityscapesDataModule(str(tmp_path), size=(H, W), batch_size=2, num_workers=2, seed=seed)
-        return [(b["index"].tolist(), b["target"]) for b in datamodule.train_dataloader()]
+        augmented = [datamodule.on_after_batch_transfer(b, 0) for b in datamodule.train_dataloader()]
+        return [(b["index"].tolist(), b["target"]) for b in augmented]
 
     first, again, other = batches(0), batches(0), batches(1)
     assert all(a[0] == b[0] and torch.equal(a[1], b[1]) for a, b in zip(first, again))

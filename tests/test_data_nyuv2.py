@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from data_batches import model_samples
 
 from pat_seg.data import DatasetLayoutError, NYUv2DataModule
 from pat_seg.data.io import read_mat
@@ -37,8 +38,7 @@ def write_npy(root: Path, train: int = 6, val: int = 4) -> dict[str, list[np.nda
 
 
 def targets(datamodule: NYUv2DataModule, split: str) -> list[np.ndarray]:
-    dataset = datamodule.dataset(split)
-    return [dataset[i]["target"].numpy() for i in range(len(dataset))]
+    return [sample["target"].numpy() for sample in model_samples(datamodule, split)]
 
 
 def make(root: Path, **kwargs) -> NYUv2DataModule:
@@ -76,7 +76,7 @@ def test_npy_class_counts(tmp_path: Path) -> None:
 def test_npy_uint8_images_are_scaled_to_unit_range(tmp_path: Path) -> None:
     write_npy(tmp_path)
     np.save(tmp_path / "val" / "image" / "0.npy", np.full((H, W, 3), 255, dtype=np.uint8))
-    assert float(make(tmp_path).dataset("val")[0]["image"].min()) == 1.0
+    assert float(model_samples(make(tmp_path), "val")[0]["image"].min()) == 1.0
 
 
 def test_npy_label_outside_classes_names_file_and_value(tmp_path: Path) -> None:
@@ -281,7 +281,7 @@ def test_mat_images_come_back_in_height_width_order(tmp_path: Path) -> None:
     write_mat(tmp_path)
     with h5py.File(tmp_path / "nyu_depth_v2_labeled.mat") as file:
         first = np.asarray(file["images"][1]).transpose(2, 1, 0)  # test image 1 is image number 2
-    image = make(tmp_path, num_classes=40).dataset("test")[0]["image"]
+    image = model_samples(make(tmp_path, num_classes=40), "test")[0]["image"]
     np.testing.assert_allclose(image.permute(1, 2, 0).numpy(), first / 255, atol=1e-6)
 
 

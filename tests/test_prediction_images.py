@@ -5,12 +5,14 @@ from __future__ import annotations
 import colorsys
 import io
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_data_cityscapes import write_cityscapes
 
 from pat_seg.callbacks.predictions import (
     PredictionImages,
@@ -24,6 +26,7 @@ from pat_seg.callbacks.predictions import (
     row_normalised,
 )
 from pat_seg.cli import DEFAULT_CONFIG, cli_main
+from pat_seg.data import CityscapesDataModule
 
 
 def test_palette_is_golden_ratio_hsv_and_distinct() -> None:
@@ -123,6 +126,23 @@ def test_bad_arguments_are_refused() -> None:
 
 def decode(event) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"), dtype=np.float64) / 255
+
+
+def test_the_fixed_validation_images_are_what_the_network_gets_not_the_stored_bytes(tmp_path: Path) -> None:
+    """A disk data set's loader yields uint8 images (pat_seg/data/base.py); the callback feeds the network
+    and draws the panels from float32 images in [0, 1] (the stored bytes / 255) and long targets."""
+    write_cityscapes(tmp_path, train=2, val=3)
+    datamodule = CityscapesDataModule(str(tmp_path), size=(8, 16), augment=False, batch_size=2)
+    loader = datamodule.val_dataloader()
+    stored = [datamodule.dataset("val")[i] for i in (0, 2)]  # 2 images: the first and the last
+    image, target = PredictionImages(num_images=2)._fixed_batch(
+        SimpleNamespace(val_dataloaders=loader, datamodule=datamodule)
+    )
+    assert stored[0]["image"].dtype == torch.uint8
+    assert image.dtype == torch.float32 and target.dtype == torch.long and image.shape == (2, 3, 8, 16)
+    expected = torch.stack([sample["image"].double() / 255 for sample in stored]).float()
+    torch.testing.assert_close(image, expected, rtol=0, atol=1e-7)
+    assert torch.equal(target, torch.stack([sample["target"].long() for sample in stored]))
 
 
 @pytest.mark.slow

@@ -16,64 +16,54 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
+from data_batches import model_samples
 from test_data_cityscapes import write_cityscapes
 from test_data_nyuv2 import write_mat, write_npy
 from test_data_oxford_pet import write_pet
 from test_resume import REPO
-from torch.utils.data import default_collate
 
 from pat_seg.cli.prepare import prepare
 from pat_seg.data import CityscapesDataModule, NYUv2DataModule, OxfordPetDataModule
 from pat_seg.data.disk import PreparedSamples
 from pat_seg.data.prepared import MANIFEST, TEMPORARY_PREFIX, PreparedSplitError
+from pat_seg.losses import CrossEntropyLoss
+from pat_seg.models import UNet
+from pat_seg.module import SegmentationModule
 
 SPLITS = ("train", "val", "test")
 
 
-def cityscapes(root: Path, **kwargs: Any) -> CityscapesDataModule:
-    return CityscapesDataModule(str(root), void_as_class=True, size=(8, 16), augment=False, batch_size=2, **kwargs)
-
-
-# (writer of the publisher's layout, data module on it) per protocol; sizes are the fixtures' own.
-PUBLISHERS: dict[str, tuple[Callable[[Path], Any], Callable[..., Any]]] = {
-    "cityscapes": (lambda root: write_cityscapes(root, train=4, val=2), cityscapes),
-    "cityscapes_resized": (
+# (writer of the publisher's layout, data module, its protocol options) per protocol; sizes are the fixtures' own.
+PUBLISHERS: dict[str, tuple[Callable[[Path], Any], type, dict[str, Any]]] = {
+    "cityscapes": (
         lambda root: write_cityscapes(root, train=4, val=2),
-        lambda root, **kw: CityscapesDataModule(str(root), size=(5, 7), augment=False, batch_size=2, **kw),
+        CityscapesDataModule,
+        {"void_as_class": True, "size": (8, 16)},
     ),
-    "nyuv2_npy_13": (
-        write_npy,
-        lambda root, **kw: NYUv2DataModule(
-            str(root), layout="npy", num_classes=13, size=(6, 8), augment=False, batch_size=2, **kw
-        ),
-    ),
+    "cityscapes_resized": (lambda root: write_cityscapes(root, train=4, val=2), CityscapesDataModule, {"size": (5, 7)}),
+    "nyuv2_npy_13": (write_npy, NYUv2DataModule, {"layout": "npy", "num_classes": 13, "size": (6, 8)}),
     "nyuv2_npy_14_paper": (
         lambda root: write_npy(root, train=8, val=2),
-        lambda root, **kw: NYUv2DataModule(
-            str(root), layout="npy", num_classes=14, size=(4, 5), augment=False, batch_size=2, **kw
-        ),
+        NYUv2DataModule,
+        {"layout": "npy", "num_classes": 14, "size": (4, 5)},
     ),
-    "nyuv2_mat_40": (
-        write_mat,
-        lambda root, **kw: NYUv2DataModule(
-            str(root), layout="mat", num_classes=40, size=(6, 8), augment=False, batch_size=2, **kw
-        ),
-    ),
-    "oxford_pet": (
-        write_pet,
-        lambda root, **kw: OxfordPetDataModule(str(root), size=(7, 9), augment=False, batch_size=2, **kw),
-    ),
+    "nyuv2_mat_40": (write_mat, NYUv2DataModule, {"layout": "mat", "num_classes": 40, "size": (6, 8)}),
+    "oxford_pet": (write_pet, OxfordPetDataModule, {"size": (7, 9)}),
 }
 
 
-def samples(datamodule: Any, split: str) -> list[dict[str, torch.Tensor]]:
-    """Every sample of ``split`` as the model gets it: a batch of one after the data module's device hook."""
-    dataset = datamodule.dataset(split)
-    batches = [datamodule.on_after_batch_transfer(default_collate([dataset[i]]), 0) for i in range(len(dataset))]
-    return [{key: value[0] for key, value in batch.items()} for batch in batches]
+def publisher_module(publisher: str, root: Path, **kwargs: Any) -> Any:
+    """The data module of ``publisher``'s protocol on ``root``: unaugmented, batches of 2, unless ``kwargs`` say otherwise."""
+    _, cls, options = PUBLISHERS[publisher]
+    return cls(str(root), **{**options, "augment": False, "batch_size": 2, **kwargs})
+
+
+def cityscapes(root: Path, **kwargs: Any) -> CityscapesDataModule:
+    return publisher_module("cityscapes", root, **kwargs)
 
 
 def numpy_statistics(targets: list[np.ndarray], num_classes: int, ignore_index: int) -> tuple[list[int], list[int]]:
@@ -87,22 +77,26 @@ def numpy_statistics(targets: list[np.ndarray], num_classes: int, ignore_index: 
     return pixels.tolist(), presence.tolist()
 
 
+def folder_of(datamodule: Any, split: str) -> Path:
+    """Where ``split`` of ``datamodule`` is prepared."""
+    return datamodule.split_request(split, datamodule.build_samples(split, datamodule.sample_transform(split))).folder
+
+
 def manifest_of(datamodule: Any, split: str) -> dict[str, Any]:
-    sources = datamodule.build_samples(split, datamodule.transform(train=False))
-    return json.loads((datamodule.split_request(split, sources).folder / MANIFEST).read_text())
+    return json.loads((folder_of(datamodule, split) / MANIFEST).read_text())
 
 
 @pytest.mark.parametrize("publisher", sorted(PUBLISHERS))
 def test_prepared_split_gives_the_bits_statistics_and_batches_of_the_sources(tmp_path: Path, publisher: str) -> None:
-    write, make = PUBLISHERS[publisher]
-    write(tmp_path)
+    PUBLISHERS[publisher][0](tmp_path)
     # Two worker processes for one protocol (the pool path), this process for the others.
-    prepare(make(tmp_path), list(SPLITS), workers=2 if publisher == "cityscapes" else 1)
-    sources, prepared = make(tmp_path, prepared="off"), make(tmp_path, prepared="require")
+    prepare(publisher_module(publisher, tmp_path), list(SPLITS), workers=2 if publisher == "cityscapes" else 1)
+    sources = publisher_module(publisher, tmp_path, prepared="off")
+    prepared = publisher_module(publisher, tmp_path, prepared="require")
     for split in SPLITS:
         assert isinstance(prepared.dataset(split), PreparedSamples)
         assert not isinstance(sources.dataset(split), PreparedSamples)
-        expected, actual = samples(sources, split), samples(prepared, split)
+        expected, actual = model_samples(sources, split), model_samples(prepared, split)
         assert len(actual) == len(expected)
         for want, got in zip(expected, actual):
             assert got["image"].dtype == want["image"].dtype == torch.float32
@@ -121,6 +115,77 @@ def test_prepared_split_gives_the_bits_statistics_and_batches_of_the_sources(tmp
     assert torch.equal(first_actual["index"], first_expected["index"])
     assert torch.equal(first_actual["image"], first_expected["image"])
     assert torch.equal(first_actual["target"], first_expected["target"])
+
+
+@pytest.mark.parametrize("augment", [False, True], ids=["plain", "augmented"])
+@pytest.mark.parametrize("publisher", sorted(PUBLISHERS))
+def test_loaders_give_the_same_batches_from_the_sources_and_a_prepared_split(
+    tmp_path: Path, publisher: str, augment: bool
+) -> None:
+    """A plain loop over the loaders sees one contract (pat_seg/data/base.py) on either path: the stored
+    dtypes, bit-identical batches (augmentation parameters included: one seeded loader worker each),
+    and bit-identical float32 / long batches after the transfer hook."""
+    PUBLISHERS[publisher][0](tmp_path)
+    settings = {"augment": augment, "scale_range": (0.5, 1.5), "num_workers": 1, "seed": 3}
+    prepare(publisher_module(publisher, tmp_path, **settings), ["train", "val"], workers=1)
+    sources = publisher_module(publisher, tmp_path, prepared="off", **settings)
+    prepared = publisher_module(publisher, tmp_path, prepared="require", **settings)
+    assert isinstance(prepared.dataset("train"), PreparedSamples) and not isinstance(
+        sources.dataset("train"), PreparedSamples
+    )
+    float_files = publisher.startswith("nyuv2_npy")  # MTAN's tree holds float32 images in [0, 1]
+    height, width = sources.size
+    for loader in ("train_dataloader", "val_dataloader"):
+        expected, actual = list(getattr(sources, loader)()), list(getattr(prepared, loader)())
+        assert len(actual) == len(expected) > 0
+        for want, got in zip(expected, actual):
+            augmented = augment and loader == "train_dataloader"
+            assert set(got) == set(want) == {"image", "target", "index"} | ({"augment"} if augmented else set())
+            for key in want:
+                assert got[key].dtype == want[key].dtype and torch.equal(got[key], want[key]), (loader, key)
+            assert want["image"].dtype == (torch.float32 if float_files else torch.uint8)
+            assert want["target"].dtype == torch.uint8
+            # An augmented split travels at its stored size, 1.5 times the protocol size here.
+            stored = (round(1.5 * height), round(1.5 * width)) if augmented else (height, width)
+            assert tuple(want["image"].shape[-2:]) == stored
+            model_want = sources.on_after_batch_transfer(dict(want), 0)
+            model_got = prepared.on_after_batch_transfer(dict(got), 0)
+            assert model_want["image"].dtype == model_got["image"].dtype == torch.float32
+            assert model_want["target"].dtype == model_got["target"].dtype == torch.long
+            assert model_want["image"].shape == (len(want["index"]), 3, height, width)
+            assert torch.equal(model_got["image"], model_want["image"])
+            assert torch.equal(model_got["target"], model_want["target"])
+            if not augmented:  # the conversion alone: x / 255 for uint8 (to float32 rounding), the same labels
+                pixels = want["image"] if float_files else (want["image"].double() / 255).float()
+                torch.testing.assert_close(model_want["image"], pixels, rtol=0, atol=1e-7)
+                assert torch.equal(model_want["target"], want["target"].long())
+
+
+def test_the_model_summary_counts_on_a_float32_image_of_a_prepared_split(tmp_path: Path) -> None:
+    """Lightning's model summary runs the network on ``example_input_array``; with a prepared split's
+    uint8 validation image as that input, the first convolution failed (Byte input, Float weights)."""
+    write_cityscapes(tmp_path, train=4, val=2)
+    prepare(cityscapes(tmp_path), list(SPLITS), workers=1)
+    datamodule = cityscapes(tmp_path, prepared="require")
+    module = SegmentationModule(UNet(num_classes=20, base_channels=4, depth=1), CrossEntropyLoss(), num_classes=20)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=True,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    assert (
+        isinstance(datamodule.dataset("val"), PreparedSamples)
+        and datamodule.dataset("val")[0]["image"].dtype == torch.uint8
+    )
+    example = module.example_input_array
+    assert isinstance(example, torch.Tensor) and example.dtype == torch.float32 and example.shape == (1, 3, 8, 16)
+    assert trainer.global_step == 1
 
 
 def test_class_statistics_come_from_the_manifest_without_a_scan(
@@ -154,9 +219,11 @@ def test_augmented_training_split_is_stored_at_the_largest_scale(tmp_path: Path)
     assert train["class_statistics"]["size"] == [4, 8]  # statistics at the protocol size, as class_counts
     assert train["class_statistics"]["pixels"] == make(prepared="off").class_counts
     torch.manual_seed(0)
-    sample = samples(datamodule, "train")[0]  # random scale, crop and flip, back at the protocol size
+    sample = model_samples(datamodule, "train")[0]  # random scale, crop and flip, back at the protocol size
     assert sample["image"].shape == (3, 4, 8) and sample["target"].shape == (4, 8)
-    for want, got in zip(samples(make(prepared="off"), "val"), samples(datamodule, "val")):  # evaluation: exact
+    for want, got in zip(
+        model_samples(make(prepared="off"), "val"), model_samples(datamodule, "val")
+    ):  # evaluation: exact
         assert torch.equal(got["image"], want["image"]) and torch.equal(got["target"], want["target"])
 
 
@@ -191,11 +258,7 @@ def test_corrupted_chunk_is_a_named_error_even_after_a_passing_check(tmp_path: P
     write_cityscapes(tmp_path, train=4, val=2)
     prepare(cityscapes(tmp_path), ["train"], workers=1)
     cityscapes(tmp_path, prepared="require").dataset("train")  # passes, and records the chunk as verified
-    folder = (
-        cityscapes(tmp_path)
-        .split_request("train", cityscapes(tmp_path).build_samples("train", cityscapes(tmp_path).transform(False)))
-        .folder
-    )
+    folder = folder_of(cityscapes(tmp_path), "train")
     chunk = folder / manifest_of(cityscapes(tmp_path), "train")["chunks"][0]["images"]
     data = bytearray(chunk.read_bytes())
     data[-5] ^= 0xFF  # one pixel of the last image
@@ -234,8 +297,8 @@ def test_killed_build_is_never_read_and_the_next_build_replaces_it(tmp_path: Pat
         cityscapes(tmp_path, prepared="require").dataset("train")
     prepare(cityscapes(tmp_path), ["train"], workers=1)
     assert not left[0].exists()  # the dead build's folder is removed
-    expected = samples(cityscapes(tmp_path, prepared="off"), "train")
-    for want, got in zip(expected, samples(cityscapes(tmp_path, prepared="require"), "train")):
+    expected = model_samples(cityscapes(tmp_path, prepared="off"), "train")
+    for want, got in zip(expected, model_samples(cityscapes(tmp_path, prepared="require"), "train")):
         assert torch.equal(got["image"], want["image"]) and torch.equal(got["target"], want["target"])
 
 
@@ -286,7 +349,7 @@ def test_on_device_augmentation_draws_windows_and_flips_of_the_stored_image(tmp_
 
     prepare(make(), ["train"], workers=1)
     stored = CityscapesDataModule(str(tmp_path), size=(8, 16), augment=False, prepared="off")
-    full = samples(stored, "train")
+    full = model_samples(stored, "train")
     datamodule = make(prepared="require")
     torch.manual_seed(0)
     seen_windows, seen_flips = set(), set()

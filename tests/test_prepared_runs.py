@@ -16,6 +16,8 @@ import lightning as L
 import numpy as np
 import pytest
 from test_data_cityscapes import every_id_label, write_png
+from test_data_nyuv2 import write_mat, write_npy
+from test_data_oxford_pet import write_pet
 from test_ddp import free_port
 from test_resume import assert_same_weights, last_checkpoint, run_pat_seg, tiny_config
 from test_run_safety import pat_seg
@@ -144,3 +146,51 @@ def test_two_process_ddp_sees_each_prepared_sample_once_per_epoch(tmp_path: Path
         assert sorted(indices) == list(range(NUM_TRAIN)), (epoch, ranks[0][epoch], ranks[1][epoch])
         assert len(ranks[0][epoch]) == len(ranks[1][epoch]) == NUM_TRAIN // 2
     assert ranks[0]["0"] != ranks[0]["1"]  # reshuffled each epoch
+
+
+# Each disk data set's fixture and its data module at a size the tiny U-Net takes (divisible by 2).
+DISK_DATA_SETS: dict[str, tuple[Any, dict[str, Any]]] = {
+    "cityscapes": (
+        write_cityscapes_set,
+        {"class_path": "pat_seg.data.CityscapesDataModule", "init_args": {"size": [8, 16]}},
+    ),
+    "nyuv2_npy": (
+        write_npy,
+        {"class_path": "pat_seg.data.NYUv2DataModule", "init_args": {"layout": "npy", "size": [6, 8]}},
+    ),
+    "nyuv2_mat": (
+        write_mat,
+        {
+            "class_path": "pat_seg.data.NYUv2DataModule",
+            "init_args": {"layout": "mat", "num_classes": 40, "size": [6, 8]},
+        },
+    ),
+    "oxford_pet": (write_pet, {"class_path": "pat_seg.data.OxfordPetDataModule", "init_args": {"size": [8, 8]}}),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(DISK_DATA_SETS))
+def test_prepare_then_fit_with_the_default_callbacks_and_model_summary(tmp_path: Path, name: str) -> None:
+    """A new user's first run on a disk data set: ``pat-seg prepare``, then ``pat-seg fit`` with the default
+    callbacks (prediction images included) and the model summary, on the default augmented protocol."""
+    write, data = DISK_DATA_SETS[name]
+    write(tmp_path / "data")
+    config = {
+        "trainer": {"max_epochs": 1, "accelerator": "cpu", "enable_progress_bar": False},
+        "model": {"model": {"init_args": {"base_channels": 4, "depth": 1}}},
+        "data": {
+            "class_path": data["class_path"],
+            "init_args": {**data["init_args"], "root": str(tmp_path / "data"), "batch_size": 2, "prepared": "require"},
+        },
+    }
+    path = tmp_path / "first.yaml"
+    path.write_text(json.dumps(config))
+    prepared = pat_seg("prepare", "--config", str(path), "--workers", "1", cwd=tmp_path, timeout=600)
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+    fit = pat_seg("fit", "--config", str(path), cwd=tmp_path, timeout=600)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    summary = fit.stdout + fit.stderr
+    assert "Trainable params" in summary and "FLOPs" in summary  # the summary ran the network on its example
+    run = tmp_path / "lightning_logs" / "first" / "version_0"
+    assert list((run / "checkpoints").glob("epoch000-miou*.ckpt")), sorted(p.name for p in run.rglob("*"))

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
+from torch.utils.data import default_collate
 
 from pat_seg.exceptions import ConfigurationError
 
@@ -230,7 +231,7 @@ class PredictionImages(L.Callback):
         self._batch: tuple[Tensor, Tensor] | None = None
 
     def _fixed_batch(self, trainer: L.Trainer) -> tuple[Tensor, Tensor] | None:
-        """The same validation images every epoch (read once, kept on the CPU)."""
+        """The same validation images every epoch, as the network gets them (read once, kept on the CPU)."""
         if self._batch is None:
             loaders = trainer.val_dataloaders
             loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
@@ -239,8 +240,13 @@ class PredictionImages(L.Callback):
                 return None
             count = min(self.num_images, len(dataset))
             indices = torch.linspace(0, len(dataset) - 1, count).round().long().unique().tolist()
-            samples = [dataset[i] for i in indices]
-            self._batch = (torch.stack([s["image"] for s in samples]), torch.stack([s["target"] for s in samples]))
+            batch = default_collate([dataset[i] for i in indices])
+            # Samples come as stored (uint8 images, pat_seg.data.base); the data module's transfer hook
+            # makes them the float32 images and long targets the network and the panels take.
+            datamodule = getattr(trainer, "datamodule", None)
+            if datamodule is not None:
+                batch = datamodule.on_after_batch_transfer(batch, 0)
+            self._batch = (batch["image"], batch["target"])
         return self._batch
 
     @torch.no_grad()

@@ -31,7 +31,7 @@ from pat_seg.cli.errors import configuration_error, explain_parse_error, short_e
 from pat_seg.cli.help import COMMANDS, PatSegHelpFormatter, top_level_help
 from pat_seg.cli.warning_filters import ignore_third_party_warnings
 from pat_seg.data.base import SegmentationDataModule
-from pat_seg.data.image_folder import ImageFolderDataModule
+from pat_seg.data.image_folder import ImageFolderDataModule, predict_only
 from pat_seg.exceptions import ConfigurationError
 from pat_seg.experiments.checkpoint_files import SafeCheckpointIO
 from pat_seg.experiments.command_plan import CommandPlan, CommandRequest, plan_command
@@ -86,6 +86,8 @@ class PatSegCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self._of_subcommand(self.config)
+        if self.subcommand not in (None, "predict"):
+            refuse_image_folder(config, self.subcommand)
         # The experiment name is resolved once and saved in config.yaml, so a run restarted from its
         # own config.yaml keeps its name.
         config.name = experiment_name(config.get("name"), list(config.get("config") or []))
@@ -182,11 +184,22 @@ class PatSegCLI(LightningCLI):
         return None
 
 
+def is_image_folder(config: Namespace) -> bool:
+    """Whether ``config``'s data module is an :class:`ImageFolderDataModule`."""
+    data = config.get("data")
+    return isinstance(data, Namespace) and str(data.get("class_path", "")).endswith("ImageFolderDataModule")
+
+
+def refuse_image_folder(config: Namespace, command: str) -> None:
+    """Stop ``pat-seg COMMAND`` (any but ``predict``) on an image folder before anything is built or
+    written, naming the data module to train on one's own data instead."""
+    if is_image_folder(config):
+        raise ConfigurationError(predict_only(command))
+
+
 def fill_classes_from_run(config: Namespace) -> None:
     """An image folder predicted with a run's checkpoint takes the run's classes, unless given."""
-    data = config.get("data")
-    image_folder = isinstance(data, Namespace) and str(data.get("class_path", "")).endswith("ImageFolderDataModule")
-    if not image_folder or data.init_args.get("num_classes") is not None:
+    if not is_image_folder(config) or config.data.init_args.get("num_classes") is not None:
         return
     run = run_of(config.get("ckpt_path"), list(config.get("config") or []))
     hparams = run.path / HPARAMS if run is not None and run.path is not None else None
@@ -196,8 +209,8 @@ def fill_classes_from_run(config: Namespace) -> None:
             "config.yaml / checkpoint whose hparams.yaml holds them"
         )
     recorded = yaml.safe_load(hparams.read_text()) or {}
-    data.init_args.num_classes = recorded.get("num_classes")
-    data.init_args.class_names = recorded.get("class_names")
+    config.data.init_args.num_classes = recorded.get("num_classes")
+    config.data.init_args.class_names = recorded.get("class_names")
 
 
 def check_weights_fit(module: Any, state: dict[str, Any], checkpoint: Path | None) -> None:

@@ -23,7 +23,6 @@ from jsonargparse.typing import PositiveInt
 
 from pat_seg.cli.errors import short_errors
 from pat_seg.data.prepared import BuildPlan, PreparedSplitError, build_split, open_manifest
-from pat_seg.data.transforms import SegmentationTransform
 
 SPLITS = ("train", "val", "test")
 HELP = f"""usage: pat-seg prepare [--config CONFIG ...] [--data.* ...] [--splits '[SPLIT, ...]'] [--workers N]
@@ -47,6 +46,7 @@ def default_workers() -> int:
 def data_module_from_args(argv: list[str]) -> tuple[Any, Any]:
     """The data module ``pat-seg fit ARGV`` would train on, and the prepare options; nothing else is built."""
     from pat_seg.cli import DEFAULT_CONFIG, PatSegCLI
+    from pat_seg.cli.app import refuse_image_folder
     from pat_seg.cli.help import PatSegHelpFormatter
     from pat_seg.data.base import SegmentationDataModule
     from pat_seg.module import SegmentationModule
@@ -68,7 +68,8 @@ def data_module_from_args(argv: list[str]) -> tuple[Any, Any]:
             )
 
         def before_instantiate_classes(self) -> None:
-            pass  # fit's run-folder and trainer adjustments: nothing here trains
+            # Not fit's run-folder and trainer adjustments (nothing here trains), but its early refusal.
+            refuse_image_folder(self.config, "prepare")
 
         def instantiate_classes(self) -> None:
             # Only the data module: the model, trainer and loggers of the shared config are not needed.
@@ -115,7 +116,7 @@ def prepare(datamodule: Any, splits: list[str], workers: int, stream: Any = sys.
     datamodule.check_prepared_dir_writable()
     done: dict[str, str] = {}
     for split in splits:
-        samples = datamodule.build_samples(split, datamodule.transform(train=False))
+        samples = datamodule.build_samples(split, datamodule.sample_transform(split))
         request = datamodule.split_request(split, samples)
         try:
             open_manifest(request)
@@ -128,7 +129,7 @@ def prepare(datamodule: Any, splits: list[str], workers: int, stream: Any = sys.
         plan = BuildPlan(
             load=samples.load,
             count=len(samples),
-            stored=SegmentationTransform(stored, train=False, ignore_index=datamodule.ignore_index),
+            stored=datamodule.stored_transform(split),  # what reading the sources applies per sample
             statistics_size=datamodule.size,
             num_classes=datamodule.num_classes,
             ignore_index=datamodule.ignore_index,

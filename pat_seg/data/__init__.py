@@ -1,4 +1,5 @@
-"""Data modules: batches of ``{"image": float [B, C, H, W], "target": long [B, H, W]}``."""
+"""Data modules: loaders of stored batches (uint8), which ``on_after_batch_transfer`` makes the model's
+``{"image": float32 [B, C, H, W], "target": long [B, H, W]}`` (:mod:`pat_seg.data.base`)."""
 
 from pat_seg.class_statistics import count_classes
 from pat_seg.data.base import SegmentationDataModule

@@ -1,9 +1,30 @@
 """Shared data-module logic: loaders, the fields the rest of the package reads, training class counts.
 
-Every data module yields batches ``{"image": float [B, C, H, W], "target": long [B, H, W]}`` and
-exposes ``num_classes``, ``class_names``, ``ignore_index``, ``class_counts`` (per-class pixel
-counts over the TRAINING split, docs/losses.md) and ``class_presence`` (per-class share of the training
-images that contain the class), which the CLI and the module read.
+Every data module exposes ``num_classes``, ``class_names``, ``ignore_index``, ``class_counts``
+(per-class pixel counts over the TRAINING split, docs/losses.md) and ``class_presence`` (per-class
+share of the training images that contain the class), which the CLI and the module read.
+
+What a loader yields and what the model gets (docs/datasets.md, "What every loader does"):
+
+- ``train_dataloader()``, ``val_dataloader()`` and ``test_dataloader()`` yield batches in their
+  *stored* form, ``{"image": [B, 3, H, W], "target": [B, H, W], "index": long [B]}``: images uint8
+  (float32 in [0, 1] where the data set's files hold float images, NYUv2's npy tree, or for generated
+  data), targets uint8 (long where ``ignore_index`` does not fit in uint8, or for generated data).
+  Evaluation splits and unaugmented training splits are at the protocol ``size``. An augmented
+  training split is at the size it is stored at (``DiskDataModule.stored_size``, the largest its
+  random scale reaches) and carries ``"augment": float64 [B, 4]``, each sample's random scale, crop
+  position and flip (:func:`~pat_seg.data.batch_augment.draw_parameters`). A disk data module gives
+  the same dtypes and values, bit for bit, whether it reads its source files or a prepared split.
+- :meth:`SegmentationDataModule.on_after_batch_transfer`, which Lightning calls once the batch is on
+  the device, makes what the model gets: ``{"image": float32 [B, 3, h, w] in [0, 1], "target": long
+  [B, h, w], "index": long [B]}`` at the protocol size, by the random scale, crop and flip of
+  :func:`~pat_seg.data.batch_augment.augment_batch` for a batch with ``"augment"``, else by
+  :meth:`SegmentationTransform.output <pat_seg.data.transforms.SegmentationTransform.output>`. A loop
+  outside Lightning calls it itself: ``batch = datamodule.on_after_batch_transfer(batch, 0)``.
+
+Why the split: a uint8 batch is a quarter of the bytes of a float32 one through the loader's shared
+memory and to the GPU (its label maps an eighth), and the random resize of an augmented batch, the
+expensive part on a CPU, runs on the GPU.
 """
 
 from __future__ import annotations
@@ -20,8 +41,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pat_seg.class_statistics import ClassStatistics, class_statistics
+from pat_seg.data.batch_augment import augment_batch
 from pat_seg.data.io import DatasetLayoutError
 from pat_seg.data.sampling import EvaluationSampler, ResumableDataLoader, ResumableShuffleSampler, process_group
+from pat_seg.data.transforms import SegmentationTransform
 from pat_seg.exceptions import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -49,13 +72,25 @@ class SegmentationDataModule(L.LightningDataModule):
 
     Subclasses set ``num_classes``, ``class_names``, ``ignore_index`` and implement
     :meth:`build_dataset` for the splits ``"train"``, ``"val"``, ``"test"`` (prediction runs on
-    ``"test"``). Class counts are computed once, lazily, and cached on disk when
-    :meth:`class_counts_cache_file` names a file, so a second run does not rescan the data.
+    ``"test"``), whose samples are in the stored form of the module docstring. Class counts are
+    computed once, lazily, and cached on disk when :meth:`class_counts_cache_file` names a file, so a
+    second run does not rescan the data.
+
+    Args:
+        batch_size: training batch size (per process).
+        num_workers: loader worker processes (0: the training process loads).
+        pin_memory: page-locked loader batches, for faster copies to a GPU.
+        persistent_workers: keep the loader workers between epochs (with ``num_workers > 0``).
+        eval_batch_size: validation, test and prediction batch size (None: ``batch_size``).
+        seed: the training order and the random augmentation (each loader worker's generator).
     """
 
     num_classes: int
     class_names: list[str]
     ignore_index: int
+    # (height, width) of what the model gets: the output of the on-device augmentation of a batch
+    # with "augment" parameters, so a module whose loader yields them must set it.
+    size: tuple[int, int] | None = None
 
     def __init__(
         self,
@@ -205,6 +240,25 @@ class SegmentationDataModule(L.LightningDataModule):
             # repeat for the same data-module seed.
             generator=torch.Generator().manual_seed(self.seed),
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """The stored batch the loader yielded, on its device, as the model gets it (module docstring):
+        float32 images in [0, 1] and long targets at the protocol size, augmented when it carries
+        ``"augment"``. Anything else (a bare tensor, a batch without ``"target"``) passes unchanged."""
+        if not isinstance(batch, dict) or "target" not in batch:
+            return batch
+        if "augment" in batch:
+            if self.size is None:
+                raise ConfigurationError(
+                    f"{type(self).__name__} yields augmentation parameters but sets no size to augment to"
+                )
+            batch["image"], batch["target"] = augment_batch(
+                batch["image"], batch["target"], batch.pop("augment"), self.size, self.ignore_index
+            )
+        elif batch["image"].dtype != torch.float32 or batch["target"].dtype != torch.long:
+            # The conversion that SegmentationTransform.__call__ does per sample, on the whole batch: the same bits.
+            batch["image"], batch["target"] = SegmentationTransform.output(batch["image"], batch["target"])
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         # Dropping a ragged last batch keeps BatchNorm away from batches of one, but never the only one.

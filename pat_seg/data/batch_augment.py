@@ -1,12 +1,12 @@
-"""Random scale, crop and flip of a whole batch on its device: the augmented protocols on a prepared split.
+"""Random scale, crop and flip of a whole batch on its device: the augmented protocols' training split.
 
-A prepared augmented split stores each training image at the largest size its random scale reaches
-(``scale_range[1] * size``, :meth:`pat_seg.data.disk.DiskDataModule.stored_size`). A loader worker
-then only copies the stored uint8 arrays and draws the random parameters
-(:func:`draw_parameters`, from torch's generator, which the loader seeds per worker: the same seed
-gives the same augmentations, and a resumed run the same ones as an uninterrupted run); the resizing,
-the expensive part on a CPU, runs on the GPU in :func:`augment_batch`, called from the data module's
-``on_after_batch_transfer``.
+An augmented training split is stored -- by ``pat-seg prepare``, or by the loader worker reading the
+source files -- at the largest size its random scale reaches (``scale_range[1] * size``,
+:meth:`pat_seg.data.disk.DiskDataModule.stored_size`). A loader worker then only delivers the stored
+uint8 arrays and draws the random parameters (:func:`draw_parameters`, from torch's generator, which
+the loader seeds per worker: the same seed gives the same augmentations, and a resumed run the same
+ones as an uninterrupted run); the resizing, the expensive part on a CPU, runs on the GPU in
+:func:`augment_batch`, called from the data module's ``on_after_batch_transfer`` (:mod:`pat_seg.data.base`).
 
 The augmentation is the one :class:`~pat_seg.data.transforms.SegmentationTransform` applies on the
 CPU -- resize to ``scale * size`` with ``scale`` uniform in ``scale_range`` (bilinear, antialiased;

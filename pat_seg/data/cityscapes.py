@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pat_seg.data.disk import DiskDataModule, ImageLabelFiles, PairTransform
+from pat_seg.data.disk import DiskDataModule, ImageLabelFiles, SampleTransform
 from pat_seg.data.io import DatasetLayoutError, LabelTable, require_paths
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class CityscapesDataModule(DiskDataModule):
     def protocol_options(self) -> dict[str, Any]:
         return {"void_as_class": self.void_as_class, "ignore_index": self.ignore_index}
 
-    def build_samples(self, split: str, transform: PairTransform) -> ImageLabelFiles:
+    def build_samples(self, split: str, transform: SampleTransform) -> ImageLabelFiles:
         if split == "test":
             log.info("Cityscapes test labels are not public: the 'test' split is the val set")
         images_dir = self.root / "leftImg8bit" / SPLIT_DIRS[split]

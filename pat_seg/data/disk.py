@@ -5,6 +5,11 @@ settings; its subclass lists the samples of a split (:meth:`DiskDataModule.build
 the protocol options that change the labels (:meth:`DiskDataModule.protocol_options`), which key the
 on-disk cache of class counts and the prepared splits (:mod:`pat_seg.data.prepared`): a split that
 ``pat-seg prepare`` decoded once is read from memory-mapped arrays instead of the sources.
+
+Either way a loader worker delivers the same stored form (:mod:`pat_seg.data.base`): the sample
+resized once to the size its split is stored at (:meth:`DiskDataModule.stored_transform`, the
+function ``pat-seg prepare`` stores with), in uint8, plus an augmented split's random parameters;
+the conversion to float32 and the random scale, crop and flip follow on the device.
 """
 
 from __future__ import annotations
@@ -17,14 +22,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from pat_seg.class_statistics import ClassStatistics
 from pat_seg.data.base import SegmentationDataModule, class_counts_cache_path
-from pat_seg.data.batch_augment import augment_batch, draw_parameters
+from pat_seg.data.batch_augment import draw_parameters
 from pat_seg.data.io import DatasetLayoutError, LabelTable, check_same_size, read_label_image, read_rgb
 from pat_seg.data.prepared import (
     FORMAT_VERSION,
@@ -39,7 +43,8 @@ from pat_seg.exceptions import ConfigurationError
 
 PREPARED_MODES = ("auto", "off", "require")
 
-PairTransform = Callable[[np.ndarray, np.ndarray], tuple[Tensor, Tensor]]
+# What a loader worker makes of a sample's (image, label) as read: the sample's fields (StoredSample).
+SampleTransform = Callable[[np.ndarray | Tensor, np.ndarray | Tensor], dict[str, Tensor]]
 
 
 def seeded_split(count: int, fractions: list[float], seed: int) -> list[list[int]]:
@@ -58,14 +63,36 @@ def seeded_split(count: int, fractions: list[float], seed: int) -> list[list[int
     return [sorted(order[a:b].tolist()) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-class SegmentationSamples(Dataset):
-    """One split's samples: a subclass reads sample ``i`` as numpy arrays, this class checks and transforms.
+class StoredSample:
+    """What a loader worker makes of a sample's ``(image, label)``: its stored form (:mod:`pat_seg.data.base`).
 
-    Subclasses implement ``__len__`` and :meth:`load`; ``__getitem__`` returns
-    ``{"image": float [3, H, W], "target": long [H, W], "index": i}`` after ``transform``.
+    ``{"image": [3, H, W], "target": [H, W]}`` resized by ``stored`` (:meth:`SegmentationTransform.resized`:
+    uint8 stays uint8, float images become float32), and with ``augment_range`` the random parameters of
+    the sample's scale, crop and flip under ``"augment"`` (:func:`draw_parameters`, from torch's
+    generator, which the loader seeds per worker: the same seed gives the same augmentations, and a
+    resumed run the same ones as an uninterrupted run).
     """
 
-    def __init__(self, transform: PairTransform) -> None:
+    def __init__(self, stored: SegmentationTransform, augment_range: tuple[float, float] | None = None) -> None:
+        self.stored = stored
+        self.augment_range = augment_range
+
+    def __call__(self, image: np.ndarray | Tensor, label: np.ndarray | Tensor) -> dict[str, Tensor]:
+        pixels, target = self.stored.resized(image, label)
+        sample = {"image": pixels, "target": target}
+        if self.augment_range is not None:
+            sample["augment"] = draw_parameters(self.augment_range)
+        return sample
+
+
+class SegmentationSamples(Dataset):
+    """One split's samples: a subclass reads sample ``i`` as arrays, this class checks and transforms.
+
+    Subclasses implement ``__len__`` and :meth:`load`; ``__getitem__`` returns ``transform``'s fields
+    of the sample (a :class:`StoredSample`'s: the stored form) and ``"index": i``.
+    """
+
+    def __init__(self, transform: SampleTransform) -> None:
         self.transform = transform
 
     def load(self, index: int) -> tuple[np.ndarray | Tensor, np.ndarray | Tensor]:  # pragma: no cover - abstract
@@ -84,8 +111,7 @@ class SegmentationSamples(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
-        image, target = self.transform(*self.load(index))  # type: ignore[arg-type]  # the transform takes a tensor image too
-        return {"image": image, "target": target, "index": index}
+        return {**self.transform(*self.load(index)), "index": index}
 
 
 class ImageLabelFiles(SegmentationSamples):
@@ -94,7 +120,7 @@ class ImageLabelFiles(SegmentationSamples):
     ``samples`` lists ``(image path, label path, table mapping the label file's values to classes)``.
     """
 
-    def __init__(self, samples: list[tuple[Path, Path, LabelTable]], transform: PairTransform) -> None:
+    def __init__(self, samples: list[tuple[Path, Path, LabelTable]], transform: SampleTransform) -> None:
         super().__init__(transform)
         self.samples = samples
 
@@ -112,39 +138,17 @@ class ImageLabelFiles(SegmentationSamples):
         return image, labels(raw, str(label_path))
 
 
-def as_stored(image: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
-    """The geometric part of a sample augmented on the device: nothing (a function, so workers can pickle it)."""
-    return image, label
-
-
 class PreparedSamples(SegmentationSamples):
-    """A prepared split (:mod:`pat_seg.data.prepared`): the stored arrays through ``transform``'s
-    geometric part, delivered in their stored dtypes (uint8 images and labels).
+    """A prepared split (:mod:`pat_seg.data.prepared`): the stored arrays, through the same
+    :class:`StoredSample` as the split's source files.
 
-    The arrays are what ``transform`` would have resized the sources to, so an evaluation transform
-    leaves them as they are and a training transform's random scale, crop and flip start from an
-    image stored at the largest size they need. The conversion to float32 images and long targets
-    (:meth:`SegmentationTransform.output`) happens on the batch once it is on the device
-    (:meth:`DiskDataModule.on_after_batch_transfer`): a uint8 batch is a quarter of the bytes a float32
-    one moves through the loader's shared memory and to the GPU, and its label maps an eighth.
+    The arrays are what its resize made of the sources, so it leaves them as they are; an augmented
+    split draws the same random parameters. The samples are therefore those of the sources, bit for bit.
     """
 
-    def __init__(self, arrays: PreparedArrays, transform: SegmentationTransform) -> None:
+    def __init__(self, arrays: PreparedArrays, transform: SampleTransform) -> None:
         super().__init__(transform)
         self.arrays = arrays
-        # An augmented split is augmented on the device (pat_seg.data.batch_augment): the worker only
-        # draws the random parameters, and its geometric part is the identity.
-        self.augment_range = transform.scale_range if transform.train else None
-        self.geometric = transform.resized if not transform.train else as_stored
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} samples")
-        image, target = self.geometric(*self.load(index))
-        sample = {"image": image, "target": target, "index": index}
-        if self.augment_range is not None:
-            sample["augment"] = draw_parameters(self.augment_range)
-        return sample
 
     def __len__(self) -> int:
         return len(self.arrays)
@@ -157,7 +161,7 @@ class PreparedSamples(SegmentationSamples):
 
 
 class DiskDataModule(SegmentationDataModule):
-    """Base of the data modules that read ``root``: transforms per split and the class-counts cache.
+    """Base of the data modules that read ``root``: the stored form per split and the class-counts cache.
 
     Args:
         root: the data set's directory, in its publisher's layout.
@@ -171,6 +175,8 @@ class DiskDataModule(SegmentationDataModule):
         loader_settings: ``batch_size``, ``num_workers``, ``pin_memory``, ``persistent_workers``,
             ``eval_batch_size``, ``seed`` of :class:`~pat_seg.data.base.SegmentationDataModule`.
     """
+
+    size: tuple[int, int]
 
     def __init__(
         self,
@@ -207,7 +213,7 @@ class DiskDataModule(SegmentationDataModule):
         self.ignore_index = ignore_index
 
     # --- what subclasses provide -------------------------------------------------------------
-    def build_samples(self, split: str, transform: PairTransform) -> SegmentationSamples:  # pragma: no cover
+    def build_samples(self, split: str, transform: SampleTransform) -> SegmentationSamples:  # pragma: no cover
         raise NotImplementedError
 
     def protocol_options(self) -> dict[str, Any]:
@@ -219,33 +225,25 @@ class DiskDataModule(SegmentationDataModule):
         return samples.source_files()
 
     # --- shared logic ------------------------------------------------------------------------
-    def transform(self, train: bool) -> SegmentationTransform:
-        return SegmentationTransform(self.size, train, self.ignore_index, self.scale_range)
+    def stored_transform(self, split: str) -> SegmentationTransform:
+        """The deterministic resize to :meth:`stored_size` that ``pat-seg prepare`` stores ``split`` with
+        and that reading the source files applies per sample: one function, so both give the same bits."""
+        return SegmentationTransform(self.stored_size(split), train=False, ignore_index=self.ignore_index)
+
+    def sample_transform(self, split: str) -> StoredSample:
+        """What a loader worker makes of each sample of ``split``: its stored form, plus the random
+        augmentation parameters when ``split`` is augmented (applied on the device, :mod:`pat_seg.data.base`)."""
+        return StoredSample(self.stored_transform(split), self.scale_range if self.augmented(split) else None)
 
     def build_dataset(self, split: str) -> Dataset:
         if split not in ("train", "val", "test"):
             raise ConfigurationError(f"split must be 'train', 'val' or 'test'; got {split!r}")
-        transform = self.transform(train=self.augmented(split))
+        transform = self.sample_transform(split)
         sources = self.build_samples(split, transform)
         manifest = self.prepared_manifest(split, sources)
         if manifest is None:
             return sources
         return PreparedSamples(PreparedArrays(self.split_request(split, sources).folder, manifest), transform)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        # Batches of a prepared split arrive as stored (uint8); the conversion reading the sources does
-        # per sample (SegmentationTransform.output) runs here on the whole batch, on the device: the same bits.
-        if isinstance(batch, dict) and "augment" in batch:
-            batch["image"], batch["target"] = augment_batch(
-                batch["image"], batch["target"], batch.pop("augment"), self.size, self.ignore_index
-            )
-        elif (
-            isinstance(batch, dict)
-            and "target" in batch
-            and (batch["image"].dtype != torch.float32 or batch["target"].dtype != torch.long)
-        ):
-            batch["image"], batch["target"] = SegmentationTransform.output(batch["image"], batch["target"])
-        return batch
 
     # --- prepared splits (pat_seg.data.prepared) --------------------------------------------------
     def augmented(self, split: str) -> bool:
@@ -291,7 +289,7 @@ class DiskDataModule(SegmentationDataModule):
             return None
         if split not in self._manifests:
             if samples is None:
-                samples = self.build_samples(split, self.transform(train=self.augmented(split)))
+                samples = self.build_samples(split, self.sample_transform(split))
             try:
                 self._manifests[split] = open_manifest(self.split_request(split, samples))
             except PreparedSplitError as error:
@@ -330,7 +328,8 @@ class DiskDataModule(SegmentationDataModule):
 
     def counting_dataset(self) -> Dataset:
         # Counts at the protocol size without random augmentation: the same numbers on every run.
-        return self.build_samples("train", self.transform(train=False))
+        protocol_size = SegmentationTransform(self.size, train=False, ignore_index=self.ignore_index)
+        return self.build_samples("train", StoredSample(protocol_size))
 
     def class_counts_cache_file(self) -> Path:
         key = {"data_module": type(self).__name__, "size": list(self.size), **self.protocol_options()}

@@ -4,8 +4,8 @@
         --data ImageFolderDataModule --data.root photos/
 
 The run's classes (number and names) come from the run when ``num_classes`` is not given (the CLI
-reads them from the run's ``hparams.yaml``). Images are read as RGB floats in [0, 1], as every
-pat-seg data module gives them, optionally resized to the size the model was trained at; the
+reads them from the run's ``hparams.yaml``). Images are read as RGB floats in [0, 1], as the model
+gets every pat-seg data module's images, optionally resized to the size the model was trained at; the
 prediction writer returns each label map to the image's own size. An image that cannot be read is
 skipped, not fatal: its batch carries the reason under ``"unreadable"`` and the prediction writer
 names it and counts it.
@@ -83,7 +83,8 @@ class ImageFolderDataModule(SegmentationDataModule):
         ignore_index: the label value reserved for "no class" in written label maps.
         size: ``(height, width)`` to resize to before the network (None: each image at its own size,
             predicted one at a time).
-        batch_size / num_workers: as for every data module (``batch_size`` applies with a ``size``).
+        loader_settings: those of :class:`~pat_seg.data.base.SegmentationDataModule`; prediction
+            batches hold ``eval_batch_size`` images (default ``batch_size``) with a ``size``, else one.
     """
 
     def __init__(
@@ -93,10 +94,9 @@ class ImageFolderDataModule(SegmentationDataModule):
         class_names: list[str] | None = None,
         ignore_index: int = 255,
         size: tuple[int, int] | None = None,
-        batch_size: int = 1,
-        num_workers: int = 0,
+        **loader_settings: Any,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(**loader_settings)
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DatasetLayoutError(f"{self.root} is not a folder; expected a folder of .jpg/.png images")
@@ -128,5 +128,14 @@ class ImageFolderDataModule(SegmentationDataModule):
 
     def setup(self, stage: str) -> None:
         if stage != "predict":
-            raise ConfigurationError(f"ImageFolderDataModule serves `pat-seg predict` only; got stage {stage!r}")
+            raise ConfigurationError(predict_only(stage))
         super().setup(stage)
+
+
+def predict_only(command: str) -> str:
+    """Why ``command`` (``fit``, ``test``, ...) cannot run on an :class:`ImageFolderDataModule`, and what to use."""
+    return (
+        f"ImageFolderDataModule holds unlabelled images: it serves `pat-seg predict` only, not `{command}`.\n"
+        "To train or evaluate on your own images and masks, use --data SegmentationFolderDataModule "
+        "(pat_seg.data.SegmentationFolderDataModule: an image folder and a mask folder, docs/datasets.md)"
+    )

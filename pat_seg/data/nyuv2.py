@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pat_seg.data.disk import DiskDataModule, PairTransform, SegmentationSamples, seeded_split
+from pat_seg.data.disk import DiskDataModule, SampleTransform, SegmentationSamples, seeded_split
 from pat_seg.data.io import DatasetLayoutError, LabelTable, check_same_size, read_mat, require_paths
 from pat_seg.exceptions import ConfigurationError
 
@@ -157,7 +157,7 @@ def _integral(label: np.ndarray, source: str) -> np.ndarray:
 class NpySamples(SegmentationSamples):
     """Pairs of ``image/<i>.npy`` and ``label/<i>.npy`` files."""
 
-    def __init__(self, pairs: list[tuple[Path, Path]], labels: LabelTable, transform: PairTransform) -> None:
+    def __init__(self, pairs: list[tuple[Path, Path]], labels: LabelTable, transform: SampleTransform) -> None:
         super().__init__(transform)
         self.pairs = pairs
         self.labels = labels
@@ -185,7 +185,7 @@ class LabeledMatSamples(SegmentationSamples):
     h5py handles do not survive ``fork``, so every data-loader worker opens its own.
     """
 
-    def __init__(self, path: Path, indices: list[int], labels: LabelTable, transform: PairTransform) -> None:
+    def __init__(self, path: Path, indices: list[int], labels: LabelTable, transform: SampleTransform) -> None:
         super().__init__(transform)
         self.path = path
         self.indices = indices
@@ -281,7 +281,7 @@ class NYUv2DataModule(DiskDataModule):
         extra = [self.root / SPLITS_FILE, self.root / MAPPING_FILE] if self.layout == "mat" else []
         return samples.source_files() + extra
 
-    def build_samples(self, split: str, transform: PairTransform) -> SegmentationSamples:
+    def build_samples(self, split: str, transform: SampleTransform) -> SegmentationSamples:
         if self.layout == "npy":
             return self._npy_samples(split, transform)
         return self._mat_samples(split, transform)
@@ -297,7 +297,7 @@ class NYUv2DataModule(DiskDataModule):
         require_paths(labels, LAYOUTS["npy"])
         return list(zip(images, labels))
 
-    def _npy_samples(self, split: str, transform: PairTransform) -> NpySamples:
+    def _npy_samples(self, split: str, transform: SampleTransform) -> NpySamples:
         expected = f"the NYUv2 npy labels are -1 (unlabelled) and 0..{len(CLASS_NAMES_13) - 1}"
         if self.num_classes == 13:
             labels = LabelTable.from_mapping({-1: self.ignore_index, **{k: k for k in range(13)}}, -1, 12, expected)
@@ -326,7 +326,7 @@ class NYUv2DataModule(DiskDataModule):
             mapping, 0, NUM_RAW_CLASSES, f"NYUv2 labels are 0 (unlabelled) and 1..{NUM_RAW_CLASSES}"
         )
 
-    def _mat_samples(self, split: str, transform: PairTransform) -> LabeledMatSamples:
+    def _mat_samples(self, split: str, transform: SampleTransform) -> LabeledMatSamples:
         import h5py
 
         path = self.root / MAT_FILE

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pat_seg.data.disk import DiskDataModule, ImageLabelFiles, PairTransform, seeded_split
+from pat_seg.data.disk import DiskDataModule, ImageLabelFiles, SampleTransform, seeded_split
 from pat_seg.data.io import DatasetLayoutError, LabelTable, require_paths
 from pat_seg.exceptions import ConfigurationError
 
@@ -89,7 +89,7 @@ class OxfordPetDataModule(DiskDataModule):
         train, val = seeded_split(len(names), [1 - self.val_fraction, self.val_fraction], self.split_seed)
         return [names[i] for i in (train if split == "train" else val)]
 
-    def build_samples(self, split: str, transform: PairTransform) -> ImageLabelFiles:
+    def build_samples(self, split: str, transform: SampleTransform) -> ImageLabelFiles:
         samples = []
         for name in self.split_names(split):
             image = self.data_dir / "images" / f"{name}.jpg"

@@ -5,10 +5,10 @@ would compute on every epoch can be computed once (``pat-seg prepare``, :mod:`pa
 read back without decoding. A prepared split lives in
 ``<prepared_dir>/<DataModule>-<protocol hash>/<split>/``:
 
-- ``chunk-NNNNN.images.npy``: ``[n, 3, H, W]`` images as :meth:`SegmentationTransform.resized
-  <pat_seg.data.transforms.SegmentationTransform.resized>` returns them (uint8; float32 for data sets
-  whose files hold float images, NYUv2's npy tree), so reading one back and applying
-  :meth:`~pat_seg.data.transforms.SegmentationTransform.output` gives the bits reading the sources gives;
+- ``chunk-NNNNN.images.npy``: ``[n, 3, H, W]`` images as the data module's stored resize
+  (:meth:`DiskDataModule.stored_transform <pat_seg.data.disk.DiskDataModule.stored_transform>`)
+  returns them (uint8; float32 for data sets whose files hold float images, NYUv2's npy tree): the
+  same function a loader worker applies to the source files, so a loader yields the same bits either way;
 - ``chunk-NNNNN.labels.npy``: ``[n, H, W]`` label maps in the data set's classes (uint8);
 - ``manifest.json``: the protocol options that change the arrays, the source files (names relative
   to the data set's root, sizes, modification times), the SHA-256 of every chunk file and the split's

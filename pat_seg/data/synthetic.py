@@ -37,6 +37,7 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
@@ -370,13 +371,16 @@ class SyntheticLongTailDataModule(SegmentationDataModule):
     Args:
         num_train / num_val / num_test: samples per split.
         image_size: side of the square images.
-        seed: selects the scenes and the training order; the same seed gives the same data everywhere.
+        batch_size: training batch size; 16 by default (the base's 8 is for full-size images: these are 64x64).
         imbalance: ``None`` (default): the default scene, whose tail spans about 1800x. A number
             ``R > 1``: an imbalance regime whose training pixel shares span ``R`` (most frequent class
             over rarest), thing shares spaced geometrically in between (module docstring).
         rarity: with ``imbalance``, where the rarity of the rare classes comes from: ``"small"``
             objects present in many images, ``"infrequent"``: ordinary-sized objects present in
             few images, or ``"mixed"``: some classes each way (module docstring).
+        loader_settings: ``num_workers``, ``pin_memory``, ``persistent_workers``, ``eval_batch_size``
+            and ``seed`` of :class:`~pat_seg.data.base.SegmentationDataModule`; here ``seed`` also
+            selects the scenes: the same seed gives the same data everywhere.
 
     At ``setup("fit")`` the module prints (rank 0, once) its class table: each class's share of the
     training pixels and the number of training images that contain it.
@@ -393,15 +397,11 @@ class SyntheticLongTailDataModule(SegmentationDataModule):
         image_size: int = 64,
         ignore_index: int = 255,
         batch_size: int = 16,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        eval_batch_size: int | None = None,
-        seed: int = 0,
         imbalance: float | None = None,
         rarity: str = "small",
+        **loader_settings: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size, seed)
+        super().__init__(batch_size=batch_size, **loader_settings)
         for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
             if value < 1:
                 raise ConfigurationError(f"{name} must be >= 1; got {value}")
@@ -414,6 +414,7 @@ class SyntheticLongTailDataModule(SegmentationDataModule):
             check_regime_is_learnable(imbalance, rarity, image_size, num_train)
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.image_size = image_size
+        self.size = (image_size, image_size)
         self.ignore_index = ignore_index
         self.imbalance = imbalance
         self.rarity = rarity
