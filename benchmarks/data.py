@@ -456,7 +456,7 @@ def file_check_ms(datamodule: Any) -> float | None:
         start = time.process_time()
         datamodule.check_splits(["train"])
         seconds = time.process_time() - start
-    return 1000 * seconds / len(datamodule.build_samples("train", datamodule.transform(False)))
+    return 1000 * seconds / len(datamodule.build_samples("train", datamodule.sample_transform("train")))
 
 
 def required_rate(size: tuple[int, int], step_ms: float, scale: float = 1.0) -> float:
@@ -478,12 +478,14 @@ def prepare_train(protocol: Protocol, root: Path, args: argparse.Namespace) -> d
     from pat_seg.cli.prepare import prepare
 
     datamodule = build(protocol, root, args.scale, args.batch_size, 0)
-    folder = datamodule.split_request("train", datamodule.build_samples("train", datamodule.transform(False))).folder
+    folder = datamodule.split_request(
+        "train", datamodule.build_samples("train", datamodule.sample_transform("train"))
+    ).folder
     shutil.rmtree(folder, ignore_errors=True)
     start = time.perf_counter()
     prepare(datamodule, ["train"], args.prepare_workers, stream=open(os.devnull, "w"))
     seconds = time.perf_counter() - start
-    count = len(datamodule.build_samples("train", datamodule.transform(False)))
+    count = len(datamodule.build_samples("train", datamodule.sample_transform("train")))
     stored = sum(f.stat().st_size for f in folder.glob("chunk-*.npy"))
     result = {
         "seconds": seconds,

@@ -338,10 +338,6 @@ def test_bad_input_through_the_console_script_writes_nothing(tmp_path: Path, pro
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="fixed on branch issue-dtype: the model summary and PredictionImages get a prepared split's uint8 batch",
-)
 def test_prepare_then_fit_through_the_console_script(tmp_path: Path) -> None:
     written = write_segnet(tmp_path / "data", [0, 1, 2, 3])
     # Default callbacks and the model summary on: the run a user makes.

@@ -34,7 +34,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from pat_seg.data.disk import DiskDataModule, PairTransform, SegmentationSamples
+from pat_seg.data.disk import DiskDataModule, SampleTransform, SegmentationSamples
 from pat_seg.data.io import DatasetLayoutError, check_same_size, read_rgb, require_paths
 from pat_seg.data.masks import ColourMasks, IndexMasks, check_colours
 from pat_seg.exceptions import ConfigurationError
@@ -119,7 +119,7 @@ class FolderSamples(SegmentationSamples):
     """
 
     def __init__(
-        self, pairs: list[tuple[Path, Path]], masks: MaskReader, transform: PairTransform, listing: Path | None = None
+        self, pairs: list[tuple[Path, Path]], masks: MaskReader, transform: SampleTransform, listing: Path | None = None
     ) -> None:
         super().__init__(transform)
         self.pairs = pairs
@@ -370,7 +370,7 @@ class SegmentationFolderDataModule(DiskDataModule):
         return [(images[name], masks[name]) for name in names], listing
 
     # --- the DiskDataModule hooks ------------------------------------------------------------------
-    def build_samples(self, split: str, transform: PairTransform) -> FolderSamples:
+    def build_samples(self, split: str, transform: SampleTransform) -> FolderSamples:
         pairs, listing = self.pairs(split)
         return FolderSamples(pairs, self.masks, transform, listing)
 
@@ -413,7 +413,7 @@ class SegmentationFolderDataModule(DiskDataModule):
         for split in splits:
             if split in self._checked:
                 continue
-            samples = self.build_samples(split, self.transform(train=False))
+            samples = self.build_samples(split, self.sample_transform(split))
             if self.check_files and self.prepared_manifest(split, samples) is None:
                 loader = DataLoader(FileCheck(samples), batch_size=16, num_workers=self.num_workers, collate_fn=as_list)
                 for messages in loader:
