@@ -16,6 +16,7 @@ A sweep file (``configs/sweeps/*.yaml``)::
     slurm: {time: "02:00:00", gres: "gpu:1"}   # optional #SBATCH options for --mode slurm
     csv: docs/studies/synthetic_table3.csv     # optional: the study's per-run CSV, kept by --mode run
     test: last                                 # optional: after fit, `pat-seg test` of the last (or best) checkpoint
+    decision: {...}                            # optional: the study's decision rule (`pat-seg report --decision`)
 
 ``axes`` may also be a list of such grids, run in turn: a study whose arms have different numbers
 of seeds (its core arms with 5, the rest with 3) is one file, core grid first. Versions must differ
@@ -70,7 +71,7 @@ MODES = ("run", "print", "slurm")
 DONE_MARKER = ".sweep-done"
 LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
 TestCheckpoint = Literal["last", "best"]
-KEYS = ("name", "save_dir", "configs", "args", "axes", "slurm", "csv", "test")
+KEYS = ("name", "save_dir", "configs", "args", "axes", "slurm", "csv", "test", "decision")
 POLL_SECONDS = 0.2  # how often --mode run looks whether a run's process has ended
 
 
@@ -203,6 +204,9 @@ def load_sweep(path: str | Path) -> Sweep:
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}; expected {', '.join(KEYS)}")
     csv, test = spec.get("csv"), spec.get("test")
+    # The study's decision rule, fixed with the sweep: `pat-seg report --decision FILE` executes it.
+    if not isinstance(spec.get("decision"), dict | None):
+        raise ValueError(f"{path}: 'decision' must be a mapping (the study's decision rule); got {spec['decision']!r}")
     if csv is not None and (not isinstance(csv, str) or not csv.endswith(".csv")):
         raise ValueError(f"{path}: 'csv' must be the path of the study's .csv file; got {csv!r}")
     if test is not None and test not in get_args(TestCheckpoint):
