@@ -32,6 +32,7 @@ from pat_seg.experiments.decision import (
     runs_from_csv,
     runs_from_logdir,
 )
+from pat_seg.experiments.report import main
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = ["s0", "s1", "s2", "s3", "s4"]
@@ -284,7 +285,7 @@ def test_a_contradicted_prediction_fails_and_an_unresolved_one_is_not_decided(tm
     result = run_rule(*write_study(tmp_path / "fails", worse))
     assert {r.comparison.name: r.outcome for r in result.comparisons}["C5"] == "A < B"
     assert result.prediction is not None and result.prediction.status == "FAILS"
-    assert dict(result.prediction.states)["C5"] == "contradicted"
+    assert dict(result.prediction.states)["C5"] == "fails"
 
     open_f = {**DIFFERENCES, "C4": [-0.5, 0.3, -1.0, 0.2, -0.4]}  # PAT vs CB-Focal on F not resolved
     (tmp_path / "open").mkdir()
@@ -298,16 +299,16 @@ def test_a_contradicted_prediction_fails_and_an_unresolved_one_is_not_decided(tm
 def test_prediction_logic_for_every_sign_and_outcome() -> None:
     # A strict prediction needs its outcome; a non-strict one only the absence of the opposite one.
     table = {
-        (">= 0", 1): "supported", (">= 0", 0): "supported", (">= 0", -1): "contradicted",
-        ("> 0", 1): "supported", ("> 0", 0): "open", ("> 0", -1): "contradicted",
-        ("<= 0", 1): "contradicted", ("<= 0", 0): "supported", ("<= 0", -1): "supported",
-        ("< 0", 1): "contradicted", ("< 0", 0): "open", ("< 0", -1): "supported",
+        (">= 0", 1): "holds", (">= 0", 0): "holds", (">= 0", -1): "fails",
+        ("> 0", 1): "holds", ("> 0", 0): "open", ("> 0", -1): "fails",
+        ("<= 0", 1): "fails", ("<= 0", 0): "holds", ("<= 0", -1): "holds",
+        ("< 0", 1): "fails", ("< 0", 0): "open", ("< 0", -1): "holds",
     }  # fmt: skip
     for (predicted, sign), expected in table.items():
         assert direction(predicted, sign) == expected, (predicted, sign)
-    assert prediction_status(["supported", "supported"], [5, 5]) == "HOLDS"
-    assert prediction_status(["supported", "open", "contradicted"], [5, 5, 5]) == "FAILS"
-    assert prediction_status(["supported", "open"], [3, 5]) == "not decided at n = 3-5"
+    assert prediction_status(["holds", "holds"], [5, 5]) == "HOLDS"
+    assert prediction_status(["holds", "open", "fails"], [5, 5, 5]) == "FAILS"
+    assert prediction_status(["holds", "open"], [3, 5]) == "not decided at n = 3-5"
 
 
 def test_group_values_are_the_mean_of_their_classes_columns(tmp_path: Path) -> None:
@@ -367,7 +368,7 @@ def test_an_incomplete_study_says_so_first_and_every_verdict_is_provisional(tmp_
     assert "**INCOMPLETE**: 2 of 6 arms lack seeds the rule lists (patcb lacks s3 s4; focal lacks s2)" in first
     assert "**every verdict below is provisional**" in first
     assert "| patcb | s0 s1 s2 s3 s4 | s0 s1 s2 | s3 s4 |" in first
-    assert "C5: seeds s3, s4 unpaired" in text
+    assert "C5, C6, C7, C8: seeds s3, s4 unpaired" in text
     assert "not shown: PAT helps, provisional (5 of 5 seeds; the family lacks some)" in text
     assert "| focal - pat | miou | 2 of 3 |" in text
 
@@ -488,3 +489,34 @@ def test_the_console_script_executes_the_rule_and_refuses_a_split_it_does_not_us
     refused = pat_seg("report", "--from-csv", str(csv_file), "--decision", str(sweep_file), "--split", "val")
     short_error(refused, "--split val", "test")
     assert refused.returncode == 2 and refused.stdout == ""
+
+
+def test_training_statistics_from_the_blocks_classes_entry(tmp_path: Path) -> None:
+    classes = {"Pole": {"pixel_share": 0.0102, "images": 366}, "Bike": {"pixel_share": 0.003, "images": 201}}
+    text = render_markdown(run_rule(*write_study(tmp_path, decision={**DECISION, "classes": classes})))
+    assert "| Class | Train pixels % | Train images | pat |" in text
+    assert "| Pole | 1.02 | 366 | " in text and "| Bike | 0.30 | 201 | " in text
+    assert "| Sky | – | – | " in text  # not given: not invented
+    (tmp_path / "bad").mkdir()
+    bad = write_study(
+        tmp_path / "bad", decision={**DECISION, "classes": {"Bicyclist": {"pixel_share": 0.003, "images": 1}}}
+    )
+    with pytest.raises(ValueError, match=r"study\.yaml: decision\.classes\.Bicyclist is not a class the runs"):
+        run_rule(*bad)
+
+
+def test_report_options_that_do_not_apply_to_a_decision_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    sweep_file, csv_file = write_study(tmp_path)
+    common = ["--from-csv", str(csv_file), "--decision", str(sweep_file)]
+    for extra, named in ((["--paired-against", "PAT"], "--paired-against"), (["--format", "latex"], "latex")):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*common, *extra])
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err
+        assert named in error and len(error.strip().splitlines()) == 1
+    output = tmp_path / "decision.csv"
+    main([*common, "--format", "csv", "--split", "test", "--output", str(output)])  # the rule's own split is fine
+    rows = list(csv.DictReader(io.StringIO(output.read_text())))
+    assert [row["name"] for row in rows if row["section"] == "comparison"] == [f"C{i}" for i in range(1, 9)]

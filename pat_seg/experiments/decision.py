@@ -79,7 +79,7 @@ Metric = Literal["miou", "pixel_accuracy", "miou_head", "miou_tail"]
 Correction = Literal["holm"]
 Split = Literal["val", "test"]
 ContrastKind = Literal["descriptive", "exploratory"]
-Direction = Literal["supported", "contradicted", "open"]
+Direction = Literal["holds", "fails", "open"]
 DecisionFormat = Literal["markdown", "csv"]
 
 KEYS = (
@@ -278,7 +278,9 @@ def _comparisons(spec: Any, path: Path, metric: str, groups: Mapping[str, Any]) 
         for part in ("a", "b", "on"):
             if not isinstance(entry.get(part), str) or not entry[part]:
                 raise _fail(
-                    path, f"{key}.{part}", f"must name {'an arm' if part != 'on' else 'what'}; got {entry.get(part)!r}"
+                    path,
+                    f"{key}.{part}",
+                    f"must name {'an arm' if part != 'on' else 'the metric or a group'}; got {entry.get(part)!r}",
                 )
         if entry["a"] == entry["b"]:
             raise _fail(path, key, f"compares the arm {entry['a']!r} with itself")
@@ -555,17 +557,17 @@ def direction(predicted: Predicted, sign: int) -> Direction:
     the absence of the opposite)."""
     wanted = 1 if predicted.startswith(">") else -1
     if sign == -wanted:
-        return "contradicted"
+        return "fails"
     if sign == wanted or predicted in (">= 0", "<= 0"):
-        return "supported"
+        return "holds"
     return "open"
 
 
 def prediction_status(states: Sequence[Direction], sizes: Sequence[int]) -> str:
     """HOLDS when every comparison bears its prediction out, FAILS when one contradicts it, else not decided."""
-    if "contradicted" in states:
+    if "fails" in states:
         return "FAILS"
-    if all(state == "supported" for state in states):
+    if all(state == "holds" for state in states):
         return "HOLDS"
     low, high = min(sizes), max(sizes)
     return f"not decided at n = {low if low == high else f'{low}-{high}'}"
@@ -770,13 +772,15 @@ def render_markdown(result: DecisionReport) -> str:
             ]
         )
     out += _table(header, rows, range(3, 10))
+    unpaired: dict[tuple[str, ...], list[str]] = {}  # the same missing seeds, named once
+    for r in result.comparisons:
+        if r.unpaired:
+            unpaired.setdefault(r.unpaired, []).append(r.comparison.name)
     out += [
-        f"{r.comparison.name}: seeds {', '.join(r.unpaired)} unpaired (an arm lacks the run or its value)."
-        for r in result.comparisons
-        if r.unpaired
+        f"{', '.join(names)}: seeds {', '.join(seeds)} unpaired (an arm lacks the run or its value)."
+        for seeds, names in unpaired.items()
     ]
-    if any(r.unpaired for r in result.comparisons):
-        out.append("")
+    out += [""] if unpaired else []
     if result.prediction is not None:
         p = result.prediction
         out += [f"### Prediction: **{p.status}**" + (f", {p.provisional}" if p.provisional else ""), ""]
@@ -793,8 +797,9 @@ def render_markdown(result: DecisionReport) -> str:
         ]
         out += _table(["", "A - B", "Predicted", "Outcome", "Prediction"], rows, ())
         out += [
-            "HOLDS: every comparison bears its prediction out (a strict one needs its outcome, a non-strict one "
-            "only the absence of the opposite); FAILS: an outcome is the opposite of its prediction.",
+            "A prediction holds where the outcome bears it out: a strict one (< 0, > 0) needs its outcome, a "
+            "non-strict one (>= 0, <= 0) only the absence of the opposite one; it fails where the outcome is the "
+            "opposite; it is open otherwise. HOLDS: every one holds; FAILS: one fails.",
             "",
         ]
     for kind in get_args(ContrastKind):

@@ -15,6 +15,10 @@ differ in anything else (epochs, batch size, precision, ...) get rows of their o
 differs, and of two runs of one experiment with the same seeds only the newest counts (a warning names
 both). mIoU, pixel accuracy and IoU are printed in percent, Dice error (1 - mean Dice) as a fraction,
 as in the paper; CSV holds the raw values.
+
+``--decision SWEEP.yaml`` prints instead the study's pre-registered decision rule (the sweep file's
+``decision:`` block) executed on its runs, from ``--from-csv`` or ``--logdir``:
+:mod:`pat_seg.experiments.decision`.
 """
 
 from __future__ import annotations
@@ -657,7 +661,8 @@ def decision_text(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``pat-seg report --logdir DIR [--format markdown|latex|csv] [--split val|test] [--runs GLOB]``."""
+    """``pat-seg report --logdir DIR [--format markdown|latex|csv] [--split val|test] [--runs GLOB]``, or
+    ``pat-seg report --decision SWEEP.yaml [--from-csv FILE | --logdir DIR] [--format markdown|csv]``."""
     parser = argparse.ArgumentParser(prog="pat-seg report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--logdir", default="lightning_logs", help="where the runs are (default: lightning_logs)")
     parser.add_argument("--format", choices=FORMATS, default="markdown")
