@@ -53,7 +53,8 @@ share of the training split's labelled pixels and the number of training images 
 block's ``classes:`` or the runs' ``hparams.yaml``; the per-run CSV does not hold them).
 
 Markdown prints IoU values, differences and pixel shares in points (x100) with 2 decimals; CSV
-(``--format csv``) holds the same quantities in points at full precision, one line per number's row.
+(``--format csv``) holds them in points at full precision: one line per arm, comparison, prediction,
+contrast and class x arm.
 Pure Python: no torch; the report's readers are imported only to read the runs.
 """
 
@@ -361,7 +362,8 @@ def _check_arms(rule: DecisionRule) -> None:
             raise _fail(
                 rule.path,
                 where[arm],
-                f"names the arm {arm!r}, which no run of the sweep {rule.study!r} has (its arms: {', '.join(rule.grid)})",
+                f"names the arm {arm!r}, which no run of the sweep {rule.study!r} has "
+                f"(its arms: {', '.join(rule.grid)})",
             )
         missing = [seed for seed in seeds if seed not in rule.grid[arm]]
         if missing:
@@ -986,7 +988,8 @@ def decision_report(
     rule = load_decision(sweep_file)
     if split is not None and split != rule.split:
         raise ValueError(
-            f"--split {split} disagrees with the split of {sweep_file}'s decision rule ({rule.split}); leave --split out"
+            f"--split {split} disagrees with the split of {sweep_file}'s decision rule ({rule.split}); "
+            "leave --split out"
         )
     study = runs_from_csv(rule, from_csv) if from_csv is not None else runs_from_logdir(rule, logdir)
     result = execute(rule, study)
