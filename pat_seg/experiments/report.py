@@ -15,6 +15,10 @@ differ in anything else (epochs, batch size, precision, ...) get rows of their o
 differs, and of two runs of one experiment with the same seeds only the newest counts (a warning names
 both). mIoU, pixel accuracy and IoU are printed in percent, Dice error (1 - mean Dice) as a fraction,
 as in the paper; CSV holds the raw values.
+
+``--decision SWEEP.yaml`` prints instead the study's pre-registered decision rule (the sweep file's
+``decision:`` block) executed on its runs, from ``--from-csv`` or ``--logdir``:
+:mod:`pat_seg.experiments.decision`.
 """
 
 from __future__ import annotations
@@ -641,12 +645,30 @@ class IncompleteReport(ValueError):
         self.text = text
 
 
+def decision_text(args: argparse.Namespace) -> str:
+    """``--decision FILE``: the sweep file's decision rule executed (:mod:`pat_seg.experiments.decision`);
+    the options that shape the tables instead are refused."""
+    from pat_seg.experiments.decision import decision_report
+
+    others = {"--paired-against": args.paired_against is not None, "--holm": args.holm, "--per-run": args.per_run}
+    others["--runs"] = args.runs != "**"  # the rule names its runs: <sweep name>/<seed>-<arm>
+    given = [flag for flag, used in others.items() if used]
+    if given:
+        raise ValueError(f"--decision executes the sweep file's rule on its own runs; leave out {', '.join(given)}")
+    if args.format not in ("markdown", "csv"):
+        raise ValueError(f"--decision writes markdown or csv; got --format {args.format}")
+    return decision_report(args.decision, args.format, args.from_csv, args.logdir, args.split)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``pat-seg report --logdir DIR [--format markdown|latex|csv] [--split val|test] [--runs GLOB]``."""
+    """``pat-seg report --logdir DIR [--format markdown|latex|csv] [--split val|test] [--runs GLOB]``, or
+    ``pat-seg report --decision SWEEP.yaml [--from-csv FILE | --logdir DIR] [--format markdown|csv]``."""
     parser = argparse.ArgumentParser(prog="pat-seg report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--logdir", default="lightning_logs", help="where the runs are (default: lightning_logs)")
     parser.add_argument("--format", choices=FORMATS, default="markdown")
-    parser.add_argument("--split", choices=SPLITS, default="val", help="read <split>/* tags (default: val)")
+    parser.add_argument(
+        "--split", choices=SPLITS, help="read <split>/* tags (default: val; with --decision: the rule's split)"
+    )
     parser.add_argument("--runs", default="**", help="glob of run directories under logdir, e.g. 'synthetic_table3/*'")
     parser.add_argument("--output", help="write to this file instead of stdout")
     parser.add_argument(
@@ -667,12 +689,30 @@ def main(argv: list[str] | None = None) -> None:
         "(what a study keeps in the repository)",
     )
     parser.add_argument("--from-csv", metavar="FILE", help="build the report from a --per-run CSV instead of --logdir")
+    parser.add_argument(
+        "--decision",
+        metavar="SWEEP",
+        help="execute the decision rule fixed in the sweep file's 'decision:' block on the study's runs "
+        "(from --from-csv or --logdir): Holm-corrected paired comparisons and their outcomes, the prediction "
+        "(HOLDS / FAILS / not decided), descriptive and exploratory contrasts, per-class IoU; an incomplete "
+        "study is named as such and its verdicts labelled provisional (markdown or csv)",
+    )
     args = parser.parse_args(argv)
     failure = None
     try:
-        text = report(
-            args.logdir, args.format, args.split, args.runs, args.paired_against, args.holm, args.per_run, args.from_csv
-        )
+        if args.decision is not None:
+            text = decision_text(args)
+        else:
+            text = report(
+                args.logdir,
+                args.format,
+                args.split or "val",
+                args.runs,
+                args.paired_against,
+                args.holm,
+                args.per_run,
+                args.from_csv,
+            )
     except IncompleteReport as error:  # the other tables are still worth having
         text, failure = error.text, error
     except ValueError as error:
