@@ -22,12 +22,13 @@ import pytest
 import torch
 from data_batches import model_samples
 from test_data_cityscapes import write_cityscapes
+from test_data_folder import CLASSES, SEGNET, write_segnet, write_split
 from test_data_nyuv2 import write_mat, write_npy
 from test_data_oxford_pet import write_pet
 from test_resume import REPO
 
 from pat_seg.cli.prepare import prepare
-from pat_seg.data import CityscapesDataModule, NYUv2DataModule, OxfordPetDataModule
+from pat_seg.data import CityscapesDataModule, NYUv2DataModule, OxfordPetDataModule, SegmentationFolderDataModule
 from pat_seg.data.disk import PreparedSamples
 from pat_seg.data.prepared import MANIFEST, TEMPORARY_PREFIX, PreparedSplitError
 from pat_seg.losses import CrossEntropyLoss
@@ -35,6 +36,7 @@ from pat_seg.models import UNet
 from pat_seg.module import SegmentationModule
 
 SPLITS = ("train", "val", "test")
+PALETTE = [[128, 128, 128], [128, 64, 128], [64, 0, 128]]
 
 
 # (writer of the publisher's layout, data module, its protocol options) per protocol; sizes are the fixtures' own.
@@ -53,7 +55,31 @@ PUBLISHERS: dict[str, tuple[Callable[[Path], Any], type, dict[str, Any]]] = {
     ),
     "nyuv2_mat_40": (write_mat, NYUv2DataModule, {"layout": "mat", "num_classes": 40, "size": (6, 8)}),
     "oxford_pet": (write_pet, OxfordPetDataModule, {"size": (7, 9)}),
+    # Your own folders: SegNet's layout with a void value, and colour masks with a palette.
+    "folder_index": (
+        lambda root: write_segnet(root, [0, 1, 2, 3]),
+        SegmentationFolderDataModule,
+        {**SEGNET, "class_names": CLASSES, "void_values": [3], "size": (9, 11)},
+    ),
+    "folder_rgb": (
+        lambda root: write_colour_masks(root),
+        SegmentationFolderDataModule,
+        {**SEGNET, "class_names": CLASSES, "mask_format": "rgb", "palette": PALETTE, "size": (9, 11)},
+    ),
 }
+
+
+def write_colour_masks(root: Path) -> None:
+    """SegNet's layout with colour masks: each pixel one of the PALETTE colours (every colour in every mask)."""
+    rng = np.random.default_rng(4)
+    colours = np.array(PALETTE, dtype=np.uint8)
+    for seed, (split, count) in enumerate({"train": 6, "val": 3, "test": 2}.items()):
+        masks = {}
+        for i in range(count):
+            index = rng.integers(0, len(PALETTE), (12, 16))
+            index.flat[: len(PALETTE)] = range(len(PALETTE))
+            masks[f"{split}_{i:03d}"] = colours[index]
+        write_split(root / split, root / f"{split}annot", masks, seed=seed)
 
 
 def publisher_module(publisher: str, root: Path, **kwargs: Any) -> Any:
