@@ -277,6 +277,10 @@ def test_outcomes_verdicts_and_a_prediction_that_holds(tmp_path: Path) -> None:
     assert not result.prediction.provisional
     text = render_markdown(result)
     assert "**Complete**" in text and "### Prediction: **HOLDS**" in text and "tie" not in text
+    # C5 (>= 0) holds without a shown outcome: the table says it is only not contradicted; C3 is shown.
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| C")}
+    assert rows["C5"].rstrip(" |").endswith("holds (not contradicted)")
+    assert rows["C3"].rstrip(" |").endswith("| holds")
 
 
 def test_a_contradicted_prediction_fails_and_an_unresolved_one_is_not_decided(tmp_path: Path) -> None:

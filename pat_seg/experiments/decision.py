@@ -793,7 +793,8 @@ def render_markdown(result: DecisionReport) -> str:
                 f"{by_name[name].comparison.a} - {by_name[name].comparison.b} on {by_name[name].comparison.on}",
                 by_name[name].comparison.predicted or "",
                 by_name[name].outcome,
-                state,
+                # A non-strict prediction that holds without a shown outcome is only not contradicted.
+                "holds (not contradicted)" if state == "holds" and by_name[name].sign == 0 else state,
             ]
             for name, state in p.states
         ]
