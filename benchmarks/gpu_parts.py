@@ -32,12 +32,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import losses as loss_bench
-import torch
-
 # The sibling benchmark scripts (this folder is sys.path[0] when run as a script); train_step, which
 # imports Lightning, only where it is needed.
 import data as data_bench
+import losses as loss_bench
+import torch
 
 
 @dataclass(frozen=True)

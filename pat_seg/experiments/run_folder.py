@@ -58,6 +58,9 @@ PLUMBING = (
     "model.class_names",
     "model.model.init_args.num_classes",
 )  # and each loss's own (its description's not_identifying; pat_seg.experiments.runs.LOSS_PLUMBING)
+# Config keys added after runs were saved, with the value such a run is read with: their default, and
+# what the run did (a per-epoch interval was the built-in cosine's per-step schedule: it ignores it).
+ADDED_KEYS = {"model.lr_scheduler_interval": "epoch"}
 # The training budget: a resumed run may be given more of it.
 BUDGET_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time")
 
@@ -188,13 +191,14 @@ def experiment_identity(
     ``defaults``: dotted keys filled in where the config lacks them (a switch added after a run was
     saved); ``plumbing``: more keys that do not identify (the loss's, from its description).
     """
-    flat = {**(defaults or {}), **flatten(config)}
+    flat = {**ADDED_KEYS, **(defaults or {}), **flatten(config)}
     return {key: value for key, value in flat.items() if not covered(key, SEED_KEYS + PLUMBING + plumbing)}
 
 
 def resume_identity(config: dict[str, Any], plumbing: tuple[str, ...] = ()) -> dict[str, Any]:
     """The flattened config without plumbing and budget: what a command must share with the run it continues."""
-    return {key: value for key, value in flatten(config).items() if not covered(key, PLUMBING + BUDGET_KEYS + plumbing)}
+    flat = {**ADDED_KEYS, **flatten(config)}
+    return {key: value for key, value in flat.items() if not covered(key, PLUMBING + BUDGET_KEYS + plumbing)}
 
 
 def identity_differences(saved: dict[str, Any], requested: dict[str, Any], plumbing: tuple[str, ...] = ()) -> list[str]:
