@@ -6,8 +6,8 @@ import inspect
 
 import pytest
 
-from pat_seg.experiments.run_summary import shown_arguments
 from pat_seg.experiments.class_identity import loss_description
+from pat_seg.experiments.run_summary import shown_arguments
 from pat_seg.experiments.runs import display_labels
 from pat_seg.losses import BEYOND_PAPER_LOSSES, PAPER_LOSSES
 from pat_seg.losses.description import LossDescription

@@ -225,7 +225,10 @@ def test_a_run_with_the_option_is_its_own_method_in_reports():
             ("pat_seg.losses.PATLoss", {"temperature": 20.0}),  # saved before the option existed: the paper's PAT
             ("pat_seg.losses.PATLoss", {"temperature": 20.0, "weight_normalization": "none"}),
             ("pat_seg.losses.PATLoss", {"temperature": 20.0, "weight_normalization": "batch_minmax"}),
-            ("pat_seg.losses.PATLoss", {"temperature": 20.0, "weight_normalization": "batch_minmax", "normalization": "pixel"}),
+            (
+                "pat_seg.losses.PATLoss",
+                {"temperature": 20.0, "weight_normalization": "batch_minmax", "normalization": "pixel"},
+            ),
         ],
         "loss",
     )
