@@ -192,6 +192,15 @@ def test_a_checkpoint_naming_a_module_not_imported_is_refused_before_it_is_impor
     assert not marker.exists() and "marker_loss" not in sys.modules
 
 
+def test_a_module_built_in_python_keeps_no_objects_in_its_hyperparameters() -> None:
+    """Objects would need unpickling code to load: such a module's checkpoints name no network or loss."""
+    from pat_seg.losses import CrossEntropyLoss as OurCrossEntropyLoss
+
+    module = SegmentationModule(UNet(3, base_channels=4, depth=1), OurCrossEntropyLoss(), num_classes=3)
+    assert not {"model", "loss", "optimizer", "lr_scheduler"} & set(module.hparams)
+    assert all(isinstance(value, (bool, int, float, str, type(None))) for value in module.hparams.values())
+
+
 # --- schedulers and loggers as configured ---------------------------------------------------------
 def fit(root: Path, *flags: str) -> Any:
     """An in-process ``pat-seg fit`` of 2 epochs of 2 batches (4 optimizer steps) into ``root``."""

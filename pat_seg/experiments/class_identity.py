@@ -30,9 +30,13 @@ OWN_PACKAGE = "pat_seg"
 PACKAGES: dict[Kind, str] = {"loss": "pat_seg.losses", "model": "pat_seg.models", "data": "pat_seg.data"}
 
 
-@functools.cache
 def resolve(class_path: str) -> type | None:
-    """The class at ``class_path`` (``module.Name``), imported; None when it does not import or is no class."""
+    """The class at ``class_path`` (``module.Name``), imported; None when it does not import or is no class.
+
+    Classes found are remembered; a path that failed is tried again next time (a notebook may have put
+    its module on the path since)."""
+    if class_path in _RESOLVED:
+        return _RESOLVED[class_path]
     module, _, name = class_path.rpartition(".")
     if not module:
         return None
@@ -40,7 +44,13 @@ def resolve(class_path: str) -> type | None:
         found = getattr(importlib.import_module(module), name, None)
     except Exception:  # a user's module that is gone or fails: its runs are still reported, by name
         return None
-    return found if inspect.isclass(found) else None
+    if not inspect.isclass(found):
+        return None
+    _RESOLVED[class_path] = found
+    return found
+
+
+_RESOLVED: dict[str, type] = {}
 
 
 def canonical(class_path: str) -> str:

@@ -57,9 +57,10 @@ PLUMBING = (
     "model.ignore_index",
     "model.class_names",
     "model.model.init_args.num_classes",
-)  # and each loss's own (its description's not_identifying; pat_seg.experiments.runs.LOSS_PLUMBING)
-# Config keys added after runs were saved, with the value such a run is read with: their default, and
-# what the run did (a per-epoch interval was the built-in cosine's per-step schedule: it ignores it).
+)  # and each loss's own (its description's not_identifying; pat_seg.experiments.class_identity.loss_plumbing)
+# Config keys added after runs were saved, with the value a run saved without them is read with (their
+# default), so that it stays the same experiment as a run saved with it. lr_scheduler_interval: such runs
+# used the built-in cosine schedule, which steps per optimizer step whatever the interval says.
 ADDED_KEYS = {"model.lr_scheduler_interval": "epoch"}
 # The training budget: a resumed run may be given more of it.
 BUDGET_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time")
