@@ -32,11 +32,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 # The sibling benchmark scripts (this folder is sys.path[0] when run as a script); train_step, which
 # imports Lightning, only where it is needed.
 import data as data_bench
 import losses as loss_bench
-import torch
 
 
 @dataclass(frozen=True)
@@ -225,9 +226,9 @@ def step_losses() -> dict[str, Callable[[], torch.nn.Module]]:
 
 def part_step(sizes: Sizes, out: Path) -> dict[str, Any]:
     """DeepLabV3+ (random init) training steps through ``Trainer.fit``, bf16-mixed, channels-last."""
-    import train_step as step_bench
-
     from pat_seg.models import DeepLabV3Plus
+
+    import train_step as step_bench
 
     dev = device()
     height, width = sizes.step_size
