@@ -87,6 +87,8 @@ class SegmentationModule(L.LightningModule):
         super().__init__()
         if num_classes < 2:
             raise ConfigurationError(f"num_classes must be >= 2; got {num_classes}")
+        if lr_scheduler_interval not in ("epoch", "step"):
+            raise ConfigurationError(f"lr_scheduler_interval must be 'epoch' or 'step'; got {lr_scheduler_interval!r}")
         if isinstance(loss, PixelLoss) and loss.reduction == "none":
             raise ConfigurationError(
                 f"{type(loss).__name__}(reduction='none') returns a loss per pixel; training needs one number "

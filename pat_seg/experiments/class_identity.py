@@ -9,8 +9,8 @@ that name (or that label), so a class of the user's own is never taken for one o
 user's subclass of a pat-seg class inherit the pat-seg class's label.
 
 The class is imported from its path, as the run that trained with it imported it, and is never
-instantiated. A path that does not import (a user's module off the ``PYTHONPATH``) still names its run:
-by the class name the path ends in.
+instantiated. A path that does not import (a user's module off the ``PYTHONPATH``) still names its run,
+by the same rule: the class name it ends in, the whole path where pat-seg has a class of that name.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ KINDS: tuple[Kind, ...] = ("loss", "model", "data")
 OWN_PACKAGE = "pat_seg"
 # The package whose exported classes are pat-seg's own of each kind.
 PACKAGES: dict[Kind, str] = {"loss": "pat_seg.losses", "model": "pat_seg.models", "data": "pat_seg.data"}
+_RESOLVED: dict[str, type] = {}  # class path -> the class it imported as
 
 
 def resolve(class_path: str) -> type | None:
@@ -48,9 +49,6 @@ def resolve(class_path: str) -> type | None:
         return None
     _RESOLVED[class_path] = found
     return found
-
-
-_RESOLVED: dict[str, type] = {}
 
 
 def canonical(class_path: str) -> str:
