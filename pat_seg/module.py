@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from pathlib import Path
+from typing import IO, Any, Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor, nn
 from torch.utils.data import default_collate
 from torchmetrics.aggregation import MeanMetric
@@ -17,6 +20,23 @@ from pat_seg.losses import PixelLoss
 from pat_seg.metrics import SegmentationMetrics
 from pat_seg.models import SegmentationNetwork
 from pat_seg.validation import check_batch
+
+# The __init__ arguments that are objects (classes and their arguments in a config).
+BUILT_FROM_CONFIG = ("model", "loss", "optimizer", "lr_scheduler")
+
+
+def unimported_classes(node: Any) -> list[str]:
+    """The dotted ``class_path`` values anywhere in ``node`` (a config or a checkpoint's hyperparameters)
+    whose module is not imported: loading them would import it, running its code."""
+    if isinstance(node, list):
+        return [path for item in node for path in unimported_classes(item)]
+    if not isinstance(node, dict):
+        return []
+    found = [path for value in node.values() for path in unimported_classes(value)]
+    path = node.get("class_path")
+    if isinstance(path, str) and "." in path and path.rpartition(".")[0] not in sys.modules:
+        found.append(path)
+    return found
 
 
 def _images_to_channels_last(model: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -35,8 +55,12 @@ class SegmentationModule(L.LightningModule):
             training class counts (``needs_class_counts = True``) or class presence
             (``needs_class_presence``) gets them from the data module at setup, identical on every process.
         optimizer: optimizer factory; the default ``torch.optim.Adam`` uses lr 1e-3, as the authors.
-        lr_scheduler: scheduler factory. ``None`` (default) with ``cosine_annealing=True`` anneals the
-            learning rate to 0 by cosine over the whole run (every optimizer step), as the authors.
+        lr_scheduler: scheduler factory (``--model.lr_scheduler StepLR``). ``None`` (default) with
+            ``cosine_annealing=True`` anneals the learning rate to 0 by cosine over the whole run (every
+            optimizer step), as the authors.
+        lr_scheduler_interval: when a configured ``lr_scheduler`` steps: after every ``"epoch"`` (the
+            default, as LightningCLI steps one) or every optimizer ``"step"``. The default cosine
+            schedule always steps per optimizer step.
         cosine_annealing: use the default cosine schedule when ``lr_scheduler`` is None.
         num_classes / ignore_index: linked from the data module by the CLI.
         class_names: names used in per-class metric tags (default: the data module's).
@@ -52,6 +76,7 @@ class SegmentationModule(L.LightningModule):
         loss: PixelLoss | nn.Module,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: Literal["epoch", "step"] = "epoch",
         cosine_annealing: bool = True,
         num_classes: int = 9,
         ignore_index: int = 255,
@@ -62,16 +87,25 @@ class SegmentationModule(L.LightningModule):
         super().__init__()
         if num_classes < 2:
             raise ConfigurationError(f"num_classes must be >= 2; got {num_classes}")
+        if lr_scheduler_interval not in ("epoch", "step"):
+            raise ConfigurationError(f"lr_scheduler_interval must be 'epoch' or 'step'; got {lr_scheduler_interval!r}")
         if isinstance(loss, PixelLoss) and loss.reduction == "none":
             raise ConfigurationError(
                 f"{type(loss).__name__}(reduction='none') returns a loss per pixel; training needs one number "
                 f"per step: use reduction='mean' (the default) or 'sum'"
             )
-        self.save_hyperparameters(ignore=["model", "loss", "optimizer", "lr_scheduler"])
+        # Built by LightningCLI, the hyperparameters are the module's config as the CLI saves it: network,
+        # loss, optimizer and scheduler as class paths and init args (plain values, which a weights-only
+        # checkpoint holds), from which load_from_checkpoint rebuilds them. Built in Python, those four are
+        # objects that a weights-only checkpoint cannot hold: they are left out (load_from_checkpoint then
+        # takes them as arguments).
+        configured = _given_hyperparameters.get() is not None
+        self.save_hyperparameters(ignore=[] if configured else list(BUILT_FROM_CONFIG))
         self.model = model
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
+        self.lr_scheduler_interval = lr_scheduler_interval
         self._channels_last_hook: Any = None
         self.num_classes = num_classes
         self.ignore_index = ignore_index
@@ -82,6 +116,51 @@ class SegmentationModule(L.LightningModule):
         self.mean_losses = nn.ModuleDict({f"{split}_loss": MeanMetric() for split in ("train", "val", "test")})
         # The last split-wide confusion matrix per prefix ("val", "test"), for callbacks that draw it.
         self.confusion_matrices: dict[str, Tensor] = {}
+
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str | Path | IO[bytes],
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> SegmentationModule:
+        """The module of a ``pat-seg fit`` checkpoint, network and loss rebuilt from its hyperparameters.
+
+        As Lightning's ``load_from_checkpoint``, with nothing from the file able to run code: it is read
+        with ``torch.load(weights_only=True)`` (``weights_only=False`` is refused), and the classes its
+        hyperparameters name are taken only from modules already imported: ``import mymod`` before
+        reloading a run of ``--model.loss mymod.MyLoss``. ``kwargs`` replace hyperparameters
+        (``model=..., loss=...`` for a checkpoint of a module built in Python, which holds neither).
+        """
+        if weights_only is False:
+            raise ConfigurationError("pat-seg never loads a checkpoint with weights_only=False (it could run code)")
+        local = isinstance(checkpoint_path, (str, Path))
+        if local and "://" in str(checkpoint_path):
+            raise ConfigurationError(f"{checkpoint_path}: download the checkpoint and load the local file")
+        # The hyperparameters, read first (a file memory-mapped: no second copy of the weights).
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=local)
+        if not local:
+            checkpoint_path.seek(0)  # type: ignore[union-attr]  # a file object: Lightning reads it again
+        hyper_parameters = checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY) or {}
+        named = {key: value for key, value in hyper_parameters.items() if key not in kwargs}
+        missing = sorted(set(unimported_classes(named)))
+        if missing:
+            modules = sorted({path.rpartition(".")[0] for path in missing})
+            raise ConfigurationError(
+                f"checkpoint {checkpoint_path} names {', '.join(missing)}, from modules not imported yet; "
+                f"reloading imports no module a file names (that would run its code): import {', '.join(modules)} first"
+            )
+        loaded = super().load_from_checkpoint(
+            checkpoint_path, map_location, hparams_file, strict, weights_only=True, **kwargs
+        )
+        assert isinstance(loaded, SegmentationModule)
+        # Rebuilt outside LightningCLI, the module kept none of the classes' configs: put them back, so that
+        # its own checkpoints reload the same way.
+        loaded.hparams.update({key: value for key, value in named.items() if key not in loaded.hparams})
+        return loaded
 
     def record_hparams(self, **values: Any) -> None:
         """Record values that are not ``__init__`` arguments in every logger's hyperparameters (hparams.yaml).
@@ -238,10 +317,14 @@ class SegmentationModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is not None:
-            scheduler = self.scheduler_factory(optimizer)
+            scheduler, interval = self.scheduler_factory(optimizer), self.lr_scheduler_interval
         elif self.hparams["cosine_annealing"]:
             total = max(1, int(self.trainer.estimated_stepping_batches))
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+            scheduler, interval = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total), "step"
         else:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        schedule: dict[str, Any] = {"scheduler": scheduler, "interval": interval}
+        monitor = getattr(scheduler, "monitor", None)  # LightningCLI's ReduceLROnPlateau names the metric it watches
+        if monitor:
+            schedule["monitor"] = monitor
+        return {"optimizer": optimizer, "lr_scheduler": schedule}

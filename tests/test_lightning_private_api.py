@@ -27,3 +27,17 @@ def test_torch_summary_writer_still_has_get_file_writer() -> None:
     method = getattr(SummaryWriter, "_get_file_writer", None)
     assert callable(method), "torch.utils.tensorboard.SummaryWriter._get_file_writer no longer exists"
     assert list(inspect.signature(method).parameters) == ["self"]
+
+
+def test_lightning_still_hands_a_cli_built_module_its_config_through_given_hyperparameters() -> None:
+    # SegmentationModule keeps its network and loss configs as hyperparameters (load_from_checkpoint
+    # rebuilds them) only when LightningCLI built it, which it tells by this context variable.
+    from contextvars import ContextVar
+
+    from lightning.pytorch.cli import _InstantiatorFn
+    from lightning.pytorch.core.mixins import hparams_mixin
+
+    variable = getattr(hparams_mixin, "_given_hyperparameters", None)
+    assert isinstance(variable, ContextVar), "lightning's hparams_mixin._given_hyperparameters is gone"
+    assert variable.get() is None  # unset outside LightningCLI's instantiation
+    assert "_given_hyperparameters_context" in inspect.getsource(_InstantiatorFn.__call__)

@@ -222,10 +222,13 @@ def test_the_default_is_eq5_as_written():
 def test_a_run_with_the_option_is_its_own_method_in_reports():
     labels = display_labels(
         [
-            ("PATLoss", {"temperature": 20.0}),  # saved before the option existed: the paper's PAT
-            ("PATLoss", {"temperature": 20.0, "weight_normalization": "none"}),
-            ("PATLoss", {"temperature": 20.0, "weight_normalization": "batch_minmax"}),
-            ("PATLoss", {"temperature": 20.0, "weight_normalization": "batch_minmax", "normalization": "pixel"}),
+            ("pat_seg.losses.PATLoss", {"temperature": 20.0}),  # saved before the option existed: the paper's PAT
+            ("pat_seg.losses.PATLoss", {"temperature": 20.0, "weight_normalization": "none"}),
+            ("pat_seg.losses.PATLoss", {"temperature": 20.0, "weight_normalization": "batch_minmax"}),
+            (
+                "pat_seg.losses.PATLoss",
+                {"temperature": 20.0, "weight_normalization": "batch_minmax", "normalization": "pixel"},
+            ),
         ],
         "loss",
     )

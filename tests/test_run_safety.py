@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -26,14 +27,15 @@ TINY_TRAINER = {"max_epochs": 1, "enable_progress_bar": False, "enable_model_sum
 
 
 def pat_seg(
-    *args: str, cwd: Path | None = None, debug: bool = False, timeout: float = 300
+    *args: str, cwd: Path | None = None, debug: bool = False, timeout: float = 300, python_path: Sequence[Path] = ()
 ) -> subprocess.CompletedProcess:
-    """The ``pat-seg`` console script on this checkout (and tests/, for test-only classes), in ``cwd``
-    (default: the repository), with ``PAT_SEG_DEBUG`` set only when ``debug``."""
+    """The ``pat-seg`` console script on this checkout (and tests/, for test-only classes; ``python_path``:
+    more folders to import from), in ``cwd`` (default: the repository), with ``PAT_SEG_DEBUG`` set only
+    when ``debug``."""
     environment = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), *map(str, python_path)]),
     }
     environment.pop("PAT_SEG_DEBUG", None)
     if debug:

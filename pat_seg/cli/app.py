@@ -134,17 +134,7 @@ class PatSegCLI(LightningCLI):
             rank_zero_info(message)
         settings["ckpt_path"] = str(plan.checkpoint) if plan.checkpoint is not None else None
         if plan.run is not None:
-            # A configured TensorBoardLogger's save_dir, name and version are kept, its other options are not.
-            # The HParams tab gets real metrics at the end, no hp_metric; TensorBoard hides the events that
-            # a resumed run's interrupted process wrote after its checkpoint (purge_step).
-            kwargs["logger"] = TensorBoardLogger(
-                str(plan.run.save_dir),
-                name=plan.run.experiment,
-                version=plan.run.version,
-                sub_dir=plan.subfolder,
-                default_hp_metric=False,
-                purge_step=plan.purge_step,
-            )
+            kwargs["logger"] = self._run_logger(trainer_settings.get("logger"), plan)
         kwargs["plugins"] = with_safe_checkpoints(trainer_settings.get("plugins"), plan)
         callbacks = one_or_many(trainer_settings.get("callbacks"))
         if self.subcommand == "fit":
@@ -156,6 +146,29 @@ class PatSegCLI(LightningCLI):
                 if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                     callback.dirpath = str(plan.run.checkpoints)
         return super().instantiate_trainer(**kwargs)
+
+    def _run_logger(self, configured: Any, plan: CommandPlan) -> TensorBoardLogger:
+        """The TensorBoard logger of the planned run: the configured logger's class and options
+        (``log_graph``, ``prefix``, ``flush_secs``, ...), writing into the run's folder.
+
+        The HParams tab gets real metrics at the end (:class:`RunSummary`), so no ``hp_metric``;
+        TensorBoard hides the events that a resumed run's interrupted process wrote after its
+        checkpoint (``purge_step``).
+        """
+        assert plan.run is not None
+        logger_class, options = TensorBoardLogger, {}
+        spec = self._of_subcommand(self.config).trainer.logger
+        if isinstance(configured, TensorBoardLogger) and isinstance(spec, Namespace):
+            logger_class, options = type(configured), spec.init_args.as_dict()
+        planned = {
+            "save_dir": str(plan.run.save_dir),
+            "name": plan.run.experiment,
+            "version": plan.run.version,
+            "sub_dir": plan.subfolder,
+            "default_hp_metric": False,
+            "purge_step": plan.purge_step,
+        }
+        return logger_class(**{**options, **planned})
 
     def after_test(self) -> None:
         """Say where the metrics went: the run's ``test/`` (or ``validate/``) folder."""

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from importlib import import_module
 from pathlib import Path
 
+from pat_seg.cli.class_paths import explain_class_path
 from pat_seg.exceptions import ConfigurationError, PatSegError
 
 MAX_MESSAGE_LINES = 12
@@ -95,7 +96,11 @@ def explain_parse_error(error: Exception, argv: list[str], options: list[str]) -
     if unrecognized is not None:
         flag = unrecognized["arguments"].split()[0].split("=")[0]
         return ConfigurationError(f"unknown option {flag}" + _closest(flag, options))
-    lines = [line for line in text.strip().splitlines() if line.strip()][: MAX_MESSAGE_LINES - 2]
+    class_path = explain_class_path(text)
+    if class_path is not None:
+        return class_path
+    # A union type's errors come once per type it tried, often word for word: each line once.
+    lines = list(dict.fromkeys(line for line in text.strip().splitlines() if line.strip()))[: MAX_MESSAGE_LINES - 2]
     return ConfigurationError("\n".join(lines) or type(error).__name__)
 
 

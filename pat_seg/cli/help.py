@@ -12,6 +12,8 @@ from argparse import Action
 
 from jsonargparse import DefaultHelpFormatter
 
+from pat_seg.cli.class_paths import own_choices
+
 COMMANDS = {
     "fit": "train a model (default: the embedded synthetic data, a small U-Net, the PAT loss)",
     "validate": "evaluate a checkpoint on the validation split (writes <run>/validate/)",
@@ -50,10 +52,7 @@ def top_level_help() -> str:
 
 def own_classes(dest: str) -> list[str]:
     """Class paths of pat-seg's losses (for ``model.loss``) or networks (any other argument)."""
-    from pat_seg.losses import PAPER_LOSSES
-    from pat_seg.models import PAPER_MODELS
-
-    classes = PAPER_LOSSES if dest.endswith("loss") else PAPER_MODELS
+    classes = own_choices("model.loss" if dest.endswith("loss") else "model.model")
     return [f"{cls.__module__.rsplit('.', 1)[0]}.{cls.__name__}" for cls in classes]
 
 

@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ def class_counts_cache_path(root: str | Path, key: dict[str, Any]) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pat_seg" / name
 
 
-class SegmentationDataModule(L.LightningDataModule):
+class SegmentationDataModule(L.LightningDataModule, ABC):
     """Base of every pat-seg data module.
 
     Subclasses set ``num_classes``, ``class_names``, ``ignore_index`` and implement
@@ -118,8 +119,9 @@ class SegmentationDataModule(L.LightningDataModule):
         self._train_loader_state: dict[str, int] | None = None
 
     # --- what subclasses provide -------------------------------------------------------------
-    def build_dataset(self, split: str) -> Dataset:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def build_dataset(self, split: str) -> Dataset:
+        """The dataset of ``split`` (``"train"``, ``"val"`` or ``"test"``), yielding stored samples."""
 
     def class_counts_cache_file(self) -> Path | None:
         """Where to cache the training class counts (None: keep them in memory only)."""

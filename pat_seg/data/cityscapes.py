@@ -101,6 +101,8 @@ class CityscapesDataModule(DiskDataModule):
             :class:`~pat_seg.data.disk.DiskDataModule`.
     """
 
+    label = "Cityscapes"  # its name in the report's tables
+
     def __init__(
         self,
         root: str,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -213,8 +214,9 @@ class DiskDataModule(SegmentationDataModule):
         self.ignore_index = ignore_index
 
     # --- what subclasses provide -------------------------------------------------------------
-    def build_samples(self, split: str, transform: SampleTransform) -> SegmentationSamples:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def build_samples(self, split: str, transform: SampleTransform) -> SegmentationSamples:
+        """The samples of ``split``, each delivered through ``transform`` (its stored form)."""
 
     def protocol_options(self) -> dict[str, Any]:
         """Options that change labels or splits; they key the class-counts cache and the prepared splits."""

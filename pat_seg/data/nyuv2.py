@@ -238,6 +238,8 @@ class NYUv2DataModule(DiskDataModule):
             :class:`~pat_seg.data.disk.DiskDataModule`.
     """
 
+    label = "NYUv2"  # its name in the report's tables
+
     def __init__(
         self,
         root: str,

@@ -47,6 +47,8 @@ class OxfordPetDataModule(DiskDataModule):
             :class:`~pat_seg.data.disk.DiskDataModule`.
     """
 
+    label = "Oxford Pet"  # its name in the report's tables
+
     def __init__(
         self,
         root: str,

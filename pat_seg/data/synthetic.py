@@ -386,6 +386,8 @@ class SyntheticLongTailDataModule(SegmentationDataModule):
     training pixels and the number of training images that contain it.
     """
 
+    label = "Synthetic"  # its name in the report's tables
+
     class_names = list(CLASS_NAMES)
     num_classes = len(CLASS_NAMES)
 

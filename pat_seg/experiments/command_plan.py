@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pat_seg.experiments.checkpoint_files import UnreadableCheckpointError, checkpoints_beside, read_checkpoint
+from pat_seg.experiments.class_identity import loss_plumbing
 from pat_seg.experiments.run_folder import (
     ResumeError,
     RunFolder,
@@ -27,7 +28,6 @@ from pat_seg.experiments.run_folder import (
     run_of_checkpoint,
     runs_with_last_checkpoint,
 )
-from pat_seg.experiments.runs import LOSS_PLUMBING
 
 NAMED_CHECKPOINTS = ("last", "best")
 
@@ -145,7 +145,7 @@ def _run_to_continue(default: RunFolder, config: dict[str, Any]) -> RunFolder | 
 
 def _differences(run: RunFolder, config: dict[str, Any]) -> list[str]:
     saved = run.saved_config()
-    return [] if saved is None else identity_differences(saved, config, LOSS_PLUMBING)
+    return [] if saved is None else identity_differences(saved, config, loss_plumbing(saved, config))
 
 
 def _check_same_run(run: RunFolder, config: dict[str, Any], flag: str) -> None:

@@ -38,11 +38,10 @@ from pathlib import Path
 
 import yaml
 
+from pat_seg.experiments.class_identity import resolve
 from pat_seg.experiments.paired import PairedDifference, holm_adjust, paired_difference
 from pat_seg.experiments.run_folder import yaml_value
 from pat_seg.experiments.runs import (
-    LOSS_LABELS,
-    MODEL_LABELS,
     NOT_IDENTITY,
     Run,
     differing_keys,
@@ -50,6 +49,8 @@ from pat_seg.experiments.runs import (
     find_runs,
     identity_key,
 )
+from pat_seg.losses import BEYOND_PAPER_LOSSES, PAPER_LOSSES, PATLoss
+from pat_seg.models import PAPER_MODELS
 
 FORMATS = ("markdown", "latex", "csv")
 SPLITS = ("val", "test")
@@ -179,7 +180,7 @@ def label_experiments(runs: Sequence[Run]) -> list[LabelledRun]:
     entries = []
     for run in runs:
         dataset, model, method = (labels[kind][identity_key(*getattr(run, kind))] for kind in kinds)
-        entries.append(LabelledRun(run, dataset, model, method, is_pat=run.loss[0] == "PATLoss"))
+        entries.append(LabelledRun(run, dataset, model, method, is_pat=resolve(run.loss[0]) is PATLoss))
     for cluster in _grouped(entries, "dataset", "model", "method").values():
         identities = {entry.run.identity_key: entry.run.identity for entry in cluster}
         if len(identities) < 2:
@@ -209,8 +210,8 @@ def _paper_order(label: str, names: Sequence[str]) -> tuple:
 # The order of each label's values in rows and tables: data sets naturally, models and methods as in the paper.
 ORDERS: dict[str, Sequence[str]] = {
     "dataset": (),
-    "model": list(MODEL_LABELS.values()),
-    "method": [label for label, _ in LOSS_LABELS.values()],
+    "model": [model.label for model in PAPER_MODELS],
+    "method": [loss.description.label for loss in (*PAPER_LOSSES, *BEYOND_PAPER_LOSSES)],
 }
 HEADERS = {"dataset": "Data set", "model": "Model", "method": "Method"}
 

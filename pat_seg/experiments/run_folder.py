@@ -57,7 +57,11 @@ PLUMBING = (
     "model.ignore_index",
     "model.class_names",
     "model.model.init_args.num_classes",
-)  # and each loss's own (its description's not_identifying; pat_seg.experiments.runs.LOSS_PLUMBING)
+)  # and each loss's own (its description's not_identifying; pat_seg.experiments.class_identity.loss_plumbing)
+# Config keys added after runs were saved, with the value a run saved without them is read with (their
+# default), so that it stays the same experiment as a run saved with it. lr_scheduler_interval: such runs
+# used the built-in cosine schedule, which steps per optimizer step whatever the interval says.
+ADDED_KEYS = {"model.lr_scheduler_interval": "epoch"}
 # The training budget: a resumed run may be given more of it.
 BUDGET_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time")
 
@@ -188,13 +192,14 @@ def experiment_identity(
     ``defaults``: dotted keys filled in where the config lacks them (a switch added after a run was
     saved); ``plumbing``: more keys that do not identify (the loss's, from its description).
     """
-    flat = {**(defaults or {}), **flatten(config)}
+    flat = {**ADDED_KEYS, **(defaults or {}), **flatten(config)}
     return {key: value for key, value in flat.items() if not covered(key, SEED_KEYS + PLUMBING + plumbing)}
 
 
 def resume_identity(config: dict[str, Any], plumbing: tuple[str, ...] = ()) -> dict[str, Any]:
     """The flattened config without plumbing and budget: what a command must share with the run it continues."""
-    return {key: value for key, value in flatten(config).items() if not covered(key, PLUMBING + BUDGET_KEYS + plumbing)}
+    flat = {**ADDED_KEYS, **flatten(config)}
+    return {key: value for key, value in flat.items() if not covered(key, PLUMBING + BUDGET_KEYS + plumbing)}
 
 
 def identity_differences(saved: dict[str, Any], requested: dict[str, Any], plumbing: tuple[str, ...] = ()) -> list[str]:

@@ -28,8 +28,10 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from torch import Tensor
 
 from pat_seg.experiments.checkpoint_files import write_atomically
+from pat_seg.experiments.class_identity import class_name, described, resolve
 from pat_seg.experiments.run_folder import HPARAMS, SEED_KEYS, flatten
-from pat_seg.experiments.runs import LOSSES, class_and_args
+from pat_seg.experiments.runs import class_and_args
+from pat_seg.losses import BEYOND_PAPER_LOSSES, PAPER_LOSSES
 from pat_seg.losses.description import FROM_THE_DATA
 from pat_seg.models import PAPER_MODELS
 
@@ -42,13 +44,18 @@ SEED_COLUMNS = dict(zip(("seed", "data/seed"), SEED_KEYS))
 def shown_arguments(node: Any) -> tuple[str, dict[str, Any]]:
     """``(class name, arguments the table shows)`` of a config's ``class_path`` node.
 
-    A pat-seg loss shows the arguments its ``description`` says identify a run; any other class
-    every argument but those of :data:`NOT_SHOWN`.
+    A loss with a ``description`` (pat-seg's, or a user's own) shows the arguments its description says
+    identify a run; any other class every argument but those of :data:`NOT_SHOWN`. The name is the
+    class's (:func:`~pat_seg.experiments.class_identity.class_name`: with its module where it is not
+    pat-seg's but one of pat-seg's has that name).
     """
-    name, args = class_and_args(node)
-    loss = LOSSES.get(name)
-    names = loss.description.arguments(loss) if loss is not None else [arg for arg in args if arg not in NOT_SHOWN]
-    return name, {arg: args[arg] for arg in names if arg in args}
+    path, args = class_and_args(node)
+    cls, description = resolve(path), described(path)
+    if cls is not None and description is not None:
+        names = list(description.arguments(cls))
+    else:
+        names = [arg for arg in args if arg not in NOT_SHOWN]
+    return class_name(path) if path else "", {arg: args[arg] for arg in names if arg in args}
 
 
 def hparams_summary(config: Mapping[str, Any], metrics: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
@@ -78,10 +85,10 @@ def declared_columns() -> dict[str, api_pb2.DataType]:
     """Every parameter column pat-seg can produce, typed by its argument's default: the networks of
     :data:`PAPER_MODELS` and every loss pat-seg ships, with the data module and the seeds."""
     columns = dict.fromkeys(("model", "loss", "data", *SEED_COLUMNS), api_pb2.DATA_TYPE_STRING)
-    for kind, classes in (("loss", LOSSES.values()), ("model", PAPER_MODELS)):
+    for kind, classes in (("loss", (*PAPER_LOSSES, *BEYOND_PAPER_LOSSES)), ("model", PAPER_MODELS)):
         for cls in classes:
             defaults = {name: p.default for name, p in inspect.signature(cls).parameters.items()}
-            _, shown = shown_arguments({"class_path": cls.__name__, "init_args": defaults})
+            _, shown = shown_arguments({"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": defaults})
             columns.update({f"{kind}/{arg}": column_type(default) for arg, default in shown.items()})
     return columns
 

@@ -4,8 +4,9 @@ A run is a logger directory (``<save_dir>/<name>/<version>/``) holding the ``con
 LightningCLI saved and one or more TensorBoard event files (a resumed run adds one); ``pat-seg test``
 and ``validate`` of the run write into its ``test/`` and ``validate/`` folders, read with it. What a
 run *is* -- loss, model, data set, seed -- is read from the saved config, never from the directory
-name, so renamed or hand-made runs report correctly. Two runs are the same experiment only when
-their configs agree in everything but the seeds (:attr:`Run.identity`).
+name, so renamed or hand-made runs report correctly, and what its classes are called is read from the
+classes (:mod:`pat_seg.experiments.class_identity`). Two runs are the same experiment only when their
+configs agree in everything but the seeds (:attr:`Run.identity`).
 """
 
 from __future__ import annotations
@@ -13,48 +14,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from pat_seg.experiments.class_identity import Kind, canonical, label, loss_description, loss_plumbing, not_identifying
 from pat_seg.experiments.run_folder import CONFIG, PLUMBING, SEED_KEYS, SUBFOLDERS, experiment_identity, flatten
-from pat_seg.losses import BEYOND_PAPER_LOSSES, PAPER_LOSSES
-from pat_seg.losses.description import LossDescription, short_number
+from pat_seg.losses.description import FROM_THE_DATA, short_number
 
-# Every loss pat-seg ships, by class name; each describes its label, switches and identifying arguments
-# itself (pat_seg.losses.description).
-LOSSES = {loss.__name__: loss for loss in (*PAPER_LOSSES, *BEYOND_PAPER_LOSSES)}
-# Loss classes under the names of the paper's tables, and the hyperparameters each label shows
-# (init-arg name -> symbol), as in "PAT (T=20)" or "LDAM (m=0.5, s=20)".
-LOSS_LABELS: dict[str, tuple[str, dict[str, str]]] = {
-    name: (loss.description.label, loss.description.symbols) for name, loss in LOSSES.items()
-}
-# Loss arguments that say nothing about the method (from the data, or a code path), as config keys.
-LOSS_PLUMBING = tuple(
-    sorted({f"model.loss.init_args.{arg}" for loss in LOSSES.values() for arg in loss.description.not_identifying})
-)
-MODEL_LABELS = {
-    "SegNet": "SegNet",
-    "UNet": "UNet",
-    "AttentionUNet": "AttUNet",
-    "UNetPlusPlus": "UNet++",
-    "DeepLabV3": "DLV3",
-    "DeepLabV3Plus": "DLV3+",
-}
-DATA_LABELS = {
-    "SyntheticLongTailDataModule": "Synthetic",
-    "OxfordPetDataModule": "Oxford Pet",
-    "CityscapesDataModule": "Cityscapes",
-    "NYUv2DataModule": "NYUv2",
-}
 # Init args that say nothing about *which* method, model or data set a run used: the data and model
-# arguments among the run folder's plumbing and seeds, each loss's own, and the batch size (which a
-# label need not show).
+# arguments among the run folder's plumbing and seeds, those that come from the data, and the batch
+# size (which a label need not show). A loss's own description may name more (class_identity.not_identifying).
 NOT_IDENTITY = (
     {key.rsplit(".", 1)[-1] for key in (*PLUMBING, *SEED_KEYS) if key.startswith(("data.", "model."))}
     | {"batch_size"}
-    | {arg for loss in LOSSES.values() for arg in loss.description.not_identifying}
+    | set(FROM_THE_DATA)
 )
 # Folders a run's evaluations write into, read as part of the run (predictions hold no scalars).
 EVALUATION_FOLDERS = tuple(folder for command, folder in SUBFOLDERS.items() if command != "predict")
@@ -75,8 +50,9 @@ class Run:
 
     @property
     def loss(self) -> tuple[str, dict[str, Any]]:
-        name, args = class_and_args(self.config.get("model", {}).get("loss"))
-        return name, loss_description(name).with_switch_defaults(args)
+        """The loss's class path (:func:`canonical`) and its arguments, switches its config predates filled in."""
+        path, args = class_and_args(self.config.get("model", {}).get("loss"))
+        return path, loss_description(path).with_switch_defaults(args)
 
     @property
     def model(self) -> tuple[str, dict[str, Any]]:
@@ -85,8 +61,8 @@ class Run:
     @property
     def data(self) -> tuple[str, dict[str, Any]]:
         """The data module class and its arguments, with its number of classes (NYUv2 13/14/40 differ)."""
-        name, args = class_and_args(self.config.get("data"))
-        return name, {**args, "classes": len(self.class_names("val") or self.class_names("test"))}
+        path, args = class_and_args(self.config.get("data"))
+        return path, {**args, "classes": len(self.class_names("val") or self.class_names("test"))}
 
     @property
     def seeds(self) -> tuple[Any, ...]:
@@ -99,7 +75,7 @@ class Run:
         """The run's config without seeds and logging plumbing: equal for repeats of one experiment."""
         switches = loss_description(self.loss[0]).with_switch_defaults({})
         defaults = {f"model.loss.init_args.{arg}": value for arg, value in switches.items()}
-        return experiment_identity(self.config, defaults, LOSS_PLUMBING)
+        return experiment_identity(self.config, defaults, loss_plumbing(self.config))
 
     @property
     def identity_key(self) -> str:
@@ -122,12 +98,6 @@ class Run:
         return math.fsum(v for _, v in values) / len(values) if values else None
 
 
-def loss_description(name: str) -> LossDescription:
-    """The description of the loss class ``name``; a loss of the user's own is labelled by its name."""
-    loss = LOSSES.get(name)
-    return loss.description if loss is not None else LossDescription(name.removesuffix("Loss"))
-
-
 def differing_keys(identities: list[dict[str, Any]]) -> list[str]:
     """Dotted keys whose values are not the same in every one of ``identities``."""
     keys = sorted({key for identity in identities for key in identity})
@@ -135,12 +105,13 @@ def differing_keys(identities: list[dict[str, Any]]) -> list[str]:
 
 
 def class_and_args(node: Any) -> tuple[str, dict[str, Any]]:
-    """``(class name, init args)`` of a LightningCLI ``class_path`` node (``("", {})`` when absent)."""
+    """``(class path, init args)`` of a LightningCLI ``class_path`` node (``("", {})`` when absent); the
+    path as :func:`canonical` spells it, so two spellings of one class are one class."""
     if isinstance(node, str):
-        return node.rsplit(".", 1)[-1], {}
-    if not isinstance(node, dict) or "class_path" not in node:
+        return canonical(node), {}
+    if not isinstance(node, dict) or not isinstance(node.get("class_path"), str):
         return "", {}
-    return node["class_path"].rsplit(".", 1)[-1], dict(node.get("init_args") or {})
+    return canonical(node["class_path"]), dict(node.get("init_args") or {})
 
 
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -184,34 +155,34 @@ def find_runs(logdir: str | Path, pattern: str = "**") -> list[Run]:
 
 
 def display_labels(identities: list[tuple[str, dict[str, Any]]], kind: str) -> dict[str, str]:
-    """Readable, unique labels for the distinct ``(class name, init args)`` of one kind.
+    """Readable, unique labels for the distinct ``(class path, init args)`` of one kind.
 
-    ``kind`` is ``"loss"``, ``"model"`` or ``"data"``. The paper's name comes first; the loss's
-    headline hyperparameters follow (``PAT (T=20)``); any other argument that differs between two
-    identities of the same name is appended, so runs that differ are never merged under one label.
-    Returns a map from :func:`identity_key` to label.
+    ``kind`` is ``"loss"``, ``"model"`` or ``"data"``. The name comes from the class
+    (:func:`pat_seg.experiments.class_identity.label`: the paper's for ours); the loss's headline
+    hyperparameters follow (``PAT (T=20)``); any other argument that differs between two identities of
+    the same class is appended, so runs that differ are never merged under one label. Returns a map
+    from :func:`identity_key` to label.
     """
     if kind not in ("loss", "model", "data"):
         raise ValueError(f"kind must be 'loss', 'model' or 'data'; got {kind!r}")
-    unique = {identity_key(name, args): (name, args) for name, args in identities}
+    unique = {identity_key(path, args): (path, args) for path, args in identities}
     labels: dict[str, str] = {}
-    for key, (name, args) in unique.items():
+    for key, (path, args) in unique.items():
         if kind == "loss":
-            description = loss_description(name)
+            description = loss_description(path)
             base, shown = description.named(args)
             shown = {**shown, **dict.fromkeys(description.switches, "")}  # in the name, never repeated
         else:
-            base, shown = (MODEL_LABELS if kind == "model" else DATA_LABELS).get(name, name), {}
-        if kind == "data":
-            base = base if name in DATA_LABELS else base.removesuffix("DataModule")
+            base, shown = label(path, cast(Kind, kind)), {}
         parts = [f"{symbol}={short_number(args[arg])}" for arg, symbol in shown.items() if arg in args and symbol]
-        siblings = [other for other in unique.values() if other[0] == name and other[1] != args]
+        siblings = [other for other in unique.values() if other[0] == path and other[1] != args]
+        ignored = NOT_IDENTITY | not_identifying(path)
         differing = sorted(
             {
                 arg
                 for _, other in siblings
                 for arg in set(args) | set(other)
-                if args.get(arg) != other.get(arg) and arg not in shown and arg not in NOT_IDENTITY
+                if args.get(arg) != other.get(arg) and arg not in shown and arg not in ignored
             }
         )
         parts += [f"{arg}={short_number(args.get(arg))}" for arg in differing]
@@ -219,7 +190,8 @@ def display_labels(identities: list[tuple[str, dict[str, Any]]], kind: str) -> d
     return labels
 
 
-def identity_key(name: str, args: dict[str, Any]) -> str:
-    """A hashable key for ``(class name, init args)`` that ignores arguments which do not identify."""
-    kept = {k: v for k, v in args.items() if k not in NOT_IDENTITY}
-    return f"{name}{yaml.safe_dump(kept, sort_keys=True, default_flow_style=True).strip()}"
+def identity_key(path: str, args: dict[str, Any]) -> str:
+    """A hashable key for ``(class path, init args)`` that ignores arguments which do not identify."""
+    ignored = NOT_IDENTITY | not_identifying(path)
+    kept = {k: v for k, v in args.items() if k not in ignored}
+    return f"{path}{yaml.safe_dump(kept, sort_keys=True, default_flow_style=True).strip()}"

@@ -48,6 +48,8 @@ class AttentionUNet(UNet):
             depth=4`` is the 2-D Attention U-Net at U-Net's paper width (32.1M parameters).
     """
 
+    label = "AttUNet"  # its name in the report's tables
+
     def __init__(self, num_classes: int, in_channels: int = 3, base_channels: int = 64, depth: int = 4) -> None:
         super().__init__(num_classes, in_channels, base_channels, depth)
         widths = [base_channels * 2**i for i in range(depth + 1)]

@@ -83,6 +83,8 @@ class DeepLabV3(SegmentationNetwork):
         pretrained_path: the checkpoint to load when ``pretrained``; default: timm's cache files.
     """
 
+    label = "DLV3"  # its name in the report's tables
+
     # Backbone stages whose features the head uses (4 = last stage).
     feature_indices: tuple[int, ...] = (4,)
 
@@ -122,6 +124,8 @@ class DeepLabV3Plus(DeepLabV3):
     reduced to 48 channels (1x1 conv, BN, ReLU), refined by two 3x3 convs of 256 filters, classified
     by a 1x1 conv and up-sampled to the input size. Arguments as :class:`DeepLabV3`.
     """
+
+    label = "DLV3+"  # its name in the report's tables
 
     feature_indices = (1, 4)
 

@@ -39,6 +39,8 @@ class SegNet(SegmentationNetwork):
             smaller values scale every stage for quick runs.
     """
 
+    label = "SegNet"  # its name in the report's tables
+
     def __init__(self, num_classes: int, in_channels: int = 3, base_channels: int = 64) -> None:
         super().__init__()
         check_model_args(num_classes, in_channels, base_channels=base_channels)

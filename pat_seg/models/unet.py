@@ -19,6 +19,8 @@ class UNet(SegmentationNetwork):
     network of the paper.
     """
 
+    label = "UNet"  # its name in the report's tables
+
     def __init__(self, num_classes: int, in_channels: int = 3, base_channels: int = 32, depth: int = 4) -> None:
         super().__init__()
         check_model_args(num_classes, in_channels, base_channels=base_channels, depth=depth)

@@ -35,6 +35,8 @@ class UNetPlusPlus(SegmentationNetwork):
         deep_supervision: classify every top node and average (see above).
     """
 
+    label = "UNet++"  # its name in the report's tables
+
     def __init__(
         self,
         num_classes: int,
