@@ -59,12 +59,32 @@ def short_errors(command: str) -> Iterator[None]:
         cause = project_error(error)
         if cause is None or os.environ.get("PAT_SEG_DEBUG", "").strip() not in ("", "0"):
             raise
-        lines = str(cause).strip().splitlines() or [type(cause).__name__]
+        lines = without_worker_traceback(str(cause)).strip().splitlines() or [type(cause).__name__]
         if len(lines) > MAX_MESSAGE_LINES:
             lines = lines[:MAX_MESSAGE_LINES] + ["..."]
         lines[0] = f"pat-seg {command}: error: {lines[0]}"
         sys.stderr.write("\n".join([*lines, "(set PAT_SEG_DEBUG=1 to see the traceback)"]) + "\n")
         sys.exit(cause.exit_code)
+
+
+# A loader worker's exception reaches the main process as an exception of its type whose message is
+# the worker's whole traceback (torch.utils.data's ExceptionWrapper): the file it names comes last.
+_WORKER_ERROR = re.compile(
+    r"Caught (?P<type>\w+) in DataLoader worker process \d+\.\nOriginal Traceback \(most recent call last\):\n"
+)
+
+
+def without_worker_traceback(message: str) -> str:
+    """``message`` with a loader worker's traceback in it replaced by the message of the exception the
+    traceback ends in (``cannot read image x.png: ...``); any other message as it is."""
+    wrapped = _WORKER_ERROR.search(message)
+    if wrapped is None:
+        return message
+    traceback = message[wrapped.end() :]
+    raised = list(re.finditer(rf"^(?:[\w.]+\.)?{wrapped['type']}: ", traceback, re.MULTILINE))
+    if not raised:
+        return message
+    return message[: wrapped.start()] + traceback[raised[-1].end() :].rstrip("\n")
 
 
 _UNACCEPTED = re.compile(

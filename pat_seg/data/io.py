@@ -6,15 +6,17 @@ with a half-copied data set learns which file to fix instead of seeing a stack t
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
 from pat_seg.exceptions import ConfigurationError
@@ -31,6 +33,15 @@ class DatasetLayoutError(FileNotFoundError, ConfigurationError):
 
 # Marks a raw label value that an int64 label table does not accept.
 INVALID = np.iinfo(np.int64).min
+# The pixel limit of image files (max_image_pixels): the environment variable, and Pillow's default
+# (Image.MAX_IMAGE_PIXELS, 89,478,485: 268 MB as uint8 RGB), 43 times a 2048x1024 Cityscapes image.
+MAX_PIXELS_VARIABLE = "PAT_SEG_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+# What Pillow raises on a malformed file, by the decoders' own code: an unidentified or truncated file
+# (OSError), a broken chunk (SyntaxError), a field out of range or an oversized text chunk (ValueError),
+# data that ends early (EOFError), a short header field (struct.error), a corrupt stream (zlib.error),
+# and an allocation a raised limit cannot meet (MemoryError).
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, MemoryError)
 
 
 def require_paths(paths: Iterable[Path], layout: str) -> None:
@@ -43,26 +54,79 @@ def require_paths(paths: Iterable[Path], layout: str) -> None:
             raise DatasetLayoutError(f"{path} does not exist; expected this layout:\n{layout}")
 
 
+def max_image_pixels() -> int:
+    """The most pixels an image file may have: ``PAT_SEG_MAX_IMAGE_PIXELS``, else Pillow's default limit.
+
+    A header is cheap to forge: a 48 KB PNG can claim 20000x20000 pixels, 1.2 GB decoded (4.8 GB as
+    the float image a loader makes of it). Every image and label image is checked against this limit
+    from its header, before anything is decoded (:func:`opened_image`).
+    """
+    text = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ConfigurationError(
+            f"{MAX_PIXELS_VARIABLE}={text!r}: expected a whole number of pixels >= 1, the largest image "
+            f"to read (default {DEFAULT_MAX_PIXELS})"
+        )
+    return limit
+
+
+@contextmanager
+def opened_image(path: Path, kind: str = "image") -> Iterator[Image.Image]:
+    """The image file at ``path`` opened by Pillow, its header read and its size within
+    :func:`max_image_pixels`; nothing decoded yet.
+
+    Whatever Pillow raises inside the block on a malformed file (too little image data, a broken
+    chunk, a file that is no image) becomes a :class:`ConfigurationError` naming the file, as does an
+    image over the limit. ``kind`` names the file in messages (``"image"``, ``"label image"``).
+    """
+    limit = max_image_pixels()
+    try:
+        pillow_limit = Image.MAX_IMAGE_PIXELS
+        # Pillow's own guard is off while the header is read: the check below replaces it, with the
+        # file's size and the variable that raises the limit (Pillow's message names neither).
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            image = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = pillow_limit
+        with image:
+            if image.width * image.height > limit:
+                raise ConfigurationError(
+                    f"{kind} {path} is {image.width}x{image.height} ({image.width * image.height:,} pixels), more "
+                    f"than the {limit:,} pixels an image may have; to read it, set {MAX_PIXELS_VARIABLE} to a "
+                    "larger number of pixels"
+                )
+            yield image
+    except ConfigurationError:
+        raise
+    except DECODE_ERRORS as error:
+        raise ConfigurationError(f"cannot read {kind} {path}: {error}") from error
+
+
 def read_rgb(path: Path) -> Tensor:
     """The image at ``path`` as ``uint8 [3, H, W]`` (grey, palette, alpha and CMYK files converted to RGB).
 
-    Decoded by ``torchvision.io`` (libpng, libjpeg-turbo), which takes about 15% less CPU time than
-    PIL on a 2048x1024 Cityscapes PNG (docs/benchmarks.md, "Data loaders"). Files it does not decode,
-    or decodes to more than 8 bits per channel, go through PIL, which reads more formats.
+    Any file may be malformed: a broken file is a :class:`ConfigurationError` naming it, never a
+    crash (:func:`opened_image`). JPEGs are decoded by ``torchvision.io`` (libjpeg-turbo, which reports
+    a broken file as an error), 40% faster than Pillow on a 2048x1024 JPEG (docs/benchmarks.md,
+    "Decoding"); every other format by Pillow. torchvision's PNG decoder is not used: libpng errors
+    past the header (a file with too little image data) crash the process.
     """
-    if decode_image is not None:
-        try:
-            image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
-            if image.dtype == torch.uint8:
-                return image
-        except RuntimeError:  # not a format torchvision decodes, or a broken file: PIL says which
-            pass
-    try:
-        with Image.open(path) as pil_image:
-            # np.array copies: torch refuses the read-only buffer PIL would share.
-            return torch.from_numpy(np.array(pil_image.convert("RGB"))).permute(2, 0, 1)
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ConfigurationError(f"cannot read image {path}: {error}") from error
+    with opened_image(path) as image:
+        if image.format in ("JPEG", "MPO") and decode_image is not None:
+            try:
+                return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+            except RuntimeError:  # a JPEG libjpeg-turbo does not convert to RGB (CMYK): Pillow does, or says why not
+                pass
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        # np.array copies: torch refuses the read-only buffer Pillow would share.
+        return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)
 
 
 def read_label_image(path: Path) -> np.ndarray:
@@ -70,15 +134,12 @@ def read_label_image(path: Path) -> np.ndarray:
     8-bit PNGs), palettes not applied; :class:`LabelTable` maps them to classes.
 
     Label PNGs are single-channel (mode L, P or I); a colour PNG is a colour rendering of a label
-    map, not the label map, and is refused.
+    map, not the label map, and is refused. A malformed file is an error naming it (:func:`opened_image`).
     """
-    try:
-        with Image.open(path) as image:
-            if image.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
-                raise ConfigurationError(f"label image {path} has mode {image.mode}; expected a single-channel PNG")
-            return np.asarray(image)
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ConfigurationError(f"cannot read label image {path}: {error}") from error
+    with opened_image(path, "label image") as image:
+        if image.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
+            raise ConfigurationError(f"label image {path} has mode {image.mode}; expected a single-channel PNG")
+        return np.asarray(image)
 
 
 @dataclass(frozen=True)
