@@ -92,6 +92,7 @@ _UNACCEPTED = re.compile(
 )
 _UNRECOGNIZED = re.compile(r"unrecognized arguments: (?P<arguments>.+)")
 _PARSER_KEY = re.compile(r'Parser key "(?P<key>[\w.]+)"')
+_MISSING_CONFIG = re.compile(r'Parser key "config":\s*File does not exist')
 
 
 def explain_parse_error(error: Exception, argv: list[str], options: list[str]) -> ConfigurationError:
@@ -115,7 +116,9 @@ def explain_parse_error(error: Exception, argv: list[str], options: list[str]) -
     if unrecognized is not None:
         flag = unrecognized["arguments"].split()[0].split("=")[0]
         return ConfigurationError(f"unknown option {flag}" + _closest(flag, options))
-    lines = [line for line in text.strip().splitlines() if line.strip()][: MAX_MESSAGE_LINES - 2]
+    lines = [line for line in text.strip().splitlines() if line.strip()][: MAX_MESSAGE_LINES - 3]
+    if _MISSING_CONFIG.search(text):  # neither a file here nor a shipped config (pat_seg.config_files)
+        lines.append("--config takes a file, or a config pat-seg ships by its name in configs/ (see pat-seg --help)")
     return ConfigurationError("\n".join(lines) or type(error).__name__)
 
 

@@ -42,6 +42,11 @@ DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 # data that ends early (EOFError), a short header field (struct.error), a corrupt stream (zlib.error),
 # and an allocation a raised limit cannot meet (MemoryError).
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, MemoryError)
+# What image memory holds before a PNG is decoded into it (decoded): a last row that still holds the
+# first value only was not reached, unless it is the image's own, which the second value tells apart.
+# Values a label map or a photo rarely fills a whole row with; bilevel images hold only 0 and 255.
+UNWRITTEN = (165, 90)
+UNWRITTEN_BILEVEL = (255, 0)
 
 
 def require_paths(paths: Iterable[Path], layout: str) -> None:
@@ -87,15 +92,7 @@ def opened_image(path: Path, kind: str = "image") -> Iterator[Image.Image]:
     """
     limit = max_image_pixels()
     try:
-        pillow_limit = Image.MAX_IMAGE_PIXELS
-        # Pillow's own guard is off while the header is read: the check below replaces it, with the
-        # file's size and the variable that raises the limit (Pillow's message names neither).
-        Image.MAX_IMAGE_PIXELS = None
-        try:
-            image = Image.open(path)
-        finally:
-            Image.MAX_IMAGE_PIXELS = pillow_limit
-        with image:
+        with _open(path) as image:
             if image.width * image.height > limit:
                 raise ConfigurationError(
                     f"{kind} {path} is {image.width}x{image.height} ({image.width * image.height:,} pixels), more "
@@ -107,6 +104,61 @@ def opened_image(path: Path, kind: str = "image") -> Iterator[Image.Image]:
         raise
     except DECODE_ERRORS as error:
         raise ConfigurationError(f"cannot read {kind} {path}: {error}") from error
+
+
+def _open(path: Path) -> Image.Image:
+    """``Image.open(path)`` with Pillow's own pixel guard off while the header is read: its callers
+    check :func:`max_image_pixels` instead, with the file's size and the variable that raises the
+    limit (Pillow's message names neither, and refuses past twice its own limit whatever is set)."""
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        return Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
+
+
+def decoded(image: Image.Image, path: Path) -> Image.Image:
+    """``image``, opened from ``path`` by :func:`opened_image`, decoded whole (the same image or, rarely,
+    the file decoded again).
+
+    A PNG whose image data ends before its last row is an ``OSError``: libpng stops with "Not enough
+    image data", but Pillow's zip decoder stops where the compressed stream ends and leaves the rows it
+    did not reach as they were. So the image memory is filled with a value before decoding, and a last
+    row that still holds only that value was not reached -- unless the image's own last row holds it,
+    which a second decoding over another value tells apart.
+    """
+    row = _last_decoded_row(image)
+    if row is None:
+        image.load()
+        return image
+    first, second = UNWRITTEN_BILEVEL if image.mode == "1" else UNWRITTEN
+    if _writes_row(image, row, first):
+        return image
+    again = _open(path)
+    if _writes_row(again, row, second):
+        return again
+    again.close()
+    raise OSError(f"too little image data (row {row + 1} of {image.height} is missing)")
+
+
+def _last_decoded_row(image: Image.Image) -> int | None:
+    """The row a PNG decoder writes last: the last row, or of an interlaced PNG the last odd row (the
+    seventh pass's); None where not checked (other formats, animated PNGs, a one-row interlaced PNG)."""
+    if image.format != "PNG" or getattr(image, "is_animated", False):
+        return None
+    if not image.info.get("interlace"):
+        return image.height - 1
+    return image.height - 1 - image.height % 2 if image.height > 1 else None
+
+
+def _writes_row(image: Image.Image, row: int, fill: int) -> bool:
+    """Decode ``image`` into memory filled with ``fill``; whether row ``row`` then holds any other value."""
+    bands = len(image.getbands())
+    image.im = Image.new(image.mode, image.size, fill if bands == 1 else (fill,) * bands).im
+    image.load()  # decodes into the memory set above (ImageFile.load_prepare keeps an existing one)
+    extrema = image.crop((0, row, image.width, row + 1)).getextrema()
+    return any(bounds != (fill, fill) for bounds in (extrema if bands > 1 else [extrema]))
 
 
 def read_rgb(path: Path) -> Tensor:
@@ -124,7 +176,8 @@ def read_rgb(path: Path) -> Tensor:
                 return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
             except RuntimeError:  # a JPEG libjpeg-turbo does not convert to RGB (CMYK): Pillow does, or says why not
                 pass
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        whole = decoded(image, path)
+        rgb = whole if whole.mode == "RGB" else whole.convert("RGB")
         # np.array copies: torch refuses the read-only buffer Pillow would share.
         return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)
 
@@ -139,7 +192,7 @@ def read_label_image(path: Path) -> np.ndarray:
     with opened_image(path, "label image") as image:
         if image.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
             raise ConfigurationError(f"label image {path} has mode {image.mode}; expected a single-channel PNG")
-        return np.asarray(image)
+        return np.asarray(decoded(image, path))
 
 
 @dataclass(frozen=True)
