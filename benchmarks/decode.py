@@ -5,13 +5,15 @@
 
 ``read_rgb`` opens every file with Pillow (the header and the pixel limit), decodes PNGs with Pillow
 (the check that no row is missing included) and JPEGs with torchvision's libjpeg-turbo. The other rows
-are the decoders alone: torchvision's ``decode_image`` (libpng, libjpeg-turbo; its PNG decoder crashes
-the process on a PNG with too little image data) and Pillow's ``Image.open(...).convert("RGB")``;
-``read_label_image`` times an 8-bit label PNG of the same size. The files are generated
+are the decoders alone: torchvision's ``decode_image`` (libpng, libjpeg-turbo: what ``read_rgb`` used
+for every file before; its PNG decoder crashes the process on a PNG with too little image data) and
+Pillow's ``Image.open(...).convert("RGB")``. ``read_label_image`` times an 8-bit label PNG of the same
+size, against Pillow's decode alone (what it was before the checks). The files are generated
 (``benchmarks/data.py``'s photo: a smooth colour field plus noise, whose amount sets the compressed
 size, about 2.3 MB for a 2048x1024 PNG as Cityscapes' ``leftImg8bit``) and read from the page cache.
-Each round times every decoder once, in a rotating order, on one torch thread (as a loader worker
-runs); the table gives CPU milliseconds per file, median and minimum over rounds.
+Each round times every decoder once, in a random order (each after any other: caches alike), on one
+torch thread (as a loader worker runs); the table gives CPU milliseconds per file, median and minimum
+over rounds.
 """
 
 from __future__ import annotations
@@ -21,15 +23,19 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
 import torch
-from data import photo
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image, read_file
 
 from pat_seg.data.io import read_label_image, read_rgb
+
+# benchmarks/data.py's generated photos (this folder is sys.path[0] when run as a script). By name: how
+# an `import data` sorts depends on whether a data/ folder sits at the repository root.
+photo = import_module("data").photo
 
 
 def torchvision_rgb(path: Path) -> torch.Tensor:
@@ -39,6 +45,11 @@ def torchvision_rgb(path: Path) -> torch.Tensor:
 def pillow_rgb(path: Path) -> torch.Tensor:
     with Image.open(path) as image:
         return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+
+
+def pillow_label(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image)
 
 
 def write_files(folder: Path, size: tuple[int, int], rng: np.random.Generator) -> dict[str, Path]:
@@ -80,12 +91,12 @@ def main() -> None:
                 )
             ]
             cases.append(("label PNG", "read_label_image", read_label_image, files["label PNG"]))
+            cases.append(("label PNG", "Pillow np.asarray", pillow_label, files["label PNG"]))
             for _, _, function, path in cases:  # warm up: the page cache, the libraries' first calls
                 function(path)
             times: list[list[float]] = [[] for _ in cases]
-            for round_ in range(args.rounds):
-                for offset in range(len(cases)):
-                    index = (round_ + offset) % len(cases)
+            for _ in range(args.rounds):
+                for index in rng.permutation(len(cases)):
                     times[index].append(cpu_ms(cases[index][2], cases[index][3]))
             for (kind, name, _, path), measured in zip(cases, times):
                 size_kib = path.stat().st_size / 1024

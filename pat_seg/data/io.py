@@ -165,10 +165,10 @@ def read_rgb(path: Path) -> Tensor:
     """The image at ``path`` as ``uint8 [3, H, W]`` (grey, palette, alpha and CMYK files converted to RGB).
 
     Any file may be malformed: a broken file is a :class:`ConfigurationError` naming it, never a
-    crash (:func:`opened_image`). JPEGs are decoded by ``torchvision.io`` (libjpeg-turbo, which reports
-    a broken file as an error), 40% faster than Pillow on a 2048x1024 JPEG (docs/benchmarks.md,
-    "Decoding"); every other format by Pillow. torchvision's PNG decoder is not used: libpng errors
-    past the header (a file with too little image data) crash the process.
+    crash (:func:`opened_image`, :func:`decoded`). JPEGs are decoded by ``torchvision.io``
+    (libjpeg-turbo, which reports a broken file as an error), in 45% less CPU time than Pillow on a
+    2048x1024 JPEG (docs/benchmarks.md, "Decoding"); every other format by Pillow. torchvision's PNG
+    decoder is not used: a libpng error past the header (too little image data) crashes the process.
     """
     with opened_image(path) as image:
         if image.format in ("JPEG", "MPO") and decode_image is not None:
