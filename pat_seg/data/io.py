@@ -136,8 +136,12 @@ def decoded(image: Image.Image, path: Path) -> Image.Image:
     if _writes_row(image, row, first):
         return image
     again = _open(path)
-    if _writes_row(again, row, second):
-        return again
+    try:
+        if _writes_row(again, row, second):
+            return again
+    except BaseException:
+        again.close()
+        raise
     again.close()
     raise OSError(f"too little image data (row {row + 1} of {image.height} is missing)")
 
