@@ -1,8 +1,9 @@
 """Configs by name from any folder: ``--config cityscapes_pat.yaml`` reads the config pat-seg ships.
 
 In this checkout the shipped configs are the repository's ``configs/``; a wheel carries them as
-``pat_seg/configs/`` (the slow test builds one, installs it into a fresh virtual environment and runs
-the console script from an empty folder). Expected values are read off the YAML files by hand.
+``pat_seg/configs/``. The slow tests build a wheel and an editable install of a copy of the
+repository, install each into a fresh virtual environment and run the console script from an empty
+folder. Expected values are read off the YAML files by hand.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def test_a_missing_config_says_where_configs_come_from(elsewhere: Path) -> None:
     assert "cityscapes_pat.yaml" in top_level_help() and "PAT_SEG_MAX_IMAGE_PIXELS" in top_level_help()
 
 
-# --- the built wheel ---------------------------------------------------------------------------------------
+# --- installed: the built wheel, and an editable install -------------------------------------------------
 SOURCES = ("pat_seg", "configs", "pyproject.toml", "README.md", "MANIFEST.in", "build_configs.py")
 
 
@@ -120,53 +121,62 @@ def run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> sub
 
 
 def build(source: Path, out: Path, kind: str) -> Path:
-    """``build_sdist`` or ``build_wheel`` of the setuptools backend in ``source``, offline; the file made."""
+    """``build_sdist``, ``build_wheel`` or ``build_editable`` of the setuptools backend in ``source``,
+    offline (no build isolation); the file made."""
     script = f"from setuptools import build_meta; print(build_meta.build_{kind}({str(out)!r}))"
     result = run([sys.executable, "-c", script], cwd=source)
     assert result.returncode == 0, result.stderr[-3000:]
     return out / result.stdout.strip().splitlines()[-1]
 
 
-@pytest.mark.slow
-def test_the_built_wheel_runs_shipped_configs_from_an_empty_folder(tmp_path: Path) -> None:
+def installed_wheel(tmp_path: Path, kind: str) -> tuple[Path, Path]:
+    """A copy of the repository built as ``kind`` (``wheel``: as ``python -m build`` does, from the
+    unpacked sdist; ``editable``: as ``pip install -e`` does) and installed into a fresh virtual
+    environment; ``(the wheel, the environment)``."""
     source = tmp_path / "source"
     source.mkdir()
     for name in SOURCES:  # what the repository holds, without build leftovers
-        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy
-        copy(
-            REPO / name,
-            source / name,
-            **({"ignore": shutil.ignore_patterns("__pycache__")} if name == "pat_seg" else {}),
-        )
-    # As `python -m build` does: the sdist, then the wheel from the unpacked sdist.
-    sdist = build(source, tmp_path / "dist", "sdist")
-    with tarfile.open(sdist) as archive:
-        archive.extractall(tmp_path / "unpacked", filter="data")
-    wheel = build(next((tmp_path / "unpacked").iterdir()), tmp_path / "dist", "wheel")
-    shipped = {
-        name.removeprefix("pat_seg/configs/") for name in zipfile.ZipFile(wheel).namelist() if "/configs/" in name
-    }
-    assert shipped == {path.relative_to(CONFIGS).as_posix() for path in CONFIGS.rglob("*.yaml")} | {"default.yaml"}
-
-    # A fresh environment holding the wheel (not editable), with this one's dependencies (torch, Lightning)
-    # on its path; the wheel is installed first, so pip never sees this environment's own pat-seg.
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(REPO / name, source / name)
+    if kind == "wheel":
+        sdist = build(source, tmp_path / "dist", "sdist")
+        with tarfile.open(sdist) as archive:
+            archive.extractall(tmp_path / "unpacked", filter="data")
+        source = next((tmp_path / "unpacked").iterdir())
+    wheel = build(source, tmp_path / "dist", kind)
+    # This environment's dependencies (torch, Lightning) go on the new one's path after the install, so
+    # pip never sees this environment's own pat-seg.
     venv = tmp_path / "venv"
     assert run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp_path).returncode == 0
-    python = venv / "bin" / "python"
-    installed = run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", str(wheel)],
-        cwd=tmp_path,
-    )
+    python = str(venv / "bin" / "python")
+    install = [sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", str(wheel)]
+    installed = run(install, cwd=tmp_path)
     assert installed.returncode == 0, installed.stderr[-3000:]
-    site = run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp_path)
-    (Path(site.stdout.strip()) / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    site = Path(
+        run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path).stdout.strip()
+    )
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return wheel, venv
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["wheel", "editable"])
+def test_an_installed_pat_seg_runs_shipped_configs_from_an_empty_folder(tmp_path: Path, kind: str) -> None:
+    wheel, venv = installed_wheel(tmp_path, kind)
+    if kind == "wheel":
+        shipped = {
+            name.removeprefix("pat_seg/configs/") for name in zipfile.ZipFile(wheel).namelist() if "/configs/" in name
+        }
+        assert shipped == {path.relative_to(CONFIGS).as_posix() for path in CONFIGS.rglob("*.yaml")} | {"default.yaml"}
     empty = tmp_path / "empty"
     empty.mkdir()
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PAT_SEG_DEBUG")}
     env["OMP_NUM_THREADS"] = "1"
-    where = run([str(python), "-c", "import pat_seg; print(pat_seg.__file__)"], cwd=empty, env=env)
-    assert where.stdout.strip() == str(Path(site.stdout.strip()) / "pat_seg" / "__init__.py")
+    where = run([str(venv / "bin" / "python"), "-c", "import pat_seg; print(pat_seg.__file__)"], cwd=empty, env=env)
+    package = venv if kind == "wheel" else tmp_path / "source"  # an editable install runs the source copy
+    assert Path(where.stdout.strip()).is_relative_to(package), where.stdout + where.stderr[-2000:]
     pat_seg = str(venv / "bin" / "pat-seg")
     printed = run([pat_seg, "fit", "--config", "cityscapes_pat.yaml", "--print_config"], cwd=empty, env=env)
     assert printed.returncode == 0, printed.stderr[-3000:]
