@@ -29,6 +29,23 @@ def test_a_16_bit_png_goes_through_pil_and_comes_back_as_8_bit_rgb(tmp_path: Pat
     assert image.dtype == torch.uint8 and image.shape == (3, 3, 4)
 
 
+@pytest.mark.parametrize("value", [165, 90, 0])
+def test_a_png_whose_rows_hold_one_value_reads_back_exactly(tmp_path: Path, value: int) -> None:
+    # The readers fill the decoding memory with 165, then 90, to see whether the last row was reached:
+    # an image whose last row (or every row) holds one of those values is still read as written.
+    rng = np.random.default_rng(value)
+    pixels = rng.integers(0, 256, size=(6, 5, 3), dtype=np.uint8)
+    pixels[-1] = value
+    Image.fromarray(pixels).save(tmp_path / "rgb.png")
+    assert torch.equal(read_rgb(tmp_path / "rgb.png"), torch.from_numpy(pixels).permute(2, 0, 1))
+    flat = np.full((6, 5), value, dtype=np.uint8)
+    Image.fromarray(flat).save(tmp_path / "flat.png")
+    assert np.array_equal(read_label_image(tmp_path / "flat.png"), flat)
+    white = np.ones((6, 5), dtype=bool)  # mode "1": filled with 255, then 0
+    Image.fromarray(white).save(tmp_path / "white.png")
+    assert torch.equal(read_rgb(tmp_path / "white.png"), torch.full((3, 6, 5), 255, dtype=torch.uint8))
+
+
 def test_label_png_keeps_its_byte_values(tmp_path: Path) -> None:
     labels = np.array([[0, 7, 255], [33, 1, 2]], dtype=np.uint8)
     Image.fromarray(labels).save(tmp_path / "label.png")

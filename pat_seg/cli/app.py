@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from argparse import ArgumentError
 from contextlib import ExitStack
 from importlib import import_module
@@ -30,6 +31,7 @@ from pat_seg.callbacks.prediction_writer import PredictionWriter
 from pat_seg.cli.errors import configuration_error, explain_parse_error, short_errors
 from pat_seg.cli.help import COMMANDS, PatSegHelpFormatter, top_level_help
 from pat_seg.cli.warning_filters import ignore_third_party_warnings
+from pat_seg.config_files import with_shipped_configs
 from pat_seg.data.base import SegmentationDataModule
 from pat_seg.data.image_folder import ImageFolderDataModule, predict_only
 from pat_seg.exceptions import ConfigurationError
@@ -74,8 +76,18 @@ class PatSegCLI(LightningCLI):
         be given. The config defines the module; the checkpoint supplies its weights."""
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
+        from_argv = False
+        if not isinstance(args, (dict, Namespace)):
+            # A --config that is no file here names a shipped config (pat_seg.config_files).
+            given = list(sys.argv[1:] if args is None else args)
+            resolved = with_shipped_configs(given)
+            if resolved != given:
+                from_argv, args = args is None, resolved
         try:
-            super().parse_arguments(parser, args)
+            with warnings.catch_warnings():
+                if from_argv:  # sys.argv's own arguments as a list: LightningCLI would warn of both
+                    warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended")
+                super().parse_arguments(parser, args)
         except ArgumentError as error:
             argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
             raise explain_parse_error(error, argv, option_strings(parser, argv)) from error

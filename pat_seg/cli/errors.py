@@ -60,7 +60,7 @@ def short_errors(command: str) -> Iterator[None]:
         cause = project_error(error)
         if cause is None or os.environ.get("PAT_SEG_DEBUG", "").strip() not in ("", "0"):
             raise
-        lines = str(cause).strip().splitlines() or [type(cause).__name__]
+        lines = without_worker_traceback(str(cause)).strip().splitlines() or [type(cause).__name__]
         if len(lines) > MAX_MESSAGE_LINES:
             lines = lines[:MAX_MESSAGE_LINES] + ["..."]
         lines[0] = f"pat-seg {command}: error: {lines[0]}"
@@ -68,11 +68,32 @@ def short_errors(command: str) -> Iterator[None]:
         sys.exit(cause.exit_code)
 
 
+# A loader worker's exception reaches the main process as an exception of its type whose message is
+# the worker's whole traceback (torch.utils.data's ExceptionWrapper): the file it names comes last.
+_WORKER_ERROR = re.compile(
+    r"Caught (?P<type>\w+) in DataLoader worker process \d+\.\nOriginal Traceback \(most recent call last\):\n"
+)
+
+
+def without_worker_traceback(message: str) -> str:
+    """``message`` with a loader worker's traceback in it replaced by the message of the exception the
+    traceback ends in (``cannot read image x.png: ...``); any other message as it is."""
+    wrapped = _WORKER_ERROR.search(message)
+    if wrapped is None:
+        return message
+    traceback = message[wrapped.end() :]
+    raised = list(re.finditer(rf"^(?:[\w.]+\.)?{wrapped['type']}: ", traceback, re.MULTILINE))
+    if not raised:
+        return message
+    return message[: wrapped.start()] + traceback[raised[-1].end() :].rstrip("\n")
+
+
 _UNACCEPTED = re.compile(
     r"class_path '(?P<path>[\w.]+)':\s*\n\s*(?:Option|Key) '(?P<key>[\w.]+)' is not (?:accepted|expected)"
 )
 _UNRECOGNIZED = re.compile(r"unrecognized arguments: (?P<arguments>.+)")
 _PARSER_KEY = re.compile(r'Parser key "(?P<key>[\w.]+)"')
+_MISSING_CONFIG = re.compile(r'Parser key "config":\s*File does not exist')
 
 
 def explain_parse_error(error: Exception, argv: list[str], options: list[str]) -> ConfigurationError:
@@ -100,7 +121,9 @@ def explain_parse_error(error: Exception, argv: list[str], options: list[str]) -
     if class_path is not None:
         return class_path
     # A union type's errors come once per type it tried, often word for word: each line once.
-    lines = list(dict.fromkeys(line for line in text.strip().splitlines() if line.strip()))[: MAX_MESSAGE_LINES - 2]
+    lines = list(dict.fromkeys(line for line in text.strip().splitlines() if line.strip()))[: MAX_MESSAGE_LINES - 3]
+    if _MISSING_CONFIG.search(text):  # neither a file here nor a shipped config (pat_seg.config_files)
+        lines.append("--config takes a file, or a config pat-seg ships by its name in configs/ (see pat-seg --help)")
     return ConfigurationError("\n".join(lines) or type(error).__name__)
 
 

@@ -13,6 +13,7 @@ from argparse import Action
 from jsonargparse import DefaultHelpFormatter
 
 from pat_seg.cli.class_paths import own_choices
+from pat_seg.data.io import DEFAULT_MAX_PIXELS
 
 COMMANDS = {
     "fit": "train a model (default: the embedded synthetic data, a small U-Net, the PAT loss)",
@@ -39,6 +40,12 @@ examples:
   pat-seg test --config lightning_logs/default/version_0/config.yaml --ckpt_path best
   pat-seg report --logdir lightning_logs
 
+--config takes a file, or one of the configs pat-seg ships by its name in the repository's configs/
+folder, from any folder (a path that is a file here comes first): cityscapes_pat.yaml,
+configs/cityscapes_pat.yaml, model/deeplabv3plus.yaml, sweeps/table3.yaml (`pat-seg sweep`).
+
+PAT_SEG_MAX_IMAGE_PIXELS=N reads images of up to N pixels (default {max_pixels:,}; larger ones are
+refused by name, as a decompression bomb would be).
 PAT_SEG_DEBUG=1 shows the full traceback of an error.
 """
 LONG_LIST = 12
@@ -47,7 +54,10 @@ _KNOWN = re.compile(r", known subclasses: (?P<paths>.*)\)$", re.DOTALL)
 
 def top_level_help() -> str:
     width = max(map(len, COMMANDS))
-    return TOP_LEVEL_HELP.format(commands="\n".join(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()))
+    return TOP_LEVEL_HELP.format(
+        commands="\n".join(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()),
+        max_pixels=DEFAULT_MAX_PIXELS,
+    )
 
 
 def own_classes(dest: str) -> list[str]:

@@ -23,8 +23,8 @@ UNACTIONABLE: tuple[tuple[str, type[Warning]], ...] = (
     (r"\s*``ArgumentParser.add_instantiator`` was deprecated", DeprecationWarning),
     # jsonargparse's note that comes with the first of the three above
     (r"\s*By default only one JsonargparseDeprecationWarning per type is shown", DeprecationWarning),
-    # torchvision >= 0.29, on every decoded image; pat_seg.data.io reads with torchvision.io where it
-    # exists (15-20% faster than PIL) and falls back to PIL where it is gone
+    # torchvision >= 0.29, on every decoded image; pat_seg.data.io reads JPEGs with torchvision.io where
+    # it exists (faster than PIL) and falls back to PIL where it is gone
     (r"The image decoding and encoding capabilities of TorchVision are deprecated", DeprecationWarning),
 )
 

@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pat_seg.class_statistics import ClassStatistics, class_statistics
 from pat_seg.data.batch_augment import augment_batch
-from pat_seg.data.io import DatasetLayoutError
+from pat_seg.data.io import DatasetLayoutError, max_image_pixels
 from pat_seg.data.sampling import EvaluationSampler, ResumableDataLoader, ResumableShuffleSampler, process_group
 from pat_seg.data.transforms import SegmentationTransform
 from pat_seg.exceptions import ConfigurationError
@@ -107,6 +107,7 @@ class SegmentationDataModule(L.LightningDataModule, ABC):
             raise ConfigurationError(f"batch_size must be >= 1; got {batch_size}")
         if num_workers < 0:
             raise ConfigurationError(f"num_workers must be >= 0; got {num_workers}")
+        max_image_pixels()  # a bad PAT_SEG_MAX_IMAGE_PIXELS stops the command here, not as each image's read error
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers

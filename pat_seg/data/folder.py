@@ -30,12 +30,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from pat_seg.data.disk import DiskDataModule, SampleTransform, SegmentationSamples
-from pat_seg.data.io import DatasetLayoutError, check_same_size, read_rgb, require_paths
+from pat_seg.data.io import DatasetLayoutError, check_same_size, opened_image, read_rgb, require_paths
 from pat_seg.data.masks import ColourMasks, IndexMasks, check_colours
 from pat_seg.exceptions import ConfigurationError
 
@@ -104,12 +103,10 @@ def shown(names: list[str]) -> str:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """``(height, width)`` of the image at ``path`` from its header (nothing decoded)."""
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ConfigurationError(f"cannot read image {path}: {error}") from error
+    """``(height, width)`` of the image at ``path`` from its header (nothing decoded; a file that is no
+    image, or one over the pixel limit, is an error naming it)."""
+    with opened_image(path) as image:
+        return image.height, image.width
 
 
 class FolderSamples(SegmentationSamples):

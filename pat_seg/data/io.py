@@ -6,15 +6,17 @@ with a half-copied data set learns which file to fix instead of seeing a stack t
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
 from pat_seg.exceptions import ConfigurationError
@@ -31,6 +33,20 @@ class DatasetLayoutError(FileNotFoundError, ConfigurationError):
 
 # Marks a raw label value that an int64 label table does not accept.
 INVALID = np.iinfo(np.int64).min
+# The pixel limit of image files (max_image_pixels): the environment variable, and Pillow's default
+# (Image.MAX_IMAGE_PIXELS, 89,478,485: 268 MB as uint8 RGB), 43 times a 2048x1024 Cityscapes image.
+MAX_PIXELS_VARIABLE = "PAT_SEG_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+# What Pillow raises on a malformed file, by the decoders' own code: an unidentified or truncated file
+# (OSError), a broken chunk (SyntaxError), a field out of range or an oversized text chunk (ValueError),
+# data that ends early (EOFError), a short header field (struct.error), a corrupt stream (zlib.error),
+# and an allocation a raised limit cannot meet (MemoryError).
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, MemoryError)
+# What image memory holds before a PNG is decoded into it (decoded): a last row that still holds the
+# first value only was not reached, unless it is the image's own, which the second value tells apart.
+# Values a label map or a photo rarely fills a whole row with; bilevel images hold only 0 and 255.
+UNWRITTEN = (165, 90)
+UNWRITTEN_BILEVEL = (255, 0)
 
 
 def require_paths(paths: Iterable[Path], layout: str) -> None:
@@ -43,26 +59,131 @@ def require_paths(paths: Iterable[Path], layout: str) -> None:
             raise DatasetLayoutError(f"{path} does not exist; expected this layout:\n{layout}")
 
 
+def max_image_pixels() -> int:
+    """The most pixels an image file may have: ``PAT_SEG_MAX_IMAGE_PIXELS``, else Pillow's default limit.
+
+    A header is cheap to forge: a 48 KB PNG can claim 20000x20000 pixels, 1.2 GB decoded (4.8 GB as
+    the float image a loader makes of it). Every image and label image is checked against this limit
+    from its header, before anything is decoded (:func:`opened_image`).
+    """
+    text = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ConfigurationError(
+            f"{MAX_PIXELS_VARIABLE}={text!r}: expected a whole number of pixels >= 1, the largest image "
+            f"to read (default {DEFAULT_MAX_PIXELS})"
+        )
+    return limit
+
+
+@contextmanager
+def opened_image(path: Path, kind: str = "image") -> Iterator[Image.Image]:
+    """The image file at ``path`` opened by Pillow, its header read and its size within
+    :func:`max_image_pixels`; nothing decoded yet.
+
+    Whatever Pillow raises inside the block on a malformed file (too little image data, a broken
+    chunk, a file that is no image) becomes a :class:`ConfigurationError` naming the file, as does an
+    image over the limit. ``kind`` names the file in messages (``"image"``, ``"label image"``).
+    """
+    limit = max_image_pixels()
+    try:
+        with _open(path) as image:
+            if image.width * image.height > limit:
+                raise ConfigurationError(
+                    f"{kind} {path} is {image.width}x{image.height} ({image.width * image.height:,} pixels), more "
+                    f"than the {limit:,} pixels an image may have; to read it, set {MAX_PIXELS_VARIABLE} to a "
+                    "larger number of pixels"
+                )
+            yield image
+    except ConfigurationError:
+        raise
+    except DECODE_ERRORS as error:
+        raise ConfigurationError(f"cannot read {kind} {path}: {error}") from error
+
+
+def _open(path: Path) -> Image.Image:
+    """``Image.open(path)`` with Pillow's own pixel guard off while the header is read: its callers
+    check :func:`max_image_pixels` instead, with the file's size and the variable that raises the
+    limit (Pillow's message names neither, and refuses past twice its own limit whatever is set)."""
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        return Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
+
+
+def decoded(image: Image.Image, path: Path) -> Image.Image:
+    """``image``, opened from ``path`` by :func:`opened_image`, decoded whole (the same image or, rarely,
+    the file decoded again).
+
+    A PNG whose image data ends before its last row is an ``OSError``: libpng stops with "Not enough
+    image data", but Pillow's zip decoder stops where the compressed stream ends and leaves the rows it
+    did not reach as they were. So the image memory is filled with a value before decoding, and a last
+    row that still holds only that value was not reached -- unless the image's own last row holds it,
+    which a second decoding over another value tells apart.
+    """
+    row = _last_decoded_row(image)
+    if row is None:
+        image.load()
+        return image
+    first, second = UNWRITTEN_BILEVEL if image.mode == "1" else UNWRITTEN
+    if _writes_row(image, row, first):
+        return image
+    again = _open(path)
+    try:
+        if _writes_row(again, row, second):
+            return again
+    except BaseException:
+        again.close()
+        raise
+    again.close()
+    raise OSError(f"too little image data (row {row + 1} of {image.height} is missing)")
+
+
+def _last_decoded_row(image: Image.Image) -> int | None:
+    """The row a PNG decoder writes last: the last row, or of an interlaced PNG the last odd row (the
+    seventh pass's); None where not checked (other formats, animated PNGs, a one-row interlaced PNG)."""
+    if image.format != "PNG" or getattr(image, "is_animated", False):
+        return None
+    if not image.info.get("interlace"):
+        return image.height - 1
+    return image.height - 1 - image.height % 2 if image.height > 1 else None
+
+
+def _writes_row(image: Image.Image, row: int, fill: int) -> bool:
+    """Decode ``image`` into memory filled with ``fill``; whether row ``row`` then holds any other value."""
+    bands = len(image.getbands())
+    image.im = Image.new(image.mode, image.size, fill if bands == 1 else (fill,) * bands).im
+    image.load()  # decodes into the memory set above (ImageFile.load_prepare keeps an existing one)
+    extrema = image.crop((0, row, image.width, row + 1)).getextrema()
+    return any(bounds != (fill, fill) for bounds in (extrema if bands > 1 else [extrema]))
+
+
 def read_rgb(path: Path) -> Tensor:
     """The image at ``path`` as ``uint8 [3, H, W]`` (grey, palette, alpha and CMYK files converted to RGB).
 
-    Decoded by ``torchvision.io`` (libpng, libjpeg-turbo), which takes about 15% less CPU time than
-    PIL on a 2048x1024 Cityscapes PNG (docs/benchmarks.md, "Data loaders"). Files it does not decode,
-    or decodes to more than 8 bits per channel, go through PIL, which reads more formats.
+    Any file may be malformed: a broken file is a :class:`ConfigurationError` naming it, never a
+    crash (:func:`opened_image`, :func:`decoded`). JPEGs are decoded by ``torchvision.io``
+    (libjpeg-turbo, which reports a broken file as an error), in 45% less CPU time than Pillow on a
+    2048x1024 JPEG (docs/benchmarks.md, "Decoding"); every other format by Pillow. torchvision's PNG
+    decoder is not used: a libpng error past the header (too little image data) crashes the process.
     """
-    if decode_image is not None:
-        try:
-            image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
-            if image.dtype == torch.uint8:
-                return image
-        except RuntimeError:  # not a format torchvision decodes, or a broken file: PIL says which
-            pass
-    try:
-        with Image.open(path) as pil_image:
-            # np.array copies: torch refuses the read-only buffer PIL would share.
-            return torch.from_numpy(np.array(pil_image.convert("RGB"))).permute(2, 0, 1)
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ConfigurationError(f"cannot read image {path}: {error}") from error
+    with opened_image(path) as image:
+        if image.format in ("JPEG", "MPO") and decode_image is not None:
+            try:
+                return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+            except RuntimeError:  # a JPEG libjpeg-turbo does not convert to RGB (CMYK): Pillow does, or says why not
+                pass
+        whole = decoded(image, path)
+        rgb = whole if whole.mode == "RGB" else whole.convert("RGB")
+        # np.array copies: torch refuses the read-only buffer Pillow would share.
+        return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)
 
 
 def read_label_image(path: Path) -> np.ndarray:
@@ -70,15 +191,12 @@ def read_label_image(path: Path) -> np.ndarray:
     8-bit PNGs), palettes not applied; :class:`LabelTable` maps them to classes.
 
     Label PNGs are single-channel (mode L, P or I); a colour PNG is a colour rendering of a label
-    map, not the label map, and is refused.
+    map, not the label map, and is refused. A malformed file is an error naming it (:func:`opened_image`).
     """
-    try:
-        with Image.open(path) as image:
-            if image.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
-                raise ConfigurationError(f"label image {path} has mode {image.mode}; expected a single-channel PNG")
-            return np.asarray(image)
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ConfigurationError(f"cannot read label image {path}: {error}") from error
+    with opened_image(path, "label image") as image:
+        if image.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
+            raise ConfigurationError(f"label image {path} has mode {image.mode}; expected a single-channel PNG")
+        return np.asarray(decoded(image, path))
 
 
 @dataclass(frozen=True)

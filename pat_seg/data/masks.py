@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from pat_seg.data.io import LabelTable, read_label_image, read_rgb
+from pat_seg.data.io import LabelTable, opened_image, read_label_image, read_rgb
 from pat_seg.exceptions import ConfigurationError
 
 Colour = tuple[int, int, int]
@@ -157,9 +156,9 @@ class ColourMasks:
 
 
 def _mode(path: Path) -> str | None:
-    """The PIL mode of the image at ``path`` (None when it cannot be opened)."""
+    """The PIL mode of the image at ``path`` (None when it cannot be opened, or is over the pixel limit)."""
     try:
-        with Image.open(path) as image:
+        with opened_image(path, "mask") as image:
             return image.mode
-    except (UnidentifiedImageError, OSError, SyntaxError):
+    except ConfigurationError:
         return None

@@ -44,7 +44,7 @@ from torch import Tensor
 from pat_seg.class_statistics import class_statistics
 from pat_seg.data.io import DatasetLayoutError
 from pat_seg.data.transforms import SegmentationTransform
-from pat_seg.exceptions import ConfigurationError
+from pat_seg.exceptions import ConfigurationError, RunFailure
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -370,7 +370,8 @@ def build_split(
             np.lib.format.open_memmap(images_path, "w+", image.numpy().dtype, (count, *image.shape))
             np.lib.format.open_memmap(labels_path, "w+", label.numpy().dtype, (count, *label.shape))
             targets.append((images_path, labels_path, start, count))
-        pixels, presence = _run(plan, targets, workers, progress)
+        what = f"the {request.split!r} split of {request.data_module}"
+        pixels, presence = _run(plan, targets, workers, progress, what)
         checksums = [{kind: file_sha256(path) for kind, path in (("images", t[0]), ("labels", t[1]))} for t in targets]
         manifest = {
             "format": FORMAT_VERSION,
@@ -410,31 +411,53 @@ def build_split(
 
 
 def _run(
-    plan: BuildPlan, targets: list[tuple[Path, Path, int, int]], workers: int, progress: Callable[[int], None] | None
+    plan: BuildPlan,
+    targets: list[tuple[Path, Path, int, int]],
+    workers: int,
+    progress: Callable[[int], None] | None,
+    what: str = "the split",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fill every target with ``workers`` processes (this one when 1); summed class statistics."""
+    """Fill every target with ``workers`` processes (this one when 1); summed class statistics.
+
+    A worker's error (an unreadable file) is raised here as it is. A worker that dies (killed by the
+    system, or crashed in native code) is a :class:`RunFailure` naming ``what`` was being prepared:
+    the pool notices the death, where a ``multiprocessing.Pool`` would wait for its results forever.
+    """
     step = max(1, min(16, plan.count // max(1, 4 * workers)))  # small tasks: an even load and a live progress bar
     ranges = [(i, min(i + step, plan.count)) for i in range(0, plan.count, step)]
     pixels = np.zeros(plan.num_classes, dtype=np.int64)
     presence = np.zeros(plan.num_classes, dtype=np.int64)
+
+    def add(count: int, chunk_pixels: np.ndarray, chunk_presence: np.ndarray) -> None:
+        pixels[:] += chunk_pixels
+        presence[:] += chunk_presence
+        if progress is not None:
+            progress(count)
+
     if workers <= 1:
         _start_worker(plan, targets)
-        results: Any = map(_write_range, ranges)
-        pool = None
-    else:
-        import multiprocessing
+        for result in map(_write_range, ranges):
+            add(*result)
+        return pixels, presence
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        pool = multiprocessing.get_context(method).Pool(workers, initializer=_start_worker, initargs=(plan, targets))
-        results = pool.imap_unordered(_write_range, ranges)
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    pool = ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context(method), initializer=_start_worker, initargs=(plan, targets)
+    )
+    done = 0
     try:
-        for count, chunk_pixels, chunk_presence in results:
-            pixels += chunk_pixels
-            presence += chunk_presence
-            if progress is not None:
-                progress(count)
+        for future in as_completed([pool.submit(_write_range, bounds) for bounds in ranges]):
+            result = future.result()
+            done += result[0]
+            add(*result)
+    except BrokenProcessPool as error:
+        raise RunFailure(
+            f"a worker process died while preparing {what}, after {done} of {plan.count} samples (killed by "
+            "the system, e.g. out of memory, or crashed in native code); nothing was written"
+        ) from error
     finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        pool.shutdown(wait=True, cancel_futures=True)  # after an error: the samples in progress end, no new ones start
     return pixels, presence

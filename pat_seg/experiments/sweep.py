@@ -61,6 +61,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, get_args
 
 import yaml
 
+from pat_seg.config_files import resolve_config, shipped_config
 from pat_seg.experiments.run_folder import CONFIG, SUBFOLDERS, yaml_value
 
 if TYPE_CHECKING:
@@ -187,8 +188,9 @@ def _grid_runs(axes: Any, where: str, base_configs: list[str], base_args: dict[s
 
 
 def load_sweep(path: str | Path) -> Sweep:
-    """Read and expand a sweep file; errors name the file and the offending entry."""
-    path = Path(path)
+    """Read and expand a sweep file (a path, or a shipped one by name: ``sweeps/table3.yaml``,
+    :mod:`pat_seg.config_files`); errors name the file and the offending entry."""
+    path = Path(resolve_config(str(path)))
     if not path.is_file():
         raise ValueError(f"sweep file {str(path)!r} does not exist")
     try:
@@ -281,10 +283,12 @@ def run_all(sweep: Sweep, extra: list[str], force: bool = False, jobs: int = 1) 
     """
     if jobs < 1:
         raise ValueError(f"--jobs must be 1 or more (runs at once); got {jobs}")
-    missing = sorted({config for run in sweep.runs for config in run.configs if not Path(config).is_file()})
+    configs = {config for run in sweep.runs for config in run.configs}
+    missing = sorted(config for config in configs if not Path(config).is_file() and shipped_config(config) is None)
     if missing:
         raise ValueError(
-            f"config files of the sweep {sweep.name!r} do not exist: {missing} (paths are relative to {Path.cwd()})"
+            f"config files of the sweep {sweep.name!r} do not exist: {missing} (paths are relative to "
+            f"{Path.cwd()}, or name a config pat-seg ships)"
         )
     # A terminated sweep must not leave its `pat-seg` children running: SIGTERM becomes SystemExit, on
     # which every child is killed (as Ctrl-C's KeyboardInterrupt does). The caller's handler comes back after.
@@ -472,7 +476,9 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__.split("\n\n")[0],
         epilog="Flags after `--` are appended to every `pat-seg fit` command.",
     )
-    parser.add_argument("file", help="a sweep file, e.g. configs/sweeps/synthetic_table3.yaml")
+    parser.add_argument(
+        "file", help="a sweep file, e.g. configs/sweeps/synthetic_table3.yaml (a shipped one by name from any folder)"
+    )
     parser.add_argument("--mode", choices=MODES, default="print")
     parser.add_argument("--save-dir", help="override the sweep's save_dir")
     parser.add_argument("--force", action="store_true", help="--mode run: rerun runs that finished already")
