@@ -3,6 +3,10 @@
 Nothing here downloads: ``pretrained=True`` looks for the checkpoint that timm would download in
 the local Hugging Face hub cache and the torch hub cache, or reads the file the user names, and
 otherwise raises an error naming every path it looked at.
+
+timm is imported where a backbone is built or looked up, not with this module: ``import
+pat_seg.models`` (which a report does to read a network's label) then stays free of timm and of
+huggingface_hub, whose ``tqdm.auto`` import warns in a notebook without ipywidgets.
 """
 
 from __future__ import annotations
@@ -10,9 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import timm
 import torch
-from timm.models import adapt_input_conv, get_pretrained_cfg
 from torch import Tensor, nn
 
 from pat_seg.exceptions import ConfigurationError
@@ -26,6 +28,8 @@ CLASSIFIER_PREFIX = "fc."
 
 def resnet_architectures() -> list[str]:
     """Names of the ResNet-family architectures timm defines (resnet18 ... resnet152, resnext, ...)."""
+    import timm
+
     return timm.list_models(module="resnet")
 
 
@@ -60,6 +64,8 @@ def resnet_features(
         raise ConfigurationError(
             f"pretrained_path={pretrained_path!r} was given with pretrained=False; set pretrained=True"
         )
+    import timm
+
     model = timm.create_model(
         backbone,
         pretrained=False,
@@ -81,6 +87,8 @@ def cached_weight_paths(backbone: str) -> list[Path]:
     whether or not they exist, so an error can name them; the hub cache's snapshot folders are
     listed when present.
     """
+    from timm.models import get_pretrained_cfg
+
     config = get_pretrained_cfg(backbone)
     paths: list[Path] = []
     if config is None:
@@ -149,5 +157,7 @@ def load_backbone_weights(model: nn.Module, path: Path) -> None:
     state = {key: state[key] for key in own}
     first = "conv1.weight"
     if first in state and state[first].shape[1] != own[first].shape[1]:
+        from timm.models import adapt_input_conv
+
         state[first] = adapt_input_conv(own[first].shape[1], state[first])
     model.load_state_dict(state)
