@@ -565,3 +565,22 @@ def test_a_failed_run_writes_no_line_and_is_tried_again(tmp_path: Path) -> None:
         assert result.returncode == 1 and "pat-seg sweep: 1 of 1 runs failed" in result.stderr, result.stderr[-2000:]
         assert "[1/1] s0: failed with exit code 2" in result.stdout and " pat-seg fit " in result.stdout
         assert not (tmp_path / "study.csv").exists() and not (tmp_path / "out" / "tiny" / "s0" / ".sweep-done").exists()
+
+
+def test_an_unfinished_run_folder_is_set_aside_before_the_run_trains_again(tmp_path: Path) -> None:
+    # A killed run left checkpoints and events; a new fit into the same folder would mix them with its
+    # own (and `--ckpt_path last` would test the killed run's last.ckpt).
+    from pat_seg.experiments.sweep import DONE_MARKER, _plan
+
+    spec = {"name": "grid", "save_dir": str(tmp_path / "out"), "axes": {"seed": {"s0": {}, "s1": {}}}}
+    sweep = load_sweep(write(tmp_path / "g.yaml", spec))
+    killed, finished = (tmp_path / "out" / "grid" / version for version in ("s0", "s1"))
+    (killed / "checkpoints").mkdir(parents=True)
+    (killed / "checkpoints" / "last.ckpt").write_bytes(b"killed run")
+    finished.mkdir(parents=True)
+    (finished / DONE_MARKER).touch()
+    jobs = _plan(sweep, [], False, None)
+    assert [job.run.version for job in jobs] == ["s0"]  # s1 finished: skipped, left where it is
+    assert not killed.exists() and (finished / DONE_MARKER).is_file()
+    (aside,) = (tmp_path / "out" / ".sweep-incomplete" / "grid").iterdir()
+    assert aside.name.startswith("s0-") and (aside / "checkpoints" / "last.ckpt").read_bytes() == b"killed run"

@@ -324,8 +324,27 @@ def _plan(sweep: Sweep, extra: list[str], force: bool, study: StudyCsv | None) -
         if finished:  # trained before (another sweep, a SLURM task) but not in the CSV: add it, tested
             tested = any((run_dir / SUBFOLDERS["test"]).glob("events.out.tfevents.*"))
             commands = commands[1:] if sweep.test is not None and not tested else []
+        elif run_dir.exists():
+            print(
+                f"{progress} {run.version}: an unfinished run's folder, set aside: {set_aside(sweep, run)}", flush=True
+            )
         todo.append(_Job(progress, run, commands))
     return todo
+
+
+def set_aside(sweep: Sweep, run: SweepRun) -> Path:
+    """Move the folder of a run that did not finish (killed, failed) out of the sweep's folder, to
+    ``<save_dir>/.sweep-incomplete/<name>/<version>-<time>/``, and return where it went.
+
+    A new ``pat-seg fit`` into the same folder would write its checkpoints beside the old ones
+    (``last-v1.ckpt`` next to the killed run's ``last.ckpt``, which ``--ckpt_path last`` would then
+    test) and its events beside the old events (one curve from two runs). Moved, not deleted: nothing
+    a run wrote is lost, and a report of ``<name>/*`` never reads it.
+    """
+    target = Path(sweep.save_dir) / ".sweep-incomplete" / sweep.name / f"{run.version}-{time.strftime('%Y%m%d-%H%M%S')}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sweep.run_dir(run).rename(target)
+    return target
 
 
 def _grid_configs(sweep: Sweep, extra: list[str]) -> list[dict[str, Any]]:
