@@ -118,6 +118,15 @@ def test_table3_mean_and_sample_std_over_seeds_of_the_last_epoch(tmp_path: Path)
     ]  # CE's Dice error mean 0.25 < PAT's 0.30: lower is better for Dice error
 
 
+def test_runs_a_sweep_set_aside_in_a_hidden_folder_are_never_counted(tmp_path: Path) -> None:
+    make_run(tmp_path, "ce-s0", val(0.40), seed=0)
+    make_run(tmp_path, "ce-s1", val(0.44), seed=1)
+    # An unfinished run moved aside by `pat-seg sweep` (<save_dir>/.sweep-incomplete/<name>/<version>-<time>/).
+    make_run(tmp_path / ".sweep-incomplete" / "grid", "ce-s2-20261207", val(0.10), seed=2)
+    rows = table(report(str(tmp_path)), "Table 3")
+    assert rows[0][:2] == ["CE", cell([0.40, 0.44])]
+
+
 def test_csv_holds_raw_means_and_std(tmp_path: Path) -> None:
     make_run(tmp_path, "ce-s0", val(0.40), seed=0)
     make_run(tmp_path, "ce-s1", val(0.44), seed=1)

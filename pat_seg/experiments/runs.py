@@ -135,7 +135,8 @@ def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def find_runs(logdir: str | Path, pattern: str = "**") -> list[Run]:
-    """Every run under ``logdir``: a directory with a ``config.yaml`` and at least one event file.
+    """Every run under ``logdir``: a directory with a ``config.yaml`` and at least one event file, not
+    inside a hidden folder.
 
     ``pattern`` is a glob relative to ``logdir`` selecting run directories (e.g. ``"synthetic_table3/*"``).
     """
@@ -146,6 +147,10 @@ def find_runs(logdir: str | Path, pattern: str = "**") -> list[Run]:
     for config_file in sorted(root.glob(f"{pattern.rstrip('/')}/{CONFIG}")):
         run_dir = config_file.parent
         if not any(run_dir.glob("events.out.tfevents.*")):
+            continue
+        # Hidden folders hold what is not a result, e.g. runs a sweep set aside unfinished
+        # (<save_dir>/.sweep-incomplete/): never counted in a report.
+        if any(part.startswith(".") for part in run_dir.relative_to(root).parts):
             continue
         if (run_dir.parent / CONFIG).is_file():
             continue  # a run's test/, validate/ or predictions/ folder, read with the run
