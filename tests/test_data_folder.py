@@ -330,7 +330,7 @@ def run_config(root: Path, data_root: Path, options: dict[str, Any], **trainer: 
 @pytest.mark.parametrize("problem", PROBLEMS)
 def test_bad_input_through_the_console_script_writes_nothing(tmp_path: Path, problem: str) -> None:
     options, message = break_tree(tmp_path / "data", problem)
-    config = run_config(tmp_path / "run", tmp_path / "data", options, enable_model_summary=False)
+    config = run_config(tmp_path / "run", tmp_path / "data", options)
     result = pat_seg("fit", "--config", str(config), cwd=tmp_path / "run")
     short_error(result, message)
     assert result.returncode == 2

@@ -203,7 +203,7 @@ def hostile_data_set(root: Path, name: str) -> Path:
 @pytest.mark.parametrize("name", HOSTILE)
 def test_fit_on_a_hostile_image_stops_with_its_name(tmp_path: Path, name: str) -> None:
     image = hostile_data_set(tmp_path / "data", name)
-    config = run_config(tmp_path / "run", tmp_path / "data", {**SEGNET, "void_values": [3]}, enable_model_summary=False)
+    config = run_config(tmp_path / "run", tmp_path / "data", {**SEGNET, "void_values": [3]})
     result = pat_seg("fit", "--config", str(config), cwd=tmp_path / "run")
     assert result.returncode == 2, result.stderr[-3000:]
     # A file whose header is sound is decoded first in training, after Lightning's start-up lines.
