@@ -188,7 +188,7 @@ class SegmentationDataModule(L.LightningDataModule, ABC):
                                 "class_image_counts": statistics.images,
                                 "num_images": statistics.num_images,
                             }
-                        )
+                        ),
                     )
                 except OSError as error:  # a read-only data root must not stop training
                     log.warning("could not cache class counts at %s: %s", cache, error)

@@ -103,7 +103,9 @@ def cached_weight_paths(backbone: str) -> list[Path]:
         names = [config.hf_hub_filename] if config.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
         for name in names:
             found = try_to_load_from_cache(repo_id, name, revision=revision or None)
-            paths.append(Path(found) if isinstance(found, str) else snapshots / f"<commit of {revision or 'main'}>" / name)
+            paths.append(
+                Path(found) if isinstance(found, str) else snapshots / f"<commit of {revision or 'main'}>" / name
+            )
     if config.url:
         paths.append(Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(str(config.url)))
     if config.file:
