@@ -40,12 +40,6 @@ def pixel_accuracy(confmat: Tensor) -> Tensor:
     return confmat.diagonal().sum() / confmat.sum().clamp_min(1)
 
 
-def nanmean(values: Tensor) -> Tensor:
-    """Mean over the non-NaN entries; NaN when there are none."""
-    kept = values[~values.isnan()]
-    return kept.mean() if kept.numel() else torch.tensor(float("nan"), dtype=values.dtype)
-
-
 def tail_classes(class_counts: Sequence[float], fraction: float = 1 / 3) -> list[int]:
     """The rarest ``ceil(fraction * L)`` classes by training pixel count (ties broken by index)."""
     count = max(1, math.ceil(fraction * len(class_counts) - 1e-9))
@@ -87,17 +81,18 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
         confmat = self.computed_confmat = self.confmat.detach().clone()
         iou = iou_per_class(confmat)
         dice = dice_per_class(confmat)
+        # Means over the classes present (NaN entries skipped; NaN when no class is present).
         result = {
-            "miou": nanmean(iou),
+            "miou": torch.nanmean(iou),
             "pixel_accuracy": pixel_accuracy(confmat),
-            "mean_dice": nanmean(dice),
-            "dice_error": 1 - nanmean(dice),
+            "mean_dice": torch.nanmean(dice),
+            "dice_error": 1 - torch.nanmean(dice),
         }
         if self.tail is not None:
             is_tail = torch.zeros(self.num_classes, dtype=torch.bool, device=iou.device)
             is_tail[self.tail] = True
-            result["miou_head"] = nanmean(iou[~is_tail])
-            result["miou_tail"] = nanmean(iou[is_tail])
+            result["miou_head"] = torch.nanmean(iou[~is_tail])
+            result["miou_tail"] = torch.nanmean(iou[is_tail])
         for name, value in zip(self.class_names, iou):
             result[f"iou/{name}"] = value
         return {key: value.float() for key, value in result.items()}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +192,24 @@ def test_a_cache_without_image_counts_is_counted_again(tmp_path: Path) -> None:
     again = make(tmp_path)
     assert again.class_statistics == statistics
     assert json.loads(cache.read_text())["class_image_counts"] == statistics.images
+
+
+def test_a_cache_that_cannot_be_written_is_named_and_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_cityscapes(tmp_path)
+    datamodule = make(tmp_path)
+
+    def disk_full(source: object, target: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with caplog.at_level(logging.WARNING):
+        counts = datamodule.class_counts  # training goes on with the counts it made
+    monkeypatch.undo()
+    cache = datamodule.class_counts_cache_file()
+    assert sum(counts) > 0 and f"could not cache class counts at {cache}" in caplog.text
+    assert list(cache.parent.iterdir()) == []  # neither a cache nor a half-written temporary file
 
 
 def test_read_only_root_caches_under_xdg_cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,7 +20,7 @@ from tensorboard_utils import read_scalars
 from test_run_safety import TINY_DATA, pat_seg
 from torch.utils.tensorboard import SummaryWriter
 
-from pat_seg.experiments.checkpoint_files import write_atomically
+from pat_seg.atomic_files import write_atomically
 from pat_seg.experiments.run_summary import declared_columns, hparams_summaries, hparams_summary
 from pat_seg.losses import BEYOND_PAPER_LOSSES, PAPER_LOSSES
 from pat_seg.models import PAPER_MODELS

@@ -46,3 +46,20 @@ def test_tail_classes():
     assert tail_classes([3, 2, 1]) == [2]
     with pytest.raises(ValueError, match="class counts"):
         SegmentationMetrics(num_classes=3, class_counts=[1, 2])
+
+
+def test_means_are_nan_when_no_class_is_present():
+    # Only ignored pixels: every per-class IoU/Dice is NaN, so the means over present classes have
+    # nothing to average and are NaN (not 0, which would read as a real score).
+    metrics = SegmentationMetrics(num_classes=3, class_counts=[100, 10, 1])
+    metrics.update(torch.tensor([[[0, 1]]]), torch.tensor([[[255, 255]]]))
+    result = metrics.compute()
+    for key in ("miou", "mean_dice", "dice_error", "miou_head", "miou_tail"):
+        assert math.isnan(result[key].item()), key
+    # Tail (class 2) absent, head present: the tail mean alone is NaN.
+    metrics.reset()
+    metrics.update(torch.tensor([[[0, 1, 1]]]), torch.tensor([[[0, 1, 0]]]))
+    result = metrics.compute()
+    assert math.isnan(result["miou_tail"].item())
+    # class 0: TP 1, FN 1 -> 1/2; class 1: TP 1, FP 1 -> 1/2.
+    assert result["miou_head"].item() == pytest.approx(0.5)

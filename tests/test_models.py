@@ -299,11 +299,15 @@ def test_pretrained_from_the_torch_hub_cache_with_four_input_channels(empty_cach
 def test_pretrained_from_the_hugging_face_cache(empty_caches) -> None:
     from safetensors.torch import save_file
 
-    weights = resnet18_weights(seed=3)
-    snapshot = empty_caches / "hf" / "models--timm--resnet18.a1_in1k" / "snapshots" / "0123abc"
-    snapshot.mkdir(parents=True)
-    save_file(weights, str(snapshot / "model.safetensors"))
-    assert_backbone_holds(DeepLabV3(3, backbone="resnet18", pretrained=True), weights)
+    # The hub cache as a download leaves it: refs/main names the snapshot of the current weights; an
+    # older snapshot (sorted first) stays beside it and must not be read.
+    repo = empty_caches / "hf" / "models--timm--resnet18.a1_in1k"
+    for commit, seed in (("0000old", 4), ("0123abc", 3)):
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        save_file(resnet18_weights(seed), str(repo / "snapshots" / commit / "model.safetensors"))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abc")
+    assert_backbone_holds(DeepLabV3(3, backbone="resnet18", pretrained=True), resnet18_weights(seed=3))
 
 
 # --- module switches ------------------------------------------------------------------------------

@@ -147,3 +147,12 @@ def test_label_pngs_hold_class_indices_in_8_or_16_bits(tmp_path: Path) -> None:
     many = torch.tensor([[0, 300], [511, 2]])
     label_image(many, num_classes=512).save(tmp_path / "many.png")
     assert np.asarray(Image.open(tmp_path / "many.png")).astype(int).tolist() == [[0, 300], [511, 2]]
+
+
+def test_image_folder_gives_each_byte_over_255_as_float32(tmp_path: Path) -> None:
+    rgb = np.array([[[0, 51, 255], [1, 128, 254]]], dtype=np.uint8)  # [1, 2, 3]
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    image = ImageFolderDataModule(str(tmp_path), num_classes=3).build_dataset("test")[0]["image"]
+    assert image.dtype == torch.float32
+    expected = torch.from_numpy(rgb.astype(np.float64) / 255).permute(2, 0, 1)
+    assert torch.allclose(image.double(), expected, rtol=0, atol=1e-7)

@@ -31,7 +31,7 @@ from pat_seg.data import CityscapesDataModule
 
 def test_palette_is_golden_ratio_hsv_and_distinct() -> None:
     palette = class_palette(20)
-    for c in (0, 1, 7):  # colorsys is an independent HSV -> RGB
+    for c in range(20):  # colorsys is an independent HSV -> RGB
         hue, sat, value = (c * 0.6180339887498949) % 1, 0.85 if c % 2 == 0 else 0.55, 0.95 if (c // 2) % 2 == 0 else 0.7
         assert palette[c].tolist() == pytest.approx(colorsys.hsv_to_rgb(hue, sat, value), abs=1e-6)
     assert len({tuple(round(v, 3) for v in colour) for colour in palette.tolist()}) == 20
@@ -61,6 +61,10 @@ def test_grid_rows_are_image_truth_prediction() -> None:
     assert grid[:, top + 3, 5 + 2 + 4].tolist() == [0.0, 0.0, 0.0]  # its ignored pixel
     assert grid[:, top, 2 * (5 + 2)].tolist() == palette[1].tolist()  # prediction panel
     assert grid[:, 4, :].eq(1).all()  # the white gap between rows
+    assert grid[:, :, 5:7].eq(1).all() and grid[:, :, 12:14].eq(1).all()  # and between columns
+    assert grid[:, :, 0].ne(1).any() and grid[:, 0, :].ne(1).any()  # no white border outside the panels
+    touching = prediction_grid(images, targets, predictions, num_classes=2, ignore_index=255, gap=0)
+    assert touching.shape == (3, 2 * 4, 3 * 5) and touching[:, 4, 5].tolist() == palette[0].tolist()
     with pytest.raises(ValueError, match=r"must be \[N, C, H, W\]"):
         prediction_grid(images, targets, predictions[:1], 2, 255)
 

@@ -29,6 +29,7 @@ from test_resume import REPO
 
 from pat_seg.cli.prepare import prepare
 from pat_seg.data import CityscapesDataModule, NYUv2DataModule, OxfordPetDataModule, SegmentationFolderDataModule
+from pat_seg.data.batch_augment import augment_batch
 from pat_seg.data.disk import PreparedSamples
 from pat_seg.data.prepared import MANIFEST, TEMPORARY_PREFIX, PreparedSplitError
 from pat_seg.losses import CrossEntropyLoss
@@ -427,6 +428,17 @@ def test_on_device_augmentation_pads_a_downscaled_sample_with_ignore(tmp_path: P
                 if (target[outside] == 255).all() and (image[:, outside] == 0).all():
                     placements.append((top, left))
         assert placements, "no 4x8 placement leaves only padding around it"
+
+
+def test_on_device_augmentation_of_an_identity_window_is_each_byte_over_255() -> None:
+    # Scale 1, window at the origin, no flip: no resampling, so the image is the conversion alone.
+    images = torch.tensor([[0, 51], [128, 255]], dtype=torch.uint8).expand(1, 3, 2, 2)
+    targets = torch.tensor([[[0, 1], [2, 255]]], dtype=torch.uint8)
+    image, target = augment_batch(images, targets, torch.tensor([[1.0, 0.0, 0.0, 0.0]]), (2, 2), ignore_index=255)
+    assert image.dtype == torch.float32 and target.dtype == torch.long
+    expected = torch.tensor([[0, 51], [128, 255]], dtype=torch.float64) / 255
+    assert torch.allclose(image[0].double(), expected.expand(3, 2, 2), rtol=0, atol=1e-7)
+    assert target.tolist() == [[[0, 1], [2, 255]]]
 
 
 def test_auto_without_a_prepared_split_says_once_what_to_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 from torch.utils.data import default_collate
+from torchvision.utils import make_grid
 
 from pat_seg.exceptions import ConfigurationError
 
@@ -35,18 +36,13 @@ def class_palette(num_classes: int) -> Tensor:
     """
     if num_classes < 1:
         raise ConfigurationError(f"num_classes must be >= 1; got {num_classes}")
-    index = torch.arange(num_classes, dtype=torch.float64)
+    from matplotlib.colors import hsv_to_rgb  # imported on first use, as in _figure
+
+    index = np.arange(num_classes, dtype=np.float64)
     hue = (index * (math.sqrt(5) - 1) / 2) % 1.0
-    saturation = torch.where(index % 2 == 0, 0.85, 0.55)
-    value = torch.where((index // 2) % 2 == 0, 0.95, 0.7)
-    return _hsv_to_rgb(hue, saturation, value).float()
-
-
-def _hsv_to_rgb(hue: Tensor, saturation: Tensor, value: Tensor) -> Tensor:
-    """Standard HSV -> RGB: ``v - v*s*clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + 6h) mod 6``."""
-    n = torch.tensor([5.0, 3.0, 1.0], dtype=hue.dtype)
-    k = (n + hue[:, None] * 6) % 6
-    return value[:, None] - value[:, None] * saturation[:, None] * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
+    saturation = np.where(index % 2 == 0, 0.85, 0.55)
+    value = np.where((index // 2) % 2 == 0, 0.95, 0.7)
+    return torch.from_numpy(hsv_to_rgb(np.stack([hue, saturation, value], axis=-1))).float()
 
 
 def colourise(labels: Tensor, palette: Tensor, ignore_index: int) -> Tensor:
@@ -82,19 +78,18 @@ def prediction_grid(
             f"{list(predictions.shape)} must be [N, C, H, W], [N, H, W], [N, H, W]"
         )
     palette = class_palette(num_classes)
-    n, _, h, w = images.shape
-    grid = torch.ones(3, n * h + (n - 1) * gap, 3 * w + 2 * gap)
-    for i in range(n):
-        top = i * (h + gap)
-        panels = (
+    panels = [
+        panel
+        for i in range(images.shape[0])
+        for panel in (
             displayable(images[i]),
             colourise(targets[i].cpu(), palette, ignore_index),
             colourise(predictions[i].cpu(), palette, ignore_index),
         )
-        for j, panel in enumerate(panels):
-            left = j * (w + gap)
-            grid[:, top : top + h, left : left + w] = panel
-    return grid
+    ]
+    grid = make_grid(torch.stack(panels), nrow=3, padding=gap, pad_value=1.0)
+    # make_grid also pads the outer border; the figure's own margin is enough, so crop it.
+    return grid[:, gap : grid.shape[1] - gap, gap : grid.shape[2] - gap]
 
 
 def row_normalised(confmat: Tensor) -> Tensor:

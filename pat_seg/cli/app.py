@@ -30,9 +30,11 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from pat_seg.callbacks.prediction_writer import PredictionWriter
 from pat_seg.cli.errors import configuration_error, explain_parse_error, short_errors
 from pat_seg.cli.help import COMMANDS, PatSegHelpFormatter, top_level_help
+from pat_seg.cli.prepare import prepare_command
 from pat_seg.cli.warning_filters import ignore_third_party_warnings
 from pat_seg.config_files import with_shipped_configs
 from pat_seg.data.base import SegmentationDataModule
+from pat_seg.data.disk import DiskDataModule
 from pat_seg.data.image_folder import ImageFolderDataModule, predict_only
 from pat_seg.exceptions import ConfigurationError
 from pat_seg.experiments.checkpoint_files import SafeCheckpointIO
@@ -77,9 +79,10 @@ class PatSegCLI(LightningCLI):
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
         from_argv = False
+        self.command_line: list[str] | None = None  # the command and its options, when given as a list
         if not isinstance(args, (dict, Namespace)):
             # A --config that is no file here names a shipped config (pat_seg.config_files).
-            given = list(sys.argv[1:] if args is None else args)
+            given = self.command_line = list(sys.argv[1:] if args is None else args)
             resolved = with_shipped_configs(given)
             if resolved != given:
                 from_argv, args = args is None, resolved
@@ -121,6 +124,11 @@ class PatSegCLI(LightningCLI):
             if rejection is None:
                 raise
             raise rejection from error
+        # A data module that reads prepared splits names the command that prepares them in its messages:
+        # this command's own options.
+        command = self.command_line
+        if isinstance(self.datamodule, DiskDataModule) and command and command[0] in ("fit", "validate", "test"):
+            self.datamodule.prepare_command = prepare_command(command[1:])
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         settings = self._of_subcommand(self.config_init)
@@ -288,16 +296,19 @@ def option_strings(parser: Any, argv: list[str]) -> list[str]:
     return [option for option in getattr(parser, "_option_string_actions", {}) if option.startswith("--")]
 
 
+# No abbreviated options (--trainer.max_epoch is not --trainer.max_epochs), and a parse error is raised
+# (explained by pat_seg.cli.errors) instead of jsonargparse printing the usage before it; `pat-seg
+# prepare` parses with the same settings.
+STRICT_PARSING: dict[str, Any] = {"formatter_class": PatSegHelpFormatter, "allow_abbrev": False, "exit_on_error": False}
+
+
 def cli_main(args: list[str] | None = None, run: bool = True, cli_class: type[PatSegCLI] = PatSegCLI) -> PatSegCLI:
     """Entry point of the ``pat-seg`` console script (``args=None`` reads ``sys.argv``); ``cli_class``:
     a subclass that stops part-way (:mod:`pat_seg.cli.saved_config`)."""
-    # No abbreviated options (--trainer.max_epoch is not --trainer.max_epochs), and a parse error is
-    # raised (explained by pat_seg.cli.errors) instead of jsonargparse printing the usage before it.
-    strict = {"formatter_class": PatSegHelpFormatter, "allow_abbrev": False, "exit_on_error": False}
     parser_kwargs: dict[str, Any] = {
-        command: {"default_config_files": [DEFAULT_CONFIG], **strict} for command in PatSegCLI.subcommands()
+        command: {"default_config_files": [DEFAULT_CONFIG], **STRICT_PARSING} for command in PatSegCLI.subcommands()
     }
-    parser_kwargs.update(strict)
+    parser_kwargs.update(STRICT_PARSING)
     return cli_class(
         SegmentationModule,
         SegmentationDataModule,

@@ -13,15 +13,16 @@ kept. The data module then reads the prepared arrays (``--data.prepared``, defau
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
 import warnings
-from importlib import import_module
+from collections.abc import Sequence
 from typing import Any
 
 from jsonargparse.typing import PositiveInt
 
-from pat_seg.cli.errors import short_errors
+from pat_seg.cli.errors import configuration_error, short_errors
 from pat_seg.data.prepared import BuildPlan, PreparedSplitError, build_split, open_manifest
 
 SPLITS = ("train", "val", "test")
@@ -46,8 +47,7 @@ def default_workers() -> int:
 def data_module_from_args(argv: list[str]) -> tuple[Any, Any]:
     """The data module ``pat-seg fit ARGV`` would train on, and the prepare options; nothing else is built."""
     from pat_seg.cli import DEFAULT_CONFIG, PatSegCLI
-    from pat_seg.cli.app import refuse_image_folder
-    from pat_seg.cli.help import PatSegHelpFormatter
+    from pat_seg.cli.app import STRICT_PARSING, refuse_image_folder
     from pat_seg.data.base import SegmentationDataModule
     from pat_seg.module import SegmentationModule
 
@@ -73,10 +73,13 @@ def data_module_from_args(argv: list[str]) -> tuple[Any, Any]:
 
         def instantiate_classes(self) -> None:
             # Only the data module: the model, trainer and loggers of the shared config are not needed.
-            data = self.config["data"]
-            module_name, class_name = data["class_path"].rsplit(".", 1)
-            cls = getattr(import_module(module_name), class_name)
-            self.datamodule = cls(**data["init_args"].as_dict())
+            try:
+                self.datamodule = instantiate_data_module(self.config["data"])
+            except (ValueError, TypeError) as error:  # a constructor's rejection, as `fit` reports it
+                rejection = configuration_error(error)
+                if rejection is None:
+                    raise
+                raise rejection from error
 
     with warnings.catch_warnings():  # the arguments are sys.argv's own, minus the command name
         warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended")
@@ -86,15 +89,42 @@ def data_module_from_args(argv: list[str]) -> tuple[Any, Any]:
             subclass_mode_data=True,
             run=False,
             args=argv,
-            parser_kwargs={
-                "default_config_files": [DEFAULT_CONFIG],
-                "formatter_class": PatSegHelpFormatter,
-                "prog": "pat-seg prepare",
-            },
+            parser_kwargs={"default_config_files": [DEFAULT_CONFIG], "prog": "pat-seg prepare", **STRICT_PARSING},
             auto_configure_optimizers=False,
             save_config_callback=None,
         )
     return cli.datamodule, cli.config
+
+
+def prepare_command(options: Sequence[str]) -> str:
+    """The ``pat-seg prepare`` command for a data module built from the options of ``pat-seg fit``
+    (``validate``, ``test``) ``OPTIONS``: the same options but the checkpoint to resume and
+    ``--data.prepared`` (both forms, ``--option=value`` and ``--option value``)."""
+    kept, skip_value = [], False
+    for argument in options:
+        if skip_value:
+            skip_value = False
+        elif argument in ("--ckpt_path", "--data.prepared"):
+            skip_value = True
+        elif not argument.startswith(("--ckpt_path=", "--data.prepared=")):
+            kept.append(argument)
+    return shlex.join(["pat-seg", "prepare", *kept])
+
+
+def instantiate_data_module(data: Any) -> Any:
+    """The data module of a parsed ``data`` section (``class_path`` + ``init_args``), instantiated by
+    jsonargparse on the parser argument LightningCLI registers for ``fit``'s ``--data``, so that nested
+    class paths and typed arguments become what ``fit`` would pass."""
+    from lightning.pytorch.cli import LightningArgumentParser
+
+    from pat_seg.data.base import SegmentationDataModule
+
+    parser = LightningArgumentParser(exit_on_error=False)
+    parser.add_lightning_class_args(SegmentationDataModule, "data", subclass_mode=True)
+    config = parser.parse_object({"data": data})
+    # jsonargparse 4.49 renamed instantiate_classes (the name LightningCLI calls, deprecated) to instantiate.
+    instantiate = getattr(parser, "instantiate", parser.instantiate_classes)
+    return instantiate(config).data
 
 
 def prepare(datamodule: Any, splits: list[str], workers: int, stream: Any = sys.stderr) -> dict[str, str]:

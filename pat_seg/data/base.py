@@ -41,6 +41,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from pat_seg.atomic_files import write_text_atomically
 from pat_seg.class_statistics import ClassStatistics, class_statistics
 from pat_seg.data.batch_augment import augment_batch
 from pat_seg.data.io import DatasetLayoutError, max_image_pixels
@@ -176,10 +177,10 @@ class SegmentationDataModule(L.LightningDataModule, ABC):
                 raise ConfigurationError(f"{type(self).__name__}, training split: {error}") from None
             if cache is not None:
                 try:
-                    cache.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = cache.with_suffix(cache.suffix + ".tmp")
                     statistics = self._class_statistics
-                    tmp.write_text(
+                    # Atomic: a concurrent reader (another DDP process, run) never sees half a file.
+                    write_text_atomically(
+                        cache,
                         json.dumps(
                             {
                                 "class_names": self.class_names,
@@ -187,9 +188,8 @@ class SegmentationDataModule(L.LightningDataModule, ABC):
                                 "class_image_counts": statistics.images,
                                 "num_images": statistics.num_images,
                             }
-                        )
+                        ),
                     )
-                    tmp.replace(cache)  # atomic: a concurrent reader never sees half a file
                 except OSError as error:  # a read-only data root must not stop training
                     log.warning("could not cache class counts at %s: %s", cache, error)
         return self._class_statistics

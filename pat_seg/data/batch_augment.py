@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as F
 
 from pat_seg.data.transforms import resize_pair
 from pat_seg.exceptions import ConfigurationError
@@ -60,7 +61,7 @@ def augment_batch(
             f"{images.shape[0]}; expected [{images.shape[0]}, {PARAMETERS}]"
         )
     height, width = size
-    pixels = images.float().div_(255) if not images.is_floating_point() else images.float()
+    pixels = F.to_dtype(images, torch.float32, scale=True)  # uint8 / 255; a float image only cast
     out_images = pixels.new_zeros((images.shape[0], images.shape[1], height, width))
     out_targets = torch.full((targets.shape[0], height, width), ignore_index, dtype=torch.long, device=targets.device)
     for b, (scale, top_fraction, left_fraction, flip) in enumerate(parameters.tolist()):

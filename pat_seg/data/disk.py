@@ -15,8 +15,6 @@ the conversion to float32 and the random scale, crop and flip follow on the devi
 from __future__ import annotations
 
 import os
-import shlex
-import sys
 from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -178,6 +176,9 @@ class DiskDataModule(SegmentationDataModule):
     """
 
     size: tuple[int, int]
+    # The command that prepares this module's splits, as the messages that suggest it name it: the
+    # `pat-seg` CLI sets it to the running command's own options (pat_seg.cli.prepare.prepare_command).
+    prepare_command: str = "pat-seg prepare --config CONFIG (with the --data.* options of this run)"
 
     def __init__(
         self,
@@ -297,12 +298,12 @@ class DiskDataModule(SegmentationDataModule):
             except PreparedSplitError as error:
                 if self.prepared == "require":
                     raise PreparedSplitError(
-                        f"{error}\nrun: {prepare_command()}\n(or --data.prepared=auto to read the source files)"
+                        f"{error}\nrun: {self.prepare_command}\n(or --data.prepared=auto to read the source files)"
                     ) from None
                 if not any(value is None for value in self._manifests.values()):  # said once, not per split
                     rank_zero_info(
                         f"{type(self).__name__}: reading the {split!r} split from its source files "
-                        f"({error}); `{prepare_command()}` decodes them once"
+                        f"({error}); `{self.prepare_command}` decodes them once"
                     )
                 self._manifests[split] = None
         return self._manifests[split]
@@ -336,16 +337,3 @@ class DiskDataModule(SegmentationDataModule):
     def class_counts_cache_file(self) -> Path:
         key = {"data_module": type(self).__name__, "size": list(self.size), **self.protocol_options()}
         return class_counts_cache_path(self.root, key)
-
-
-def prepare_command() -> str:
-    """The ``pat-seg prepare`` command with the running ``pat-seg`` command's options (else a generic one)."""
-    argv = sys.argv
-    if len(argv) >= 2 and Path(argv[0]).name in ("pat-seg", "__main__.py") and argv[1] in ("fit", "validate", "test"):
-        options, skip = [], False
-        for argument in argv[2:]:  # prepare takes fit's options except the checkpoint to resume
-            if not skip and not argument.startswith(("--data.prepared=", "--ckpt_path")):
-                options.append(argument)
-            skip = argument == "--ckpt_path"
-        return shlex.join(["pat-seg", "prepare", *options])
-    return "pat-seg prepare --config CONFIG (with the --data.* options of this run)"

@@ -58,7 +58,7 @@ class ImageFolder(Dataset):
         except ConfigurationError as unreadable:  # one broken file must not end the prediction of a folder
             return {"path": str(path), "index": index, "unreadable": str(unreadable)}
         original_size = tuple(image.shape[-2:])
-        image = image.float().div_(255)
+        image = F.to_dtype(image, torch.float32, scale=True)
         if self.size is not None and original_size != self.size:
             image = F.resize(image, list(self.size), antialias=True)
         name, size = self.names[index], torch.tensor(original_size)

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pat_seg.atomic_files import write_text_atomically
 from pat_seg.class_statistics import class_statistics
 from pat_seg.data.io import DatasetLayoutError
 from pat_seg.data.transforms import SegmentationTransform
@@ -185,10 +186,8 @@ def verify_chunks(folder: Path, manifest: dict[str, Any]) -> None:
                 )
             passed[chunk[kind]] = stamp
     if passed != verified:
-        temporary = folder / f"{VERIFIED}.{os.getpid()}.tmp"
         try:  # atomic, as DDP processes may check the same split at once
-            temporary.write_text(json.dumps(passed))
-            temporary.replace(folder / VERIFIED)
+            write_text_atomically(folder / VERIFIED, json.dumps(passed))
         except OSError:  # a read-only prepared folder is hashed on every run instead
             pass
 

@@ -6,40 +6,31 @@ pickle that would call a function (``os.system``, ...) is refused before anythin
 those are allowed by name in :data:`CHECKPOINT_TYPES`: exactly the ones pat-seg's own checkpoints
 hold (none today; tests/test_checkpoint_files.py fails when a run's checkpoint needs one more).
 
-Writing: a checkpoint (and ``hparams.yaml`` when a run's summary is added to it) goes to a temporary
-file in its target's own folder, is flushed to disk and then renamed over the target with
-``os.replace``. A rename within one folder is atomic on every POSIX filesystem, whatever the system
-temp folder is, so a SIGKILL at any moment leaves either the old file or the new one, never a
-truncated one.
+Writing: a checkpoint goes through :func:`pat_seg.atomic_files.write_atomically` (a temporary file
+beside it, fsync, ``os.replace``), so a SIGKILL at any moment leaves either the old file or the new
+one, never a truncated one.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from pat_seg.atomic_files import write_atomically
 from pat_seg.exceptions import ConfigurationError
 
 # Globals a pat-seg checkpoint may hold beyond torch's weights-only defaults (tensors, numbers,
 # strings, lists, tuples, dicts, OrderedDict). Add a type here only when pat-seg itself writes it.
 CHECKPOINT_TYPES: tuple[Any, ...] = ()
 CHECKPOINT_SUFFIX = ".ckpt"
-TEMPORARY_SUFFIX = ".partial"  # what a save interrupted by a kill leaves behind (never *.ckpt)
 
 
 class UnreadableCheckpointError(ConfigurationError):
     """A checkpoint file is missing, truncated, not a checkpoint, or would run code when unpickled."""
-
-
-def _temporary_prefix(path: Path) -> str:
-    return f".{path.name}."
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -100,40 +91,9 @@ def _others(path: Path) -> str:
 
 
 def write_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
-    """Write ``checkpoint`` to ``path`` atomically (:func:`write_atomically`)."""
-    write_atomically(Path(path), lambda file: torch.save(checkpoint, file))
-
-
-def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write ``path`` whole or not at all: ``write`` fills a temporary file in the same folder, which is
-    flushed to disk and renamed over ``path`` with ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f"{_temporary_prefix(path)}{secrets.token_hex(8)}{TEMPORARY_SUFFIX}"
-    # Not mkstemp: its files are private (0600); this one gets the umask's mode, as a plain open would.
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _sync_folder(path.parent)
-    # Writes that a kill interrupted earlier left their temporary files; the target is whole now.
-    for stale in path.parent.glob(f"{_temporary_prefix(path)}*{TEMPORARY_SUFFIX}"):
-        stale.unlink(missing_ok=True)
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make the rename itself durable (the folder's entry), where the platform allows opening folders."""
-    with contextlib.suppress(OSError):
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+    """Write ``checkpoint`` to ``path`` atomically (:func:`~pat_seg.atomic_files.write_atomically`); the
+    temporary files of saves that a kill interrupted go too (only the trainer's rank 0 saves)."""
+    write_atomically(Path(path), lambda file: torch.save(checkpoint, file), remove_leftovers=True)
 
 
 class SafeCheckpointIO(TorchCheckpointIO):

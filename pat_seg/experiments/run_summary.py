@@ -27,7 +27,7 @@ from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from torch import Tensor
 
-from pat_seg.experiments.checkpoint_files import write_atomically
+from pat_seg.atomic_files import write_atomically
 from pat_seg.experiments.class_identity import class_name, described, resolve
 from pat_seg.experiments.run_folder import HPARAMS, SEED_KEYS, flatten
 from pat_seg.experiments.runs import class_and_args
@@ -162,4 +162,4 @@ def add_to_hparams_yaml(logger: TensorBoardLogger, summary: dict[str, Any]) -> N
     the file only while it does not exist, so a summary logged at the end would not reach it)."""
     logger.hparams["summary"] = summary
     text = yaml.dump(dict(logger.hparams)).encode()  # the serializer Lightning uses without omegaconf
-    write_atomically(Path(logger.log_dir) / HPARAMS, lambda file: file.write(text))
+    write_atomically(Path(logger.log_dir) / HPARAMS, lambda file: file.write(text), remove_leftovers=True)

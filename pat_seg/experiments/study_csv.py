@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from pat_seg.atomic_files import write_text_atomically
 from pat_seg.experiments.report import RUN_COLUMNS, SPLITS, LabelledRun, label_experiments, render_runs_csv, run_fields
 from pat_seg.experiments.run_folder import CONFIG
 from pat_seg.experiments.runs import Run, read_scalars
@@ -129,16 +130,8 @@ class StudyCsv:
         return buffer.getvalue()
 
     def save(self, order: Sequence[str] = ()) -> None:
-        """Write the file atomically: a temporary file beside it, flushed to disk, renamed over it."""
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            with open(temporary, "w", newline="") as handle:
-                handle.write(self.text(order))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-        finally:
-            temporary.unlink(missing_ok=True)
+        """Write the file atomically (:func:`~pat_seg.atomic_files.write_text_atomically`)."""
+        write_text_atomically(self.path, self.text(order))
 
 
 def grid_labels(run_dirs: Sequence[Path], configs: Sequence[dict[str, Any]], root: Path) -> dict[str, LabelledRun]:

@@ -82,10 +82,11 @@ def resnet_features(
 def cached_weight_paths(backbone: str) -> list[Path]:
     """Where timm would have stored ``backbone``'s default weights after a download.
 
-    The Hugging Face hub cache (``models--{org}--{name}/snapshots/*/model.safetensors`` or
-    ``pytorch_model.bin``) and the torch hub cache (``checkpoints/{file name of the URL}``). Returned
-    whether or not they exist, so an error can name them; the hub cache's snapshot folders are
-    listed when present.
+    The Hugging Face hub cache, resolved by ``huggingface_hub.try_to_load_from_cache`` (the snapshot
+    that the cached ``refs/main``, or the config's ``@revision``, points to; ``model.safetensors`` or
+    ``pytorch_model.bin``, as timm tries them), and the torch hub cache (``checkpoints/{file name of
+    the URL}``). A file that is not cached is returned as a path naming its repository's snapshot
+    folder, so that an error can say where the weights would be.
     """
     from timm.models import get_pretrained_cfg
 
@@ -94,14 +95,17 @@ def cached_weight_paths(backbone: str) -> list[Path]:
     if config is None:
         return paths
     if config.hf_hub_id:
-        from huggingface_hub.constants import HF_HUB_CACHE  # timm depends on huggingface_hub
+        from huggingface_hub import constants, try_to_load_from_cache  # timm depends on huggingface_hub
+        from huggingface_hub.file_download import repo_folder_name
 
-        repo = Path(HF_HUB_CACHE) / ("models--" + config.hf_hub_id.split("@")[0].replace("/", "--"))
-        snapshots = (
-            sorted((repo / "snapshots").glob("*")) if (repo / "snapshots").is_dir() else [repo / "snapshots" / "*"]
-        )
+        repo_id, _, revision = config.hf_hub_id.partition("@")
+        snapshots = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model") / "snapshots"
         names = [config.hf_hub_filename] if config.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
-        paths += [snapshot / name for snapshot in snapshots for name in names]
+        for name in names:
+            found = try_to_load_from_cache(repo_id, name, revision=revision or None)
+            paths.append(
+                Path(found) if isinstance(found, str) else snapshots / f"<commit of {revision or 'main'}>" / name
+            )
     if config.url:
         paths.append(Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(str(config.url)))
     if config.file:
