@@ -25,3 +25,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _restore_deterministic_algorithms():
+    """Give each test the deterministic-algorithms setting the one before it found.
+
+    An in-process ``pat-seg fit`` with ``trainer.deterministic: true`` switches torch's global
+    deterministic mode on for the rest of the process, which makes later tests of ops without a
+    deterministic kernel (SegNet's ``max_unpool2d``) fail or pass by test order.
+    """
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
