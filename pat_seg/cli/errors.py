@@ -172,7 +172,9 @@ def _mapping_nodes(file: str) -> yaml.MappingNode | None:
 def _key_line(node: yaml.MappingNode, keys: tuple[str, ...]) -> int | None:
     """The 1-based line of the key at the dotted path ``keys`` inside ``node``, or None where it is not set."""
     for depth, key in enumerate(keys):
-        found = next((pair for pair in node.value if isinstance(pair[0], yaml.ScalarNode) and pair[0].value == key), None)
+        found = next(
+            (pair for pair in node.value if isinstance(pair[0], yaml.ScalarNode) and pair[0].value == key), None
+        )
         if found is None:
             return None
         if depth == len(keys) - 1:
@@ -227,14 +229,14 @@ def _children(prefix: tuple[str, ...], known: set[str]) -> list[str]:
     """The names one level below ``prefix`` that the command has options for (``help`` left out)."""
     depth = len(prefix)
     names = {
-        key.split(".")[depth]
-        for key in known
-        if key.split(".")[:depth] == list(prefix) and len(key.split(".")) > depth
+        key.split(".")[depth] for key in known if key.split(".")[:depth] == list(prefix) and len(key.split(".")) > depth
     }
     return sorted(names - {"help"})
 
 
-def _unknown_key(node: yaml.MappingNode, prefix: tuple[str, ...], known: set[str]) -> tuple[tuple[str, ...], int] | None:
+def _unknown_key(
+    node: yaml.MappingNode, prefix: tuple[str, ...], known: set[str]
+) -> tuple[tuple[str, ...], int] | None:
     for key_node, value in node.value:
         if not isinstance(key_node, yaml.ScalarNode):
             continue

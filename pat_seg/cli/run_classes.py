@@ -36,8 +36,12 @@ def classes_of_run(run: RunFolder, num_classes: int | None) -> list[str] | None:
             names = getattr(built.data, "class_names", None)
         except Exception as error:  # noqa: BLE001 - any failure only costs the legend its names
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            log.warning("class names of %s unknown (its data module cannot be built here: %s); the legend "
-                        "shows class indices: give --data.class_names to name them", run.path, first)
+            log.warning(
+                "class names of %s unknown (its data module cannot be built here: %s); the legend "
+                "shows class indices: give --data.class_names to name them",
+                run.path,
+                first,
+            )
             return None
     names = [str(name) for name in names or []]
     return names if names and (num_classes is None or len(names) == num_classes) else None

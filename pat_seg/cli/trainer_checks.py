@@ -114,6 +114,5 @@ def check_trainer_options(trainer: Mapping[str, Any], argv: list[str], defaults:
         value = trainer[option]
         if not rule(value):
             flag = f"trainer.{option}"
-            raise ConfigurationError(
-                f"--{flag}={value!r} ({where_set(flag, argv, defaults)}): must be {expected}"
-            )
+            # The value as it is typed on a command line (a string without quotes: devices=0 reads as either).
+            raise ConfigurationError(f"--{flag}={value} ({where_set(flag, argv, defaults)}): must be {expected}")
