@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, get_args
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from lightning.fabric.connector import _PRECISION_INPUT
+from lightning.pytorch import Trainer
 
 from pat_seg.cli.errors import where_set
 from pat_seg.exceptions import ConfigurationError
@@ -70,16 +70,14 @@ def device_count(value: Any) -> bool:
 
 
 def _literals(annotation: Any) -> list[Any]:
-    """Every value of a union of ``Literal`` types, in order."""
-    arguments = get_args(annotation)
-    if not arguments:
-        return []
-    if all(not get_args(argument) for argument in arguments):  # a Literal's own values
-        return list(arguments)
-    return [value for argument in arguments for value in _literals(argument)]
+    """Every value of the ``Literal`` types in an annotation (a union of them, optional or not), in order."""
+    if get_origin(annotation) is Literal:
+        return list(get_args(annotation))
+    return [value for argument in get_args(annotation) for value in _literals(argument)]
 
 
-PRECISIONS = _literals(_PRECISION_INPUT)
+# The values Trainer's precision annotation lists (64, 32, 16, "bf16-mixed", ...), read from its signature.
+PRECISIONS = _literals(get_type_hints(Trainer.__init__)["precision"])
 
 # option: (rule, what it must be). Ranges from Lightning's Trainer documentation.
 RULES: dict[str, tuple[Rule, str]] = {
