@@ -33,7 +33,7 @@ from pat_seg.cli.errors import configuration_error, explain_parse_error, project
 from pat_seg.cli.fit_summary import fit_summary
 from pat_seg.cli.help import COMMANDS, PatSegHelpFormatter, top_level_help
 from pat_seg.cli.run_classes import classes_of_run
-from pat_seg.cli.trainer_checks import check_trainer_options
+from pat_seg.cli.trainer_checks import check_trainer_options, explain_trainer_parse_error
 from pat_seg.cli.warning_filters import ignore_third_party_warnings
 from pat_seg.config_files import with_shipped_configs
 from pat_seg.data.base import SegmentationDataModule
@@ -98,7 +98,8 @@ class PatSegCLI(LightningCLI):
                 super().parse_arguments(parser, args)
         except ArgumentError as error:
             argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
-            raise explain_parse_error(error, argv, option_strings(parser, argv)) from error
+            trainer_value = explain_trainer_parse_error(str(error), argv, [DEFAULT_CONFIG])
+            raise (trainer_value or explain_parse_error(error, argv, option_strings(parser, argv))) from error
 
     def _of_subcommand(self, container: Any) -> Any:
         """The part of a config for this subcommand (the whole config when built with ``run=False``)."""

@@ -231,7 +231,8 @@ def _children(prefix: tuple[str, ...], known: set[str]) -> list[str]:
     names = {
         key.split(".")[depth] for key in known if key.split(".")[:depth] == list(prefix) and len(key.split(".")) > depth
     }
-    return sorted(names - {"help"})
+    # "callbacks+" (append to a list) is a command-line form, not a key of a file.
+    return sorted(name for name in names - {"help"} if not name.endswith("+"))
 
 
 def _unknown_key(

@@ -87,7 +87,10 @@ RULES: dict[str, tuple[Rule, str]] = {
     "min_steps": (at_least(0), "an integer >= 0"),
     "devices": (device_count, "a number of devices >= 1, -1 (all), 'auto', or device indices such as [0, 1]"),
     "num_nodes": (at_least(1, optional=False), "an integer >= 1"),
-    "precision": (lambda value: value is None or value in PRECISIONS, "one of " + ", ".join(map(str, PRECISIONS))),
+    "precision": (
+        lambda value: value is None or value in PRECISIONS,
+        "one of " + ", ".join(dict.fromkeys(map(str, PRECISIONS))),
+    ),
     "val_check_interval": (check_interval, "a share of an epoch in (0.0, 1.0], a number of batches >= 1, or a time"),
     "check_val_every_n_epoch": (at_least(1), "an integer >= 1 (or null: validate by val_check_interval only)"),
     "accumulate_grad_batches": (at_least(1, optional=False), "an integer >= 1"),
@@ -114,3 +117,28 @@ def check_trainer_options(trainer: Mapping[str, Any], argv: list[str], defaults:
             flag = f"trainer.{option}"
             # The value as it is typed on a command line (a string without quotes: devices=0 reads as either).
             raise ConfigurationError(f"--{flag}={value} ({where_set(flag, argv, defaults)}): must be {expected}")
+
+
+_PARSED_TRAINER_KEY = re.compile(r'Parser key "trainer\.(?P<option>\w+)"')
+
+
+def explain_trainer_parse_error(
+    message: str, argv: list[str], defaults: Sequence[str] = ()
+) -> ConfigurationError | None:
+    """A parse error of a trainer option that :data:`RULES` knows (``precision=17`` fits none of the
+    types the option takes), in the words of :func:`check_trainer_options`; None for any other error."""
+    found = _PARSED_TRAINER_KEY.search(message)
+    if found is None or found["option"] not in RULES:
+        return None
+    option = found["option"]
+    flag = f"trainer.{option}"
+    given = next(
+        (
+            argument.split("=", 1)[1] if "=" in argument else argv[index + 1]
+            for index, argument in enumerate(argv)
+            if argument.startswith(f"--{flag}=") or (argument == f"--{flag}" and index + 1 < len(argv))
+        ),
+        None,
+    )
+    shown = f"--{flag}={given}" if given is not None else f"--{flag}"
+    return ConfigurationError(f"{shown} ({where_set(flag, argv, defaults)}): must be {RULES[option][1]}")
