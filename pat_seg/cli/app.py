@@ -250,7 +250,7 @@ def fill_classes_from_run(config: Namespace) -> None:
         return
     run = run_of(config.get("ckpt_path"), list(config.get("config") or []))
     hparams = run.path / HPARAMS if run is not None and run.path is not None else None
-    if hparams is None or not hparams.is_file():
+    if run is None or hparams is None or not hparams.is_file():
         raise ConfigurationError(
             "ImageFolderDataModule needs --data.num_classes (and --data.class_names), or a run's "
             "config.yaml / checkpoint whose hparams.yaml holds them"
