@@ -1,6 +1,8 @@
 """Shared test settings: deterministic, offline, single-threaded torch (the CI machine has 2 cores)."""
 
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
@@ -8,6 +10,10 @@ import torch
 from pat_seg.cli.warning_filters import ini_filter_lines
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# pat-seg's cache (class counts) in a folder of the test session's own, not the user's ~/.cache/pat_seg;
+# the console script's runs in subprocesses inherit it.
+TEST_CACHE = tempfile.mkdtemp(prefix="pat-seg-test-cache-")
+os.environ.setdefault("PAT_SEG_CACHE_DIR", TEST_CACHE)
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
@@ -15,6 +21,10 @@ def pytest_configure(config: pytest.Config) -> None:
     """Ignore the dependencies' warnings that the ``pat-seg`` command ignores, and only those."""
     for line in ini_filter_lines():
         config.addinivalue_line("filterwarnings", line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(TEST_CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

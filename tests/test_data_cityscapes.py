@@ -152,7 +152,8 @@ def test_splits_and_test_is_val(tmp_path: Path) -> None:
     assert sample["index"] == 1
 
 
-def test_class_counts_are_exact_and_cached_by_protocol(tmp_path: Path) -> None:
+def test_class_counts_are_exact_and_cached_by_protocol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAT_SEG_CACHE_DIR", str(tmp_path / "cache"))
     written = write_cityscapes(tmp_path, train=4)
     # The fourth frame shows road (labelId 7) only, so most classes are in 3 of the 4 images.
     road_only = np.full((H, W), 7, dtype=np.uint8)
@@ -173,10 +174,10 @@ def test_class_counts_are_exact_and_cached_by_protocol(tmp_path: Path) -> None:
         assert images[0] == 4 and images[18] == 3  # road in every frame, bicycle not in the road-only one
         cache = datamodule.class_counts_cache_file()
         stored = json.loads(cache.read_text())
-        assert cache.parent == tmp_path / ".pat_seg" and stored["class_counts"] == expected
+        assert cache.parent == tmp_path / "cache" and stored["class_counts"] == expected
         assert stored["class_image_counts"] == images and stored["num_images"] == len(written["train"])
     # Both protocols cached side by side, a second module reads the file instead of rescanning.
-    assert len(list((tmp_path / ".pat_seg").glob("class_counts-*.json"))) == 2
+    assert len(list((tmp_path / "cache").glob("class_counts-*.json"))) == 2
     cached = make(tmp_path)
     cached.build_samples = None  # type: ignore[assignment]  # any scan would fail now
     assert sum(cached.class_counts) == int(sum((expected_train_ids(x, 255) != 255).sum() for x in written["train"]))
@@ -212,15 +213,28 @@ def test_a_cache_that_cannot_be_written_is_named_and_leaves_no_file(
     assert list(cache.parent.iterdir()) == []  # neither a cache nor a half-written temporary file
 
 
-def test_read_only_root_caches_under_xdg_cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write_cityscapes(tmp_path / "data")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    # Running as root ignores file modes, so the read-only root is simulated at the access check.
-    monkeypatch.setattr("pat_seg.data.base.os.access", lambda path, mode: False)
-    datamodule = make(tmp_path / "data")
-    counts = datamodule.class_counts
-    assert datamodule.class_counts_cache_file().parent == tmp_path / "cache" / "pat_seg"
-    assert json.loads(datamodule.class_counts_cache_file().read_text())["class_counts"] == counts
+def test_the_cache_stays_out_of_the_data_root_and_two_roots_never_share_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for copy in ("a", "b"):
+        write_cityscapes(tmp_path / copy)
+    monkeypatch.delenv("PAT_SEG_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    before = {path for path in (tmp_path / "a").rglob("*")}
+    with caplog.at_level("INFO"):
+        counts = make(tmp_path / "a").class_counts
+    cache = tmp_path / "xdg" / "pat_seg"
+    (written,) = cache.glob("class_counts-*.json")
+    assert json.loads(written.read_text())["class_counts"] == counts
+    assert {path for path in (tmp_path / "a").rglob("*")} == before  # nothing added to the user's data
+    assert [record.getMessage() for record in caplog.records if "cached" in record.getMessage()] == [
+        f"class counts cached in {written} (set PAT_SEG_CACHE_DIR to choose the folder)"
+    ]
+    # The same files (seeded) under another root: the same counts, in an entry of its own.
+    assert make(tmp_path / "b").class_counts == counts
+    assert len(list(cache.glob("class_counts-*.json"))) == 2
+    monkeypatch.setenv("PAT_SEG_CACHE_DIR", str(tmp_path / "chosen"))
+    assert make(tmp_path / "a").class_counts_cache_file().parent == tmp_path / "chosen"
 
 
 def test_training_samples_have_the_protocol_size_and_aligned_padding(tmp_path: Path) -> None:

@@ -26,11 +26,15 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from pat_seg.callbacks.prediction_writer import PredictionWriter
-from pat_seg.cli.errors import configuration_error, explain_parse_error, short_errors
+from pat_seg.cli.errors import configuration_error, explain_parse_error, project_error, short_errors
+from pat_seg.cli.fit_summary import fit_summary
 from pat_seg.cli.help import COMMANDS, PatSegHelpFormatter, top_level_help
 from pat_seg.cli.prepare import prepare_command
+from pat_seg.cli.run_classes import classes_of_run
+from pat_seg.cli.trainer_checks import check_trainer_options, explain_trainer_parse_error
 from pat_seg.cli.warning_filters import ignore_third_party_warnings
 from pat_seg.config_files import with_shipped_configs
 from pat_seg.data.base import SegmentationDataModule
@@ -41,6 +45,7 @@ from pat_seg.experiments.checkpoint_files import SafeCheckpointIO
 from pat_seg.experiments.command_plan import CommandPlan, CommandRequest, plan_command
 from pat_seg.experiments.run_folder import HPARAMS, RunFolder, experiment_name, run_of
 from pat_seg.experiments.run_summary import RunSummary
+from pat_seg.experiments.writable import check_writable
 from pat_seg.module import SegmentationModule
 
 DEFAULT_CONFIG = str(files("pat_seg") / "configs" / "default.yaml")
@@ -80,10 +85,13 @@ class PatSegCLI(LightningCLI):
     def parse_arguments(self, parser: Any, args: Any) -> None:
         from_argv = False
         self.command_line: list[str] | None = None  # the command and its options, when given as a list
+        # The command's arguments, kept to say where a value was set (a flag, or a --config file's line).
+        self.argv: list[str] = []
         if not isinstance(args, (dict, Namespace)):
             # A --config that is no file here names a shipped config (pat_seg.config_files).
             given = self.command_line = list(sys.argv[1:] if args is None else args)
             resolved = with_shipped_configs(given)
+            self.argv = resolved
             if resolved != given:
                 from_argv, args = args is None, resolved
         try:
@@ -93,7 +101,8 @@ class PatSegCLI(LightningCLI):
                 super().parse_arguments(parser, args)
         except ArgumentError as error:
             argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
-            raise explain_parse_error(error, argv, option_strings(parser, argv)) from error
+            trainer_value = explain_trainer_parse_error(str(error), argv, [DEFAULT_CONFIG])
+            raise (trainer_value or explain_parse_error(error, argv, option_strings(parser, argv))) from error
 
     def _of_subcommand(self, container: Any) -> Any:
         """The part of a config for this subcommand (the whole config when built with ``run=False``)."""
@@ -101,6 +110,7 @@ class PatSegCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self._of_subcommand(self.config)
+        check_trainer_options(config.trainer, getattr(self, "argv", []), [DEFAULT_CONFIG])
         if self.subcommand not in (None, "predict"):
             refuse_image_folder(config, self.subcommand)
         # The experiment name is resolved once and saved in config.yaml, so a run restarted from its
@@ -148,6 +158,8 @@ class PatSegCLI(LightningCLI):
         )
         if plan.state is not None:
             check_weights_fit(self.model, plan.state, plan.checkpoint)
+        callbacks = one_or_many(trainer_settings.get("callbacks"))
+        check_writable(folders_written(plan, str(self.subcommand or "fit"), callbacks))
         for message in plan.warnings:
             rank_zero_warn(message)
         for message in plan.notes:
@@ -156,7 +168,6 @@ class PatSegCLI(LightningCLI):
         if plan.run is not None:
             kwargs["logger"] = self._run_logger(trainer_settings.get("logger"), plan)
         kwargs["plugins"] = with_safe_checkpoints(trainer_settings.get("plugins"), plan)
-        callbacks = one_or_many(trainer_settings.get("callbacks"))
         if self.subcommand == "fit":
             kwargs["callbacks"] = [*callbacks, RunSummary(config)]
         elif plan.run is not None and plan.run.path is not None:
@@ -165,7 +176,14 @@ class PatSegCLI(LightningCLI):
             for callback in callbacks:
                 if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                     callback.dirpath = str(plan.run.checkpoints)
-        return super().instantiate_trainer(**kwargs)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ValueError, TypeError) as error:
+            # A combination the per-option checks (pat_seg.cli.trainer_checks) do not know: Lightning's
+            # own words, without its traceback. Nothing has been written yet.
+            if project_error(error) is not None:
+                raise
+            raise ConfigurationError(f"the Trainer rejects its options: {error}") from error
 
     def _run_logger(self, configured: Any, plan: CommandPlan) -> TensorBoardLogger:
         """The TensorBoard logger of the planned run: the configured logger's class and options
@@ -196,6 +214,10 @@ class PatSegCLI(LightningCLI):
             rank_zero_info(f"pat-seg {self.subcommand}: metrics written to {self.trainer.log_dir}")
 
     after_validate = after_test
+
+    def after_fit(self) -> None:
+        """End with one line: the run folder, its final validation metrics and its best checkpoint."""
+        rank_zero_info(fit_summary(self.trainer))
 
     def _config_to_save(self) -> dict[str, Any]:
         """The config as this command would save it in its run's ``config.yaml``."""
@@ -236,14 +258,16 @@ def fill_classes_from_run(config: Namespace) -> None:
         return
     run = run_of(config.get("ckpt_path"), list(config.get("config") or []))
     hparams = run.path / HPARAMS if run is not None and run.path is not None else None
-    if hparams is None or not hparams.is_file():
+    if run is None or hparams is None or not hparams.is_file():
         raise ConfigurationError(
             "ImageFolderDataModule needs --data.num_classes (and --data.class_names), or a run's "
             "config.yaml / checkpoint whose hparams.yaml holds them"
         )
     recorded = yaml.safe_load(hparams.read_text()) or {}
     config.data.init_args.num_classes = recorded.get("num_classes")
-    config.data.init_args.class_names = recorded.get("class_names")
+    # hparams.yaml keeps the module's own class_names argument (None when the data module named the
+    # classes): then the names come from the data module the run was trained with.
+    config.data.init_args.class_names = recorded.get("class_names") or classes_of_run(run, recorded.get("num_classes"))
 
 
 def check_weights_fit(module: Any, state: dict[str, Any], checkpoint: Path | None) -> None:
@@ -269,6 +293,29 @@ def check_weights_fit(module: Any, state: dict[str, Any], checkpoint: Path | Non
         + "; ".join(details)
         + "\ngive the config the checkpoint was trained with (its run's config.yaml)"
     )
+
+
+def folders_written(plan: CommandPlan, subcommand: str, callbacks: list[Any]) -> list[tuple[Path, str]]:
+    """The folders ``plan`` writes into, with what goes there: the run (or, for a new run, the folder its
+    ``version_N`` is made in), a fit's checkpoint folders, an evaluation's sub-folder of the run."""
+    folders: list[tuple[Path, str]] = []
+    run = plan.run
+    if run is not None:
+        if run.path is None:
+            folders.append((run.save_dir / run.experiment, "the new run (--trainer.default_root_dir)"))
+        elif plan.subfolder is not None:
+            folders.append((run.path / plan.subfolder, f"pat-seg {subcommand}'s results"))
+        else:
+            folders.append((run.path, "the run"))
+            if subcommand == "fit":
+                folders.append((run.checkpoints, "the run's checkpoints"))
+    if subcommand == "fit":
+        folders += [
+            (Path(callback.dirpath), f"{type(callback).__name__}'s checkpoints (its dirpath)")
+            for callback in callbacks
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is not None
+        ]
+    return folders
 
 
 def one_or_many(configured: Any) -> list[Any]:

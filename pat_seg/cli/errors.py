@@ -12,10 +12,13 @@ import inspect
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import import_module
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from pat_seg.cli.class_paths import explain_class_path
 from pat_seg.exceptions import ConfigurationError, PatSegError
@@ -100,8 +103,11 @@ def explain_parse_error(error: Exception, argv: list[str], options: list[str]) -
     """A jsonargparse parse error as one short message: the file and key, and the closest valid key.
 
     ``argv``: the command's arguments (its ``--config`` files are searched for the key); ``options``:
-    the option strings the command accepts (for a mistyped flag).
+    the option strings the command accepts (for a mistyped flag, and for a config file's unknown key).
     """
+    unknown = unknown_config_key(config_files(argv), options)
+    if unknown is not None:
+        return unknown
     text = str(error)
     unaccepted = _UNACCEPTED.search(text)
     if unaccepted is not None:
@@ -142,10 +148,120 @@ def _closest(key: str, candidates: list[str]) -> str:
     return f"; did you mean {match[0]}?" if match else ""
 
 
+def config_files(argv: list[str]) -> list[str]:
+    """The ``--config`` / ``-c`` files of a command's arguments, in the order given."""
+    files = []
+    for index, argument in enumerate(argv):
+        if argument in ("--config", "-c") and index + 1 < len(argv):
+            files.append(argv[index + 1])
+        elif argument.startswith("--config="):
+            files.append(argument.split("=", 1)[1])
+    return files
+
+
+def _mapping_nodes(file: str) -> yaml.MappingNode | None:
+    """The top-level mapping of a YAML file, with the line of every key (None: no such file, or no mapping)."""
+    path = Path(file)
+    try:
+        node = yaml.compose(path.read_text()) if path.is_file() else None
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return None  # jsonargparse names a file it cannot read or parse
+    return node if isinstance(node, yaml.MappingNode) else None
+
+
+def _key_line(node: yaml.MappingNode, keys: tuple[str, ...]) -> int | None:
+    """The 1-based line of the key at the dotted path ``keys`` inside ``node``, or None where it is not set."""
+    for depth, key in enumerate(keys):
+        found = next(
+            (pair for pair in node.value if isinstance(pair[0], yaml.ScalarNode) and pair[0].value == key), None
+        )
+        if found is None:
+            return None
+        if depth == len(keys) - 1:
+            return int(found[0].start_mark.line) + 1
+        if not isinstance(found[1], yaml.MappingNode):
+            return None
+        node = found[1]
+    return None
+
+
+def where_set(key: str, argv: list[str], defaults: Sequence[str] = ()) -> str:
+    """Where the dotted config ``key`` (``trainer.max_epochs``) got its value: ``the command line``
+    (``--trainer.max_epochs``), else ``FILE line N`` of the last ``--config`` file that sets it (later
+    files win), else of the first of ``defaults`` (the default config files) that does, else ``its default``."""
+    flag = f"--{key}"
+    if any(argument == flag or argument.startswith(flag + "=") for argument in argv):
+        return "the command line"
+    for file in [*reversed(config_files(argv)), *defaults]:
+        node = _mapping_nodes(file)
+        line = _key_line(node, tuple(key.split("."))) if node is not None else None
+        if line is not None:
+            return f"{file} line {line}"
+    return "its default"
+
+
+def unknown_config_key(files: list[str], options: list[str]) -> ConfigurationError | None:
+    """The first key of a ``--config`` file that the command has no option for (``trainer: max_epoch:``,
+    a top-level ``modle:``), named with its file and line and the closest keys it has, or None.
+
+    Keys are read where the command has a group of options (``trainer``, ``model``); below an option
+    that takes a whole value (a class's ``class_path``/``init_args``, a callback list) jsonargparse
+    checks the value itself, and :func:`explain_parse_error` words that.
+    """
+    known = {option[2:] for option in options if option.startswith("--")}
+    for file in files:
+        top = _mapping_nodes(file)
+        found = _unknown_key(top, (), known) if top is not None else None
+        if found is not None:
+            keys, line = found
+            parent, siblings = ".".join(keys[:-1]), _children(keys[:-1], known)
+            section = f"under {parent}: " if parent else ""
+            matches = difflib.get_close_matches(keys[-1], siblings, n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(matches)}?" if matches else ""
+            return ConfigurationError(
+                f"{file} line {line}: unknown key {'.'.join(keys)}{hint}\n"
+                f"{section}valid keys are {', '.join(siblings[:24])}{' ...' if len(siblings) > 24 else ''}"
+            )
+    return None
+
+
+def _children(prefix: tuple[str, ...], known: set[str]) -> list[str]:
+    """The names one level below ``prefix`` that the command has options for (``help`` left out)."""
+    depth = len(prefix)
+    names = {
+        key.split(".")[depth] for key in known if key.split(".")[:depth] == list(prefix) and len(key.split(".")) > depth
+    }
+    # "callbacks+" (append to a list) is a command-line form, not a key of a file.
+    return sorted(name for name in names - {"help"} if not name.endswith("+"))
+
+
+def _unknown_key(
+    node: yaml.MappingNode, prefix: tuple[str, ...], known: set[str]
+) -> tuple[tuple[str, ...], int] | None:
+    for key_node, value in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            continue
+        keys = (*prefix, str(key_node.value))
+        dotted = ".".join(keys)
+        group = bool(_children(keys, known))
+        if not group and dotted not in known:
+            return keys, int(key_node.start_mark.line) + 1
+        if group and isinstance(value, yaml.MappingNode) and not _takes_a_class(value):
+            found = _unknown_key(value, keys, known)
+            if found is not None:
+                return found
+    return None
+
+
+def _takes_a_class(node: yaml.MappingNode) -> bool:
+    """A ``class_path`` / ``init_args`` mapping: jsonargparse checks its arguments against the class."""
+    keys: set[Any] = {pair[0].value for pair in node.value if isinstance(pair[0], yaml.ScalarNode)}
+    return bool(keys & {"class_path", "init_args"})
+
+
 def _where(key: str, argv: list[str]) -> str:
     """``file.yaml line N`` of the first ``--config`` file that sets ``key``, else ``the command line``."""
-    files = [argv[index + 1] for index, argument in enumerate(argv[:-1]) if argument in ("--config", "-c")]
-    files += [argument.split("=", 1)[1] for argument in argv if argument.startswith("--config=")]
+    files = config_files(argv)
     pattern = re.compile(rf"^\s*['\"]?{re.escape(key)}['\"]?\s*:", re.MULTILINE)
     for file in files:
         path = Path(file)

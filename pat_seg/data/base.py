@@ -39,6 +39,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pat_seg.atomic_files import write_text_atomically
@@ -54,19 +55,33 @@ log = logging.getLogger(__name__)
 Sample = dict[str, Any]
 
 
+CACHE_DIR_VARIABLE = "PAT_SEG_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """pat-seg's cache folder: ``$PAT_SEG_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/pat_seg`` (default
+    ``~/.cache/pat_seg``). Never inside a data set's folder: a user's data stays as they left it."""
+    chosen = os.environ.get(CACHE_DIR_VARIABLE, "").strip()
+    if chosen:
+        return Path(chosen).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "pat_seg"
+
+
 def class_counts_cache_path(root: str | Path, key: dict[str, Any]) -> Path:
     """Cache file of the class counts of the data set at ``root`` under the protocol options ``key``.
 
-    ``root/.pat_seg/class_counts-<hash>.json`` when ``root`` is writable, else the same name under
-    ``$XDG_CACHE_HOME/pat_seg`` (default ``~/.cache/pat_seg``); the hash covers the resolved root and
-    ``key``, so two protocols of one data set (or two copies of it) never share a file.
+    ``<cache_dir()>/class_counts-<hash>.json``; the hash covers the resolved root, the identity of that
+    folder on its file system (a data set deleted and made again at the same path is another entry)
+    and ``key``, so two protocols of one data set, or two data roots, never share a file.
     """
     root = Path(root).expanduser().resolve()
-    text = json.dumps({"root": str(root), **key}, sort_keys=True, default=str)
-    name = f"class_counts-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
-    if os.access(root, os.W_OK):
-        return root / ".pat_seg" / name
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pat_seg" / name
+    try:
+        status = root.stat()
+        folder = [status.st_dev, status.st_ino]
+    except OSError:  # no such root: the data module names it before anything is counted
+        folder = []
+    text = json.dumps({"root": str(root), "folder": folder, **key}, sort_keys=True, default=str)
+    return cache_dir() / f"class_counts-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
 
 
 class SegmentationDataModule(L.LightningDataModule, ABC):
@@ -190,7 +205,9 @@ class SegmentationDataModule(L.LightningDataModule, ABC):
                             }
                         ),
                     )
-                except OSError as error:  # a read-only data root must not stop training
+                    # Said where it can be seen (Lightning's console log): a file written outside the run folder.
+                    rank_zero_info(f"class counts cached in {cache} (set {CACHE_DIR_VARIABLE} to choose the folder)")
+                except OSError as error:  # a read-only cache folder must not stop training
                     log.warning("could not cache class counts at %s: %s", cache, error)
         return self._class_statistics
 

@@ -20,8 +20,10 @@ from typing import Any
 from pat_seg.experiments.checkpoint_files import UnreadableCheckpointError, checkpoints_beside, read_checkpoint
 from pat_seg.experiments.class_identity import loss_plumbing
 from pat_seg.experiments.run_folder import (
+    SUBFOLDERS,
     ResumeError,
     RunFolder,
+    covered,
     evaluation_subfolder,
     identity_differences,
     run_of,
@@ -213,8 +215,40 @@ def _plan_evaluation(request: CommandRequest) -> CommandPlan:
     else:
         checkpoint, state = Path(ckpt_path), read_checkpoint(ckpt_path)
     folder = run if run is not None and run.path is not None else request.run
+    if run is not None and run.path is not None and request.subcommand in ("test", "validate"):
+        _check_same_loss(run, request.config, request.subcommand)
     subfolder = evaluation_subfolder(request.subcommand, request.image_folder, folder.path if folder else None)
     return CommandPlan(folder, checkpoint, state, subfolder=subfolder, warnings=tuple(warnings))
+
+
+def _check_same_loss(run: RunFolder, config: dict[str, Any], subcommand: str) -> None:
+    """Refuse to write a run's ``test/`` or ``validate/`` with another loss than the run was trained with:
+    its loss numbers would be filed under the run as if they were its own."""
+    saved = run.saved_config()
+    if saved is None:
+        return
+    differences = [
+        difference
+        for difference in identity_differences(saved, config, loss_plumbing(saved, config))
+        if covered(difference.split(":", 1)[0], ("model.loss",))
+    ]
+    if not differences:
+        return
+    listed = "\n".join(f"  {difference}" for difference in differences[:6])
+    raise ResumeError(
+        f"pat-seg {subcommand}: run {run.path} was trained with the loss {_loss_name(saved)}, this command "
+        f"gives {_loss_name(config)}; its {SUBFOLDERS[subcommand]}/ would file the other loss's numbers under "
+        f"the run. Its config.yaml -> this command:\n{listed}\n"
+        f"to score the run, leave out --model.loss (the run's config.yaml holds its loss); to evaluate "
+        f"with another loss on purpose, copy the checkpoint and config.yaml out of the run (cp {run.path}/"
+        f"config.yaml other_loss.yaml) and give those: the results go to a run of their own"
+    )
+
+
+def _loss_name(config: dict[str, Any]) -> str:
+    """The loss class of a config (its last dotted part), or ``?`` where the config names none."""
+    loss = (config.get("model") or {}).get("loss") or {}
+    return str(loss.get("class_path", "?")).rsplit(".", 1)[-1] if isinstance(loss, dict) else str(loss)
 
 
 def _runs_hint(default: RunFolder | None) -> str:
