@@ -11,10 +11,10 @@ from torch import Tensor
 
 from pat_seg.class_statistics import per_sample_class_counts
 from pat_seg.kernels import triton_available
-from pat_seg.losses._pixel import float32_math, target_log_prob, valid_mask_and_index
 from pat_seg.losses.base import PixelLoss
 from pat_seg.losses.checks import check_logits_target
 from pat_seg.losses.description import LossDescription
+from pat_seg.losses.pixel import float32_math, target_log_prob, valid_mask_and_index
 
 CLASS_REDUCTIONS = ("sum", "mean")
 IMPLEMENTATIONS = ("auto", "eager", "triton")
