@@ -79,7 +79,11 @@ def check_hooks(loss: object) -> None:
     """
     for switch, protocol, members in _PROMISES:
         if getattr(loss, switch, False) and not isinstance(loss, protocol):
-            missing = [member for member in members if not hasattr(loss, member)]
+            missing = [
+                member
+                for member in members
+                if not hasattr(loss, member) or (member.startswith("set_") and not callable(getattr(loss, member)))
+            ]
             raise ConfigurationError(
                 f"{type(loss).__qualname__} sets {switch} but has no {' or '.join(missing)}: a loss that needs "
                 f"the statistic implements pat_seg.losses.hooks.{protocol.__name__} (docs/extending.md)"
