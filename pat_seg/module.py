@@ -218,7 +218,7 @@ class SegmentationModule(L.LightningModule):
                 and self.loss.needs_class_counts
                 and self.loss.class_counts is None
             ):
-                self.loss.set_class_counts(counts)
+                self.loss.set_class_counts([float(count) for count in counts])
             if (
                 isinstance(self.loss, TakesClassPresence)
                 and self.loss.needs_class_presence
