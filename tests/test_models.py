@@ -329,8 +329,10 @@ def test_channels_last_switch_converts_weights_and_images() -> None:
 @pytest.mark.slow  # inductor compiles C++ for the CPU: tens of seconds
 def test_compile_switch_compiles_the_network_in_place() -> None:
     torch.manual_seed(0)
-    module = SegmentationModule(SegNet(3, base_channels=4), CrossEntropyLoss(), num_classes=3, compile_model=True)
-    plain = SegNet(3, base_channels=4)
+    module = SegmentationModule(
+        UNet(3, base_channels=4, depth=1), CrossEntropyLoss(), num_classes=3, compile_model=True
+    )
+    plain = UNet(3, base_channels=4, depth=1)
     plain.load_state_dict(module.model.state_dict())
     keys = list(module.state_dict())
     module.configure_model()
