@@ -101,6 +101,19 @@ def class_statistics(
         ignore_index: label of pixels that are not counted; ``None``: every pixel is counted.
         batched: each item holds several label maps along its first dimension (a ``DataLoader``'s
             batch); label maps are then numbered across batches.
+
+    Example:
+        Two 2x2 label maps; the first has an ignored pixel. Class 0 covers 2 + 4 pixels in both maps,
+        class 1 one pixel of the first, class 2 nothing:
+
+        >>> import torch
+        >>> from pat_seg.class_statistics import class_statistics
+        >>> maps = [torch.tensor([[0, 0], [1, 255]]), torch.tensor([[0, 0], [0, 0]])]
+        >>> stats = class_statistics(maps, num_classes=3, ignore_index=255)
+        >>> stats.pixels, stats.images, stats.num_images
+        ([6, 1, 0], [2, 1, 0], 2)
+        >>> stats.presence
+        [1.0, 0.5, 0.0]
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigurationError(f"num_classes must be an integer >= 1; got {num_classes!r}")

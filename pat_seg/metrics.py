@@ -53,6 +53,19 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
     ``update(preds [B, H, W] long, target [B, H, W] long)``; ``compute()`` returns a flat dict of
     float tensors keyed ``miou``, ``pixel_accuracy``, ``mean_dice``, ``dice_error``, ``iou/<class name>``
     and, when training class counts are known, ``miou_head`` and ``miou_tail`` (tail = rarest third).
+
+    Example:
+        One image of three classes whose last column is ignored. Class 0 has 1 of its 2 pixels right
+        (IoU 1/2); class 1 is predicted on 3 pixels, 1 of them its own (IoU 1/3); class 2 is missed
+        (IoU 0). So mIoU is (1/2 + 1/3 + 0) / 3 = 5/18 and pixel accuracy 2/4:
+
+        >>> import torch
+        >>> from pat_seg.metrics import SegmentationMetrics
+        >>> metrics = SegmentationMetrics(num_classes=3, class_names=["sky", "road", "car"])
+        >>> metrics.update(torch.tensor([[[0, 1, 2], [1, 1, 0]]]), torch.tensor([[[0, 0, 255], [1, 2, 255]]]))
+        >>> result = metrics.compute()
+        >>> [round(result[key].item(), 4) for key in ("iou/sky", "iou/road", "iou/car", "miou", "pixel_accuracy")]
+        [0.5, 0.3333, 0.0, 0.2778, 0.5]
     """
 
     def __init__(

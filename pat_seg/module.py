@@ -17,6 +17,7 @@ from torchmetrics.aggregation import MeanMetric
 
 from pat_seg.exceptions import ConfigurationError
 from pat_seg.losses import PixelLoss
+from pat_seg.losses.hooks import TakesClassCounts, TakesClassPresence, TakesEpoch, check_hooks
 from pat_seg.metrics import SegmentationMetrics
 from pat_seg.models import SegmentationNetwork
 from pat_seg.validation import check_batch
@@ -52,8 +53,10 @@ class SegmentationModule(L.LightningModule):
             :mod:`pat_seg.models` (by name, e.g. ``UNet``) or any ``nn.Module`` class path.
         loss: a :mod:`pat_seg.losses` loss (``forward(logits, target) -> scalar``; by name, e.g.
             ``PATLoss``) or any ``nn.Module`` class path with that call. A loss that needs
-            training class counts (``needs_class_counts = True``) or class presence
-            (``needs_class_presence``) gets them from the data module at setup, identical on every process.
+            training class counts or class presence (:class:`~pat_seg.losses.hooks.TakesClassCounts`,
+            :class:`~pat_seg.losses.hooks.TakesClassPresence`) gets them from the data module at setup,
+            identical on every process; one with ``set_epoch`` (:class:`~pat_seg.losses.hooks.TakesEpoch`)
+            hears each training epoch's number at its start (docs/extending.md).
         optimizer: optimizer factory; the default ``torch.optim.Adam`` uses lr 1e-3, as the authors.
         lr_scheduler: scheduler factory (``--model.lr_scheduler StepLR``). ``None`` (default) with
             ``cosine_annealing=True`` anneals the learning rate to 0 by cosine over the whole run (every
@@ -89,6 +92,7 @@ class SegmentationModule(L.LightningModule):
             raise ConfigurationError(f"num_classes must be >= 2; got {num_classes}")
         if lr_scheduler_interval not in ("epoch", "step"):
             raise ConfigurationError(f"lr_scheduler_interval must be 'epoch' or 'step'; got {lr_scheduler_interval!r}")
+        check_hooks(loss)
         if isinstance(loss, PixelLoss) and loss.reduction == "none":
             raise ConfigurationError(
                 f"{type(loss).__name__}(reduction='none') returns a loss per pixel; training needs one number "
@@ -208,10 +212,19 @@ class SegmentationModule(L.LightningModule):
             )
             for metrics in (self.val_metrics, self.test_metrics):
                 metrics.set_class_counts(counts)
-            if getattr(self.loss, "needs_class_counts", False) and getattr(self.loss, "class_counts", None) is None:
-                self.loss.set_class_counts(counts)  # type: ignore[operator]  # checked by getattr above; nn.Module types attributes as Tensor | Module
-            if getattr(self.loss, "needs_class_presence", False) and getattr(self.loss, "class_presence", None) is None:
-                self.loss.set_class_presence(statistics.presence)  # type: ignore[operator]  # checked by getattr above; nn.Module types attributes as Tensor | Module
+            # The statistics hooks of pat_seg.losses.hooks (docs/extending.md): counts given to the loss win.
+            if (
+                isinstance(self.loss, TakesClassCounts)
+                and self.loss.needs_class_counts
+                and self.loss.class_counts is None
+            ):
+                self.loss.set_class_counts([float(count) for count in counts])
+            if (
+                isinstance(self.loss, TakesClassPresence)
+                and self.loss.needs_class_presence
+                and self.loss.class_presence is None
+            ):
+                self.loss.set_class_presence(statistics.presence)
         self.record_hparams(**recorded)  # one call: a logger with a default hp_metric writes one per call
 
     def _summary_counts_flops(self) -> bool:
@@ -239,9 +252,8 @@ class SegmentationModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         # Losses with an epoch-dependent schedule (LDAM's deferred re-weighting) read the epoch here.
-        set_epoch = getattr(self.loss, "set_epoch", None)
-        if callable(set_epoch):
-            set_epoch(self.current_epoch)
+        if isinstance(self.loss, TakesEpoch):
+            self.loss.set_epoch(self.current_epoch)
 
     # --- steps ------------------------------------------------------------------------------------
     def forward(self, image: Tensor) -> Tensor:

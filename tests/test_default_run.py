@@ -20,14 +20,20 @@ def run_default_fit(cwd: Path, *args: str) -> dict[str, list[float]]:
     return read_scalars(version)
 
 
+# The bounds come from docs/results.md's 3 seeds of this budget (mean ± sd, n = 3): PAT mIoU 71.20 ± 0.61,
+# tail mIoU 41.96 ± 2.83; CE mIoU 46.28 ± 3.09, head 69.43 ± 4.63, tail 0. This run is seed 0 (README:
+# PAT 0.716, CE 0.480); another CPU or torch build rounds differently, so each bound sits about 3.5 sd
+# (of the seeds) beyond the seeds' mean, not at the seed-0 value.
 @pytest.mark.slow
 def test_default_fit_learns_and_pat_narrows_the_tail_gap(tmp_path):
     pat = run_default_fit(tmp_path / "pat")
-    assert pat["val/miou"][-1] >= 0.3, pat["val/miou"]
     assert 12 == len(pat["val/miou"])  # the default budget: 12 epochs
+    assert pat["val/miou"][-1] >= 0.69, pat["val/miou"]
 
     ce = run_default_fit(tmp_path / "ce", "--model.loss=pat_seg.losses.CrossEntropyLoss")
     # Cross-entropy leaves a clear head/tail gap on the default data ...
     assert ce["val/miou_tail"][-1] < ce["val/miou_head"][-1] - 0.3
-    # ... which PAT narrows by lifting the tail, after the same budget.
-    assert pat["val/miou_tail"][-1] > ce["val/miou_tail"][-1] + 0.1
+    # ... which PAT narrows by lifting the tail (0 -> about 0.4), after the same budget ...
+    assert pat["val/miou_tail"][-1] > ce["val/miou_tail"][-1] + 0.3
+    # ... for an mIoU about 25 points above CE's.
+    assert pat["val/miou"][-1] > ce["val/miou"][-1] + 0.15

@@ -31,13 +31,32 @@ def test_torch_summary_writer_still_has_get_file_writer() -> None:
 
 def test_lightning_still_hands_a_cli_built_module_its_config_through_given_hyperparameters() -> None:
     # SegmentationModule keeps its network and loss configs as hyperparameters (load_from_checkpoint
-    # rebuilds them) only when LightningCLI built it, which it tells by this context variable.
+    # rebuilds them) only when LightningCLI built it, which it tells by this context variable. Built by
+    # LightningCLI's own instantiator (fed a config as a CLI holds it), the module must keep the config;
+    # built in Python, it must keep no objects.
     from contextvars import ContextVar
+    from types import SimpleNamespace
 
     from lightning.pytorch.cli import _InstantiatorFn
     from lightning.pytorch.core.mixins import hparams_mixin
 
+    from pat_seg.losses import CrossEntropyLoss
+    from pat_seg.models import UNet
+    from pat_seg.module import SegmentationModule
+
     variable = getattr(hparams_mixin, "_given_hyperparameters", None)
     assert isinstance(variable, ContextVar), "lightning's hparams_mixin._given_hyperparameters is gone"
-    assert variable.get() is None  # unset outside LightningCLI's instantiation
-    assert "_given_hyperparameters_context" in inspect.getsource(_InstantiatorFn.__call__)
+    network = {"class_path": "pat_seg.models.UNet", "init_args": {"num_classes": 3, "base_channels": 4, "depth": 1}}
+    loss = {"class_path": "pat_seg.losses.CrossEntropyLoss", "init_args": {"ignore_index": 255}}
+    cli = SimpleNamespace(_dump_config=lambda: None, config_dump={"model": {"model": network, "loss": loss}})
+    built = _InstantiatorFn(cli=cli, key="model")(  # type: ignore[arg-type]  # the parts of a LightningCLI it reads
+        SegmentationModule,
+        model=UNet(3, base_channels=4, depth=1),
+        loss=CrossEntropyLoss(),
+        num_classes=3,
+        applied_instantiation_links={},
+    )
+    assert built.hparams["model"] == network and built.hparams["loss"] == loss
+    assert built.hparams["_instantiator"] == "lightning.pytorch.cli.instantiate_module"
+    plain = SegmentationModule(UNet(3, base_channels=4, depth=1), CrossEntropyLoss(), num_classes=3)
+    assert "model" not in plain.hparams and "loss" not in plain.hparams

@@ -330,12 +330,26 @@ def test_channels_last_switch_converts_weights_and_images() -> None:
     assert not plain.model.encoders[0][0][0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.slow  # inductor compiles C++ for the CPU: tens of seconds
 def test_compile_switch_compiles_the_network_in_place() -> None:
-    module = SegmentationModule(SegNet(3, base_channels=4), CrossEntropyLoss(), num_classes=3, compile_model=True)
+    torch.manual_seed(0)
+    module = SegmentationModule(
+        UNet(3, base_channels=4, depth=1), CrossEntropyLoss(), num_classes=3, compile_model=True
+    )
+    plain = UNet(3, base_channels=4, depth=1)
+    plain.load_state_dict(module.model.state_dict())
     keys = list(module.state_dict())
-    module.configure_model()  # compiling is lazy: nothing is traced until the first forward
-    assert module.model._compiled_call_impl is not None
+    module.configure_model()
     assert list(module.state_dict()) == keys  # checkpoints keep the plain network's keys
-    plain = SegmentationModule(SegNet(3, base_channels=4), CrossEntropyLoss(), num_classes=3)
-    plain.configure_model()
-    assert plain.model._compiled_call_impl is None
+    # A hook inside the network records whether it runs inside a torch.compile trace: the compiled
+    # module's forward is traced (the hook sees True), the plain network's is not.
+    traced: list[bool] = []
+    for network in (module.model, plain):
+        network.encoders[0].register_forward_hook(lambda *_: traced.append(torch.compiler.is_compiling()))
+    image = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        compiled_logits = module.eval()(image)
+        assert traced == [True]
+        plain_logits = plain.eval()(image)
+        assert traced == [True, False]
+    torch.testing.assert_close(compiled_logits, plain_logits, rtol=1e-4, atol=1e-5)

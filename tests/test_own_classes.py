@@ -1,8 +1,11 @@
 """A user's own classes on the same terms as pat-seg's: identity from the class, reload, the CLI's edges.
 
-- A loss of the user's own, in a module outside the package and named like one of ours (``FocalLoss``),
-  trains by class path through the console script, is reported under its own label with its own
-  argument in the HParams row, and reloads with ``SegmentationModule.load_from_checkpoint``.
+- docs/extending.md's example loss (docs/examples/my_loss.py), in a module outside the package and
+  named like one of ours (``FocalLoss``), is its float64 formula, trains by class path through the
+  console script with the class counts its hook asks for, is reported under its own label with its
+  own argument in the HParams row, and reloads with ``SegmentationModule.load_from_checkpoint``.
+- The module hands a loss's hooks (pat_seg.losses.hooks) the training split's statistics and each
+  epoch's number; a loss that asks for a statistic without the hook to take it is one short message.
 - Labels and shown arguments come from the class a config names: a user's class is never taken for
   pat-seg's, whatever it is called, whether it describes itself or not, or imports at all.
 - Reloading imports no module a checkpoint names; a configured scheduler steps per epoch and a
@@ -12,16 +15,21 @@
 from __future__ import annotations
 
 import importlib
+import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_hparams_table import hparams_table
-from test_run_safety import TINY_DATA, pat_seg, short_error
+from test_run_safety import REPO, TINY_DATA, pat_seg, short_error
 from torch import nn
 
 from pat_seg.cli import cli_main
@@ -31,6 +39,7 @@ from pat_seg.experiments.run_folder import identity_differences
 from pat_seg.experiments.run_summary import shown_arguments
 from pat_seg.experiments.runs import display_labels
 from pat_seg.losses.description import LossDescription
+from pat_seg.losses.hooks import TakesClassCounts, TakesClassPresence, TakesEpoch
 from pat_seg.models import UNet
 from pat_seg.module import SegmentationModule
 
@@ -42,27 +51,9 @@ TINY = [f"--data.{key}={value}" for key, value in TINY_DATA.items()] + [
     "--trainer.enable_model_summary=false",
     "--trainer.accelerator=cpu",
 ]
-# A loss in a file of the user's own: pat-seg's name, its own argument and its own description.
-USER_LOSS = '''
-import torch.nn.functional as F
-from torch import Tensor, nn
-
-from pat_seg.losses.description import LossDescription
-
-
-class FocalLoss(nn.Module):
-    """(1 - p_t) ** power * -log p_t, mean over the pixels that are not ignored."""
-
-    description = LossDescription("PowerFocal", symbols={"power": "p"})
-
-    def __init__(self, power: float = 2.0, ignore_index: int = 255) -> None:
-        super().__init__()
-        self.power, self.ignore_index = power, ignore_index
-
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        log_p = F.log_softmax(logits.float(), dim=1)
-        return F.nll_loss((1 - log_p.exp()) ** self.power * log_p, target, ignore_index=self.ignore_index)
-'''
+# A loss in a file of the user's own: pat-seg's class name, its own argument, description and counts
+# hook. It is docs/extending.md's example, run here as a user runs it: copied into a folder of its own.
+EXAMPLE_LOSS = REPO / "docs" / "examples" / "my_loss.py"
 
 
 # --- classes of "the user's own", named as a config names them: f"{HERE}.FocalLoss" -----------------
@@ -88,15 +79,113 @@ class WiderUNet(UNet):
     """A user's subclass of pat-seg's UNet: not the paper's U-Net."""
 
 
+class HookedLoss(nn.Module):
+    """Cross-entropy with all three hooks, recording what the module hands each."""
+
+    needs_class_counts = True
+    needs_class_presence = True
+
+    def __init__(self, ignore_index: int = 255) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.class_counts: list[float] | None = None
+        self.class_presence: list[float] | None = None
+        self.epochs: list[int] = []
+
+    def set_class_counts(self, counts: list[float]) -> None:
+        self.class_counts = list(counts)
+
+    def set_class_presence(self, class_presence: list[float]) -> None:
+        self.class_presence = list(class_presence)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs.append(epoch)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, target, ignore_index=self.ignore_index)
+
+
+class HalfHookedLoss(nn.Module):
+    """Asks for class counts, but names its method to take them wrongly."""
+
+    needs_class_counts = True
+
+    def __init__(self, ignore_index: int = 255) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.class_counts: list[float] | None = None
+
+    def set_counts(self, counts: list[float]) -> None:
+        self.class_counts = list(counts)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, target, ignore_index=self.ignore_index)
+
+
+# --- the extension contract: docs/extending.md's example loss and the hooks ------------------------
+@pytest.fixture
+def example_loss(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """docs/examples/my_loss.py, imported as a user's module ``my_loss``."""
+    monkeypatch.syspath_prepend(str(EXAMPLE_LOSS.parent))
+    try:
+        yield importlib.import_module("my_loss")
+    finally:
+        sys.modules.pop("my_loss", None)
+
+
+def test_the_example_loss_is_its_float64_formula(example_loss: ModuleType) -> None:
+    # Counts 1, 4, 16: n^-1/2 = 1, 1/2, 1/4, whose mean is 7/12, so w = 12/7, 6/7, 3/7.
+    weights = torch.tensor([12 / 7, 6 / 7, 3 / 7], dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 4, 5, dtype=torch.float64, generator=generator)
+    target = torch.randint(0, 3, (2, 4, 5), generator=generator)
+    target[0, 0] = 255
+    valid = target != 255
+    true_class = target.clamp(max=2)
+    p_t = logits.softmax(dim=1).gather(1, true_class.unsqueeze(1)).squeeze(1)
+    terms = weights[true_class] * (1 - p_t) ** 3 * -p_t.log()
+    expected = terms[valid].mean()
+
+    loss = example_loss.FocalLoss(power=3, class_counts=[1, 4, 16])
+    assert loss(logits, target).item() == pytest.approx(expected.item(), rel=1e-12)
+    assert loss(logits.float(), target).item() == pytest.approx(expected.item(), rel=1e-5)
+    per_pixel = example_loss.FocalLoss(power=3, class_counts=[1, 4, 16], reduction="none")(logits, target)
+    assert torch.allclose(per_pixel, torch.where(valid, terms, 0.0), rtol=1e-12, atol=0)
+    assert loss(logits, torch.full_like(target, 255)).item() == 0.0  # every pixel ignored: 0, not NaN
+    with pytest.raises(ValueError, match="needs class_counts"):
+        example_loss.FocalLoss(power=3)(logits, target)
+
+
+def test_the_module_hands_each_hook_the_training_statistics_and_the_epoch(tmp_path: Path) -> None:
+    cli = fit(tmp_path, f"--model.loss={HERE}.HookedLoss")
+    loss = cli.model.loss
+    assert all(isinstance(loss, hook) for hook in (TakesClassCounts, TakesClassPresence, TakesEpoch))
+    # The training split counted here, with numpy: pixels per class and images that hold each class.
+    targets = [np.asarray(sample["target"]) for sample in cli.datamodule.dataset("train")]
+    classes = cli.datamodule.num_classes
+    pixels = sum(np.bincount(target[target != 255].ravel(), minlength=classes) for target in targets)
+    holding = sum(np.bincount(np.unique(target[target != 255]), minlength=classes) for target in targets)
+    assert loss.class_counts == pixels.tolist()
+    assert loss.class_presence == pytest.approx((holding / len(targets)).tolist(), abs=0)
+    assert loss.epochs == [0, 1]  # at the start of each of the 2 epochs
+
+
+def test_a_loss_that_asks_for_counts_without_the_hook_to_take_them_is_one_short_message(tmp_path: Path) -> None:
+    result = pat_seg("fit", *TINY, f"--model.loss={HERE}.HalfHookedLoss", cwd=tmp_path)
+    short_error(result, "HalfHookedLoss sets needs_class_counts but has no set_class_counts", "TakesClassCounts")
+    assert result.returncode == 2 and not (tmp_path / "lightning_logs").exists()
+
+
 # --- a user's loss through the console script ------------------------------------------------------
 @pytest.fixture(scope="module")
 def user_loss_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """``pat-seg fit --model.loss userloss.FocalLoss --model.loss.init_args.power=3`` for 2 steps, with
-    ``userloss.py`` in a folder of its own on PYTHONPATH: (that folder, the run)."""
+    """``pat-seg fit --model.loss my_loss.FocalLoss --model.loss.init_args.power=3`` for 2 steps, with
+    docs/examples/my_loss.py in a folder of its own on PYTHONPATH: (that folder, the run). The loss
+    refuses to run without class counts, so the run finishing shows that its hook received them."""
     modules, root = tmp_path_factory.mktemp("user_modules"), tmp_path_factory.mktemp("user_loss_run")
-    (modules / "userloss.py").write_text(USER_LOSS)
+    shutil.copy(EXAMPLE_LOSS, modules / "my_loss.py")
     result = pat_seg(
-        "fit", *TINY, "--model.loss=userloss.FocalLoss", "--model.loss.init_args.power=3",
+        "fit", *TINY, "--model.loss=my_loss.FocalLoss", "--model.loss.init_args.power=3",
         "--trainer.max_steps=2", "--name=own_loss", cwd=root, python_path=[modules],
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -113,7 +202,7 @@ def test_a_users_loss_is_reported_under_its_own_label_with_its_own_argument(user
     _, rows = hparams_table(logdir)
     row = rows["own_loss/version_0"]
     assert row["loss/power"] == 3.0 and "loss/gamma" not in row
-    assert row["loss"] == "userloss.FocalLoss"  # pat-seg has a FocalLoss: the user's is named with its module
+    assert row["loss"] == "my_loss.FocalLoss"  # pat-seg has a FocalLoss: the user's is named with its module
     recorded = yaml.safe_load((logdir / "own_loss" / "version_0" / "hparams.yaml").read_text())
     assert recorded["summary"]["parameters"]["loss/power"] == 3.0
 
@@ -127,14 +216,14 @@ def test_a_users_loss_reloads_with_its_argument_once_its_module_is_imported(
     assert torch.serialization.get_unsafe_globals_in_checkpoint(last) == []  # plain values only: weights_only
     monkeypatch.syspath_prepend(str(modules))
     try:
-        with pytest.raises(ConfigurationError, match="userloss.FocalLoss.*import userloss first"):
+        with pytest.raises(ConfigurationError, match="my_loss.FocalLoss.*import my_loss first"):
             SegmentationModule.load_from_checkpoint(last)  # nothing a file names is imported by loading it
-        assert "userloss" not in sys.modules
-        importlib.import_module("userloss")
+        assert "my_loss" not in sys.modules
+        importlib.import_module("my_loss")
         module = SegmentationModule.load_from_checkpoint(last)
     finally:
-        sys.modules.pop("userloss", None)
-    assert type(module.loss).__module__ == "userloss" and module.loss.power == 3.0
+        sys.modules.pop("my_loss", None)
+    assert type(module.loss).__module__ == "my_loss" and module.loss.power == 3.0
     assert isinstance(module.model, UNet)  # its width: every weight below loaded strictly, shapes and all
     saved = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
     reloaded = module.state_dict()

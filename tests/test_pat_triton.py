@@ -29,6 +29,7 @@ interpreter_only = pytest.mark.skipif(not INTERPRETED, reason="runs in the TRITO
 compiled_only = pytest.mark.skipif(INTERPRETED, reason="needs Triton compiling kernels, not interpreting them")
 
 
+@pytest.mark.slow  # about 65 s: the interpreter runs every kernel instance in Python
 def test_kernel_under_triton_interpreter() -> None:
     """Run this file's interpreter tests in a child process whose triton is imported interpreted."""
     if INTERPRETED:

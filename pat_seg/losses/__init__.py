@@ -1,4 +1,8 @@
-"""Pixel losses for long-tailed segmentation: PAT (paper Eq. 4-5) and the baselines it is compared with."""
+"""Pixel losses for long-tailed segmentation: PAT (paper Eq. 4-5) and the baselines it is compared with.
+
+A loss of your own builds on :mod:`pat_seg.losses.pixel` (exported here) and the optional hooks of
+:mod:`pat_seg.losses.hooks` (docs/extending.md).
+"""
 
 from pat_seg.losses.balanced_softmax import BalancedSoftmaxLoss
 from pat_seg.losses.base import PixelLoss
@@ -10,6 +14,7 @@ from pat_seg.losses.focal import FocalLoss
 from pat_seg.losses.ldam import LDAMLoss
 from pat_seg.losses.mixture import PATCBMixtureLoss
 from pat_seg.losses.pat import PATLoss
+from pat_seg.losses.pixel import reduce_pixel_terms, target_log_prob, valid_mask_and_index
 
 # The eight losses of the paper's Table 3, in its row order.
 PAPER_LOSSES = (
@@ -40,4 +45,8 @@ __all__ = [
     "PATCBMixtureLoss",
     "PATLoss",
     "PixelLoss",
+    # The building blocks of a loss of your own (docs/extending.md).
+    "reduce_pixel_terms",
+    "target_log_prob",
+    "valid_mask_and_index",
 ]

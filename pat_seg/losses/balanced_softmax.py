@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from pat_seg.losses._pixel import class_view, cross_entropy_terms
 from pat_seg.losses.class_counts import ClassCountLoss
 from pat_seg.losses.description import LossDescription
+from pat_seg.losses.pixel import class_view, cross_entropy_terms
 
 
 class BalancedSoftmaxLoss(ClassCountLoss):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from pat_seg.losses._pixel import REDUCTIONS, float32_math, reduce_pixel_terms, upcast
 from pat_seg.losses.checks import check_ignore_index, check_logits_target
+from pat_seg.losses.pixel import REDUCTIONS, float32_math, reduce_pixel_terms, upcast
 
 
 def check_reduction(reduction: str) -> str:
@@ -20,7 +20,7 @@ class PixelLoss(nn.Module):
     Subclasses implement :meth:`pixel_terms` on upcast (float32/float64) logits; this class checks the
     input first (:func:`~pat_seg.losses.checks.check_logits_target`), so a bad label raises
     ``ValueError`` before any kernel runs, disables autocast so the math stays in float32 under
-    mixed precision, and reduces the terms (:func:`~pat_seg.losses._pixel.reduce_pixel_terms`).
+    mixed precision, and reduces the terms (:func:`~pat_seg.losses.pixel.reduce_pixel_terms`).
 
     Args:
         ignore_index: label of pixels that take no part; ``None``: every pixel takes part.

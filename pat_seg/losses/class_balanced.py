@@ -11,11 +11,11 @@ import math
 import torch
 from torch import Tensor
 
-from pat_seg.losses._pixel import cross_entropy_terms
 from pat_seg.losses.base import PixelLoss
 from pat_seg.losses.class_counts import ClassCountLoss
 from pat_seg.losses.description import LossDescription
 from pat_seg.losses.focal import check_gamma, focal_terms
+from pat_seg.losses.pixel import cross_entropy_terms
 
 
 def check_beta(beta: float | None) -> float | None:

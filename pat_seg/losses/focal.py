@@ -10,9 +10,9 @@ import math
 import torch
 from torch import Tensor
 
-from pat_seg.losses._pixel import lookup_class, target_log_prob
 from pat_seg.losses.base import PixelLoss
 from pat_seg.losses.description import LossDescription
+from pat_seg.losses.pixel import lookup_class, target_log_prob
 
 
 def check_gamma(gamma: float) -> float:

@@ -7,10 +7,10 @@ import math
 
 from torch import Tensor
 
-from pat_seg.losses._pixel import lookup_class, target_log_prob
 from pat_seg.losses.class_balanced import class_balanced_weights
 from pat_seg.losses.class_counts import ClassCountLoss
 from pat_seg.losses.description import LossDescription
+from pat_seg.losses.pixel import lookup_class, target_log_prob
 
 
 class LDAMLoss(ClassCountLoss):
@@ -23,7 +23,7 @@ class LDAMLoss(ClassCountLoss):
     result, so the float32 error is that of ``F.cross_entropy`` on ``s * (z - m_t 1_t)``. (Deriving
     the margin loss from ``log p_t`` of ``s * z`` alone would multiply that value's rounding error
     by up to ``exp(s * max_margin)``, 3.3 million at ``s = 30``.) No one-hot tensor is built, and the
-    gradient flows through the analytic :func:`~pat_seg.losses._pixel.target_log_prob`.
+    gradient flows through the analytic :func:`~pat_seg.losses.pixel.target_log_prob`.
 
     Deferred re-weighting (DRW, Cao et al. Sec. 3.3): from epoch ``drw_epoch`` on (the module calls
     :meth:`set_epoch` at every training epoch), each pixel's term is weighted by the class-balanced

@@ -21,11 +21,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pat_seg.losses._pixel import lookup_class, target_log_prob
 from pat_seg.losses.class_balanced import check_beta, class_balanced_weights
 from pat_seg.losses.class_counts import ClassCountLoss
 from pat_seg.losses.description import LossDescription
 from pat_seg.losses.pat import PATLoss
+from pat_seg.losses.pixel import lookup_class, target_log_prob
 
 
 class PATCBMixtureLoss(ClassCountLoss):

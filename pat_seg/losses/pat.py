@@ -11,10 +11,10 @@ from torch import Tensor
 
 from pat_seg.class_statistics import per_sample_class_counts
 from pat_seg.kernels import triton_available
-from pat_seg.losses._pixel import float32_math, target_log_prob, valid_mask_and_index
 from pat_seg.losses.base import PixelLoss
 from pat_seg.losses.checks import check_logits_target
 from pat_seg.losses.description import LossDescription
+from pat_seg.losses.pixel import float32_math, target_log_prob, valid_mask_and_index
 
 CLASS_REDUCTIONS = ("sum", "mean")
 IMPLEMENTATIONS = ("auto", "eager", "triton")
@@ -226,6 +226,20 @@ class PATLoss(PixelLoss):
     ``normalization="pixel"``) -- O(B*L*H*W) like cross-entropy, and no one-hot target tensor.
     ``weight_normalization="batch_minmax"`` adds a max and a min over the ``[B, *spatial]`` target
     probabilities, without a host sync.
+
+    Example:
+        One image of three pixels, two of class 0 and one of class 1, all at :math:`p_t = 1/2` (zero
+        logits). Each pixel weighs :math:`\beta = e^{(1 - 1/2)/20}` (Eq. 5) times :math:`-\log(1/2)`;
+        Eq. 4 divides by the class's mask size in the image, so both classes count alike and the loss is
+        :math:`(2/2 + 1/1)\, e^{1/40} \ln 2`, where cross-entropy's mean is :math:`\ln 2`:
+
+        >>> import math, torch
+        >>> from pat_seg.losses import PATLoss
+        >>> logits, target = torch.zeros(1, 2, 1, 3), torch.tensor([[[0, 0, 1]]])
+        >>> round(PATLoss(temperature=20.0)(logits, target).item(), 5)
+        1.42139
+        >>> round(2 * math.exp(1 / 40) * math.log(2), 5)
+        1.42139
     """
 
     description = LossDescription(

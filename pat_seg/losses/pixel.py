@@ -1,11 +1,19 @@
-"""Shared pixel-level helpers for every loss in :mod:`pat_seg.losses`.
+"""The pixel-level building blocks of every loss in :mod:`pat_seg.losses`, public for a loss of your own.
 
-All losses take ``logits`` of shape ``[B, L, *spatial]`` (``[B, L, H, W]`` for images,
-``[B, L, D, H, W]`` for volumes) and an integer ``target`` of shape ``[B, *spatial]`` whose pixels
-equal to ``ignore_index`` take no part (docs/losses.md). The helpers here do what every loss needs,
-once: compute ``log p`` in float32 (never ``log(softmax)``), pick the true-class entry with ``gather``
-so that no one-hot tensor of the logits' size is ever built, and reduce the per-pixel terms.
-Input checks live in :mod:`pat_seg.losses.checks`.
+The call contract (docs/extending.md, docs/losses.md "Notation"): ``logits`` of shape
+``[B, L, *spatial]`` (``[B, L, H, W]`` for images, ``[B, L, D, H, W]`` for volumes) and an integer
+``target`` of shape ``[B, *spatial]`` whose pixels equal to ``ignore_index`` take no part. A loss built
+from these three keeps the package's guarantees:
+
+- :func:`target_log_prob`: ``log p_t`` of each pixel's true class, computed in float32 from
+  ``log_softmax`` (never ``log(softmax)``), picked with ``gather`` so that no one-hot tensor of the
+  logits' size is built, with an analytic backward (the ``log p_t`` of paper Eq. 4 and every baseline);
+- :func:`valid_mask_and_index`: the valid pixels and a target safe to index with;
+- :func:`reduce_pixel_terms`: ``"mean"``/``"sum"``/``"none"`` over per-pixel terms, 0 (not NaN) when
+  every pixel is ignored.
+
+Input checks live in :mod:`pat_seg.losses.checks`; :class:`~pat_seg.losses.base.PixelLoss` runs them,
+turns autocast off and applies :func:`reduce_pixel_terms` for a subclass.
 """
 
 from __future__ import annotations
@@ -40,10 +48,14 @@ def upcast(logits: Tensor) -> Tensor:
 
 
 def valid_mask_and_index(target: Tensor, ignore_index: int | None) -> tuple[Tensor, Tensor]:
-    """Return ``(valid, index)``: the non-ignored pixels and a target safe to ``gather`` with.
+    """Return ``(valid, index)`` for an integer ``target`` ``[B, *spatial]``: which pixels take part, and
+    a target safe to ``gather`` or index with.
 
-    Ignored pixels get index 0 so that ``gather`` stays in range; their contribution is zeroed with
-    ``valid`` afterwards. ``ignore_index=None`` ignores nothing.
+    ``valid`` (bool, the target's shape) is ``target != ignore_index``: the pixels a loss sums over
+    (the valid pixels ``V`` of docs/losses.md). ``index`` (int64) equals ``target`` where valid and 0 where
+    ignored, so that ``gather`` stays in range; zero an ignored pixel's term with ``valid`` afterwards
+    (:func:`reduce_pixel_terms` does). ``ignore_index=None`` ignores nothing. Labels are not range-checked
+    here (:func:`~pat_seg.losses.checks.check_logits_target` does that).
     """
     if ignore_index is None:
         return torch.ones(target.shape, dtype=torch.bool, device=target.device), target.long()
@@ -63,12 +75,13 @@ def gather_class(values: Tensor, index: Tensor) -> Tensor:
 
 
 def reduce_pixel_terms(terms: Tensor, valid: Tensor, reduction: str, mean_over_valid: bool = True) -> Tensor:
-    """Reduce per-pixel loss terms ``[B, *spatial]`` as ``reduction`` asks.
+    """Reduce per-pixel loss terms ``[B, *spatial]`` as ``reduction`` asks (docs/losses.md, "Reduction").
 
-    ``"none"``: the terms, 0 at ignored pixels. ``"sum"``: their sum. ``"mean"``: their sum divided
-    by the number of valid pixels (0, not NaN, when every pixel is ignored), or with
-    ``mean_over_valid=False`` the plain sum, for a loss whose terms already carry its normalisation
-    (PAT's ``1 / (B S_i^l)``, paper Eq. 4).
+    ``terms`` at ignored pixels (``~valid``) are set to 0 first, whatever they held (a NaN included).
+    ``"none"``: the terms, shaped like the target. ``"sum"``: their sum. ``"mean"``: their sum divided
+    by the number of valid pixels ``max(V, 1)`` (0, not NaN, when every pixel is ignored), or with
+    ``mean_over_valid=False`` the plain sum, for a loss whose terms already carry their normalisation
+    (PAT's ``1 / (B S_i^l)``, paper Eq. 4). So ``"sum"`` always equals the ``"none"`` terms' sum.
     """
     terms = terms.masked_fill(~valid, 0.0)
     if reduction == "none":
@@ -129,14 +142,20 @@ def target_log_prob(
     logit_offset: Tensor | None = None,
     target_shift: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Return ``(log_p_t, valid, index)`` for upcast logits, without keeping ``log p`` for the caller.
+    """Return ``(log_p_t, valid, index)``: each pixel's log-probability of its true class, differentiable.
 
-    ``log_p_t`` is ``log_softmax(scale * logits + logit_offset - target_shift * onehot_t, dim=1)`` at
-    the true class, ``[B, *spatial]`` (0 where ignored), differentiable by :class:`_TargetLogSoftmax`;
-    with the defaults it is plain ``log p_t``. A full-size ``logit_offset`` is overwritten (pass a
-    temporary). ``target_shift`` is a per-pixel constant, given as a per-class table ``[L]`` looked up
-    by each pixel's label. ``valid`` is the non-ignored mask; ``index`` the target with ignored pixels
-    sent to class 0 (safe to gather with).
+    ``log_p_t`` (``[B, *spatial]``, 0 where ignored) is ``log_softmax(z, dim=1)`` at the target class,
+    the ``log p_t`` that cross-entropy, focal loss and PAT's Eq. 4 weigh, for ``logits`` ``[B, L, *spatial]``
+    in any float dtype: half-precision logits are upcast to float32 (call it inside
+    :func:`float32_math` under autocast, as :class:`~pat_seg.losses.base.PixelLoss` does). Its gradient
+    ``s (1[c = t] - p_c)`` per logit is written by :class:`_TargetLogSoftmax`, which keeps ``log p`` but
+    builds no one-hot tensor. ``valid`` and ``index`` are :func:`valid_mask_and_index`'s.
+
+    The optional arguments cover the logit-adjusted baselines: ``z = scale * logits + logit_offset``
+    (BMS's ``log n_c`` per class ``[1, L, 1, ...]``, or BLV's noise, full size: a full-size
+    ``logit_offset`` is overwritten, so pass a temporary), minus ``target_shift[t]`` at the true class
+    (LDAM's ``s * m_t``, a per-class table ``[L]`` looked up by each pixel's label). With the defaults,
+    ``log_p_t`` is plain ``log p_t``.
     """
     valid, index = valid_mask_and_index(target, ignore_index)
     logits = upcast(logits)
