@@ -100,7 +100,9 @@ def start_fit(config: Path) -> subprocess.Popen:
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     environment["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests")])
     command = [sys.executable, "-m", "pat_seg", "fit", "--config", str(config)]
-    return subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def run_folder(root: Path) -> Path:
@@ -193,7 +195,9 @@ def test_a_resume_around_the_last_epochs_validation_ends_with_its_metrics(
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == saved_step
     assert "summary" not in (yaml.safe_load((run / "hparams.yaml").read_text()) or {})
 
-    resumed = run_pat_seg(["fit", "--config", str(config_file(tmp_path, [], every_n_train_steps=4)), "--ckpt_path", "last"])
+    resumed = run_pat_seg(
+        ["fit", "--config", str(config_file(tmp_path, [], every_n_train_steps=4)), "--ckpt_path", "last"]
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_weights(read_checkpoint(run / "checkpoints" / "last.ckpt"), reference["checkpoint"])
     assert summary(run)["metrics"] == reference["summary"]["metrics"] != {}
@@ -208,13 +212,20 @@ def test_a_sweep_stopped_by_ctrl_c_goes_on_from_the_last_checkpoint(tmp_path: Pa
     del config["trainer"]["default_root_dir"]
     write(tmp_path / "tiny.yaml", config)
     seeds = {"s0": {"args": {"seed_everything": 0}}, "s1": {"args": {"seed_everything": 1}}}
-    write(tmp_path / "sweep.yaml", {"name": "tiny", "save_dir": "out", "configs": ["tiny.yaml"], "axes": {"seed": seeds}})
+    write(
+        tmp_path / "sweep.yaml", {"name": "tiny", "save_dir": "out", "configs": ["tiny.yaml"], "axes": {"seed": seeds}}
+    )
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     environment["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests")])
     command = [sys.executable, "-m", "pat_seg", "sweep", "sweep.yaml", "--mode", "run"]
     # Its own process group, as a terminal's foreground job: Ctrl-C reaches the sweep and its run.
     sweep = subprocess.Popen(
-        command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        command,
+        cwd=tmp_path,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
     )
     wait_for(marker, sweep)  # run s0 finished step 2

@@ -270,7 +270,9 @@ def test_an_unfinished_run_never_stands_in_for_the_finished_run_of_its_config(
     os.utime(done / "config.yaml", (1000, 1000))
     text = report(str(tmp_path))
     assert table(text, "Table 3")[0][:2] == ["CE", "71.50 (n=1)"]
-    assert f"Left out: 1 unfinished run: {stopped} (stopped before its budget: step 40 of trainer.max_steps=384)" in text
+    assert (
+        f"Left out: 1 unfinished run: {stopped} (stopped before its budget: step 40 of trainer.max_steps=384)" in text
+    )
     assert "repeat" not in capsys.readouterr().err  # not a rerun of the finished one: not counted at all
     # A fit that ended without validation metrics is unfinished too; CSV gets the note on stderr.
     (stopped / "hparams.yaml").write_text(yaml.safe_dump({"summary": {"step": 384, "metrics": {}}}))

@@ -117,7 +117,10 @@ def interrupted_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
     base = tmp_path_factory.mktemp("resume")
     # Step 7 is the 3rd batch of epoch 2; the last step checkpoint (every 3) is step 6, mid-epoch.
     kill = {"class_path": "test_resume.SignalAtStep", "init_args": {"step": 7, "signal": "SIGKILL"}}
-    term = {"class_path": "test_resume.SignalAtStep", "init_args": {"step": 5, "signal": "SIGTERM", "during_step": True}}
+    term = {
+        "class_path": "test_resume.SignalAtStep",
+        "init_args": {"step": 5, "signal": "SIGTERM", "during_step": True},
+    }
     with ThreadPoolExecutor(3) as pool:
         runs = dict(
             zip(

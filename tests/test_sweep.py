@@ -574,7 +574,12 @@ def test_an_unfinished_run_is_continued_from_its_checkpoint_or_else_set_aside(tm
     # metrics) but its test failed: only the test runs. s1 is done: skipped, left where it is.
     from pat_seg.experiments.sweep import DONE_MARKER, _plan
 
-    spec = {"name": "grid", "save_dir": str(tmp_path / "out"), "test": "last", "axes": {"seed": dict.fromkeys(["s0", "s1", "s2", "s3"], {})}}
+    spec = {
+        "name": "grid",
+        "save_dir": str(tmp_path / "out"),
+        "test": "last",
+        "axes": {"seed": dict.fromkeys(["s0", "s1", "s2", "s3"], {})},
+    }
     sweep = load_sweep(write(tmp_path / "g.yaml", spec))
     interrupted, done, killed, untested = (tmp_path / "out" / "grid" / version for version in ("s0", "s1", "s2", "s3"))
     (interrupted / "checkpoints").mkdir(parents=True)

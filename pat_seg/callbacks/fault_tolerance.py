@@ -11,7 +11,6 @@ steps, at such points only.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 from pathlib import Path
@@ -128,7 +127,9 @@ def budget_reached(trainer: L.Trainer) -> bool:
 
 def final_epoch(trainer: L.Trainer) -> bool:
     """Whether the epoch under way is the budget's last (``max_epochs``)."""
-    return trainer.max_epochs is not None and trainer.max_epochs >= 0 and trainer.current_epoch + 1 >= trainer.max_epochs
+    return (
+        trainer.max_epochs is not None and trainer.max_epochs >= 0 and trainer.current_epoch + 1 >= trainer.max_epochs
+    )
 
 
 class StepCheckpoint(ModelCheckpoint):

@@ -50,9 +50,7 @@ def unfinished_reason(run_dir: Path, config: dict[str, Any], last_step: int | No
     """Why ``run_dir`` is not finished, with how far it got: ``step 40 of trainer.max_steps=384``."""
     summary = fit_summary(run_dir)
     flat = flatten(config)
-    budget = ", ".join(
-        f"{key}={flat[key]}" for key in BUDGET if flat.get(key) is not None and flat.get(key) != -1
-    )
+    budget = ", ".join(f"{key}={flat[key]}" for key in BUDGET if flat.get(key) is not None and flat.get(key) != -1)
     reached = "no step logged" if last_step is None else f"step {last_step}"
     why = "ended with no validation metrics" if summary is not None else "stopped before its budget"
     return f"{why}: {reached}" + (f" of {budget}" if budget else "")
