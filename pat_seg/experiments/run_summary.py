@@ -41,6 +41,7 @@ from pat_seg.models import PAPER_MODELS
 NOT_SHOWN = {*FROM_THE_DATA, "num_classes", "in_channels"}
 FINAL_METRICS = {"val/miou": "hp/miou", "val/miou_head": "hp/miou_head", "val/miou_tail": "hp/miou_tail"}
 SEED_COLUMNS = dict(zip(("seed", "data/seed"), SEED_KEYS))
+LAST_VALIDATION = "pat_seg_last_validation"  # checkpoint key: the last validation's FINAL_METRICS values
 
 
 def shown_arguments(node: Any) -> tuple[str, dict[str, Any]]:
@@ -155,11 +156,13 @@ class RunSummary(Callback):
         values = {tag: trainer.callback_metrics.get(tag) for tag in FINAL_METRICS}
         self.validated = {tag: float(value) for tag, value in values.items() if isinstance(value, Tensor)}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"validated": dict(self.validated)}
+    # A checkpoint key of its own rather than callback state: evaluations (``pat-seg test``) load the
+    # checkpoint without this callback, and Lightning warns of every callback state nobody loads.
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[LAST_VALIDATION] = dict(self.validated)
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.validated = {str(tag): float(value) for tag, value in (state_dict.get("validated") or {}).items()}
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        self.validated = {str(tag): float(value) for tag, value in (checkpoint.get(LAST_VALIDATION) or {}).items()}
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
