@@ -151,6 +151,7 @@ class StepCheckpoint(ModelCheckpoint):
         if every_n_train_steps < 1:
             raise ConfigurationError(f"every_n_train_steps must be >= 1; got {every_n_train_steps}")
         super().__init__(dirpath=dirpath, every_n_train_steps=every_n_train_steps, save_top_k=0, save_last=True)
+        self.every_n_train_steps = every_n_train_steps
         self._deferred = False  # a step's save waits for the end of the validation that follows it
 
     @property
@@ -164,7 +165,7 @@ class StepCheckpoint(ModelCheckpoint):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if validation_may_follow(trainer, batch_idx):
-            self._deferred = self._deferred or trainer.global_step % self._every_n_train_steps == 0
+            self._deferred = self._deferred or trainer.global_step % self.every_n_train_steps == 0
             return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
@@ -193,7 +194,6 @@ class StepCheckpoint(ModelCheckpoint):
     def _save(self, trainer: L.Trainer) -> None:
         trainer.save_checkpoint(self.last_checkpoint_path, weights_only=False)
         self.last_model_path = str(self.last_checkpoint_path)
-        self._last_global_step_saved = trainer.global_step
 
 
 # What each stop signal's first arrival says; a second Ctrl-C raises KeyboardInterrupt at once.
