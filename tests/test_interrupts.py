@@ -74,15 +74,32 @@ class KillAt(L.Callback):
         self._maybe_kill(trainer, "on_train_epoch_end")
 
 
-def wait_for(path: Path, process: subprocess.Popen, seconds: float = 180) -> None:
-    """Poll until ``path`` exists; fail with the process's output if it ends or time runs out first."""
+def wait_for(path: Path, process: subprocess.Popen, output: Path, seconds: float = 180) -> None:
+    """Poll until ``path`` exists; fail with the process's ``output`` if it ends or time runs out first."""
     deadline = time.monotonic() + seconds
     while not path.exists():
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            out, err = process.communicate()
-            pytest.fail(f"no {path.name} (exit {process.returncode}):\n{(out or '')[-2000:]}\n{(err or '')[-3000:]}")
+            process.wait()
+            pytest.fail(f"no {path.name} (exit {process.returncode}):\n{output.read_text()[-4000:]}")
         time.sleep(0.05)
+
+
+def start(command: list[str], cwd: Path, output: Path, new_group: bool = False) -> subprocess.Popen:
+    """``python -m pat_seg COMMAND`` in the background, stdout and stderr to the file ``output`` (a pipe
+    nobody reads while the test polls could fill up and stall the run). ``new_group``: in a process group
+    of its own, as a terminal's foreground job, which Ctrl-C reaches whole."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    environment["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests")])
+    with open(output, "w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pat_seg", *command],
+            cwd=cwd,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=new_group,
+        )
 
 
 def config_file(root: Path, callbacks: list[dict], every_n_train_steps: int) -> Path:
@@ -94,15 +111,6 @@ def config_file(root: Path, callbacks: list[dict], every_n_train_steps: int) -> 
     path = root / "config.yaml"
     path.write_text(json.dumps(config))
     return path
-
-
-def start_fit(config: Path) -> subprocess.Popen:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    environment["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests")])
-    command = [sys.executable, "-m", "pat_seg", "fit", "--config", str(config)]
-    return subprocess.Popen(
-        command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
 
 
 def run_folder(root: Path) -> Path:
@@ -133,12 +141,14 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_ctrl_c_saves_the_finished_step_and_says_how_to_continue(tmp_path: Path, reference: dict) -> None:
     marker = tmp_path / "step"
     pause = {"class_path": "test_interrupts.PauseAt", "init_args": {"step": 2, "marker": str(marker)}}
-    fit = start_fit(config_file(tmp_path, [pause], every_n_train_steps=NEVER))
-    wait_for(marker, fit)  # optimizer step 2 is done; the run is paused inside its batch
+    output = tmp_path / "fit.log"
+    fit = start(["fit", "--config", str(config_file(tmp_path, [pause], every_n_train_steps=NEVER))], REPO, output)
+    wait_for(marker, fit, output)  # optimizer step 2 is done; the run is paused inside its batch
     fit.send_signal(signal.SIGINT)
-    wait_for(Path(f"{marker}.held"), fit)
+    wait_for(Path(f"{marker}.held"), fit, output)
     Path(f"{marker}.go").touch()
-    _, stderr = fit.communicate(timeout=180)
+    fit.wait(timeout=180)
+    stderr = output.read_text()
     assert fit.returncode == 128 + signal.SIGINT, stderr[-3000:]
     last = run_folder(tmp_path) / "checkpoints" / "last.ckpt"
     (line,) = [line for line in stderr.splitlines() if "pre-empted" in line]
@@ -161,12 +171,14 @@ def test_ctrl_c_saves_the_finished_step_and_says_how_to_continue(tmp_path: Path,
 def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path: Path) -> None:
     marker = tmp_path / "step"
     pause = {"class_path": "test_interrupts.PauseAt", "init_args": {"step": 2, "marker": str(marker)}}
-    fit = start_fit(config_file(tmp_path, [pause], every_n_train_steps=NEVER))
-    wait_for(marker, fit)
+    output = tmp_path / "fit.log"
+    fit = start(["fit", "--config", str(config_file(tmp_path, [pause], every_n_train_steps=NEVER))], REPO, output)
+    wait_for(marker, fit, output)
     fit.send_signal(signal.SIGINT)
-    wait_for(Path(f"{marker}.held"), fit)  # the first one is held until the step ends ...
+    wait_for(Path(f"{marker}.held"), fit, output)  # the first one is held until the step ends ...
     fit.send_signal(signal.SIGINT)  # ... the second one does not wait
-    _, stderr = fit.communicate(timeout=180)
+    fit.wait(timeout=180)
+    stderr = output.read_text()
     assert fit.returncode not in (0, 128 + signal.SIGINT), stderr[-3000:]
     assert "pre-empted" not in stderr
     assert not list((run_folder(tmp_path) / "checkpoints").glob("*"))  # nothing written, not even in part
@@ -215,32 +227,22 @@ def test_a_sweep_stopped_by_ctrl_c_goes_on_from_the_last_checkpoint(tmp_path: Pa
     write(
         tmp_path / "sweep.yaml", {"name": "tiny", "save_dir": "out", "configs": ["tiny.yaml"], "axes": {"seed": seeds}}
     )
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    environment["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests")])
-    command = [sys.executable, "-m", "pat_seg", "sweep", "sweep.yaml", "--mode", "run"]
-    # Its own process group, as a terminal's foreground job: Ctrl-C reaches the sweep and its run.
-    sweep = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    wait_for(marker, sweep)  # run s0 finished step 2
-    os.killpg(sweep.pid, signal.SIGINT)
-    wait_for(Path(f"{marker}.held"), sweep)
+    command = ["sweep", "sweep.yaml", "--mode", "run"]
+    output = tmp_path / "sweep.log"
+    sweep = start(command, tmp_path, output, new_group=True)
+    wait_for(marker, sweep, output)  # run s0 finished step 2
+    os.killpg(sweep.pid, signal.SIGINT)  # Ctrl-C: the sweep and its run get it
+    wait_for(Path(f"{marker}.held"), sweep, output)
     Path(f"{marker}.go").touch()
-    out, err = sweep.communicate(timeout=180)
-    assert sweep.returncode == 128 + signal.SIGINT, out[-2000:] + err[-3000:]
+    sweep.wait(timeout=180)
+    assert sweep.returncode == 128 + signal.SIGINT, output.read_text()[-4000:]
     s0, s1 = tmp_path / "out" / "tiny" / "s0", tmp_path / "out" / "tiny" / "s1"
     assert read_checkpoint(s0 / "checkpoints" / "last.ckpt")["global_step"] == 2 and not s1.exists()
     # Not finished: the report leaves it out and says so.
     report = pat_seg("report", "--logdir", "out", cwd=tmp_path)
     assert report.returncode == 2 and "1 unfinished run" in report.stderr and "out/tiny/s0" in report.stderr
 
-    again = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600)
+    again = pat_seg(*command, cwd=tmp_path, timeout=600)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
     assert "[1/2] s0: an unfinished run, continued from its last checkpoint" in again.stdout
     assert f"resuming {Path('out/tiny/s0')} from" in again.stderr and "global step 2)" in again.stderr
