@@ -144,7 +144,7 @@ class StepCheckpoint(ModelCheckpoint):
     (or, where none runs, when the epoch ends) instead of at once: Lightning resumes a checkpoint
     written between an epoch's last step and its validation past that validation, counting the epoch
     as done, so the epoch would never be validated -- the final epoch's validation, whose metrics are
-    the run's result, included.
+    the run's result, included. The budget's last step is saved by the end of training only.
     """
 
     def __init__(self, every_n_train_steps: int = 50, dirpath: str | None = None) -> None:
@@ -164,6 +164,10 @@ class StepCheckpoint(ModelCheckpoint):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        if budget_reached(trainer):
+            # on_train_end saves it, after the summary: a checkpoint at the budget is never resumed, so
+            # one written here and killed before that end would leave a run that can never finish.
+            return
         if validation_may_follow(trainer, batch_idx):
             self._deferred = self._deferred or trainer.global_step % self.every_n_train_steps == 0
             return
