@@ -92,10 +92,21 @@ def test_a_checkpoint_of_a_run_with_another_config_is_refused(tmp_path: Path) ->
         plan_command(fit(tmp_path, SEGNET, ckpt_path=str(run / "checkpoints" / "last.ckpt")))
 
 
-def test_last_without_runs_starts_a_new_one(tmp_path: Path) -> None:
-    plan = plan_command(fit(tmp_path, UNET))
-    assert plan.run == RunFolder(tmp_path / "lightning_logs", "tiny", None) and plan.checkpoint is None
-    assert plan.purge_step is None and "starting a new run" in plan.warnings[0]
+def test_last_without_a_checkpoint_is_refused_never_a_silent_new_run(tmp_path: Path) -> None:
+    # No run of the experiment at all.
+    with pytest.raises(ResumeError, match=r"no run of 'tiny' .* has a checkpoint yet.*without --ckpt_path"):
+        plan_command(fit(tmp_path, UNET))
+    # A fixed version (a sweep's run) that does not exist, and one stopped before its first checkpoint:
+    # its folder holds a config and events but checkpoints/ is empty.
+    with pytest.raises(ResumeError, match=r"run .*version_9 does not exist.*without --ckpt_path"):
+        plan_command(fit(tmp_path, UNET, version="version_9"))
+    run = tmp_path / "lightning_logs" / "tiny" / "version_0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(UNET))
+    before = digest(tmp_path)
+    with pytest.raises(ResumeError, match=r"has no checkpoint yet .*move its folder away") as refused:
+        plan_command(fit(tmp_path, UNET, version="version_0"))
+    assert str(run) in str(refused.value) and digest(tmp_path) == before
 
 
 def test_a_finished_run_says_how_to_continue_it(tmp_path: Path) -> None:

@@ -470,6 +470,7 @@ def test_logdir_runs_and_their_training_statistics(tmp_path: Path) -> None:
             scalars = {"test/miou": [(1, miou)], **{f"test/iou/{c}": [(1, iou)] for c in ("a", "b", "c")}}
             run = make_run(logs, f"{seed}-{arm}", scalars)
             hparams = {"class_names": ["a", "b", "c"], "class_counts": counts, "class_image_counts": images}
+            hparams["summary"] = {"step": 1, "metrics": {"hp/miou": 0.5}}  # the fit finished (run_status)
             (run / "hparams.yaml").write_text(yaml.safe_dump(hparams))
     rule = load_decision(sweep_file)
     result = execute(rule, runs_from_logdir(rule, str(logs)))

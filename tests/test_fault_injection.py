@@ -15,6 +15,7 @@ import io
 import json
 import os
 import random
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -74,7 +75,13 @@ class KillAt(L.Callback):
 
 
 def fit(root: Path, killer: dict[str, Any] | None, resume: bool) -> Any:
-    """One ``pat-seg fit`` process of the run in ``root`` (a fixed run folder, as a sweep's)."""
+    """One ``pat-seg fit`` process of the run in ``root`` (a fixed run folder, as a sweep's). A resume of a
+    run killed before its first checkpoint starts it afresh, as ``--ckpt_path last`` then says (and as
+    ``pat-seg sweep`` does): its folder is removed first."""
+    run = root / "tiny" / "run"
+    if resume and not any((run / "checkpoints").glob("*.ckpt")):
+        shutil.rmtree(run, ignore_errors=True)
+        resume = False
     config = tiny_config(root, [killer] if killer else [], every_n_train_steps=1)
     config["trainer"]["max_epochs"] = EPOCHS
     config["trainer"]["logger"] = {

@@ -249,6 +249,41 @@ def test_runs_that_differ_beyond_seeds_are_never_pooled(tmp_path: Path, capsys: 
     assert "warning" not in capsys.readouterr().err
 
 
+def finished(run_dir: Path, miou: float) -> None:
+    """Give a hand-made run the hparams.yaml a finished ``pat-seg fit`` leaves (a summary with metrics)."""
+    summary = {"step": 384, "parameters": {}, "metrics": {"hp/miou": miou}}
+    (run_dir / "hparams.yaml").write_text(yaml.safe_dump({"num_classes": 3, "summary": summary}))
+
+
+def test_an_unfinished_run_never_stands_in_for_the_finished_run_of_its_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import os
+
+    budget = {"trainer": {"max_steps": 384, "max_epochs": -1}}
+    done = make_run(tmp_path, "ce-s0", {"val/miou": [(383, 0.715)]}, seed=0, extra=budget)
+    finished(done, 0.715)
+    # The same config and seed, started again later and interrupted after 40 steps: Lightning wrote its
+    # hparams.yaml at the start, no summary at the end. Newer, it would count in place of the finished run.
+    stopped = make_run(tmp_path, "ce-s0-again", {"val/miou": [(40, 0.4286)]}, seed=0, extra=budget)
+    (stopped / "hparams.yaml").write_text(yaml.safe_dump({"num_classes": 3}))
+    os.utime(done / "config.yaml", (1000, 1000))
+    text = report(str(tmp_path))
+    assert table(text, "Table 3")[0][:2] == ["CE", "71.50 (n=1)"]
+    assert (
+        f"Left out: 1 unfinished run: {stopped} (stopped before its budget: step 40 of trainer.max_steps=384)" in text
+    )
+    assert "repeat" not in capsys.readouterr().err  # not a rerun of the finished one: not counted at all
+    # A fit that ended without validation metrics is unfinished too; CSV gets the note on stderr.
+    (stopped / "hparams.yaml").write_text(yaml.safe_dump({"summary": {"step": 384, "metrics": {}}}))
+    assert ",CE,Synthetic,miou,0.71499" in report(str(tmp_path), fmt="csv")  # float32 in the event file
+    assert f"left out: 1 unfinished run: {stopped} (ended with no validation metrics" in capsys.readouterr().err
+    # Only unfinished runs: refused, naming them.
+    (done / "hparams.yaml").write_text(yaml.safe_dump({"num_classes": 3}))
+    with pytest.raises(ValueError, match="no finished run logged val/miou; left out: 2 unfinished runs"):
+        report(str(tmp_path))
+
+
 def test_a_rerun_with_the_same_seeds_counts_once_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import os
 

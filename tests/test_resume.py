@@ -1,5 +1,7 @@
 """Fault tolerance end to end: SIGKILL mid-epoch + ``--ckpt_path last`` == uninterrupted; SIGTERM checkpoints.
 
+SIGINT, the held signals' stopping points and the end-of-epoch cases are in tests/test_interrupts.py.
+
 Each run is a real ``python -m pat_seg fit`` subprocess on CPU with deterministic settings. The
 reference is an uninterrupted run with the same config; a resumed run must end on bit-identical
 weights, which holds only if the optimizer, scheduler, step counter AND the position in the
@@ -27,14 +29,20 @@ MAX_EPOCHS = 2
 
 
 class SignalAtStep(L.Callback):
-    """Test-only: send ``signal`` to this very process once ``global_step`` reaches ``step``."""
+    """Test-only: send ``signal`` to this very process once ``global_step`` reaches ``step`` or, with
+    ``during_step``, while the trainer takes optimizer step ``step`` (from its batch's start, as a
+    signal from outside mostly arrives)."""
 
-    def __init__(self, step: int, signal: str = "SIGKILL") -> None:
-        self.step = step
+    def __init__(self, step: int, signal: str = "SIGKILL", during_step: bool = False) -> None:
+        self.step, self.during_step = step, during_step
         self.signum = getattr(__import__("signal"), signal)
 
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if self.during_step and trainer.global_step + 1 == self.step:
+            os.kill(os.getpid(), self.signum)
+
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if trainer.global_step == self.step:
+        if not self.during_step and trainer.global_step == self.step:
             os.kill(os.getpid(), self.signum)
 
 
@@ -109,7 +117,10 @@ def interrupted_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
     base = tmp_path_factory.mktemp("resume")
     # Step 7 is the 3rd batch of epoch 2; the last step checkpoint (every 3) is step 6, mid-epoch.
     kill = {"class_path": "test_resume.SignalAtStep", "init_args": {"step": 7, "signal": "SIGKILL"}}
-    term = {"class_path": "test_resume.SignalAtStep", "init_args": {"step": 5, "signal": "SIGTERM"}}
+    term = {
+        "class_path": "test_resume.SignalAtStep",
+        "init_args": {"step": 5, "signal": "SIGTERM", "during_step": True},
+    }
     with ThreadPoolExecutor(3) as pool:
         runs = dict(
             zip(
@@ -142,9 +153,10 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(interrupted_run
 def test_sigterm_writes_a_checkpoint_that_resumes_to_the_same_weights(interrupted_runs: dict[str, Any]) -> None:
     base = interrupted_runs["base"]
     terminated = interrupted_runs["terminated"]
-    assert "SIGTERM" in terminated.stderr or "pre-empted" in terminated.stderr, terminated.stderr[-3000:]
+    assert terminated.returncode == 128 + signal.SIGTERM, terminated.stderr[-3000:]
+    assert "pre-empted by SIGTERM at global step 5" in terminated.stderr, terminated.stderr[-3000:]
     saved = last_checkpoint(base / "terminated", 0)
-    assert saved["global_step"] == 5  # it stopped after finishing the batch at which the signal came
+    assert saved["global_step"] == 5  # it stopped after finishing the step during which the signal came
     resumed = fit(base / "terminated", resume=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_weights(last_checkpoint(base / "terminated", 0), last_checkpoint(base / "reference", 0))

@@ -567,20 +567,39 @@ def test_a_failed_run_writes_no_line_and_is_tried_again(tmp_path: Path) -> None:
         assert not (tmp_path / "study.csv").exists() and not (tmp_path / "out" / "tiny" / "s0" / ".sweep-done").exists()
 
 
-def test_an_unfinished_run_folder_is_set_aside_before_the_run_trains_again(tmp_path: Path) -> None:
-    # A killed run left checkpoints and events; a new fit into the same folder would mix them with its
-    # own (and `--ckpt_path last` would test the killed run's last.ckpt).
+def test_an_unfinished_run_is_continued_from_its_checkpoint_or_else_set_aside(tmp_path: Path) -> None:
+    # s0 was interrupted after its first checkpoint: continued from it (no finished step is trained
+    # again). s2 was killed before any checkpoint: its folder is moved aside (a new fit into it would
+    # mix its events with the killed run's) and it trains afresh. s3's fit finished (its summary has
+    # metrics) but its test failed: only the test runs. s1 is done: skipped, left where it is.
     from pat_seg.experiments.sweep import DONE_MARKER, _plan
 
-    spec = {"name": "grid", "save_dir": str(tmp_path / "out"), "axes": {"seed": {"s0": {}, "s1": {}}}}
+    spec = {
+        "name": "grid",
+        "save_dir": str(tmp_path / "out"),
+        "test": "last",
+        "axes": {"seed": dict.fromkeys(["s0", "s1", "s2", "s3"], {})},
+    }
     sweep = load_sweep(write(tmp_path / "g.yaml", spec))
-    killed, finished = (tmp_path / "out" / "grid" / version for version in ("s0", "s1"))
+    interrupted, done, killed, untested = (tmp_path / "out" / "grid" / version for version in ("s0", "s1", "s2", "s3"))
+    (interrupted / "checkpoints").mkdir(parents=True)
+    (interrupted / "checkpoints" / "last.ckpt").write_bytes(b"interrupted run")
+    done.mkdir(parents=True)
+    (done / DONE_MARKER).touch()
     (killed / "checkpoints").mkdir(parents=True)
-    (killed / "checkpoints" / "last.ckpt").write_bytes(b"killed run")
-    finished.mkdir(parents=True)
-    (finished / DONE_MARKER).touch()
-    jobs = _plan(sweep, [], False, None)
-    assert [job.run.version for job in jobs] == ["s0"]  # s1 finished: skipped, left where it is
-    assert not killed.exists() and (finished / DONE_MARKER).is_file()
+    (killed / "hparams.yaml").write_text("num_classes: 3\n")
+    (untested / "checkpoints").mkdir(parents=True)
+    (untested / "checkpoints" / "last.ckpt").write_bytes(b"finished run")
+    (untested / "hparams.yaml").write_text(yaml.safe_dump({"summary": {"step": 8, "metrics": {"hp/miou": 0.5}}}))
+    jobs = {job.run.version: job for job in _plan(sweep, [], False, None)}
+    assert sorted(jobs) == ["s0", "s2", "s3"]
+    assert jobs["s0"].commands[0][:2] == ["pat-seg", "fit"] and jobs["s0"].commands[0][-1] == "--ckpt_path=last"
+    assert (interrupted / "checkpoints" / "last.ckpt").read_bytes() == b"interrupted run"  # left in place
+    assert "--ckpt_path=last" not in jobs["s2"].commands[0] and not killed.exists()
     (aside,) = (tmp_path / "out" / ".sweep-incomplete" / "grid").iterdir()
-    assert aside.name.startswith("s0-") and (aside / "checkpoints" / "last.ckpt").read_bytes() == b"killed run"
+    assert aside.name.startswith("s2-") and (aside / "hparams.yaml").is_file()
+    assert [command[:2] for command in jobs["s3"].commands] == [["pat-seg", "test"]]
+    assert (done / DONE_MARKER).is_file()
+    # --force trains every unfinished run afresh, the one with a checkpoint included.
+    forced = {job.run.version: job for job in _plan(sweep, [], True, None)}
+    assert "--ckpt_path=last" not in forced["s0"].commands[0] and not interrupted.exists()

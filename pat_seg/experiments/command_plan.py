@@ -91,11 +91,7 @@ def _plan_fit(request: CommandRequest) -> CommandPlan:
             )
         run = _run_to_continue(default, request.config)
         if run is None:
-            warnings.append(
-                f"--ckpt_path last: no run of {default.experiment!r} under {default.save_dir} has a "
-                f"last checkpoint; starting a new run"
-            )
-            return CommandPlan(default, warnings=tuple(warnings))
+            raise ResumeError(_nothing_to_continue(default))
         checkpoint, state = _readable_last(run, warnings)
     else:
         checkpoint = Path(ckpt_path)
@@ -142,6 +138,25 @@ def _run_to_continue(default: RunFolder, config: dict[str, Any]) -> RunFolder | 
         f"(a run may only be given a larger budget, trainer.max_epochs / max_steps). Runs and how they differ:\n"
         + "\n".join(refusals[:5])
         + "\nstart a new run without --ckpt_path, or give --name to name it apart"
+    )
+
+
+def _nothing_to_continue(default: RunFolder) -> str:
+    """Why ``--ckpt_path last`` has nothing to continue, and how to start the run afresh instead."""
+    if default.path is None:
+        return (
+            f"--ckpt_path last: no run of {default.experiment!r} under {default.save_dir} has a checkpoint "
+            f"yet, so there is nothing to continue; start a new run without --ckpt_path"
+        )
+    if not default.path.exists():
+        return (
+            f"--ckpt_path last: run {default.path} does not exist, so there is nothing to continue; "
+            f"start it without --ckpt_path"
+        )
+    return (
+        f"--ckpt_path last: run {default.path} has no checkpoint yet (it stopped before its first one), "
+        f"so there is nothing to continue; to start it afresh, move its folder away and run the "
+        f"command without --ckpt_path"
     )
 
 

@@ -425,7 +425,8 @@ def runs_from_logdir(rule: DecisionRule, logdir: str) -> StudyRuns:
     ``hparams.yaml`` records when every run records the same ones."""
     from pat_seg.experiments.runs import find_runs  # TensorBoard's reader
 
-    found = find_runs(logdir, f"{rule.study}/*")
+    # A run that did not finish (interrupted, failed) is not a result: the study lacks it until it does.
+    found = [run for run in find_runs(logdir, f"{rule.study}/*") if run.finished]
     study = _study_runs(rule, f"--logdir {logdir!r}", ((run.path, run.scalars) for run in found))
     recorded = {_training_shares(run.path / HPARAMS) for run in found}
     if len(recorded) == 1:  # runs that disagree (or some without) would make any one of them a guess

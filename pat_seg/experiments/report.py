@@ -41,6 +41,7 @@ import yaml
 from pat_seg.experiments.class_identity import resolve
 from pat_seg.experiments.paired import PairedDifference, holm_adjust, paired_difference
 from pat_seg.experiments.run_folder import yaml_value
+from pat_seg.experiments.run_status import unfinished_reason
 from pat_seg.experiments.runs import (
     NOT_IDENTITY,
     Run,
@@ -156,6 +157,16 @@ def newest_per_seed(runs: Sequence[Run], warn: Callable[[str], None]) -> list[Ru
                 f"seeds {group[-1].seeds}): only the newest, {group[-1].path}, is counted"
             )
     return sorted(kept, key=lambda run: str(run.path))
+
+
+def unfinished_note(runs: Sequence[Run], shown: int = 5) -> str:
+    """``left out: 2 unfinished runs: <path> (stopped before its budget: step 40 of trainer.max_epochs=12);
+    ...``, naming the first ``shown``; empty when there are none."""
+    if not runs:
+        return ""
+    listed = "; ".join(f"{run.path} ({unfinished_reason(run.path, run.config, run.last_step)})" for run in runs[:shown])
+    more = f"; and {len(runs) - shown} more" if len(runs) > shown else ""
+    return f"left out: {len(runs)} unfinished run{'s' if len(runs) > 1 else ''}: {listed}{more}"
 
 
 def _short_key(key: str) -> str:
@@ -604,7 +615,7 @@ def report(
     def warn(message: str) -> None:
         sys.stderr.write(f"pat-seg report: warning: {message}\n")
 
-    logged = f"{split}/miou"
+    logged, left_out = f"{split}/miou", ""
     if from_csv is not None:
         entries = [e for e in entries_from_csv(from_csv, split) if e.run.last(logged) is not None]
         source = f"--from-csv {from_csv!r}"
@@ -614,10 +625,17 @@ def report(
             raise ValueError(f"no runs (a config.yaml beside an event file) under {logdir!r} matching {runs!r}")
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
-        # Runs still training (nothing logged yet) are left out before labelling: their empty class list
-        # would otherwise read as a data set of another size and relabel every finished run.
-        entries = label_runs([run for run in found if run.last(logged) is not None], warn)
-        source = f"{len(found)} runs under {logdir!r}"
+        # Runs that did not finish (still training, interrupted, failed) are left out before labelling:
+        # their values are not the end of their budget, they would stand in for the finished repeat of
+        # their config, and an empty class list would read as a data set of another size.
+        unfinished = [run for run in found if not run.finished]
+        left_out = unfinished_note(unfinished)
+        if left_out and fmt == "csv":  # the tables' text says it otherwise (with_note)
+            warn(left_out)
+        entries = label_runs([run for run in found if run.finished and run.last(logged) is not None], warn)
+        source = f"{len(found)} runs under {logdir!r}" + (f" ({len(unfinished)} unfinished)" if unfinished else "")
+    if not entries and left_out:
+        raise ValueError(f"{source}: no finished run logged {split}/miou; {left_out}")
     if not entries:
         raise ValueError(f"{source}: none logged {split}/miou; run `pat-seg test` first for --split test")
     if per_run:
@@ -630,12 +648,20 @@ def report(
         paired = paired_tables(entries, paired_against, split, warn=warn, holm=holm)
         if not paired:
             raise IncompleteReport(
-                RENDERERS[fmt](tables),
+                with_note(RENDERERS[fmt](tables), left_out, fmt),
                 f"--paired-against {paired_against!r}: no paired table (no data set and model where it names "
                 f"exactly one method and another method ran too; methods: {methods})",
             )
         tables += paired
-    return RENDERERS[fmt](tables)
+    return with_note(RENDERERS[fmt](tables), left_out, fmt)
+
+
+def with_note(text: str, note: str, fmt: str) -> str:
+    """The rendered tables followed by ``note`` (the runs left out): a paragraph in markdown, a comment in
+    LaTeX; CSV stays machine-readable (the note went to stderr)."""
+    if not note or fmt == "csv":
+        return text
+    return f"{text}\n{note[0].upper()}{note[1:]}\n" if fmt == "markdown" else f"{text}% {note}\n"
 
 
 class IncompleteReport(ValueError):

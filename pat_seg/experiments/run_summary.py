@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from google.protobuf import struct_pb2
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -30,6 +31,7 @@ from torch import Tensor
 from pat_seg.atomic_files import write_atomically
 from pat_seg.experiments.class_identity import class_name, described, resolve
 from pat_seg.experiments.run_folder import HPARAMS, SEED_KEYS, flatten
+from pat_seg.experiments.run_status import SUMMARY
 from pat_seg.experiments.runs import class_and_args
 from pat_seg.losses import BEYOND_PAPER_LOSSES, PAPER_LOSSES
 from pat_seg.losses.description import FROM_THE_DATA
@@ -39,6 +41,7 @@ from pat_seg.models import PAPER_MODELS
 NOT_SHOWN = {*FROM_THE_DATA, "num_classes", "in_channels"}
 FINAL_METRICS = {"val/miou": "hp/miou", "val/miou_head": "hp/miou_head", "val/miou_tail": "hp/miou_tail"}
 SEED_COLUMNS = dict(zip(("seed", "data/seed"), SEED_KEYS))
+LAST_VALIDATION = "pat_seg_last_validation"  # checkpoint key: the last validation's FINAL_METRICS values
 
 
 def shown_arguments(node: Any) -> tuple[str, dict[str, Any]]:
@@ -136,15 +139,38 @@ class RunSummary(Callback):
     """Writes the run's HParams row and adds it to ``hparams.yaml`` (under ``summary``) when fitting ends.
 
     ``config``: the run's config as saved in its ``config.yaml``.
+
+    The final metrics are those of the last validation, as the trainer holds them. A run resumed from
+    a checkpoint written after its last validation (``--ckpt_path last``) does not validate again, so
+    the values of the last validation are kept in this callback's checkpointed state and used when the
+    trainer holds none: the summary of a resumed run is the uninterrupted run's.
     """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = config
+        self.validated: dict[str, float] = {}  # the last validation's FINAL_METRICS tags
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        values = {tag: trainer.callback_metrics.get(tag) for tag in FINAL_METRICS}
+        self.validated = {tag: float(value) for tag, value in values.items() if isinstance(value, Tensor)}
+
+    # A checkpoint key of its own rather than callback state: evaluations (``pat-seg test``) load the
+    # checkpoint without this callback, and Lightning warns of every callback state nobody loads.
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[LAST_VALIDATION] = dict(self.validated)
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        self.validated = {str(tag): float(value) for tag, value in (checkpoint.get(LAST_VALIDATION) or {}).items()}
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        params, metrics = hparams_summary(self.config, trainer.callback_metrics)
+        current = dict(trainer.callback_metrics)
+        if not any(tag in current for tag in FINAL_METRICS):  # resumed after its last validation
+            current.update({tag: torch.tensor(value) for tag, value in self.validated.items()})
+        params, metrics = hparams_summary(self.config, current)
         step = trainer.global_step
         for logger in trainer.loggers:
             if not isinstance(logger, TensorBoardLogger):
@@ -160,6 +186,6 @@ class RunSummary(Callback):
 def add_to_hparams_yaml(logger: TensorBoardLogger, summary: dict[str, Any]) -> None:
     """Rewrite the logger's ``hparams.yaml`` whole, with ``summary`` under its own key (Lightning writes
     the file only while it does not exist, so a summary logged at the end would not reach it)."""
-    logger.hparams["summary"] = summary
+    logger.hparams[SUMMARY] = summary
     text = yaml.dump(dict(logger.hparams)).encode()  # the serializer Lightning uses without omegaconf
     write_atomically(Path(logger.log_dir) / HPARAMS, lambda file: file.write(text), remove_leftovers=True)

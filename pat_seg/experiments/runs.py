@@ -21,6 +21,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from pat_seg.experiments.class_identity import Kind, canonical, label, loss_description, loss_plumbing, not_identifying
 from pat_seg.experiments.run_folder import CONFIG, PLUMBING, SEED_KEYS, SUBFOLDERS, experiment_identity, flatten
+from pat_seg.experiments.run_status import fit_finished
 from pat_seg.losses.description import FROM_THE_DATA, short_number
 
 # Init args that say nothing about *which* method, model or data set a run used: the data and model
@@ -85,6 +86,16 @@ class Run:
         """Class names in logging order, from the ``<split>/iou/<name>`` tags."""
         prefix = f"{split}/iou/"
         return [tag[len(prefix) :] for tag in self.scalars if tag.startswith(prefix)]
+
+    @property
+    def finished(self) -> bool:
+        """Whether its fit ended at its budget with final metrics (:func:`~pat_seg.experiments.run_status.fit_finished`)."""
+        return fit_finished(self.path)
+
+    @property
+    def last_step(self) -> int | None:
+        """The largest step it logged anything at (None: nothing logged)."""
+        return max((values[-1][0] for values in self.scalars.values() if values), default=None)
 
     # --- what the run measured -------------------------------------------------------------------
     def last(self, tag: str) -> float | None:

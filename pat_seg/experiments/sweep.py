@@ -37,7 +37,10 @@ the run's lines (``val``, and ``test`` with ``test:``) to that file at once, as 
 --format csv --per-run`` writes them (:mod:`pat_seg.experiments.study_csv`), and skips every run the
 file holds, even where its folder is absent (a fresh clone): a sweep stopped at any point goes on,
 on any machine with the file, by running the same command again. A run that failed writes no line and
-is tried again. The SLURM tasks write no line (they run at once elsewhere; the file has one writer):
+is tried again: one that left a checkpoint (interrupted by Ctrl-C or SIGTERM, which stop it where it
+can be continued, or killed) is continued from it with ``--ckpt_path last``; one whose fit finished
+only has its test redone; one that left nothing to continue from is set aside and trained afresh.
+Stopping the sweep (Ctrl-C, SIGTERM) stops its runs the same way, each saving its ``last.ckpt``. The SLURM tasks write no line (they run at once elsewhere; the file has one writer):
 each marks its run done, and ``--mode run`` afterwards adds the marked runs to the file without training.
 """
 
@@ -62,7 +65,8 @@ from typing import IO, TYPE_CHECKING, Any, Literal, get_args
 import yaml
 
 from pat_seg.config_files import resolve_config, shipped_config
-from pat_seg.experiments.run_folder import CONFIG, SUBFOLDERS, yaml_value
+from pat_seg.experiments.run_folder import CHECKPOINTS, CONFIG, SUBFOLDERS, yaml_value
+from pat_seg.experiments.run_status import fit_completed
 
 if TYPE_CHECKING:
     from pat_seg.experiments.study_csv import StudyCsv
@@ -321,9 +325,16 @@ def _plan(sweep: Sweep, extra: list[str], force: bool, study: StudyCsv | None) -
             print(f"{progress} {run.version}: done already, skipped", flush=True)
             continue
         commands = sweep.commands(run, extra)
-        if finished:  # trained before (another sweep, a SLURM task) but not in the CSV: add it, tested
+        if finished or (run_dir.exists() and not force and fit_completed(run_dir)):
+            # Trained before (another sweep, a SLURM task; or its test or its line failed) but not in
+            # the CSV: add it, tested.
             tested = any((run_dir / SUBFOLDERS["test"]).glob("events.out.tfevents.*"))
             commands = commands[1:] if sweep.test is not None and not tested else []
+        elif run_dir.exists() and not force and resumable(run_dir):
+            # Interrupted (Ctrl-C, SIGTERM, a kill): continued from its newest readable checkpoint, so
+            # no step it finished is trained again.
+            commands[0] = [*commands[0], "--ckpt_path=last"]
+            print(f"{progress} {run.version}: an unfinished run, continued from its last checkpoint", flush=True)
         elif run_dir.exists():
             print(
                 f"{progress} {run.version}: an unfinished run's folder, set aside: {set_aside(sweep, run)}", flush=True
@@ -332,8 +343,14 @@ def _plan(sweep: Sweep, extra: list[str], force: bool, study: StudyCsv | None) -
     return todo
 
 
+def resumable(run_dir: Path) -> bool:
+    """Whether the run folder holds a checkpoint that ``pat-seg fit --ckpt_path last`` can continue."""
+    return any((run_dir / CHECKPOINTS).glob("*.ckpt"))
+
+
 def set_aside(sweep: Sweep, run: SweepRun) -> Path:
-    """Move the folder of a run that did not finish (killed, failed) out of the sweep's folder, to
+    """Move the folder of a run that did not finish and left no checkpoint to continue from (killed before
+    its first one; or any unfinished run, with ``--force``) out of the sweep's folder, to
     ``<save_dir>/.sweep-incomplete/<name>/<version>-<time>/``, and return where it went.
 
     A new ``pat-seg fit`` into the same folder would write its checkpoints beside the old ones
@@ -441,7 +458,30 @@ def _execute(sweep: Sweep, todo: list[_Job], jobs: int, recorder: _Recorder | No
                 failed += not _finish(sweep, job, code, recorder)
         return failed
     finally:
-        for job in active:
+        _stop(active)
+
+
+def _stop(jobs: list[_Job]) -> None:
+    """End the runs still going when the sweep stops (Ctrl-C, SIGTERM, an error): each is asked with
+    SIGTERM to stop where it can be continued and save its ``last.ckpt`` (a run that got the terminal's
+    Ctrl-C already is stopping: the second signal changes nothing), and waited for. Interrupted again
+    while waiting, the sweep kills them at once."""
+    running = [job for job in jobs if job.process is not None and job.process.poll() is None]
+    try:
+        if running:
+            print(
+                f"stopping {len(running)} run{'s' if len(running) > 1 else ''}: each saves its last.ckpt after "
+                f"its current step (interrupt again to kill at once); the same command continues them",
+                flush=True,
+            )
+        for job in running:
+            assert job.process is not None
+            job.process.send_signal(signal.SIGTERM)
+        for job in running:
+            assert job.process is not None
+            job.process.wait()
+    finally:
+        for job in jobs:
             if job.process is not None and job.process.poll() is None:
                 job.process.kill()
                 job.process.wait()
@@ -534,6 +574,8 @@ def main(argv: list[str] | None = None) -> None:
                 parser.exit(1, f"pat-seg sweep: {failed} of {len(sweep.runs)} runs failed\n")
     except ValueError as error:
         parser.exit(2, f"pat-seg sweep: error: {error}\n")
+    except KeyboardInterrupt:
+        parser.exit(128 + signal.SIGINT, "pat-seg sweep: interrupted; run the same command to go on\n")
 
 
 if __name__ == "__main__":
