@@ -263,7 +263,7 @@ def slurm_script(sweep: Sweep, extra: list[str]) -> str:
         ("name", "job-name", sweep.name),
         ("the number of runs", "array", f"0-{len(sweep.runs) - 1}"),
         ("save_dir", "output", f"{sweep.save_dir}/{sweep.name}/slurm-%A_%a.out"),
-        *((f"slurm: {key}", key, value) for key, value in sweep.slurm.items()),
+        *((f"slurm: {str(key)!r}", key, value) for key, value in sweep.slurm.items()),
     ]
     lines = ["#!/bin/bash"]
     for where, key, value in options:
