@@ -398,22 +398,25 @@ def _plan(sweep: Sweep, extra: list[str], force: bool, study: StudyCsv | None) -
         if finished:  # trained before (another sweep, a SLURM task) but not in the CSV: add it, tested
             tested = any((run_dir / SUBFOLDERS["test"]).glob("events.out.tfevents.*"))
             commands = commands[1:] if sweep.test is not None and not tested else []
-        elif run_dir.exists():
-            print(
-                f"{progress} {run.version}: an unfinished run's folder, set aside: {set_aside(sweep, run)}", flush=True
+        elif run_dir.exists():  # a fit never writes into a run's folder: an unfinished run, or --force
+            kind = (
+                "a finished run's folder (--force)"
+                if (run_dir / DONE_MARKER).is_file()
+                else "an unfinished run's folder"
             )
+            print(f"{progress} {run.version}: {kind}, set aside: {set_aside(sweep, run)}", flush=True)
         todo.append(_Job(progress, run, commands))
     return todo
 
 
 def set_aside(sweep: Sweep, run: SweepRun) -> Path:
-    """Move the folder of a run that did not finish (killed, failed) out of the sweep's folder, to
-    ``<save_dir>/.sweep-incomplete/<name>/<version>-<time>/``, and return where it went.
+    """Move the folder of a run that did not finish (killed, failed; or any, with ``--force``) out of the
+    sweep's folder, to ``<save_dir>/.sweep-incomplete/<name>/<version>-<time>/``, and return where it went.
 
-    A new ``pat-seg fit`` into the same folder would write its checkpoints beside the old ones
-    (``last-v1.ckpt`` next to the killed run's ``last.ckpt``, which ``--ckpt_path last`` would then
-    test) and its events beside the old events (one curve from two runs). Moved, not deleted: nothing
-    a run wrote is lost, and a report of ``<name>/*`` never reads it.
+    ``pat-seg fit`` refuses to start a run in a folder that holds one: it would write its checkpoints
+    beside the old ones (``last-v1.ckpt`` next to the killed run's ``last.ckpt``, which ``--ckpt_path
+    last`` would then test) and its events beside the old events (one curve from two runs). Moved, not
+    deleted: nothing a run wrote is lost, and a report of ``<name>/*`` never reads it.
     """
     target = Path(sweep.save_dir) / ".sweep-incomplete" / sweep.name / f"{run.version}-{time.strftime('%Y%m%d-%H%M%S')}"
     target.parent.mkdir(parents=True, exist_ok=True)
