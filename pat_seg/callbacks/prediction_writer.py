@@ -129,7 +129,9 @@ class PredictionWriter(BasePredictionWriter):
                 size = [int(s) for s in sizes[i].tolist()]
                 labels = F.interpolate(labels[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
                 image = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)[0]
-            outputs = {folder / LABELS / f"{name}.png": partial(label_image, labels, num_classes)}
+            outputs: dict[Path, Callable[[], Image.Image]] = {
+                folder / LABELS / f"{name}.png": partial(label_image, labels, num_classes)
+            }
             if self.overlay:
                 outputs[folder / OVERLAYS / f"{name}.png"] = partial(
                     overlay_image, image, labels, num_classes, self.legend
