@@ -147,7 +147,8 @@ def experiment_name(explicit: str | None, config_files: list[Any]) -> str:
         return folder_name(explicit, "--name")
     if not config_files:
         return DEFAULT_EXPERIMENT
-    return folder_name(Path(str(config_files[0])).stem, f"the experiment name taken from --config {config_files[0]}")
+    where = f"the experiment name taken from --config {config_files[0]} (give --name to choose another)"
+    return folder_name(Path(str(config_files[0])).stem, where)
 
 
 def folder_name(value: object, what: str) -> str:
