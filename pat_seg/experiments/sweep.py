@@ -315,11 +315,10 @@ def child_environment(base: Mapping[str, str]) -> dict[str, str]:
 
 
 def _origin_without_current_folder(name: str) -> str | None:
-    """The file ``import name`` would load with the current folder off sys.path, as a child process
-    of :func:`python_module` imports it: the same finders in the same order (an editable install's
-    own finder too), the path-based one searching sys.path without ``''`` or the current folder."""
-    here = {"", os.getcwd()}
-    paths = [path for path in sys.path if path not in here]
+    """The file ``import name`` would load in a child process of :func:`python_module`: the same
+    finders in the same order (an editable install's own finder too), the path-based one searching
+    sys.path without the entry Python put first for this process (the current folder, or a script's)."""
+    paths = sys.path if getattr(sys.flags, "safe_path", False) else sys.path[1:]
     for finder in sys.meta_path:
         if finder is importlib.machinery.PathFinder:
             spec = importlib.machinery.PathFinder.find_spec(name, paths)
