@@ -26,6 +26,7 @@ import yaml
 from PIL import Image
 from test_predict_output import ThresholdNet
 from test_run_safety import digest, pat_seg, short_error, write
+from test_sweep import TINY
 
 from pat_seg.callbacks import PredictionWriter
 from pat_seg.callbacks.predictions import class_palette
@@ -101,13 +102,14 @@ def project(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     "args, value",
     [
-        (["--name", "../../escape"], "../../escape"),
-        (["--name", "{victim}"], "{victim}"),  # absolute: lightning_logs/<absolute> is the absolute path
-        (["--name", "tiny\nrm -rf ~"], "tiny\nrm -rf ~"),
-        (["--config", "escape.yaml"], "../../../victim"),  # name: in a config file
         # The logger's version: logs/exp/../../../../victim is tmp_path/victim, whose config.yaml a fit overwrote.
         (logged("logs", "exp", "../../../../victim"), "../../../../victim"),
-        (logged("logs", "..", "v0"), ".."),
+        pytest.param(["--name", "../../escape"], "../../escape", marks=pytest.mark.slow),
+        # absolute: lightning_logs/<absolute> is the absolute path
+        pytest.param(["--name", "{victim}"], "{victim}", marks=pytest.mark.slow),
+        pytest.param(["--name", "tiny\nrm -rf ~"], "tiny\nrm -rf ~", marks=pytest.mark.slow),
+        pytest.param(["--config", "escape.yaml"], "../../../victim", marks=pytest.mark.slow),  # name: in a config file
+        pytest.param(logged("logs", "..", "v0"), "..", marks=pytest.mark.slow),
     ],
 )
 def test_a_run_name_that_leaves_the_save_dir_is_refused_before_anything_is_written(
@@ -123,12 +125,18 @@ def test_a_run_name_that_leaves_the_save_dir_is_refused_before_anything_is_writt
     assert digest(tmp_path) == before  # nothing written, in the project or beside it
 
 
-def test_a_sweep_axis_that_leaves_the_save_dir_is_refused_before_any_run(tmp_path: Path, project: Path) -> None:
+def test_a_sweep_axis_that_leaves_the_save_dir_is_refused_before_any_run(
+    tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     sweep_file(project / "g.yaml", name="grid", save_dir="out", axes={"seed": {"s0": {}, "../../../victim": {}}})
+    monkeypatch.chdir(project)
     before = digest(tmp_path)
-    result = pat_seg("sweep", "g.yaml", "--mode", "run", cwd=project)
-    short_error(result, "g.yaml: the run version", "'../../../victim' cannot name a run folder")
-    assert result.returncode == 2 and digest(tmp_path) == before
+    with pytest.raises(SystemExit) as exit_info:
+        sweep_module.main(["g.yaml", "--mode", "run"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(error.strip().splitlines()) == 1, error
+    assert "g.yaml: the run version (its axis values joined by '-') '../../../victim' cannot name a run folder" in error
+    assert digest(tmp_path) == before
 
 
 @pytest.mark.parametrize("name", ["../escape", "grid\ntouch INJECTED"])
@@ -148,7 +156,7 @@ def fill_run(run: Path) -> None:
         (run / "checkpoints" / name).write_bytes(f"the first run's {name}".encode())
 
 
-@pytest.mark.parametrize("version, folder", [("s0", "s0"), ("0", "version_0")])
+@pytest.mark.parametrize("version, folder", [("s0", "s0"), pytest.param("0", "version_0", marks=pytest.mark.slow)])
 def test_a_second_fit_into_a_runs_folder_is_refused_and_leaves_every_file_as_it_was(
     tmp_path: Path, version: str, folder: str
 ) -> None:
@@ -180,11 +188,24 @@ def test_only_a_run_folder_that_holds_files_is_refused(tmp_path: Path) -> None:
         ({"save_dir": "out\ntouch INJECTED"}, "save_dir"),
     ],
 )
-def test_a_line_break_in_an_sbatch_value_is_refused_naming_its_key(tmp_path: Path, spec: dict, key: str) -> None:
+def test_a_line_break_in_an_sbatch_value_is_refused_naming_its_key(
+    tmp_path: Path, spec: dict, key: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     path = sweep_file(tmp_path / "g.yaml", name="grid", axes={"seed": {"s0": {}}}, **spec)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        sweep_module.main([str(path), "--mode", "slurm"])
+    out, error = capsys.readouterr()
+    assert exit_info.value.code == 2 and out == "" and len(error.strip().splitlines()) == 1, error
+    assert f"pat-seg sweep: error: sweep {key}: " in error and "line break" in error
+
+
+@pytest.mark.slow
+def test_a_line_break_in_an_sbatch_value_is_refused_by_the_console_script(tmp_path: Path) -> None:
+    path = sweep_file(tmp_path / "g.yaml", name="grid", axes={"seed": {"s0": {}}}, slurm={"time": "1:00\ntouch X"})
     result = pat_seg("sweep", str(path), "--mode", "slurm", cwd=tmp_path)
-    short_error(result, f"sweep {key}:", "line break")
-    assert result.returncode == 2 and result.stdout == "" and not (tmp_path / "INJECTED").exists()
+    short_error(result, "sweep slurm: 'time': '1:00\\ntouch X' holds a line break")
+    assert result.returncode == 2 and result.stdout == ""
 
 
 def test_a_line_break_in_a_runs_flags_stays_inside_its_argument(tmp_path: Path) -> None:
@@ -222,6 +243,7 @@ def test_a_line_break_in_a_runs_flags_stays_inside_its_argument(tmp_path: Path) 
 SHADOW = "import pathlib\npathlib.Path({marker!r}).write_text('imported {module} from the current folder')\n"
 
 
+@pytest.mark.slow
 def test_sweep_runs_never_import_modules_from_the_current_folder(tmp_path: Path) -> None:
     markers = {module: tmp_path / f"IMPORTED_{module}" for module in ("pat_seg", "lightning")}
     for module, marker in markers.items():
@@ -232,7 +254,7 @@ def test_sweep_runs_never_import_modules_from_the_current_folder(tmp_path: Path)
     markers["pat_seg"].unlink()
     # A run that configures (read by the study's config process) and fails as the data module is built:
     # both of the sweep's processes start, and the refusal comes from the real pat-seg.
-    write(tmp_path / "tiny.yaml", {"trainer": {"max_epochs": 1}})
+    write(tmp_path / "tiny.yaml", TINY)
     failing = {"args": {"data.init_args.imbalance": 100, "data.init_args.rarity": "infrequent"}}
     axes = {"seed": {"s0": failing}}
     sweep_file(tmp_path / "g.yaml", name="grid", save_dir="out", configs=["tiny.yaml"], csv="study.csv", axes=axes)
@@ -287,12 +309,13 @@ def test_an_image_named_like_anothers_overlay_gets_outputs_of_its_own(tmp_path: 
     assert writer.written == 2
     assert (np.asarray(Image.open(out / "labels" / "x.png")) == 2).all()
     assert (np.asarray(Image.open(out / "labels" / "x_overlay.png")) == 0).all()
-    # Each overlay paints its own image's class: half its palette colour, half the image, which an
-    # image of one colour shows black (each image is stretched to its own range).
+    # Each overlay paints its own image's class: half its palette colour, half the image, which both
+    # images show pure red (each image is stretched to its own range, here 0 to its red).
     palette = class_palette(3).numpy().astype(float) * 255
     for name, label in {"x.png": 2, "x_overlay.png": 0}.items():
         painted = np.asarray(Image.open(out / "overlays" / name)).astype(float)[:8, :8]
-        np.testing.assert_allclose(painted, np.broadcast_to(palette[label] / 2, painted.shape), atol=1)
+        expected = (palette[label] + [255, 0, 0]) / 2
+        np.testing.assert_allclose(painted, np.broadcast_to(expected, painted.shape), atol=1)
 
 
 def test_an_image_whose_output_name_is_too_long_is_skipped_named_and_counted(
@@ -314,6 +337,7 @@ def test_an_image_whose_output_name_is_too_long_is_skipped_named_and_counted(
     assert "wrote 2 label maps" in caplog.text and "skipped 2 image(s) whose output name is too long" in caplog.text
 
 
+@pytest.mark.slow
 def test_predict_writes_every_hostile_names_outputs_through_the_console_script(tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     stem = "s" * 250
