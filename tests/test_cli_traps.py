@@ -115,7 +115,7 @@ def test_evaluations_say_where_they_wrote_and_own_images_get_their_own_folder(tm
     assert pat_seg("predict", *from_run, "--predictions.overlay=true", cwd=tmp_path).returncode == 0
     split = digest(run / "predictions")
     assert sorted(name for name in split if name.endswith(".png")) == [
-        f"00000{i}{kind}.png" for i in range(3) for kind in ("", "_overlay")
+        f"{kind}/00000{i}.png" for kind in ("labels", "overlays") for i in range(3)
     ]
 
     photos = tmp_path / "photos"
@@ -134,19 +134,22 @@ def test_evaluations_say_where_they_wrote_and_own_images_get_their_own_folder(tm
     assert own.returncode == 0, own.stderr[-3000:]
     assert digest(run / "predictions") == split  # the test split's files and config.yaml are untouched
     folder = run / "predictions_photos"
-    assert sorted(path.name for path in folder.glob("*.png")) == [
-        "street.png",
-        "street_overlay.png",
-        "yard.png",
-        "yard_overlay.png",
+    assert sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*.png")) == [
+        "labels/street.png",
+        "labels/yard.png",
+        "overlays/street.png",
+        "overlays/yard.png",
     ]
     assert "ImageFolderDataModule" in (folder / "config.yaml").read_text()
     assert f"cannot read image {photos / 'broken.jpg'}" in own.stderr  # skipped and named
-    assert f"wrote 2 label maps and overlays to {folder}; skipped 1 unreadable image(s)" in own.stderr
+    assert (
+        f"wrote 2 label maps to {folder / 'labels'} and overlays to {folder / 'overlays'}; "
+        "skipped 1 unreadable image(s)" in own.stderr
+    )
     # Label PNGs hold class indices 0-8, near-black in a viewer; the overlay carries the legend of the
     # nine class colours to the right of the 16x24 image.
-    assert np.asarray(Image.open(folder / "street.png")).max() < 9
-    overlay = np.asarray(Image.open(folder / "street_overlay.png")).astype(float)
+    assert np.asarray(Image.open(folder / "labels" / "street.png")).max() < 9
+    overlay = np.asarray(Image.open(folder / "overlays" / "street.png")).astype(float)
     assert overlay.shape[0] >= 16 and overlay.shape[1] > 24
     legend = overlay[:, 24:].reshape(-1, 3)
     for colour in class_palette(9).numpy() * 255:

@@ -114,7 +114,7 @@ def test_fit_kill_resume_test_predict_report(tmp_path: Path) -> None:
     predicted = run(["predict", "--config", str(resumed_run / "config.yaml"), "--ckpt_path", "last"], tmp_path)
     predictions = resumed_run / "predictions"
     assert str(predictions) in predicted.stderr + predicted.stdout  # it says where its output went
-    pngs = sorted(predictions.glob("*.png"))
+    pngs = sorted((predictions / "labels").glob("*.png"))
     assert [path.name for path in pngs] == ["000000.png", "000001.png", "000002.png"]
     for path in pngs:
         labels = np.asarray(Image.open(path))

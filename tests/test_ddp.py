@@ -218,9 +218,9 @@ def test_two_process_predict_reports_the_files_of_both_processes(checkpoint: tup
     ]
     ddp = run_pat_seg(args, env={"MASTER_PORT": str(free_port())})
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    written = sorted(path.stem for path in (run / "predictions_photos").glob("*.png"))
+    written = sorted(path.stem for path in (run / "predictions_photos" / "labels").glob("*.png"))
     assert written == readable  # a1, a2, a4: two on rank 0, one on rank 1
-    summary = f"wrote 3 label maps to {run / 'predictions_photos'}; skipped 2 unreadable image(s)"
+    summary = f"wrote 3 label maps to {run / 'predictions_photos' / 'labels'}; skipped 2 unreadable image(s)"
     assert ddp.stderr.count(summary) == 1, ddp.stderr[-3000:]  # said once, by rank 0, for both processes
     for path in broken:  # each named by the process that met it
         assert f"cannot read image {path}" in ddp.stderr

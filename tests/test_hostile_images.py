@@ -187,8 +187,8 @@ def test_predict_skips_names_and_counts_every_hostile_file(tmp_path: Path) -> No
     for name, path in paths.items():
         assert expected_error(name, path, H) in result.stderr, (name, result.stderr[-3000:])
     folder = tmp_path / "lightning_logs" / "default" / "version_0" / "predictions_photos"
-    assert f"wrote 1 label maps to {folder}; skipped 5 unreadable image(s)" in result.stderr
-    assert sorted(path.name for path in folder.glob("*.png")) == ["good.png"]
+    assert f"wrote 1 label maps to {folder / 'labels'}; skipped 5 unreadable image(s)" in result.stderr
+    assert sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*.png")) == ["labels/good.png"]
 
 
 def hostile_data_set(root: Path, name: str) -> Path:

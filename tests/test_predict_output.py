@@ -57,11 +57,11 @@ def test_predicting_an_image_folder_writes_label_maps_of_each_images_size(tmp_pa
     )
     trainer.predict(module, datamodule=data, return_predictions=False)
     for name, rgb in images.items():
-        labels = np.asarray(Image.open(tmp_path / "out" / f"{name}.png"))
+        labels = np.asarray(Image.open(tmp_path / "out" / "labels" / f"{name}.png"))
         assert labels.shape == rgb.shape[:2] and labels.dtype == np.uint8
         width = rgb.shape[1]
         assert (labels[:, : width // 2 - 1] == 2).all() and (labels[:, width // 2 + 1 :] == 0).all()
-        overlay = np.asarray(Image.open(tmp_path / "out" / f"{name}_overlay.png")).astype(float)
+        overlay = np.asarray(Image.open(tmp_path / "out" / "overlays" / f"{name}.png")).astype(float)
         height = rgb.shape[0]
         assert overlay.shape[0] >= height and overlay.shape[1] > width  # the legend to the right
         # Top left, the image as it was, half covered by class 2's colour: red (stretched to 255 by
@@ -91,10 +91,11 @@ def test_images_of_one_name_in_different_folders_or_formats_get_outputs_of_their
     module = SegmentationModule(ThresholdNet(), CrossEntropyLoss(), num_classes=3)
     trainer.predict(module, datamodule=data, return_predictions=False)
     expected = {"a/x.png": 2, "b/x.png": 0, "y_jpg.png": 2, "y_png.png": 0, "z.png": 2}
-    written = {path.relative_to(tmp_path / "out").as_posix() for path in (tmp_path / "out").rglob("*.png")}
+    labels = tmp_path / "out" / "labels"
+    written = {path.relative_to(labels).as_posix() for path in (tmp_path / "out").rglob("*.png")}
     assert written == set(expected) and writer.written == 5
     for name, label in expected.items():
-        assert (np.asarray(Image.open(tmp_path / "out" / name)) == label).all(), name
+        assert (np.asarray(Image.open(labels / name)) == label).all(), name
 
 
 def test_an_unreadable_image_is_skipped_named_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -110,7 +111,7 @@ def test_an_unreadable_image_is_skipped_named_and_counted(tmp_path: Path, caplog
     trainer.predict(module, datamodule=data, return_predictions=False)
     # Sorted, broken.png shares the first batch with nested/tall.jpg; wide.png is the second batch.
     written = sorted(path.relative_to(tmp_path / "out").as_posix() for path in (tmp_path / "out").rglob("*.png"))
-    assert written == ["nested/tall.png", "wide.png"]
+    assert written == ["labels/nested/tall.png", "labels/wide.png"]
     assert (writer.written, writer.skipped) == (2, 1)
     assert f"cannot read image {broken}" in caplog.text
     assert "wrote 2 label maps" in caplog.text and "skipped 1 unreadable image(s)" in caplog.text

@@ -5,18 +5,25 @@ form the data sets' own label maps take, so it can be read back by any tool; ``i
 appears in a prediction. (A viewer shows values 0, 1, 2, ... out of 255 as near-black greys.) An
 overlay paints each class in the colours of the TensorBoard images and carries their legend on its
 right, one entry per class with its value in the label PNG, so a shared overlay explains itself and
-no legend file can clash with an image's name. Files are named after the input image when the data
-module gives its name (``photo.jpg`` -> ``photo.png``, ``photo_overlay.png``; ``a/photo.jpg`` in the
-folder's subfolder ``a`` -> ``a/photo.png``), else after its index in the split (``000042.png``). They
-go to the trainer's log folder, which the CLI points at the run's ``predictions/`` folder
-(``predictions_<folder>/`` for an image folder). Unreadable images the data module skipped are named
-as they come and counted in the summary, totalled over all processes.
+no legend file can clash with an image's name.
+
+Label maps go to ``labels/`` and overlays to ``overlays/``, each named after the input image when the
+data module gives its name (``photo.jpg`` -> ``labels/photo.png`` and ``overlays/photo.png``;
+``a/photo.jpg`` in the folder's subfolder ``a`` -> ``labels/a/photo.png``), else after its index in
+the split (``labels/000042.png``). Two trees keyed by the same unique names never share a file,
+whatever the images are called (``x.png`` beside ``x_overlay.png``), and neither holds the run's own
+files (``config.yaml``, the events). Both lie in the trainer's log folder, which the CLI points at
+the run's ``predictions/`` folder (``predictions_<folder>/`` for an image folder). Unreadable images
+the data module skipped, and images whose output name the file system cannot hold (over 255 bytes),
+are named as they come and counted in the summary, totalled over all processes; the others are written.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +39,8 @@ from torchvision.utils import draw_segmentation_masks
 from pat_seg.callbacks.predictions import class_names_of, class_palette, displayable, figure_to_image, legend_figure
 
 log = logging.getLogger(__name__)
+LABELS = "labels"  # sub-folder of the output folder holding the label maps
+OVERLAYS = "overlays"  # and the one holding the overlays, under the same names
 
 
 def label_image(labels: Tensor, num_classes: int) -> Image.Image:
@@ -67,7 +76,7 @@ class PredictionWriter(BasePredictionWriter):
     """Write each predicted label map (and, with ``overlay=True``, a colour overlay) as PNG files.
 
     Args:
-        overlay: also write ``<name>_overlay.png``: the image with the prediction painted over it and
+        overlay: also write ``overlays/<name>.png``: the image with the prediction painted over it and
             the legend of class colours beside it.
         output_dir: where to write (default: the trainer's log folder, ``<run>/predictions/``).
     """
@@ -77,12 +86,13 @@ class PredictionWriter(BasePredictionWriter):
         self.overlay = overlay
         self.output_dir = output_dir
         self.written = 0
-        self.skipped = 0
+        self.skipped = 0  # unreadable images
+        self.too_long = 0  # images whose output names the file system cannot hold
         self.folder = Path(output_dir or ".")
         self.legend: Tensor | None = None
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.written = self.skipped = 0
+        self.written = self.skipped = self.too_long = 0
         # Resolved here, once: trainer.log_dir is a broadcast every process must join, and under DDP
         # the processes write different numbers of batches.
         self.folder = Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
@@ -106,13 +116,12 @@ class PredictionWriter(BasePredictionWriter):
             log.warning("%s; skipped it", reason)  # by the process that met it, under DDP too
             self.skipped += 1
         num_classes = int(pl_module.num_classes)  # type: ignore[arg-type]  # an int attribute; LightningModule types unknown attributes as Tensor | Module
-        names = batch.get("name")
+        names, paths = batch.get("name"), batch.get("path")
         indices = batch.get("index")
         sizes = batch.get("original_size")
         for i, labels in enumerate(prediction):
             if names is not None:  # an image's path below its folder (pat_seg.data.image_folder.output_names)
                 name = names[i]
-                (folder / name).parent.mkdir(parents=True, exist_ok=True)
             else:
                 name = f"{int(indices[i] if indices is not None else batch_idx * len(prediction) + i):06d}"
             image = batch["image"][i]
@@ -120,16 +129,41 @@ class PredictionWriter(BasePredictionWriter):
                 size = [int(s) for s in sizes[i].tolist()]
                 labels = F.interpolate(labels[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
                 image = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)[0]
-            label_image(labels, num_classes).save(folder / f"{name}.png")
+            outputs: dict[Path, Callable[[], Image.Image]] = {
+                folder / LABELS / f"{name}.png": partial(label_image, labels, num_classes)
+            }
             if self.overlay:
-                overlay_image(image, labels, num_classes, self.legend).save(folder / f"{name}_overlay.png")
-            self.written += 1
+                outputs[folder / OVERLAYS / f"{name}.png"] = partial(
+                    overlay_image, image, labels, num_classes, self.legend
+                )
+            self._write(paths[i] if paths is not None else name, outputs)
+
+    def _write(self, source: str, outputs: dict[Path, Callable[[], Image.Image]]) -> None:
+        """Save each output (path -> the function drawing its image), or, when the file system cannot
+        hold a name that long, none of them: the image is named in a warning and counted."""
+        saved: list[Path] = []
+        try:
+            for path, draw in outputs.items():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                draw().save(path)
+                saved.append(path)
+        except OSError as error:
+            if error.errno != errno.ENAMETOOLONG:
+                raise
+            for path in saved:  # the label map of an image whose overlay's path was too long
+                path.unlink()
+            log.warning("%s: its output name is too long for the file system (%s); skipped it", source, error.strerror)
+            self.too_long += 1
+            return
+        self.written += 1
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Each process wrote its share of the split: the summary counts the files of all of them.
-        counts = torch.tensor([self.written, self.skipped], device=pl_module.device)
-        written, skipped = (int(n) for n in trainer.strategy.reduce(counts, reduce_op="sum").tolist())
+        counts = torch.tensor([self.written, self.skipped, self.too_long], device=pl_module.device)
+        written, skipped, too_long = (int(n) for n in trainer.strategy.reduce(counts, reduce_op="sum").tolist())
         rank_zero_info(
-            f"pat-seg predict: wrote {written} label maps{' and overlays' if self.overlay else ''} to "
-            f"{self.folder}" + (f"; skipped {skipped} unreadable image(s), named above" if skipped else "")
+            f"pat-seg predict: wrote {written} label maps to {self.folder / LABELS}"
+            + (f" and overlays to {self.folder / OVERLAYS}" if self.overlay else "")
+            + (f"; skipped {skipped} unreadable image(s), named above" if skipped else "")
+            + (f"; skipped {too_long} image(s) whose output name is too long, named above" if too_long else "")
         )

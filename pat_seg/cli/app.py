@@ -231,8 +231,7 @@ class PatSegCLI(LightningCLI):
             # The version as configured (None: the next free one), not the logger's resolved property.
             spec = self._of_subcommand(self.config).trainer.logger
             version = spec.init_args.get("version") if isinstance(spec, Namespace) else None
-            version = f"version_{version}" if isinstance(version, int) else version
-            return RunFolder(Path(configured.save_dir), configured.name, version)
+            return RunFolder.of_logger(Path(configured.save_dir), configured.name, version)
         if configured in (None, True):
             root = Path(trainer_settings.get("default_root_dir") or Path.cwd())
             return RunFolder(root / "lightning_logs", settings["name"])

@@ -4,8 +4,8 @@
 points at, the config it would save) and returns a :class:`CommandPlan`: the run folder it writes
 into, the checkpoint file it loads (read here, once), the TensorBoard purge step of a resumed fit,
 where evaluations and predictions go, and the notes to print. Whatever makes the command impossible
--- a run whose saved config differs from the command's, a checkpoint that is missing, unreadable or
-already at the end of its budget -- is a :class:`~pat_seg.experiments.run_folder.ResumeError` raised here,
+-- a run whose saved config differs from the command's, a new fit into a run folder that holds a run,
+a checkpoint that is missing, unreadable or already at the end of its budget -- is a :class:`~pat_seg.experiments.run_folder.ResumeError` raised here,
 before the Trainer exists, so a refused command writes nothing into any run.
 
 It knows nothing of LightningCLI: tests drive it with folders in a temp dir.
@@ -26,6 +26,7 @@ from pat_seg.experiments.run_folder import (
     covered,
     evaluation_subfolder,
     identity_differences,
+    refuse_existing_run,
     run_of,
     run_of_checkpoint,
     runs_with_last_checkpoint,
@@ -79,6 +80,7 @@ def plan_command(request: CommandRequest) -> CommandPlan:
 def _plan_fit(request: CommandRequest) -> CommandPlan:
     ckpt_path, default = request.ckpt_path, request.run
     if ckpt_path is None:
+        refuse_existing_run(default)  # a fixed version (a sweep's run) that holds a run already
         return CommandPlan(default)
     if ckpt_path == "best":
         raise ResumeError("fit continues a run from its last state: give --ckpt_path last or a checkpoint file")

@@ -11,6 +11,10 @@ What a run *is* comes from its saved ``config.yaml``, not from its folder's name
 same experiment when they agree in everything but seeds and logging plumbing (:func:`experiment_identity`),
 and a command may continue a run only when they also agree in the seeds (:func:`resume_identity`):
 only the training budget may grow.
+
+A run stays inside its save dir: the experiment name and the version are each one folder name
+(:func:`folder_name`), and a ``fit`` without ``--ckpt_path`` never writes into a run folder that
+holds files already (:func:`refuse_existing_run`).
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ PLUMBING = (
 ADDED_KEYS = {"model.lr_scheduler_interval": "epoch"}
 # The training budget: a resumed run may be given more of it.
 BUDGET_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time")
+# The longest file or folder name, in bytes, of the common file systems (ext4, XFS, APFS, tmpfs).
+NAME_MAX = 255
 
 
 class ResumeError(ConfigurationError):
@@ -81,6 +87,17 @@ class RunFolder:
     @property
     def path(self) -> Path | None:
         return None if self.version is None else self.save_dir / self.experiment / self.version
+
+    @classmethod
+    def of_logger(cls, save_dir: Path, name: str, version: str | int | None) -> RunFolder:
+        """The run a TensorBoard logger's ``save_dir``, ``name`` and configured ``version`` name (an
+        int ``N`` is Lightning's ``version_N``), each of the two names checked by :func:`folder_name`."""
+        experiment = folder_name(name, "the logger's name (--trainer.logger.init_args.name)")
+        if isinstance(version, int):
+            version = f"version_{version}"
+        if version is not None:
+            version = folder_name(version, "the logger's version (--trainer.logger.init_args.version)")
+        return cls(save_dir, experiment, version)
 
     @classmethod
     def at(cls, run: Path) -> RunFolder:
@@ -124,10 +141,64 @@ def evaluation_subfolder(subcommand: str, image_folder: Path | None = None, run:
 
 
 def experiment_name(explicit: str | None, config_files: list[Any]) -> str:
-    """``--name`` if given, else the stem of the first ``--config`` file, else ``default``."""
-    if explicit:
-        return str(explicit)
-    return Path(str(config_files[0])).stem if config_files else DEFAULT_EXPERIMENT
+    """``--name`` if given, else the stem of the first ``--config`` file, else ``default``; a
+    :class:`ConfigurationError` when it is no folder name (:func:`folder_name`)."""
+    if explicit is not None:
+        return folder_name(explicit, "--name")
+    if not config_files:
+        return DEFAULT_EXPERIMENT
+    where = f"the experiment name taken from --config {config_files[0]} (give --name to choose another)"
+    return folder_name(Path(str(config_files[0])).stem, where)
+
+
+def folder_name(value: object, what: str) -> str:
+    """``value`` as the name of one folder inside the save dir, the only place a run may write.
+
+    A name with ``/`` or ``\\``, ``..``, an absolute path or an empty name would put the run somewhere
+    else (``--name ../../x`` writes beside the project); a control character (a newline) would also
+    break the scripts and tables that name the run; a name starting with ``.`` is a hidden folder,
+    whose runs ``pat-seg report`` never counts; and no file system takes a name over
+    :data:`NAME_MAX` bytes. Raises :class:`ConfigurationError` naming ``what`` and the value.
+    """
+    text = str(value)
+    reason = None
+    if not text:
+        reason = "it is empty"
+    elif holds_control_character(text):
+        reason = "it holds a control character (a newline, a tab, NUL)"
+    elif "/" in text or "\\" in text:
+        reason = "it holds a path separator"
+    elif text.startswith("."):
+        reason = "it starts with '.' ('..' leaves the save dir; a hidden folder's runs are never reported)"
+    elif len(text.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        reason = f"it is {len(text.encode('utf-8', 'surrogateescape'))} bytes long, over the {NAME_MAX} of a file name"
+    if reason is not None:
+        raise ConfigurationError(
+            f"{what} {text!r} cannot name a run folder: {reason}. It must be one folder name inside the "
+            f"save dir, e.g. 'cityscapes_pat' or 'seed-0'"
+        )
+    return text
+
+
+def holds_control_character(text: str) -> bool:
+    """Whether ``text`` holds a C0 control character (newline, carriage return, tab, NUL) or DEL."""
+    return any(character < " " or character == "\x7f" for character in text)
+
+
+def refuse_existing_run(run: RunFolder | None) -> None:
+    """Refuse a new ``fit`` (no ``--ckpt_path``) into ``run`` when its folder already holds files.
+
+    A second fit there would replace the run's ``config.yaml``, ``hparams.yaml`` and ``last.ckpt``
+    and leave the first run's best checkpoint and TensorBoard events beside its own: one folder
+    holding two runs that no report can tell apart. A new run (``version`` None) gets a fresh folder.
+    """
+    if run is None or run.path is None or not run.path.is_dir() or not any(run.path.iterdir()):
+        return
+    raise ResumeError(
+        f"run folder {run.path} exists already; a new fit would overwrite its config.yaml and checkpoints "
+        f"and mix its events with the new run's. Continue it with --ckpt_path last, give another --name "
+        f"or --trainer.logger.init_args.version, or delete the folder"
+    )
 
 
 def run_of_checkpoint(checkpoint: str | Path) -> RunFolder | None:

@@ -42,11 +42,17 @@ can be continued, or killed) is continued from it with ``--ckpt_path last``; one
 only has its test redone; one that left nothing to continue from is set aside and trained afresh.
 Stopping the sweep (Ctrl-C, SIGTERM) stops its runs the same way, each saving its ``last.ckpt``. The SLURM tasks write no line (they run at once elsewhere; the file has one writer):
 each marks its run done, and ``--mode run`` afterwards adds the marked runs to the file without training.
+
+The sweep's name and every version must be one folder name (:func:`~pat_seg.experiments.run_folder.folder_name`).
+``--mode run`` starts each command with this Python without the current folder on its import path, so
+a ``pat_seg.py`` or ``lightning.py`` lying there is never imported (:func:`python_module`); the SLURM
+script quotes every value of its shell lines and refuses a line break in an ``#SBATCH`` value.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
 import itertools
 import json
 import os
@@ -57,6 +63,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
@@ -65,7 +72,14 @@ from typing import IO, TYPE_CHECKING, Any, Literal, get_args
 import yaml
 
 from pat_seg.config_files import resolve_config, shipped_config
-from pat_seg.experiments.run_folder import CHECKPOINTS, CONFIG, SUBFOLDERS, yaml_value
+from pat_seg.experiments.run_folder import (
+    CHECKPOINTS,
+    CONFIG,
+    SUBFOLDERS,
+    folder_name,
+    holds_control_character,
+    yaml_value,
+)
 from pat_seg.experiments.run_status import fit_completed
 
 if TYPE_CHECKING:
@@ -229,6 +243,10 @@ def load_sweep(path: str | Path) -> Sweep:
         where = f"{path}: axes[{number}]" if isinstance(axes, list) else f"{path}: 'axes'"
         runs += _grid_runs(grid, where, base_configs, base_args, path)
     versions = [run.version for run in runs]
+    # Each run's folder is <save_dir>/<name>/<version>: both must be one folder name (no '/', '..').
+    folder_name(name, f"{path}: the sweep's name")
+    for version in versions:
+        folder_name(version, f"{path}: the run version (its axis values joined by '-')")
     repeated = sorted({version for version in versions if versions.count(version) > 1})
     if repeated:
         raise ValueError(
@@ -245,20 +263,82 @@ def print_commands(sweep: Sweep, extra: list[str]) -> str:
 def slurm_script(sweep: Sweep, extra: list[str]) -> str:
     """A job-array script: task ``i`` runs the ``i``-th command and, when it succeeds, marks the run done
     (``sbatch`` it from the repository root). The tasks do not write the study CSV: they run at once on
-    other nodes, and the CSV has one writer. ``--mode run`` afterwards adds the marked runs to it."""
-    lines = [
-        "#!/bin/bash",
-        f"#SBATCH --job-name={sweep.name}",
-        f"#SBATCH --array=0-{len(sweep.runs) - 1}",
-        f"#SBATCH --output={sweep.save_dir}/{sweep.name}/slurm-%A_%a.out",
+    other nodes, and the CSV has one writer. ``--mode run`` afterwards adds the marked runs to it.
+
+    The script's first command is ``set -euo pipefail`` (``#SBATCH`` lines must come before any
+    command). Every value in a shell line is quoted (``shlex.quote``); an ``#SBATCH`` line is read by
+    ``sbatch``, not by the shell, so a value there with a line break, which would start a shell line
+    of its own, is refused (``ValueError`` naming its key).
+    """
+    options = [  # (what sets it, #SBATCH option, value)
+        ("name", "job-name", sweep.name),
+        ("the number of runs", "array", f"0-{len(sweep.runs) - 1}"),
+        ("save_dir", "output", f"{sweep.save_dir}/{sweep.name}/slurm-%A_%a.out"),
+        *((f"slurm: {str(key)!r}", key, value) for key, value in sweep.slurm.items()),
     ]
-    lines += [f"#SBATCH --{key}={value}" for key, value in sweep.slurm.items()]
+    lines = ["#!/bin/bash"]
+    for where, key, value in options:
+        for text in (str(key), str(value)):
+            if holds_control_character(text):
+                raise ValueError(
+                    f"sweep {where}: {text!r} holds a line break or another control character, which would "
+                    f"end its #SBATCH line and run the rest as a shell command"
+                )
+        lines.append(f"#SBATCH --{key}={value}")
     lines += ["set -euo pipefail", "", "COMMANDS=("]
     for run in sweep.runs:
         marker = shlex.quote(str(sweep.run_dir(run) / DONE_MARKER))
         lines.append(f"  {shlex.quote(f'{sweep.shell_line(run, extra)} && touch {marker}')}")
     lines += [")", f"mkdir -p {shlex.quote(sweep.save_dir)}", 'eval "${COMMANDS[$SLURM_ARRAY_TASK_ID]}"', ""]
     return "\n".join(lines)
+
+
+# `python -m MODULE` puts the current folder first on sys.path, so a `pat_seg.py`, `lightning.py` or
+# `torch/` there would be imported instead of the real ones. A run's process starts through this
+# bootstrap, which drops that entry (`python -P` would, from Python 3.11) and runs MODULE as `python -m`
+# would; PYTHONSAFEPATH (3.11+) keeps it out of the processes the run starts itself (DDP's, which
+# Lightning starts with `python -m pat_seg.__main__`).
+_BOOTSTRAP = """\
+import runpy, sys
+if not getattr(sys.flags, "safe_path", False):
+    del sys.path[0]
+runpy.run_module(sys.argv.pop(1), run_name="__main__", alter_sys=True)
+"""
+
+
+def python_module(module: str, args: list[str]) -> list[str]:
+    """The command that runs ``python -m module *args`` with this interpreter, importing nothing from
+    the current folder (run it with :func:`child_environment`)."""
+    return [sys.executable, "-c", _BOOTSTRAP, module, *args]
+
+
+def child_environment(base: Mapping[str, str]) -> dict[str, str]:
+    """``base`` for a :func:`python_module` process: PYTHONSAFEPATH set, and PYTHONPATH as given
+    (users' own classes may live on it), led by the folder this process imported pat_seg from when
+    that pat_seg would not be found without the current folder (a sweep started from a source
+    checkout with ``python -m pat_seg``)."""
+    environment = {**base, "PYTHONSAFEPATH": "1"}
+    init = sys.modules["pat_seg"].__file__
+    if init is not None and _origin_without_current_folder("pat_seg") != init:
+        paths = [str(Path(init).parent.parent), *filter(None, environment.get("PYTHONPATH", "").split(os.pathsep))]
+        environment["PYTHONPATH"] = os.pathsep.join(paths)
+    return environment
+
+
+def _origin_without_current_folder(name: str) -> str | None:
+    """The file ``import name`` would load in a child process of :func:`python_module`: the same
+    finders in the same order (an editable install's own finder too), the path-based one searching
+    sys.path without the entry Python put first for this process (the current folder, or a script's)."""
+    paths = sys.path if getattr(sys.flags, "safe_path", False) else sys.path[1:]
+    for finder in sys.meta_path:
+        if finder is importlib.machinery.PathFinder:
+            spec = importlib.machinery.PathFinder.find_spec(name, paths)
+        else:
+            find_spec = getattr(finder, "find_spec", None)
+            spec = find_spec(name, None) if find_spec is not None else None
+        if spec is not None:
+            return spec.origin
+    return None
 
 
 def _cores() -> int:
@@ -335,10 +415,13 @@ def _plan(sweep: Sweep, extra: list[str], force: bool, study: StudyCsv | None) -
             # no step it finished is trained again.
             commands[0] = [*commands[0], "--ckpt_path=last"]
             print(f"{progress} {run.version}: an unfinished run, continued from its last checkpoint", flush=True)
-        elif run_dir.exists():
-            print(
-                f"{progress} {run.version}: an unfinished run's folder, set aside: {set_aside(sweep, run)}", flush=True
+        elif run_dir.exists():  # a fit never writes into a run's folder: an unfinished run, or --force
+            kind = (
+                "a finished run's folder (--force)"
+                if (run_dir / DONE_MARKER).is_file()
+                else "an unfinished run's folder"
             )
+            print(f"{progress} {run.version}: {kind}, set aside: {set_aside(sweep, run)}", flush=True)
         todo.append(_Job(progress, run, commands))
     return todo
 
@@ -350,13 +433,13 @@ def resumable(run_dir: Path) -> bool:
 
 def set_aside(sweep: Sweep, run: SweepRun) -> Path:
     """Move the folder of a run that did not finish and left no checkpoint to continue from (killed before
-    its first one; or any unfinished run, with ``--force``) out of the sweep's folder, to
+    its first one; or any run, with ``--force``) out of the sweep's folder, to
     ``<save_dir>/.sweep-incomplete/<name>/<version>-<time>/``, and return where it went.
 
-    A new ``pat-seg fit`` into the same folder would write its checkpoints beside the old ones
-    (``last-v1.ckpt`` next to the killed run's ``last.ckpt``, which ``--ckpt_path last`` would then
-    test) and its events beside the old events (one curve from two runs). Moved, not deleted: nothing
-    a run wrote is lost, and a report of ``<name>/*`` never reads it.
+    ``pat-seg fit`` refuses to start a run in a folder that holds one: it would write its checkpoints
+    beside the old ones (``last-v1.ckpt`` next to the killed run's ``last.ckpt``, which ``--ckpt_path
+    last`` would then test) and its events beside the old events (one curve from two runs). Moved, not
+    deleted: nothing a run wrote is lost, and a report of ``<name>/*`` never reads it.
     """
     target = Path(sweep.save_dir) / ".sweep-incomplete" / sweep.name / f"{run.version}-{time.strftime('%Y%m%d-%H%M%S')}"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -376,7 +459,8 @@ def _grid_configs(sweep: Sweep, extra: list[str]) -> list[dict[str, Any]]:
             flush=True,
         )
         result = subprocess.run(
-            [sys.executable, "-m", "pat_seg.cli.saved_config", str(commands), str(output)],
+            python_module("pat_seg.cli.saved_config", [str(commands), str(output)]),
+            env=child_environment(os.environ),
             capture_output=True,
             text=True,
         )
@@ -493,10 +577,10 @@ def _start(job: _Job, environment: dict[str, str] | None) -> None:
     command = job.commands.pop(0)
     where = f" > {job.log.name}" if job.log is not None else ""
     print(f"{job.progress} {shlex.join(command)}{where}", flush=True)
-    # `python -m pat_seg` is the `pat-seg` script, bound to this interpreter's environment.
+    # `python -m pat_seg` is the `pat-seg` script, bound to this interpreter's environment (and pat_seg).
     job.process = subprocess.Popen(
-        [sys.executable, "-m", "pat_seg", *command[1:]],
-        env=environment,
+        python_module("pat_seg", command[1:]),
+        env=child_environment(environment or os.environ),
         stdout=job.log,
         stderr=subprocess.STDOUT if job.log is not None else None,
     )
