@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar, get_args, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, get_args, overload
 
 from pat_seg.exceptions import ConfigurationError
 
@@ -47,7 +47,20 @@ else:
         "HalfOpenUnitInterval", float, [(">=", 0.0), ("<", 1.0)], docstring="float restricted to be ≥0 and <1"
     )
 
+# Each restricted type's range as check_number takes it. The pat-seg command words the parser's refusal
+# with it (pat_seg.cli.errors), so a value out of range reads the same from the parser and a constructor.
+NUMBER_TYPE_BOUNDS: dict[str, dict[str, Any]] = {
+    "PositiveInt": {"at_least": 1, "integer": True},
+    "NonNegativeInt": {"at_least": 0, "integer": True},
+    "PositiveFloat": {"above": 0},
+    "NonNegativeFloat": {"at_least": 0},
+    "ClosedUnitInterval": {"at_least": 0, "at_most": 1},
+    "OpenUnitInterval": {"above": 0, "below": 1},
+    "HalfOpenUnitInterval": {"at_least": 0, "below": 1},
+}
+
 __all__ = [
+    "NUMBER_TYPE_BOUNDS",
     "ClosedUnitInterval",
     "HalfOpenUnitInterval",
     "NonNegativeFloat",
@@ -132,13 +145,18 @@ def check_number(
         within_high = high is None or (number < high if below is not None else number <= high)
         if math.isfinite(number) and within_low and within_high:
             return number
-    raise ConfigurationError(
-        f"{name} must be {expected_number(above, at_least, below, at_most, integer, note)}; got {value!r}"
-    )
+    expected = expected_number(above=above, at_least=at_least, below=below, at_most=at_most, integer=integer, note=note)
+    raise ConfigurationError(f"{name} must be {expected}; got {value!r}")
 
 
 def expected_number(
-    above: float | None, at_least: float | None, below: float | None, at_most: float | None, integer: bool, note: str
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    below: float | None = None,
+    at_most: float | None = None,
+    integer: bool = False,
+    note: str = "",
 ) -> str:
     """``an integer >= 1``, ``a finite number > 0``, ``a number in [0, 1)``: what :func:`check_number` asks for."""
     low, high = (above if above is not None else at_least), (below if below is not None else at_most)
