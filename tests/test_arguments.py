@@ -175,9 +175,10 @@ def refused(tmp_path: Path, *arguments: str) -> str:
             ["--model.model=DeepLabV3", "--model.model.init_args.output_stride=10"],
             "output_stride of DeepLabV3 must be one of 8, 16; got 10",
         ),
-        (
+        pytest.param(
             ["--model.lr_scheduler_interval=epoc"],
             "model.lr_scheduler_interval must be one of 'epoch', 'step'; got 'epoc'",
+            marks=pytest.mark.slow,
         ),
     ],
 )
@@ -189,15 +190,21 @@ def test_a_mistyped_choice_is_refused_with_the_choices(tmp_path: Path, arguments
     ("arguments", "message"),
     [
         (["--model.loss.init_args.temperature=-1"], "temperature of PATLoss must be a finite number > 0; got -1"),
-        (["--data.init_args.batch_size=0"], "batch_size of SyntheticLongTailDataModule must be an integer >= 1; got 0"),
+        pytest.param(
+            ["--data.init_args.batch_size=0"],
+            "batch_size of SyntheticLongTailDataModule must be an integer >= 1; got 0",
+            marks=pytest.mark.slow,
+        ),
         # Inside an Optional (None or the number) and inside a list.
-        (
+        pytest.param(
             ["--model.loss=ClassBalancedLoss", "--model.loss.init_args.beta=1.5"],
             "beta of ClassBalancedLoss must be a number in [0, 1); got 1.5",
+            marks=pytest.mark.slow,
         ),
-        (
+        pytest.param(
             ["--model.loss=FocalLoss", "--model.loss.init_args.alpha=[1, -0.5]"],
             "alpha of FocalLoss must be a finite number >= 0; got -0.5",
+            marks=pytest.mark.slow,
         ),
     ],
 )
@@ -205,6 +212,7 @@ def test_a_number_out_of_range_is_refused_by_name(tmp_path: Path, arguments: lis
     assert refused(tmp_path, *arguments).startswith(f"pat-seg fit: error: the command line: {message}\n")
 
 
+@pytest.mark.slow
 def test_a_refusal_in_a_config_file_names_its_line(tmp_path: Path) -> None:
     config = tmp_path / "guard.yaml"
     config.write_text(
