@@ -381,8 +381,8 @@ def test_missing_counts_are_a_clear_error_and_set_class_counts_fixes_it(loss_typ
 @pytest.mark.parametrize(
     "counts,message",
     [
-        ([10.0, -1.0], r"class_counts\[1\] = -1.0"),
-        ([10.0, float("nan")], r"class_counts\[1\] = nan"),
+        ([10.0, -1.0], r"class_counts\[1\] must be a finite number >= 0; got -1.0"),
+        ([10.0, float("nan")], r"class_counts\[1\] must be a finite number >= 0; got nan"),
         ([10.0], "at least 2"),
         ("10,20", "list of per-class pixel counts"),
     ],
