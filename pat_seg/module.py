@@ -42,6 +42,18 @@ def unimported_classes(node: Any) -> list[str]:
     return found
 
 
+def check_optimizer(optimizer: OptimizerCallable) -> None:
+    """Refuse an optimizer argument its class refuses (a negative ``lr``: torch's ``ValueError``) now, by
+    building the optimizer once on a stand-in parameter, and not when training starts, after the run's
+    folder exists. Any other error is left to the real build, which has the network's parameters."""
+    try:
+        optimizer([nn.Parameter(torch.zeros(1))])
+    except ValueError as error:
+        raise ConfigurationError(f"optimizer: {error}") from None
+    except Exception:  # noqa: BLE001 - e.g. an optimizer that needs a process group: judged when built
+        pass
+
+
 def _images_to_channels_last(model: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
     """Forward pre-hook: the network's input image in channels-last memory format, like its weights."""
     return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
@@ -90,6 +102,7 @@ class SegmentationModule(L.LightningModule):
         super().__init__()
         check_number("num_classes", num_classes, at_least=2, integer=True)
         check_choice("lr_scheduler_interval", lr_scheduler_interval, SchedulerInterval)
+        check_optimizer(optimizer)
         if isinstance(loss, PixelLoss) and loss.reduction == "none":
             raise ConfigurationError(
                 f"{type(loss).__name__}(reduction='none') returns a loss per pixel; training needs one number "

@@ -4,11 +4,13 @@ restricted number types the parser applies agreeing with the checks a Python cal
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pytest
+import torch
 from jsonargparse.typing import (
     ClosedUnitInterval,
     NonNegativeFloat,
@@ -21,6 +23,7 @@ from test_run_safety import pat_seg, short_error
 
 from pat_seg.arguments import HalfOpenUnitInterval, check_choice, check_number
 from pat_seg.exceptions import ConfigurationError
+from pat_seg.module import check_optimizer
 
 TINY = 5e-324  # the smallest positive float: as close to a bound as a value can be
 
@@ -242,3 +245,15 @@ def test_the_help_lists_the_choices_and_the_ranges() -> None:
     assert "(type: PositiveFloat, default: 20.0)" in words and "(type: ClosedUnitInterval, default: 0.0)" in words
     assert "--data.rarity {small,infrequent,mixed}" in data.stdout, data.stdout
     assert "(type: PositiveInt, default: 16)" in " ".join(data.stdout.split()), data.stdout
+
+
+def test_an_optimizer_argument_its_class_refuses_is_a_configuration_error() -> None:
+    check_optimizer(partial(torch.optim.SGD, lr=0.1))
+    with pytest.raises(ConfigurationError, match=r"^optimizer: Invalid learning rate: -1.0$"):
+        check_optimizer(partial(torch.optim.Adam, lr=-1.0))
+
+
+def test_a_negative_learning_rate_is_refused_before_the_run_folder_exists(tmp_path: Path) -> None:
+    message = refused(tmp_path, "--model.optimizer.lr=-1")
+    # Refused when the module is built (after the seed is set), still before the run folder exists.
+    assert "\npat-seg fit: error: optimizer: Invalid learning rate: -1.0\n" in message, message
