@@ -135,15 +135,20 @@ def check_number(
     if above is not None and at_least is not None or below is not None and at_most is not None:
         raise TypeError("check_number takes one lower bound (above or at_least) and one upper (below or at_most)")
     low, high = (above if above is not None else at_least), (below if below is not None else at_most)
-    kind = numbers.Integral if integer else numbers.Real
-    if not isinstance(value, bool) and isinstance(value, kind):
+    number: float | None = None  # stays None for what is not a number of the kind asked for
+    flag = isinstance(value, bool)  # a bool is an Integral to Python, but a flag where a number belongs
+    if integer and not flag and isinstance(value, numbers.Integral):
+        number = int(value)
+    elif not integer and not flag and isinstance(value, numbers.Real):
         try:
-            number = int(value) if integer else float(value)
+            number = float(value)
         except OverflowError:  # an int beyond float's range: refused as infinity is
             number = math.inf
+        number = number if math.isfinite(number) else None
+    if number is not None:
         within_low = low is None or (number > low if above is not None else number >= low)
         within_high = high is None or (number < high if below is not None else number <= high)
-        if math.isfinite(number) and within_low and within_high:
+        if within_low and within_high:
             return number
     expected = expected_number(above=above, at_least=at_least, below=below, at_most=at_most, integer=integer, note=note)
     raise ConfigurationError(f"{name} must be {expected}; got {value!r}")

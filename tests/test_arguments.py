@@ -59,6 +59,7 @@ def test_what_is_not_a_finite_number_is_refused_whatever_the_bounds(value: Any) 
 
 def test_an_integer_is_integral_and_comes_back_a_plain_int() -> None:
     assert check_number("n", 3, at_least=1, integer=True) == 3
+    assert check_number("n", 10**400, at_least=1, integer=True) == 10**400  # an int has no float's range
     assert type(check_number("n", np.int64(3), at_least=1, integer=True)) is int
     assert type(check_number("n", PositiveInt(3), at_least=1, integer=True)) is int
     for value in (3.0, 2.5, True, "3", None):

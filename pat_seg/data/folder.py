@@ -40,7 +40,7 @@ from pat_seg.data.io import DatasetLayoutError, check_same_size, opened_image, r
 from pat_seg.data.masks import ColourMasks, IndexMasks, check_colours
 from pat_seg.exceptions import ConfigurationError
 
-SPLITS: tuple[Split, ...] = get_args(Split)
+SPLITS: tuple[str, ...] = get_args(Split)
 # The splits each command reads (SegmentationDataModule.setup's, which runs after the run folder exists).
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 SHOWN_NAMES = 5  # file names an error lists before "..."

@@ -193,7 +193,7 @@ class SyntheticLongTailDataset(Dataset):
         num_samples: int,
         image_size: int = 64,
         seed: int = 0,
-        split: Split = "train",
+        split: str = "train",
         ignore_index: int = 255,
         clutter_probability: float = 0.3,
         imbalance: float | None = None,
