@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pat_seg.arguments import check_number
 from pat_seg.exceptions import ConfigurationError
 
 
@@ -115,8 +116,7 @@ def class_statistics(
         >>> stats.presence
         [1.0, 0.5, 0.0]
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ConfigurationError(f"num_classes must be an integer >= 1; got {num_classes!r}")
+    check_number("num_classes", num_classes, at_least=1, integer=True)
     if not hasattr(label_maps, "__iter__") and hasattr(label_maps, "__getitem__") and hasattr(label_maps, "__len__"):
         # A map-style dataset: items 0 .. len - 1 (Python's fallback iteration would run until an
         # IndexError that a generated dataset may never raise).

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import default_collate
 from torchmetrics.aggregation import MeanMetric
 
+from pat_seg.arguments import check_choice, check_number
 from pat_seg.exceptions import ConfigurationError
 from pat_seg.losses import PixelLoss
 from pat_seg.losses.hooks import TakesClassCounts, TakesClassPresence, TakesEpoch, check_hooks
@@ -24,6 +25,8 @@ from pat_seg.validation import check_batch
 
 # The __init__ arguments that are objects (classes and their arguments in a config).
 BUILT_FROM_CONFIG = ("model", "loss", "optimizer", "lr_scheduler")
+# When a configured lr_scheduler steps: after every epoch (as LightningCLI steps one) or every optimizer step.
+SchedulerInterval = Literal["epoch", "step"]
 
 
 def unimported_classes(node: Any) -> list[str]:
@@ -38,6 +41,18 @@ def unimported_classes(node: Any) -> list[str]:
     if isinstance(path, str) and "." in path and path.rpartition(".")[0] not in sys.modules:
         found.append(path)
     return found
+
+
+def check_optimizer(optimizer: OptimizerCallable) -> None:
+    """Refuse an optimizer argument its class refuses (a negative ``lr``: torch's ``ValueError``) now, by
+    building the optimizer once on a stand-in parameter, and not when training starts, after the run's
+    folder exists. Any other error is left to the real build, which has the network's parameters."""
+    try:
+        optimizer([nn.Parameter(torch.zeros(1))])
+    except ValueError as error:
+        raise ConfigurationError(f"optimizer: {error}") from None
+    except Exception:  # noqa: BLE001 - e.g. an optimizer that needs a process group: judged when built
+        pass
 
 
 def _images_to_channels_last(model: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -79,7 +94,7 @@ class SegmentationModule(L.LightningModule):
         loss: PixelLoss | nn.Module,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
-        lr_scheduler_interval: Literal["epoch", "step"] = "epoch",
+        lr_scheduler_interval: SchedulerInterval = "epoch",
         cosine_annealing: bool = True,
         num_classes: int = 9,
         ignore_index: int = 255,
@@ -88,10 +103,9 @@ class SegmentationModule(L.LightningModule):
         compile_model: bool = False,
     ) -> None:
         super().__init__()
-        if num_classes < 2:
-            raise ConfigurationError(f"num_classes must be >= 2; got {num_classes}")
-        if lr_scheduler_interval not in ("epoch", "step"):
-            raise ConfigurationError(f"lr_scheduler_interval must be 'epoch' or 'step'; got {lr_scheduler_interval!r}")
+        check_number("num_classes", num_classes, at_least=2, integer=True)
+        check_choice("lr_scheduler_interval", lr_scheduler_interval, SchedulerInterval)
+        check_optimizer(optimizer)
         check_hooks(loss)
         if isinstance(loss, PixelLoss) and loss.reduction == "none":
             raise ConfigurationError(

@@ -381,8 +381,8 @@ def test_missing_counts_are_a_clear_error_and_set_class_counts_fixes_it(loss_typ
 @pytest.mark.parametrize(
     "counts,message",
     [
-        ([10.0, -1.0], r"class_counts\[1\] = -1.0"),
-        ([10.0, float("nan")], r"class_counts\[1\] = nan"),
+        ([10.0, -1.0], r"class_counts\[1\] must be a finite number >= 0; got -1.0"),
+        ([10.0, float("nan")], r"class_counts\[1\] must be a finite number >= 0; got nan"),
         ([10.0], "at least 2"),
         ("10,20", "list of per-class pixel counts"),
     ],
@@ -395,12 +395,15 @@ def test_bad_counts_are_rejected(counts, message):
 @pytest.mark.parametrize(
     "make,message",
     [
-        (lambda: FocalLoss(gamma=-1.0), "gamma must be"),
-        (lambda: FocalLoss(alpha=[1.0, -2.0]), "alpha must be"),
-        (lambda: ClassBalancedLoss(beta=1.0), "beta must be"),
-        (lambda: LDAMLoss(max_margin=0.0), "max_margin must be"),
-        (lambda: LDAMLoss(drw_epoch=-1), "drw_epoch must be"),
-        (lambda: BLVLoss(sigma=-0.1), "sigma must be"),
+        (lambda: FocalLoss(gamma=-1.0), "gamma must be a finite number >= 0; got -1.0"),
+        (lambda: FocalLoss(gamma=float("inf")), "gamma must be a finite number >= 0; got inf"),
+        (lambda: FocalLoss(alpha=[1.0, -2.0]), r"alpha\[1\] must be a finite number >= 0; got -2.0"),
+        (lambda: ClassBalancedLoss(beta=1.0), r"beta must be a number in \[0, 1\) \(or None: 1 - 1/N\); got 1.0"),
+        (lambda: LDAMLoss(max_margin=0.0), "max_margin must be a finite number > 0; got 0.0"),
+        (lambda: LDAMLoss(scale=-20), "scale must be a finite number > 0; got -20"),
+        (lambda: LDAMLoss(drw_epoch=-1), r"drw_epoch must be an integer >= 0 \(or None\); got -1"),
+        (lambda: LDAMLoss(drw_epoch=1.5), r"drw_epoch must be an integer >= 0 \(or None\); got 1.5"),
+        (lambda: BLVLoss(sigma=-0.1), "sigma must be a finite number >= 0; got -0.1"),
     ],
 )
 def test_bad_hyperparameters_are_rejected(make, message):

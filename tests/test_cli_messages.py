@@ -94,17 +94,28 @@ def test_resume_past_the_budget_is_named(tmp_path: Path) -> None:
 def test_only_pat_segs_own_errors_are_shortened() -> None:
     from pat_seg.losses import PATLoss
 
+    def another_librarys_class() -> None:
+        torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=-1.0)
+
     with pytest.raises(ValueError) as rejected:
-        PATLoss(temperature=-1.0)
-    # A constructor rejecting its configured arguments, wrapped as jsonargparse wraps it.
+        another_librarys_class()
+    # A constructor rejecting its configured arguments with a plain ValueError, wrapped as jsonargparse wraps it.
+    try:
+        try:
+            another_librarys_class()
+        except ValueError as error:
+            raise RuntimeError("Does not validate against any of the Union subtypes") from error
+    except RuntimeError as wrapper:
+        converted = configuration_error(wrapper)
+        assert isinstance(converted, ConfigurationError) and str(converted) == str(rejected.value)
+    # pat-seg's own classes reject with a ConfigurationError, found through any wrapping.
     try:
         try:
             PATLoss(temperature=-1.0)
         except ValueError as error:
             raise RuntimeError("Does not validate against any of the Union subtypes") from error
     except RuntimeError as wrapper:
-        converted = configuration_error(wrapper)
-        assert isinstance(converted, ConfigurationError) and str(converted) == str(rejected.value)
+        assert isinstance(project_error(wrapper), ConfigurationError) and configuration_error(wrapper) is None
     ours = ResumeError("cannot resume")
     try:
         raise RuntimeError("wrapped by Lightning") from ours

@@ -146,5 +146,5 @@ def test_size_mismatch_names_both_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fraction", [0.0, 1.0])
 def test_val_fraction_outside_the_open_interval_is_refused(tmp_path: Path, fraction: float) -> None:
     write_pet(tmp_path)
-    with pytest.raises(ValueError, match=f"val_fraction must be in \\(0, 1\\); got {fraction}"):
+    with pytest.raises(ValueError, match=f"val_fraction must be a number in \\(0, 1\\); got {fraction}"):
         make(tmp_path, val_fraction=fraction)

@@ -110,7 +110,7 @@ def test_ignore_index_none_takes_every_pixel_and_rejects_255() -> None:
 
 @pytest.mark.parametrize("name", ALL_NAMES)
 def test_bad_reduction_and_ignore_index_are_named(name):
-    with pytest.raises(ValueError, match=r"reduction must be one of \('mean', 'sum', 'none'\); got 'avg'"):
+    with pytest.raises(ValueError, match=r"reduction must be one of 'mean', 'sum', 'none'; got 'avg'"):
         make_loss(name, COUNTS, reduction="avg")
     with pytest.raises(ValueError, match=r"ignore_index must be an integer label or None .*; got '255'"):
         make_loss(name, COUNTS, ignore_index="255")

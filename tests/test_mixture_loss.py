@@ -73,7 +73,7 @@ def test_running_means_are_saved_and_restored_for_an_exact_resume() -> None:
         ({"mix": 1.5}, r"mix must be a number in \[0, 1\] .* got 1.5"),
         ({"decay": 1.0}, r"decay must be .* got 1.0"),
         ({"temperature": 0}, "temperature must be a finite number > 0"),
-        ({"beta": 1.0}, "beta must be None"),
+        ({"beta": 1.0}, r"beta must be a number in \[0, 1\) \(or None: 1 - 1/N\); got 1.0"),
     ],
 )
 def test_bad_arguments_are_named(kwargs: dict, match: str) -> None:

@@ -70,7 +70,7 @@ def test_any_size_gives_logits_and_finite_grads(name: str, shape: tuple[int, ...
     ],
 )
 def test_bad_sizes_raise(factory) -> None:
-    with pytest.raises(ValueError, match="must be >= 1; got 0"):
+    with pytest.raises(ValueError, match="must be an integer >= 1; got 0"):
         factory()
 
 

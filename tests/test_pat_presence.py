@@ -79,7 +79,10 @@ def test_the_correction_changes_the_loss_when_asked() -> None:
     [
         ({"presence_exponent": 1.5}, r"presence_exponent must be a number in \[0, 1\] .* got 1.5"),
         ({"presence_exponent": True}, "got True"),
-        ({"presence_exponent": 0.5, "class_presence": [1.0, 1.2]}, r"class_presence\[1\] = 1.2"),
+        (
+            {"presence_exponent": 0.5, "class_presence": [1.0, 1.2]},
+            r"class_presence\[1\] must be a number in \[0, 1\] \(a share of training images\); got 1.2",
+        ),
         ({"presence_exponent": 0.5, "class_presence": [0.0, 0.0]}, "no class with a share > 0"),
         ({"presence_exponent": 0.5, "normalization": "pixel"}, "normalization='pixel' switches off"),
     ],

@@ -122,9 +122,9 @@ def test_the_overlay_legend_numbers_each_class_by_its_label_value_and_wraps_long
 
 
 def test_bad_arguments_are_refused() -> None:
-    with pytest.raises(ValueError, match="num_images must be >= 1; got 0"):
+    with pytest.raises(ValueError, match="num_images must be an integer >= 1; got 0"):
         PredictionImages(num_images=0)
-    with pytest.raises(ValueError, match="every_n_epochs must be >= 1; got 0"):
+    with pytest.raises(ValueError, match="every_n_epochs must be an integer >= 1; got 0"):
         PredictionImages(every_n_epochs=0)
 
 

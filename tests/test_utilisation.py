@@ -162,5 +162,5 @@ def test_batch_size_and_bad_arguments() -> None:
     assert utilisation.batch_size_of((torch.zeros(2, 1), torch.zeros(2))) == 2
     with pytest.raises(ValueError, match="batch size of a str"):
         utilisation.batch_size_of("images")
-    with pytest.raises(ValueError, match="min_sample_interval must be >= 0 seconds; got -1"):
+    with pytest.raises(ValueError, match=r"min_sample_interval must be a finite number >= 0 \(seconds\); got -1"):
         UtilisationMonitor(min_sample_interval=-1)

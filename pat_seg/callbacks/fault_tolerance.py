@@ -23,9 +23,13 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
+from pat_seg.arguments import NonNegativeInt, PositiveInt, check_choice, check_number
 from pat_seg.exceptions import ConfigurationError, RunFailure
 
 log = logging.getLogger(__name__)
+
+# What NonFiniteLossGuard does on a NaN or Inf training loss: stop the run, or skip the batch.
+NonFiniteAction = Literal["stop", "skip"]
 
 
 class NonFiniteLossError(RunFailure):
@@ -55,13 +59,9 @@ class NonFiniteLossGuard(L.Callback):
             would otherwise skip forever).
     """
 
-    def __init__(self, action: Literal["stop", "skip"] = "stop", max_skipped: int = 100) -> None:
-        if action not in ("stop", "skip"):
-            raise ConfigurationError(f"action must be 'stop' or 'skip'; got {action!r}")
-        if max_skipped < 0:
-            raise ConfigurationError(f"max_skipped must be >= 0; got {max_skipped}")
-        self.action = action
-        self.max_skipped = max_skipped
+    def __init__(self, action: NonFiniteAction = "stop", max_skipped: NonNegativeInt = 100) -> None:
+        self.action = check_choice("action", action, NonFiniteAction)
+        self.max_skipped = check_number("max_skipped", max_skipped, at_least=0, integer=True)
         self.skipped = 0
         self._batch_idx = -1
         self._drop_gradients = False
@@ -147,9 +147,8 @@ class StepCheckpoint(ModelCheckpoint):
     the run's result, included. The budget's last step is saved by the end of training only.
     """
 
-    def __init__(self, every_n_train_steps: int = 50, dirpath: str | None = None) -> None:
-        if every_n_train_steps < 1:
-            raise ConfigurationError(f"every_n_train_steps must be >= 1; got {every_n_train_steps}")
+    def __init__(self, every_n_train_steps: PositiveInt = 50, dirpath: str | None = None) -> None:
+        every_n_train_steps = check_number("every_n_train_steps", every_n_train_steps, at_least=1, integer=True)
         super().__init__(dirpath=dirpath, every_n_train_steps=every_n_train_steps, save_top_k=0, save_last=True)
         self.every_n_train_steps = every_n_train_steps
         self._deferred = False  # a step's save waits for the end of the validation that follows it

@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import default_collate
 from torchvision.utils import make_grid
 
+from pat_seg.arguments import PositiveInt, check_number
 from pat_seg.exceptions import ConfigurationError
 
 IGNORE_COLOUR = (0.0, 0.0, 0.0)  # ignored pixels are black in ground truth panels
@@ -34,8 +35,7 @@ def class_palette(num_classes: int) -> Tensor:
     Hues step by the golden ratio (each new hue falls in the largest gap left so far);
     saturation and value alternate so that classes with close hues still differ in brightness.
     """
-    if num_classes < 1:
-        raise ConfigurationError(f"num_classes must be >= 1; got {num_classes}")
+    check_number("num_classes", num_classes, at_least=1, integer=True)
     from matplotlib.colors import hsv_to_rgb  # imported on first use, as in _figure
 
     index = np.arange(num_classes, dtype=np.float64)
@@ -212,17 +212,17 @@ class PredictionImages(L.Callback):
     """
 
     def __init__(
-        self, num_images: int = 4, every_n_epochs: int = 1, confusion_matrix: bool = True, min_height: int = 128
+        self,
+        num_images: PositiveInt = 4,
+        every_n_epochs: PositiveInt = 1,
+        confusion_matrix: bool = True,
+        min_height: PositiveInt = 128,
     ) -> None:
         super().__init__()
-        if num_images < 1:
-            raise ConfigurationError(f"num_images must be >= 1; got {num_images}")
-        if every_n_epochs < 1:
-            raise ConfigurationError(f"every_n_epochs must be >= 1; got {every_n_epochs}")
-        self.num_images = num_images
-        self.every_n_epochs = every_n_epochs
+        self.num_images = check_number("num_images", num_images, at_least=1, integer=True)
+        self.every_n_epochs = check_number("every_n_epochs", every_n_epochs, at_least=1, integer=True)
         self.confusion_matrix = confusion_matrix
-        self.min_height = min_height
+        self.min_height = check_number("min_height", min_height, at_least=1, integer=True)
         self._batch: tuple[Tensor, Tensor] | None = None
 
     def _fixed_batch(self, trainer: L.Trainer) -> tuple[Tensor, Tensor] | None:

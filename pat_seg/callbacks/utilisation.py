@@ -29,6 +29,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from pat_seg.arguments import NonNegativeFloat, check_number
 from pat_seg.exceptions import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -78,11 +79,9 @@ class UtilisationMonitor(L.Callback):
             averages over about 1/6 to 1 s, so reading after every short step adds cost, not detail.
     """
 
-    def __init__(self, min_sample_interval: float = 0.5) -> None:
+    def __init__(self, min_sample_interval: NonNegativeFloat = 0.5) -> None:
         super().__init__()
-        if min_sample_interval < 0:
-            raise ConfigurationError(f"min_sample_interval must be >= 0 seconds; got {min_sample_interval}")
-        self.min_sample_interval = min_sample_interval
+        self.min_sample_interval = check_number("min_sample_interval", min_sample_interval, at_least=0, note="seconds")
         self._read_gpu = True
         self._reset()
 

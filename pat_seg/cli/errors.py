@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from pat_seg.arguments import NUMBER_TYPE_BOUNDS, expected_number
 from pat_seg.cli.class_paths import explain_class_path
 from pat_seg.exceptions import ConfigurationError, PatSegError
 
@@ -97,6 +98,11 @@ _UNACCEPTED = re.compile(
 _UNRECOGNIZED = re.compile(r"unrecognized arguments: (?P<arguments>.+)")
 _PARSER_KEY = re.compile(r'Parser key "(?P<key>[\w.]+)"')
 _MISSING_CONFIG = re.compile(r'Parser key "config":\s*File does not exist')
+# A value outside its type (pat_seg.arguments): a Literal alias's choices, or a restricted number type's range.
+_NOT_A_CHOICE = re.compile(r"Expected a typing\.Literal\[(?P<choices>.*)\]\. Got value: (?P<value>.*)")
+_OUT_OF_RANGE = re.compile(r"Not of type (?P<type>\w+): (?P<value>\S*) ?does not conform to restriction")
+_GIVEN_VALUE = re.compile(r"Given value: (?P<value>.*)")
+_CLASS_PATH = re.compile(r"class_path '(?P<path>[\w.]+)'")
 
 
 def explain_parse_error(error: Exception, argv: list[str], options: list[str]) -> ConfigurationError:
@@ -123,6 +129,9 @@ def explain_parse_error(error: Exception, argv: list[str], options: list[str]) -
     if unrecognized is not None:
         flag = unrecognized["arguments"].split()[0].split("=")[0]
         return ConfigurationError(f"unknown option {flag}" + _closest(flag, options))
+    refused = explain_refused_value(text, argv)
+    if refused is not None:
+        return refused
     class_path = explain_class_path(text)
     if class_path is not None:
         return class_path
@@ -131,6 +140,32 @@ def explain_parse_error(error: Exception, argv: list[str], options: list[str]) -
     if _MISSING_CONFIG.search(text):  # neither a file here nor a shipped config (pat_seg.config_files)
         lines.append("--config takes a file, or a config pat-seg ships by its name in configs/ (see pat-seg --help)")
     return ConfigurationError("\n".join(lines) or type(error).__name__)
+
+
+def explain_refused_value(text: str, argv: list[str]) -> ConfigurationError | None:
+    """A value its type refuses (a typo among a ``Literal``'s choices, a number out of its type's range)
+    as one line in :mod:`pat_seg.arguments`' wording: ``<where>: reduction of PATLoss must be one of
+    'mean', 'sum', 'none'; got 'meen'``. None when ``text`` is about something else."""
+    refusal = _NOT_A_CHOICE.search(text) or _OUT_OF_RANGE.search(text)
+    if refusal is None:
+        return None
+    if refusal.re is _NOT_A_CHOICE:
+        choices = refusal["choices"]
+        expected = f"one of {choices}"
+        value = repr(refusal["value"]) if choices.startswith("'") else refusal["value"]
+    elif refusal["type"] in NUMBER_TYPE_BOUNDS:
+        expected = expected_number(**NUMBER_TYPE_BOUNDS[refusal["type"]])
+        # Inside an Optional the refusal leaves the value out; the union's "Given value" after it has it.
+        given = _GIVEN_VALUE.search(text, refusal.end())
+        value = refusal["value"] or (given["value"] if given else "?")
+    else:
+        return None  # another library's restricted type: jsonargparse's own words, below
+    # The innermost key before the refusal is the argument; the class it belongs to, the last class_path.
+    keys, classes = _PARSER_KEY.findall(text[: refusal.start()]), _CLASS_PATH.findall(text[: refusal.start()])
+    if not keys:
+        return None
+    name = f"{keys[-1]} of {classes[-1].rsplit('.', 1)[-1]}" if classes else keys[-1]
+    return ConfigurationError(f"{_where(keys[-1], argv)}: {name} must be {expected}; got {value}")
 
 
 def _init_arguments(class_path: str) -> list[str]:

@@ -35,13 +35,14 @@ import logging
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from pat_seg.arguments import NonNegativeInt, PositiveInt, check_number
 from pat_seg.atomic_files import write_text_atomically
 from pat_seg.class_statistics import ClassStatistics, class_statistics
 from pat_seg.data.batch_augment import augment_batch
@@ -53,6 +54,8 @@ from pat_seg.exceptions import ConfigurationError
 log = logging.getLogger(__name__)
 
 Sample = dict[str, Any]
+# The splits a data module serves (prediction reads "test").
+Split = Literal["train", "val", "test"]
 
 
 CACHE_DIR_VARIABLE = "PAT_SEG_CACHE_DIR"
@@ -111,18 +114,18 @@ class SegmentationDataModule(L.LightningDataModule, ABC):
 
     def __init__(
         self,
-        batch_size: int = 8,
-        num_workers: int = 0,
+        batch_size: PositiveInt = 8,
+        num_workers: NonNegativeInt = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
-        eval_batch_size: int | None = None,
+        eval_batch_size: PositiveInt | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ConfigurationError(f"batch_size must be >= 1; got {batch_size}")
-        if num_workers < 0:
-            raise ConfigurationError(f"num_workers must be >= 0; got {num_workers}")
+        batch_size = check_number("batch_size", batch_size, at_least=1, integer=True)
+        num_workers = check_number("num_workers", num_workers, at_least=0, integer=True)
+        if eval_batch_size is not None:
+            eval_batch_size = check_number("eval_batch_size", eval_batch_size, at_least=1, integer=True, note="or None")
         max_image_pixels()  # a bad PAT_SEG_MAX_IMAGE_PIXELS stops the command here, not as each image's read error
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size

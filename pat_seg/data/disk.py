@@ -25,8 +25,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from pat_seg.arguments import check_choice
 from pat_seg.class_statistics import ClassStatistics
-from pat_seg.data.base import SegmentationDataModule, class_counts_cache_path
+from pat_seg.data.base import SegmentationDataModule, Split, class_counts_cache_path
 from pat_seg.data.batch_augment import draw_parameters
 from pat_seg.data.io import DatasetLayoutError, LabelTable, check_same_size, read_label_image, read_rgb
 from pat_seg.data.prepared import (
@@ -40,7 +41,9 @@ from pat_seg.data.prepared import (
 from pat_seg.data.transforms import SegmentationTransform, check_size
 from pat_seg.exceptions import ConfigurationError
 
-PREPARED_MODES = ("auto", "off", "require")
+# Whether a module reads the splits `pat-seg prepare` wrote: when they match ("auto"), never ("off"),
+# or always, refusing to start without them ("require").
+PreparedMode = Literal["auto", "off", "require"]
 
 # What a loader worker makes of a sample's (image, label) as read: the sample's fields (StoredSample).
 SampleTransform = Callable[[np.ndarray | Tensor, np.ndarray | Tensor], dict[str, Tensor]]
@@ -186,7 +189,7 @@ class DiskDataModule(SegmentationDataModule):
         size: tuple[int, int],
         augment: bool = True,
         scale_range: tuple[float, float] = (0.5, 2.0),
-        prepared: Literal["auto", "off", "require"] = "auto",
+        prepared: PreparedMode = "auto",
         prepared_dir: str | None = None,
         **loader_settings: Any,
     ) -> None:
@@ -196,11 +199,7 @@ class DiskDataModule(SegmentationDataModule):
         self.augment = augment
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         SegmentationTransform(self.size, train=True, scale_range=self.scale_range)  # validates early
-        if prepared not in PREPARED_MODES:
-            raise ConfigurationError(
-                f"prepared must be one of {', '.join(map(repr, PREPARED_MODES))}; got {prepared!r}"
-            )
-        self.prepared = prepared
+        self.prepared = check_choice("prepared", prepared, PreparedMode)
         self.prepared_dir = Path(prepared_dir).expanduser() if prepared_dir else self.root / ".pat_seg" / "prepared"
         self._manifests: dict[str, dict[str, Any] | None] = {}
 
@@ -239,8 +238,7 @@ class DiskDataModule(SegmentationDataModule):
         return StoredSample(self.stored_transform(split), self.scale_range if self.augmented(split) else None)
 
     def build_dataset(self, split: str) -> Dataset:
-        if split not in ("train", "val", "test"):
-            raise ConfigurationError(f"split must be 'train', 'val' or 'test'; got {split!r}")
+        check_choice("split", split, Split)
         transform = self.sample_transform(split)
         sources = self.build_samples(split, transform)
         manifest = self.prepared_manifest(split, sources)

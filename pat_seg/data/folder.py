@@ -27,22 +27,25 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from pat_seg.arguments import check_choice
+from pat_seg.data.base import Split
 from pat_seg.data.disk import DiskDataModule, SampleTransform, SegmentationSamples
 from pat_seg.data.io import DatasetLayoutError, check_same_size, opened_image, read_rgb, require_paths
 from pat_seg.data.masks import ColourMasks, IndexMasks, check_colours
 from pat_seg.exceptions import ConfigurationError
 
-SPLITS = ("train", "val", "test")
+SPLITS: tuple[str, ...] = get_args(Split)
 # The splits each command reads (SegmentationDataModule.setup's, which runs after the run folder exists).
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 SHOWN_NAMES = 5  # file names an error lists before "..."
-MASK_FORMATS = ("index", "rgb")
+# A mask holds class values ("index": one channel, or a palette PNG read as its indices) or colours ("rgb").
+MaskFormat = Literal["index", "rgb"]
 
 MaskReader = IndexMasks | ColourMasks
 
@@ -219,7 +222,7 @@ class SegmentationFolderDataModule(DiskDataModule):
         split_files: dict[str, str] | None = None,
         image_suffix: str = ".jpg",
         mask_suffix: str = ".png",
-        mask_format: Literal["index", "rgb"] = "index",
+        mask_format: MaskFormat = "index",
         palette: list[list[int]] | None = None,
         void_values: list[int] | None = None,
         void_colors: list[list[int]] | None = None,
@@ -235,8 +238,7 @@ class SegmentationFolderDataModule(DiskDataModule):
         if repeated:
             raise ConfigurationError(f"class_names lists {repeated[0]!r} twice; each class needs a name of its own")
         self.set_classes(list(class_names), ignore_index)
-        if mask_format not in MASK_FORMATS:
-            raise ConfigurationError(f"mask_format must be 'index' or 'rgb'; got {mask_format!r}")
+        check_choice("mask_format", mask_format, MaskFormat)
         for name, value in (("image_suffix", image_suffix), ("mask_suffix", mask_suffix)):
             if not value:
                 raise ConfigurationError(f"{name} must not be empty; it is how file names end, e.g. '.png'")
@@ -311,8 +313,7 @@ class SegmentationFolderDataModule(DiskDataModule):
     def pairs(self, split: str) -> tuple[list[tuple[Path, Path]], Path | None]:
         """The (image, mask) files of ``split`` and its list file; a named error for a missing folder
         or list, an image without a mask, a mask without an image, or no image at all."""
-        if split not in SPLITS:
-            raise ConfigurationError(f"split must be 'train', 'val' or 'test'; got {split!r}")
+        check_choice("split", split, Split)
         if split not in self._pairs:
             self._pairs[split] = self._find_pairs(split)
         return self._pairs[split]

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.transforms.v2 import functional as F
 
+from pat_seg.arguments import check_number
 from pat_seg.data.base import SegmentationDataModule
 from pat_seg.data.io import DatasetLayoutError, read_rgb
 from pat_seg.data.transforms import check_size
@@ -100,11 +101,9 @@ class ImageFolderDataModule(SegmentationDataModule):
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DatasetLayoutError(f"{self.root} is not a folder; expected a folder of .jpg/.png images")
-        if num_classes is None or num_classes < 2:
-            raise ConfigurationError(
-                f"num_classes must be the trained model's number of classes (>= 2); got {num_classes!r}"
-            )
-        self.num_classes = int(num_classes)
+        self.num_classes = check_number(
+            "num_classes", num_classes, at_least=2, integer=True, note="the trained model's number of classes"
+        )
         self.class_names = list(class_names) if class_names else [str(c) for c in range(self.num_classes)]
         if len(self.class_names) != self.num_classes:
             raise ConfigurationError(f"got {len(self.class_names)} class names for num_classes={self.num_classes}")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pat_seg.arguments import check_number
 from pat_seg.data.io import LabelTable, opened_image, read_label_image, read_rgb
 from pat_seg.exceptions import ConfigurationError
 
@@ -68,9 +69,8 @@ class IndexMasks:
         ``void_values`` and the value ``ignore_index`` itself (the 255 of VOC-style masks) are ignored."""
         first, num_classes = (1 if reduce_zero_label else 0), len(class_names)
         mapping = {first + c: c for c in range(num_classes)}
-        for value in void_values:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigurationError(f"void_values must be mask values (integers >= 0); got {value!r}")
+        for position, value in enumerate(void_values):
+            check_number(f"void_values[{position}]", value, at_least=0, integer=True, note="a mask value")
             if value in mapping:
                 raise ConfigurationError(
                     f"void value {value} is the mask value of class {class_names[mapping[value]]!r}; void values must differ "

@@ -19,10 +19,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from pat_seg.arguments import check_choice
 from pat_seg.data.disk import DiskDataModule, SampleTransform, SegmentationSamples, seeded_split
 from pat_seg.data.io import DatasetLayoutError, LabelTable, check_same_size, read_mat, require_paths
 from pat_seg.exceptions import ConfigurationError
@@ -130,6 +131,10 @@ LAYOUTS = {
 ({MAT_FILE} from https://cs.nyu.edu/~fergus/datasets/nyu_depth_v2.html;
  {SPLITS_FILE} and {MAPPING_FILE} from https://github.com/ankurhanda/nyuv2-meta-data)""",
 }
+# "auto": "mat" when the official file is in the root, else "npy" (the LAYOUTS above).
+Layout = Literal["auto", "npy", "mat"]
+# 13 classes (both layouts), 14 (the 13 and "unlabelled", npy) or 40 (mat).
+NYUClasses = Literal[13, 14, 40]
 LAYOUT_CLASSES = {"npy": (13, 14), "mat": (13, 40)}
 
 
@@ -243,16 +248,15 @@ class NYUv2DataModule(DiskDataModule):
     def __init__(
         self,
         root: str,
-        layout: str = "auto",
-        num_classes: int = 13,
+        layout: Layout = "auto",
+        num_classes: NYUClasses = 13,
         size: tuple[int, int] = (288, 384),
         split_seed: int = 0,
         ignore_index: int = 255,
         **settings: Any,
     ) -> None:
         super().__init__(root, size, **settings)
-        if layout not in ("auto", "npy", "mat"):
-            raise ConfigurationError(f"layout must be 'auto', 'npy' or 'mat'; got {layout!r}")
+        check_choice("layout", layout, Layout)
         require_paths([self.root], "\n".join(LAYOUTS.values()))
         if layout == "auto":
             layout = "mat" if (self.root / MAT_FILE).exists() else "npy"

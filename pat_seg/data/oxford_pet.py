@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pat_seg.arguments import OpenUnitInterval, check_number
 from pat_seg.data.disk import DiskDataModule, ImageLabelFiles, SampleTransform, seeded_split
 from pat_seg.data.io import DatasetLayoutError, LabelTable, require_paths
-from pat_seg.exceptions import ConfigurationError
 
 CLASS_NAMES = ["pet", "background", "border"]
 TRIMAP_TO_CLASS = {1: 0, 2: 1, 3: 2}
@@ -53,16 +53,14 @@ class OxfordPetDataModule(DiskDataModule):
         self,
         root: str,
         size: tuple[int, int] = (256, 256),
-        val_fraction: float = 0.1,
+        val_fraction: OpenUnitInterval = 0.1,
         split_seed: int = 0,
         ignore_index: int = 255,
         **settings: Any,
     ) -> None:
         super().__init__(root, size, **settings)
-        if not 0 < val_fraction < 1:
-            raise ConfigurationError(f"val_fraction must be in (0, 1); got {val_fraction}")
+        self.val_fraction = check_number("val_fraction", val_fraction, above=0, below=1)
         self.set_classes(CLASS_NAMES, ignore_index)
-        self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.labels = LabelTable.from_mapping(TRIMAP_TO_CLASS, 0, 255, "Oxford-IIIT Pet trimaps hold 1, 2 and 3")
         nested = self.root / "oxford-iiit-pet"

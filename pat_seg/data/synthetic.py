@@ -37,14 +37,15 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from pat_seg.data.base import Sample, SegmentationDataModule
+from pat_seg.arguments import PositiveInt, check_choice, check_number
+from pat_seg.data.base import Sample, SegmentationDataModule, Split
 from pat_seg.exceptions import ConfigurationError
 
 Painter = Callable[[Tensor, int], None]  # paints a mask with a class (and a new instance id)
@@ -83,7 +84,9 @@ CLASS_TEXTURES = torch.tensor(
 SPLIT_OFFSETS = {"train": 0, "val": 10_000_000, "test": 20_000_000}
 
 # --- imbalance regimes (module docstring) ------------------------------------------------------------
-RARITIES = ("small", "infrequent", "mixed")
+# Where a thing class's rarity comes from: small objects, few images, or some classes each way.
+Rarity = Literal["small", "infrequent", "mixed"]
+MIN_IMAGE_SIZE = 16  # the smallest scene the painter lays out
 THINGS = (CAR, PERSON, POLE, SIGN, LIGHT)  # from the most to the least frequent; painted in this order
 # Height / width of each thing's bounding box (the person is an ellipse, the others rectangles), as in
 # the default scene: wide cars, tall people, thin poles, square signs, upright lights.
@@ -128,7 +131,7 @@ class ThingPlan:
         return self.coverage * image_size**2
 
 
-def regime_plan(imbalance: float, rarity: str, image_size: int) -> list[ThingPlan]:
+def regime_plan(imbalance: float, rarity: Rarity, image_size: int) -> list[ThingPlan]:
     r"""Presence and object size of each thing class such that the expected span is ``imbalance``.
 
     With ``a_k = presence_k * coverage_k`` the expected share of the image painted by thing ``k``
@@ -139,8 +142,7 @@ def regime_plan(imbalance: float, rarity: str, image_size: int) -> list[ThingPla
     :func:`road_share`. The rarest class, the light, is painted last (nothing but clutter covers it),
     so the span ``max share / min share`` is road over light, ``R``.
     """
-    if rarity not in RARITIES:
-        raise ConfigurationError(f"rarity must be one of {RARITIES}; got {rarity!r}")
+    check_choice("rarity", rarity, Rarity)
     base = road_share(image_size)
     plan, kept = [], 1.0
     for k, cls in enumerate(THINGS, start=1):
@@ -157,25 +159,16 @@ def regime_plan(imbalance: float, rarity: str, image_size: int) -> list[ThingPla
     return plan
 
 
-def check_regime(imbalance: float | None, rarity: str) -> None:
+def check_regime(imbalance: float | None, rarity: Rarity) -> None:
     """Refuse a regime argument that is not one: errors name the value."""
-    if rarity not in RARITIES:
-        raise ConfigurationError(f"rarity must be one of {RARITIES}; got {rarity!r}")
+    check_choice("rarity", rarity, Rarity)
     if imbalance is None:
         if rarity != "small":
             raise ConfigurationError(
                 f"rarity={rarity!r} needs an imbalance (the default scene, imbalance=None, has its own tail)"
             )
         return
-    if (
-        isinstance(imbalance, bool)
-        or not isinstance(imbalance, (int, float))
-        or not math.isfinite(imbalance)
-        or imbalance <= 1
-    ):
-        raise ConfigurationError(
-            f"imbalance must be a finite number > 1 (max class share / min class share) or None; got {imbalance!r}"
-        )
+    check_number("imbalance", imbalance, above=1, note="max class share / min class share, or None")
 
 
 def _box_width(coverage: float, aspect: float, area_factor: float, image_size: int) -> float:
@@ -204,12 +197,10 @@ class SyntheticLongTailDataset(Dataset):
         ignore_index: int = 255,
         clutter_probability: float = 0.3,
         imbalance: float | None = None,
-        rarity: str = "small",
+        rarity: Rarity = "small",
     ) -> None:
-        if split not in SPLIT_OFFSETS:
-            raise ConfigurationError(f"split must be one of {list(SPLIT_OFFSETS)}; got {split!r}")
-        if image_size < 16:
-            raise ConfigurationError(f"image_size must be >= 16; got {image_size}")
+        check_choice("split", split, Split)
+        check_number("image_size", image_size, at_least=MIN_IMAGE_SIZE, integer=True)
         check_regime(imbalance, rarity)
         self.num_samples = num_samples
         self.size = image_size
@@ -393,20 +384,22 @@ class SyntheticLongTailDataModule(SegmentationDataModule):
 
     def __init__(
         self,
-        num_train: int = 512,
-        num_val: int = 128,
-        num_test: int = 128,
+        num_train: PositiveInt = 512,
+        num_val: PositiveInt = 128,
+        num_test: PositiveInt = 128,
         image_size: int = 64,
         ignore_index: int = 255,
-        batch_size: int = 16,
+        batch_size: PositiveInt = 16,
         imbalance: float | None = None,
-        rarity: str = "small",
+        rarity: Rarity = "small",
         **loader_settings: Any,
     ) -> None:
         super().__init__(batch_size=batch_size, **loader_settings)
-        for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
-            if value < 1:
-                raise ConfigurationError(f"{name} must be >= 1; got {value}")
+        sizes = {
+            split: check_number(f"num_{split}", value, at_least=1, integer=True)
+            for split, value in (("train", num_train), ("val", num_val), ("test", num_test))
+        }
+        image_size = check_number("image_size", image_size, at_least=MIN_IMAGE_SIZE, integer=True)
         if 0 <= ignore_index < self.num_classes:
             raise ConfigurationError(
                 f"ignore_index {ignore_index} collides with a class index in [0, {self.num_classes - 1}]"
@@ -414,7 +407,7 @@ class SyntheticLongTailDataModule(SegmentationDataModule):
         check_regime(imbalance, rarity)
         if imbalance is not None:
             check_regime_is_learnable(imbalance, rarity, image_size, num_train)
-        self.sizes = {"train": num_train, "val": num_val, "test": num_test}
+        self.sizes = sizes
         self.image_size = image_size
         self.size = (image_size, image_size)
         self.ignore_index = ignore_index
@@ -449,7 +442,7 @@ class SyntheticLongTailDataModule(SegmentationDataModule):
             self._table_printed = True
 
 
-def check_regime_is_learnable(imbalance: float, rarity: str, image_size: int, num_train: int) -> None:
+def check_regime_is_learnable(imbalance: float, rarity: Rarity, image_size: int, num_train: int) -> None:
     """Refuse a regime with a thing class of too few pixels per object or in too few training images."""
     for thing in reversed(regime_plan(imbalance, rarity, image_size)):  # the rarest first: it binds
         name = CLASS_NAMES[thing.cls]

@@ -19,6 +19,7 @@ from typing import Any, cast
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from pat_seg.arguments import check_choice
 from pat_seg.experiments.class_identity import Kind, canonical, label, loss_description, loss_plumbing, not_identifying
 from pat_seg.experiments.run_folder import CONFIG, PLUMBING, SEED_KEYS, SUBFOLDERS, experiment_identity, flatten
 from pat_seg.experiments.run_status import fit_finished
@@ -179,8 +180,7 @@ def display_labels(identities: list[tuple[str, dict[str, Any]]], kind: str) -> d
     the same class is appended, so runs that differ are never merged under one label. Returns a map
     from :func:`identity_key` to label.
     """
-    if kind not in ("loss", "model", "data"):
-        raise ValueError(f"kind must be 'loss', 'model' or 'data'; got {kind!r}")
+    check_choice("kind", kind, Kind)
     unique = {identity_key(path, args): (path, args) for path, args in identities}
     labels: dict[str, str] = {}
     for key, (path, args) in unique.items():

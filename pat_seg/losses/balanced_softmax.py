@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from pat_seg.losses.base import Reduction
 from pat_seg.losses.class_counts import ClassCountLoss
 from pat_seg.losses.description import LossDescription
 from pat_seg.losses.pixel import class_view, cross_entropy_terms
@@ -35,7 +36,7 @@ class BalancedSoftmaxLoss(ClassCountLoss):
     log_prior: Tensor
 
     def __init__(
-        self, class_counts: list[float] | None = None, ignore_index: int | None = 255, reduction: str = "mean"
+        self, class_counts: list[float] | None = None, ignore_index: int | None = 255, reduction: Reduction = "mean"
     ) -> None:
         super().__init__(class_counts=class_counts, ignore_index=ignore_index, reduction=reduction)
 

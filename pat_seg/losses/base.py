@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import Tensor, nn
 
+from pat_seg.arguments import check_choice
 from pat_seg.losses.checks import check_ignore_index, check_logits_target
-from pat_seg.losses.pixel import REDUCTIONS, float32_math, reduce_pixel_terms, upcast
+from pat_seg.losses.pixel import float32_math, reduce_pixel_terms, upcast
 
-
-def check_reduction(reduction: str) -> str:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
-    return reduction
+# "mean" is each loss's own reduction (the paper's), "sum" the sum of the "none" terms.
+Reduction = Literal["mean", "sum", "none"]
 
 
 class PixelLoss(nn.Module):
@@ -32,10 +32,10 @@ class PixelLoss(nn.Module):
     # already carry its own normalisation (PAT, paper Eq. 4) sets this to False.
     mean_over_valid_pixels = True
 
-    def __init__(self, ignore_index: int | None = 255, reduction: str = "mean") -> None:
+    def __init__(self, ignore_index: int | None = 255, reduction: Reduction = "mean") -> None:
         super().__init__()
         self.ignore_index = check_ignore_index(ignore_index)
-        self.reduction = check_reduction(reduction)
+        self.reduction = check_choice("reduction", reduction, Reduction)
 
     def forward(self, logits: Tensor, target: Tensor, check_labels: bool = True) -> Tensor:
         """The loss of ``logits`` against ``target``, reduced as ``reduction`` says.

@@ -3,11 +3,11 @@ Segmentation", CVPR 2023)."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
+from pat_seg.arguments import NonNegativeFloat, check_number
+from pat_seg.losses.base import Reduction
 from pat_seg.losses.class_counts import ClassCountLoss
 from pat_seg.losses.description import LossDescription
 from pat_seg.losses.pixel import class_view, cross_entropy_terms
@@ -39,13 +39,11 @@ class BLVLoss(ClassCountLoss):
     def __init__(
         self,
         class_counts: list[float] | None = None,
-        sigma: float = 0.5,
+        sigma: NonNegativeFloat = 0.5,
         ignore_index: int | None = 255,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
     ) -> None:
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
-            raise ValueError(f"sigma must be a finite number >= 0; got {sigma!r}")
-        self.sigma = float(sigma)
+        self.sigma = check_number("sigma", sigma, at_least=0)
         super().__init__(class_counts=class_counts, ignore_index=ignore_index, reduction=reduction)
 
     def derive_from_counts(self, counts: Tensor) -> None:

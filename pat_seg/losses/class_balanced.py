@@ -11,17 +11,17 @@ import math
 import torch
 from torch import Tensor
 
-from pat_seg.losses.base import PixelLoss
+from pat_seg.arguments import HalfOpenUnitInterval, NonNegativeFloat, check_number
+from pat_seg.losses.base import PixelLoss, Reduction
 from pat_seg.losses.class_counts import ClassCountLoss
 from pat_seg.losses.description import LossDescription
-from pat_seg.losses.focal import check_gamma, focal_terms
+from pat_seg.losses.focal import focal_terms
 from pat_seg.losses.pixel import cross_entropy_terms
 
 
 def check_beta(beta: float | None) -> float | None:
-    if beta is not None and (isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < 1):
-        raise ValueError(f"beta must be None (default 1 - 1/N) or a number in [0, 1); got {beta!r}")
-    return None if beta is None else float(beta)
+    """``b`` of the effective number (Cui et al. Eq. 8) in [0, 1), or None for the default ``1 - 1/N``."""
+    return None if beta is None else check_number("beta", beta, at_least=0, below=1, note="or None: 1 - 1/N")
 
 
 def class_balanced_weights(counts: Tensor, beta: float | None = None) -> Tensor:
@@ -63,9 +63,9 @@ class ClassBalancedLoss(ClassCountLoss):
     def __init__(
         self,
         class_counts: list[float] | None = None,
-        beta: float | None = None,
+        beta: HalfOpenUnitInterval | None = None,
         ignore_index: int | None = 255,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
     ) -> None:
         self.beta = check_beta(beta)
         super().__init__(class_counts=class_counts, ignore_index=ignore_index, reduction=reduction)
@@ -88,12 +88,12 @@ class ClassBalancedFocalLoss(ClassBalancedLoss):
     def __init__(
         self,
         class_counts: list[float] | None = None,
-        beta: float | None = None,
-        gamma: float = 2.0,
+        beta: HalfOpenUnitInterval | None = None,
+        gamma: NonNegativeFloat = 2.0,
         ignore_index: int | None = 255,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
     ) -> None:
-        self.gamma = check_gamma(gamma)
+        self.gamma = check_number("gamma", gamma, at_least=0)
         super().__init__(class_counts=class_counts, beta=beta, ignore_index=ignore_index, reduction=reduction)
 
     def pixel_terms(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:

@@ -9,13 +9,13 @@ the counts recorded in the run's hyperparameters, so a checkpoint never disagree
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from pat_seg.losses.base import PixelLoss
+from pat_seg.arguments import check_number
+from pat_seg.losses.base import PixelLoss, Reduction
 
 
 def validated_class_counts(counts: Sequence[float]) -> Tensor:
@@ -28,10 +28,8 @@ def validated_class_counts(counts: Sequence[float]) -> Tensor:
         raise ValueError(f"class_counts must be a list of per-class pixel counts; got {counts!r}")
     if len(counts) < 2:
         raise ValueError(f"class_counts must hold one count per class (at least 2); got {list(counts)}")
-    for cls, count in enumerate(counts):
-        if isinstance(count, bool) or not isinstance(count, (int, float)) or not math.isfinite(count) or count < 0:
-            raise ValueError(f"class_counts[{cls}] = {count!r}; expected a finite pixel count >= 0")
-    return torch.tensor([float(c) for c in counts], dtype=torch.float64).clamp_min(1.0)
+    values = [check_number(f"class_counts[{cls}]", count, at_least=0) for cls, count in enumerate(counts)]
+    return torch.tensor(values, dtype=torch.float64).clamp_min(1.0)
 
 
 class ClassCountLoss(PixelLoss):
@@ -46,7 +44,7 @@ class ClassCountLoss(PixelLoss):
     needs_class_counts = True
 
     def __init__(
-        self, class_counts: list[float] | None = None, ignore_index: int | None = 255, reduction: str = "mean"
+        self, class_counts: list[float] | None = None, ignore_index: int | None = 255, reduction: Reduction = "mean"
     ) -> None:
         super().__init__(ignore_index=ignore_index, reduction=reduction)
         self.class_counts: list[float] | None = None

@@ -5,20 +5,13 @@ per-class sigmoid form of ``torchvision.ops.sigmoid_focal_loss``."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-from pat_seg.losses.base import PixelLoss
+from pat_seg.arguments import NonNegativeFloat, check_number
+from pat_seg.losses.base import PixelLoss, Reduction
 from pat_seg.losses.description import LossDescription
 from pat_seg.losses.pixel import lookup_class, target_log_prob
-
-
-def check_gamma(gamma: float) -> float:
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma) or gamma < 0:
-        raise ValueError(f"gamma must be a finite number >= 0; got {gamma!r}")
-    return float(gamma)
 
 
 def focal_terms(
@@ -56,22 +49,20 @@ class FocalLoss(PixelLoss):
 
     def __init__(
         self,
-        gamma: float = 2.0,
-        alpha: list[float] | None = None,
+        gamma: NonNegativeFloat = 2.0,
+        alpha: list[NonNegativeFloat] | None = None,
         ignore_index: int | None = 255,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
     ) -> None:
         super().__init__(ignore_index=ignore_index, reduction=reduction)
-        self.gamma = check_gamma(gamma)
+        self.gamma = check_number("gamma", gamma, at_least=0)
         self.alpha: Tensor | None
         if alpha is None:
             self.register_buffer("alpha", None)
         else:
-            values = list(alpha)
-            if not values or any(
-                isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or a < 0 for a in values
-            ):
-                raise ValueError(f"alpha must be a non-empty list of finite per-class weights >= 0; got {alpha!r}")
+            if not list(alpha):
+                raise ValueError("alpha must be None or a list of per-class weights (one per class); got []")
+            values = [check_number(f"alpha[{c}]", a, at_least=0) for c, a in enumerate(alpha)]
             self.register_buffer("alpha", torch.tensor(values, dtype=torch.float64))
 
     def pixel_terms(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:

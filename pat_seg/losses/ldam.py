@@ -3,10 +3,10 @@ Label-Distribution-Aware Margin Loss", NeurIPS 2019)."""
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor
 
+from pat_seg.arguments import NonNegativeInt, PositiveFloat, check_number
+from pat_seg.losses.base import Reduction
 from pat_seg.losses.class_balanced import class_balanced_weights
 from pat_seg.losses.class_counts import ClassCountLoss
 from pat_seg.losses.description import LossDescription
@@ -54,20 +54,19 @@ class LDAMLoss(ClassCountLoss):
     def __init__(
         self,
         class_counts: list[float] | None = None,
-        max_margin: float = 0.5,
-        scale: float = 20.0,
-        drw_epoch: int | None = None,
+        max_margin: PositiveFloat = 0.5,
+        scale: PositiveFloat = 20.0,
+        drw_epoch: NonNegativeInt | None = None,
         ignore_index: int | None = 255,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
     ) -> None:
-        for name, value in (("max_margin", max_margin), ("scale", scale)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
-        if drw_epoch is not None and (isinstance(drw_epoch, bool) or not isinstance(drw_epoch, int) or drw_epoch < 0):
-            raise ValueError(f"drw_epoch must be None or an epoch number >= 0; got {drw_epoch!r}")
-        self.max_margin = float(max_margin)
-        self.scale = float(scale)
-        self.drw_epoch = drw_epoch
+        self.max_margin = check_number("max_margin", max_margin, above=0)
+        self.scale = check_number("scale", scale, above=0)
+        self.drw_epoch = (
+            None
+            if drw_epoch is None
+            else check_number("drw_epoch", drw_epoch, at_least=0, integer=True, note="or None")
+        )
         self.epoch = 0
         super().__init__(class_counts=class_counts, ignore_index=ignore_index, reduction=reduction)
 

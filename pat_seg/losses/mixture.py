@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pat_seg.arguments import ClosedUnitInterval, HalfOpenUnitInterval, PositiveFloat, check_number
+from pat_seg.losses.base import Reduction
 from pat_seg.losses.class_balanced import check_beta, class_balanced_weights
 from pat_seg.losses.class_counts import ClassCountLoss
 from pat_seg.losses.description import LossDescription
@@ -62,23 +64,21 @@ class PATCBMixtureLoss(ClassCountLoss):
     def __init__(
         self,
         class_counts: list[float] | None = None,
-        mix: float = 0.5,
-        temperature: float = 20.0,
+        mix: ClosedUnitInterval = 0.5,
+        temperature: PositiveFloat = 20.0,
         epsilon: float = 0.0,
-        beta: float | None = None,
-        decay: float = 0.99,
+        beta: HalfOpenUnitInterval | None = None,
+        decay: HalfOpenUnitInterval = 0.99,
         ignore_index: int | None = 255,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
     ) -> None:
-        if isinstance(mix, bool) or not isinstance(mix, (int, float)) or not 0.0 <= mix <= 1.0:
-            raise ValueError(f"mix must be a number in [0, 1] (the share of the PAT term); got {mix!r}")
-        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 <= decay < 1.0:
-            raise ValueError(f"decay must be a number in [0, 1); got {decay!r}")
+        mix = check_number("mix", mix, at_least=0, at_most=1, note="the share of the PAT term")
+        decay = check_number("decay", decay, at_least=0, below=1)
         self.beta = check_beta(beta)
         super().__init__(class_counts=class_counts, ignore_index=ignore_index, reduction=reduction)
         self.pat = PATLoss(temperature=temperature, epsilon=epsilon, ignore_index=ignore_index)
-        self.mix = float(mix)
-        self.decay = float(decay)
+        self.mix = mix
+        self.decay = decay
         self.temperature = self.pat.temperature
         self.epsilon = self.pat.epsilon
         self.register_buffer("running_means", torch.zeros(2, dtype=torch.float64))

@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from typing import Literal, get_args
+from typing import Literal
 
 import torch
 from torch import Tensor
 
+from pat_seg.arguments import ClosedUnitInterval, PositiveFloat, check_choice, check_number
 from pat_seg.class_statistics import per_sample_class_counts
 from pat_seg.kernels import triton_available
-from pat_seg.losses.base import PixelLoss
+from pat_seg.losses.base import PixelLoss, Reduction
 from pat_seg.losses.checks import check_logits_target
 from pat_seg.losses.description import LossDescription
 from pat_seg.losses.pixel import float32_math, target_log_prob, valid_mask_and_index
 
-CLASS_REDUCTIONS = ("sum", "mean")
-IMPLEMENTATIONS = ("auto", "eager", "triton")
+# "sum": Eq. 4's sum over the classes of an image; "mean": that sum divided by the image's class count.
+ClassReduction = Literal["sum", "mean"]
+# "auto" and "eager": the PyTorch code; "triton": the fused kernel (pat_seg.kernels.pat_triton).
+Implementation = Literal["auto", "eager", "triton"]
 # "image_class": paper Eq. 4 (each class's pixel terms divided by its mask size in that image);
 # "pixel": the mean over the batch's valid pixels, cross-entropy's reduction (Eq. 4 switched off).
-NORMALIZATIONS = ("image_class", "pixel")
+Normalization = Literal["image_class", "pixel"]
 # "none": Eq. 5's beta as it stands; "batch_minmax": beta min-max normalised to [0, 1] over the batch's
 # valid pixels, the reading of the paper's Fig. 2 caption ("beta is normalized to [0, 1]").
 WeightNormalization = Literal["none", "batch_minmax"]
-WEIGHT_NORMALIZATIONS: tuple[str, ...] = get_args(WeightNormalization)
 
 
 def presence_correction(class_presence: Sequence[float], presence_exponent: float) -> Tensor:
@@ -58,18 +59,19 @@ def validated_class_presence(class_presence: Sequence[float]) -> Tensor:
         raise ValueError(
             f"class_presence must be a list of per-class shares of training images (at least 2); got {class_presence!r}"
         )
-    for cls, share in enumerate(class_presence):
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
-            raise ValueError(f"class_presence[{cls}] = {share!r}; expected a share of training images in [0, 1]")
-    return torch.tensor([float(share) for share in class_presence], dtype=torch.float64)
+    shares = [
+        check_number(f"class_presence[{cls}]", share, at_least=0, at_most=1, note="a share of training images")
+        for cls, share in enumerate(class_presence)
+    ]
+    return torch.tensor(shares, dtype=torch.float64)
 
 
 def pat_weight_table(
     index: Tensor,
     valid: Tensor,
     num_classes: int,
-    normalization: str,
-    class_reduction: str,
+    normalization: Normalization,
+    class_reduction: ClassReduction,
     dtype: torch.dtype,
 ) -> Tensor:
     r"""PAT's normalisation as a ``[B, L]`` table ``w``: pixel ``j`` of image ``i`` is weighted by ``w[i, y_ij]``.
@@ -260,53 +262,47 @@ class PATLoss(PixelLoss):
 
     def __init__(
         self,
-        temperature: float = 20.0,
+        temperature: PositiveFloat = 20.0,
         epsilon: float = 0.0,
         ignore_index: int | None = 255,
         detach_weight: bool = False,
-        class_reduction: str = "sum",
-        implementation: str = "auto",
+        class_reduction: ClassReduction = "sum",
+        implementation: Implementation = "auto",
         confidence_weight: bool = True,
-        normalization: str = "image_class",
-        presence_exponent: float = 0.0,
+        normalization: Normalization = "image_class",
+        presence_exponent: ClosedUnitInterval = 0.0,
         class_presence: list[float] | None = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         weight_normalization: WeightNormalization = "none",
     ) -> None:
         super().__init__(ignore_index=ignore_index, reduction=reduction)
-        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-            raise ValueError(
-                f"temperature must be a finite number > 0; got {temperature!r} "
-                f"(confidence_weight=False switches the weight of Eq. 5 off)"
-            )
-        if not (isinstance(epsilon, (int, float)) and math.isfinite(epsilon)):
-            raise ValueError(f"epsilon must be a finite number; got {epsilon!r}")
-        if class_reduction not in CLASS_REDUCTIONS:
-            raise ValueError(f"class_reduction must be one of {CLASS_REDUCTIONS}; got {class_reduction!r}")
+        # Each value on its own first (for Python callers: the pat-seg command's parser refuses these),
+        # then the combinations that do not go together.
+        self.temperature = check_number(
+            "temperature", temperature, above=0, note="confidence_weight=False switches the weight of Eq. 5 off"
+        )
+        self.epsilon = check_number("epsilon", epsilon)
+        self.class_reduction = check_choice("class_reduction", class_reduction, ClassReduction)
         # A bool only: a string such as "false" is truthy and would silently keep the weight on.
         if not isinstance(confidence_weight, bool):
             raise ValueError(f"confidence_weight must be True or False; got {confidence_weight!r}")
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}; got {normalization!r}")
+        self.confidence_weight = confidence_weight
+        self.normalization = check_choice("normalization", normalization, Normalization)
+        self.presence_exponent = check_number(
+            "presence_exponent", presence_exponent, at_least=0, at_most=1, note="0 is PAT"
+        )
+        self.weight_normalization = check_choice("weight_normalization", weight_normalization, WeightNormalization)
+        self.implementation = check_choice("implementation", implementation, Implementation)
+        self.detach_weight = bool(detach_weight)
         if normalization == "pixel" and class_reduction != "sum":
             raise ValueError(
                 f"class_reduction={class_reduction!r} needs normalization='image_class' (it averages the "
                 f"per-class sums of Eq. 4, which normalization='pixel' does not form)"
             )
-        if (
-            isinstance(presence_exponent, bool)
-            or not isinstance(presence_exponent, (int, float))
-            or not (0.0 <= presence_exponent <= 1.0)
-        ):
-            raise ValueError(f"presence_exponent must be a number in [0, 1] (0 is PAT); got {presence_exponent!r}")
-        if normalization == "pixel" and presence_exponent > 0:
+        if normalization == "pixel" and self.presence_exponent > 0:
             raise ValueError(
                 f"presence_exponent={presence_exponent!r} corrects Eq. 4's per-image class weights, which "
                 f"normalization='pixel' switches off"
-            )
-        if weight_normalization not in WEIGHT_NORMALIZATIONS:
-            raise ValueError(
-                f"weight_normalization must be one of {WEIGHT_NORMALIZATIONS}; got {weight_normalization!r}"
             )
         if weight_normalization != "none" and not confidence_weight:
             raise ValueError(
@@ -318,8 +314,6 @@ class PATLoss(PixelLoss):
                 f"weight_normalization={weight_normalization!r} needs implementation='eager' or 'auto': the "
                 f"Triton kernel weighs each pixel by its own beta, and the min-max needs the whole batch's first"
             )
-        if implementation not in IMPLEMENTATIONS:
-            raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}; got {implementation!r}")
         if implementation == "triton" and not triton_available():
             raise ValueError("implementation='triton' needs the triton package, which is not installed")
         if implementation == "triton" and reduction == "none":
@@ -327,15 +321,6 @@ class PATLoss(PixelLoss):
                 "reduction='none' needs implementation='eager' or 'auto': the Triton kernel returns the "
                 "summed loss only"
             )
-        self.implementation = implementation
-        self.temperature = float(temperature)
-        self.epsilon = float(epsilon)
-        self.detach_weight = bool(detach_weight)
-        self.class_reduction = class_reduction
-        self.confidence_weight = confidence_weight
-        self.normalization = normalization
-        self.presence_exponent = float(presence_exponent)
-        self.weight_normalization = weight_normalization
         self.class_presence: list[float] | None = None
         if class_presence is not None:
             self.set_class_presence(class_presence)

@@ -26,9 +26,6 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-# "mean" is each loss's own reduction (the paper's), "sum" the sum of the "none" terms.
-REDUCTIONS = ("mean", "sum", "none")
-
 
 @contextmanager
 def float32_math(tensor: Tensor) -> Iterator[None]:

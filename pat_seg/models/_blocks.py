@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pat_seg.exceptions import ConfigurationError
+from pat_seg.arguments import check_number
 
 
 class ConvBNReLU(nn.Sequential):
@@ -42,11 +42,6 @@ def match_size(x: Tensor, reference: Tensor) -> Tensor:
 
 
 def check_model_args(num_classes: int, in_channels: int, **positive: int) -> None:
-    """Raise ``ValueError`` naming the value when a model size argument is not a positive integer."""
-    if num_classes < 1:
-        raise ConfigurationError(f"num_classes must be >= 1; got {num_classes}")
-    if in_channels < 1:
-        raise ConfigurationError(f"in_channels must be >= 1; got {in_channels}")
-    for name, value in positive.items():
-        if value < 1:
-            raise ConfigurationError(f"{name} must be >= 1; got {value}")
+    """Raise ``ConfigurationError`` naming the value when a model size argument is not a positive integer."""
+    for name, value in {"num_classes": num_classes, "in_channels": in_channels, **positive}.items():
+        check_number(name, value, at_least=1, integer=True)

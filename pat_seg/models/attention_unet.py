@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pat_seg.arguments import PositiveInt
 from pat_seg.models._blocks import match_size
 from pat_seg.models.unet import UNet
 
@@ -50,7 +51,13 @@ class AttentionUNet(UNet):
 
     label = "AttUNet"  # its name in the report's tables
 
-    def __init__(self, num_classes: int, in_channels: int = 3, base_channels: int = 64, depth: int = 4) -> None:
+    def __init__(
+        self,
+        num_classes: PositiveInt,
+        in_channels: PositiveInt = 3,
+        base_channels: PositiveInt = 64,
+        depth: PositiveInt = 4,
+    ) -> None:
         super().__init__(num_classes, in_channels, base_channels, depth)
         widths = [base_channels * 2**i for i in range(depth + 1)]
         self.gates = nn.ModuleList(

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from pat_seg.arguments import check_choice
 from pat_seg.exceptions import ConfigurationError
 
-OUTPUT_STRIDES = (8, 16)
+# The stride of the deepest feature map: 16 is DeepLab's training setting, 8 its denser one.
+OutputStride = Literal[8, 16]
 # Keys under which training scripts commonly nest a model's weights inside a checkpoint.
 CHECKPOINT_WRAPPER_KEYS = ("state_dict", "model")
 # The ResNet classifier, absent from a feature extractor.
@@ -33,7 +36,7 @@ def resnet_architectures() -> list[str]:
     return timm.list_models(module="resnet")
 
 
-def check_backbone_args(backbone: str, output_stride: int) -> None:
+def check_backbone_args(backbone: str, output_stride: OutputStride) -> None:
     """Raise ``ValueError`` naming the value for an unknown ResNet name or an unsupported stride."""
     architecture = backbone.split(".")[0]
     if architecture not in resnet_architectures():
@@ -41,14 +44,13 @@ def check_backbone_args(backbone: str, output_stride: int) -> None:
             f"backbone must name a timm ResNet (e.g. resnet18, resnet50, resnet101, resnext50_32x4d, "
             f"optionally with a weight tag such as resnet50.tv_in1k); got {backbone!r}"
         )
-    if output_stride not in OUTPUT_STRIDES:
-        raise ConfigurationError(f"output_stride must be one of {OUTPUT_STRIDES}; got {output_stride}")
+    check_choice("output_stride", output_stride, OutputStride)
 
 
 def resnet_features(
     backbone: str,
     in_channels: int,
-    output_stride: int,
+    output_stride: OutputStride,
     out_indices: tuple[int, ...],
     pretrained: bool = False,
     pretrained_path: str | None = None,

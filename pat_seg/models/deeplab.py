@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pat_seg.arguments import PositiveInt
 from pat_seg.exceptions import ConfigurationError
 from pat_seg.models._blocks import ConvBNReLU, check_model_args
-from pat_seg.models.backbones import resnet_features
+from pat_seg.models.backbones import OutputStride, resnet_features
 from pat_seg.models.base import SegmentationNetwork
 
 # ASPP atrous rates at output stride 16 (DeepLabV3 Sec. 3.3); output stride 8 doubles them.
@@ -65,7 +66,7 @@ class ASPP(nn.Module):
         return self.fuse(torch.cat([branch(x) for branch in self.branches], dim=1))
 
 
-def aspp_rates(output_stride: int) -> tuple[int, ...]:
+def aspp_rates(output_stride: OutputStride) -> tuple[int, ...]:
     """(6, 12, 18) at output stride 16, doubled to (12, 24, 36) at 8 (DeepLabV3 Sec. 4.1)."""
     return tuple(rate * 16 // output_stride for rate in ASPP_RATES_OS16)
 
@@ -90,10 +91,10 @@ class DeepLabV3(SegmentationNetwork):
 
     def __init__(
         self,
-        num_classes: int,
-        in_channels: int = 3,
+        num_classes: PositiveInt,
+        in_channels: PositiveInt = 3,
         backbone: str = "resnet50",
-        output_stride: int = 16,
+        output_stride: OutputStride = 16,
         pretrained: bool = False,
         pretrained_path: str | None = None,
     ) -> None:

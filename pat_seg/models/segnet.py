@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pat_seg.arguments import PositiveInt
 from pat_seg.models._blocks import ConvBNReLU, check_model_args
 from pat_seg.models.base import SegmentationNetwork
 
@@ -41,7 +42,7 @@ class SegNet(SegmentationNetwork):
 
     label = "SegNet"  # its name in the report's tables
 
-    def __init__(self, num_classes: int, in_channels: int = 3, base_channels: int = 64) -> None:
+    def __init__(self, num_classes: PositiveInt, in_channels: PositiveInt = 3, base_channels: PositiveInt = 64) -> None:
         super().__init__()
         check_model_args(num_classes, in_channels, base_channels=base_channels)
         widths = [base_channels * w for w in VGG16_STAGE_WIDTHS]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from pat_seg.arguments import PositiveInt
 from pat_seg.models._blocks import DoubleConv, check_model_args, match_size
 from pat_seg.models.base import SegmentationNetwork
 
@@ -21,7 +22,13 @@ class UNet(SegmentationNetwork):
 
     label = "UNet"  # its name in the report's tables
 
-    def __init__(self, num_classes: int, in_channels: int = 3, base_channels: int = 32, depth: int = 4) -> None:
+    def __init__(
+        self,
+        num_classes: PositiveInt,
+        in_channels: PositiveInt = 3,
+        base_channels: PositiveInt = 32,
+        depth: PositiveInt = 4,
+    ) -> None:
         super().__init__()
         check_model_args(num_classes, in_channels, base_channels=base_channels, depth=depth)
         widths = [base_channels * 2**i for i in range(depth + 1)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from pat_seg.arguments import PositiveInt
 from pat_seg.models._blocks import DoubleConv, check_model_args, match_size
 from pat_seg.models.base import SegmentationNetwork
 
@@ -39,10 +40,10 @@ class UNetPlusPlus(SegmentationNetwork):
 
     def __init__(
         self,
-        num_classes: int,
-        in_channels: int = 3,
-        base_channels: int = 32,
-        depth: int = 4,
+        num_classes: PositiveInt,
+        in_channels: PositiveInt = 3,
+        base_channels: PositiveInt = 32,
+        depth: PositiveInt = 4,
         deep_supervision: bool = False,
     ) -> None:
         super().__init__()
