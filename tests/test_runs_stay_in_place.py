@@ -237,6 +237,13 @@ def test_a_line_break_in_a_runs_flags_stays_inside_its_argument(tmp_path: Path) 
     assert f"--note={hostile}" in received and f"--extra={hostile}" in received
     assert not (tmp_path / "INJECTED").exists() and not (tmp_path / "QUOTED").exists()
     assert (tmp_path / "out" / "grid" / "s0" / ".sweep-done").is_file()  # the line after the command ran
+    # Requeued after a pre-emption (its run saved a checkpoint): the task continues the run.
+    (tmp_path / "out" / "grid" / "s0" / "checkpoints").mkdir()
+    (tmp_path / "out" / "grid" / "s0" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    ran = subprocess.run(["bash", str(script)], cwd=tmp_path, env=environment, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    received = (tmp_path / "args").read_text().split("\0")[:-1]
+    assert received == [*sweep.runs[0].command("grid", "out", [f"--extra={hostile}"])[1:], "--ckpt_path=last"]
 
 
 # --- sweep runs do not import from the current folder -------------------------------------------------------

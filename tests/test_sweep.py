@@ -97,14 +97,17 @@ def test_slurm_script_is_an_array_over_the_commands(tmp_path: Path) -> None:
     sweep = load_sweep(write(tmp_path / "g.yaml", spec))
     script = slurm_script(sweep, [])
     assert "#SBATCH --array=0-7" in script and "#SBATCH --gres=gpu:1" in script and "#SBATCH --time=01:00:00" in script
-    # The bash array holds exactly the printed commands, in order: task i runs command i, then marks
-    # its run done (so that `--mode run` afterwards adds it to a study CSV without training it).
+    # The bash array holds exactly the printed commands, in order: task i runs command i (with
+    # $RESUME, set when a requeued task finds its run's checkpoints), then marks its run done (so that
+    # `--mode run` afterwards adds it to a study CSV without training it).
     body = script.split("COMMANDS=(\n")[1].split("\n)")[0].splitlines()
     versions = [run.version for run in sweep.runs]
     assert [shlex.split(line.strip())[0] for line in body] == [
-        f"{line} && touch out/grid/{version}/.sweep-done"
+        f"{line} $RESUME && touch out/grid/{version}/.sweep-done"
         for line, version in zip(print_commands(sweep, []).splitlines(), versions)
     ]
+    run_dirs = script.split("RUN_DIRS=(\n")[1].split("\n)")[0].splitlines()
+    assert [line.strip() for line in run_dirs] == [f"out/grid/{version}" for version in versions]
     assert script.rstrip().endswith('eval "${COMMANDS[$SLURM_ARRAY_TASK_ID]}"')
 
 

@@ -263,7 +263,9 @@ def print_commands(sweep: Sweep, extra: list[str]) -> str:
 def slurm_script(sweep: Sweep, extra: list[str]) -> str:
     """A job-array script: task ``i`` runs the ``i``-th command and, when it succeeds, marks the run done
     (``sbatch`` it from the repository root). The tasks do not write the study CSV: they run at once on
-    other nodes, and the CSV has one writer. ``--mode run`` afterwards adds the marked runs to it.
+    other nodes, and the CSV has one writer. ``--mode run`` afterwards adds the marked runs to it. A
+    task that finds checkpoints in its run's folder (SLURM requeued it after a pre-emption) continues
+    that run with ``--ckpt_path=last``.
 
     The script's first command is ``set -euo pipefail`` (``#SBATCH`` lines must come before any
     command). Every value in a shell line is quoted (``shlex.quote``); an ``#SBATCH`` line is read by
@@ -287,9 +289,25 @@ def slurm_script(sweep: Sweep, extra: list[str]) -> str:
         lines.append(f"#SBATCH --{key}={value}")
     lines += ["set -euo pipefail", "", "COMMANDS=("]
     for run in sweep.runs:
+        fit, *after = sweep.commands(run, extra)
+        # $RESUME, expanded when the line is eval'd: empty, or --ckpt_path=last for a requeued task.
+        line = " && ".join([f"{shlex.join(fit)} $RESUME", *map(shlex.join, after)])
         marker = shlex.quote(str(sweep.run_dir(run) / DONE_MARKER))
-        lines.append(f"  {shlex.quote(f'{sweep.shell_line(run, extra)} && touch {marker}')}")
-    lines += [")", f"mkdir -p {shlex.quote(sweep.save_dir)}", 'eval "${COMMANDS[$SLURM_ARRAY_TASK_ID]}"', ""]
+        lines.append(f"  {shlex.quote(f'{line} && touch {marker}')}")
+    lines += [")", "RUN_DIRS=("]
+    lines += [f"  {shlex.quote(str(sweep.run_dir(run)))}" for run in sweep.runs]
+    lines += [
+        ")",
+        f"mkdir -p {shlex.quote(sweep.save_dir)}",
+        # A task SLURM requeued (pre-empted: its run saved last.ckpt) continues its run; a fit without
+        # --ckpt_path into a folder that holds a run is refused.
+        'RESUME=""',
+        'if compgen -G "${RUN_DIRS[$SLURM_ARRAY_TASK_ID]}/checkpoints/*.ckpt" > /dev/null; then',
+        '  RESUME="--ckpt_path=last"',
+        "fi",
+        'eval "${COMMANDS[$SLURM_ARRAY_TASK_ID]}"',
+        "",
+    ]
     return "\n".join(lines)
 
 
