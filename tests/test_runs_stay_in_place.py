@@ -110,6 +110,12 @@ def project(tmp_path: Path) -> Path:
         pytest.param(["--name", "tiny\nrm -rf ~"], "tiny\nrm -rf ~", marks=pytest.mark.slow),
         pytest.param(["--config", "escape.yaml"], "../../../victim", marks=pytest.mark.slow),  # name: in a config file
         pytest.param(logged("logs", "..", "v0"), "..", marks=pytest.mark.slow),
+        # A CSVLogger's name and version are folders inside its save dir as well.
+        pytest.param(
+            ["--trainer.logger=lightning.pytorch.loggers.CSVLogger", *logged("logs", "exp", "../../../../victim")[1:]],
+            "../../../../victim",
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_a_run_name_that_leaves_the_save_dir_is_refused_before_anything_is_written(

@@ -24,7 +24,7 @@ from jsonargparse import Namespace
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
@@ -43,7 +43,7 @@ from pat_seg.data.image_folder import ImageFolderDataModule, predict_only
 from pat_seg.exceptions import ConfigurationError
 from pat_seg.experiments.checkpoint_files import SafeCheckpointIO
 from pat_seg.experiments.command_plan import CommandPlan, CommandRequest, plan_command
-from pat_seg.experiments.run_folder import HPARAMS, RunFolder, experiment_name, run_of
+from pat_seg.experiments.run_folder import HPARAMS, RunFolder, experiment_name, folder_name, run_of
 from pat_seg.experiments.run_summary import RunSummary
 from pat_seg.experiments.writable import check_writable
 from pat_seg.module import SegmentationModule
@@ -235,6 +235,13 @@ class PatSegCLI(LightningCLI):
         if configured in (None, True):
             root = Path(trainer_settings.get("default_root_dir") or Path.cwd())
             return RunFolder(root / "lightning_logs", settings["name"])
+        if isinstance(configured, CSVLogger):
+            # Not a run pat-seg plans, but its name and version are folders inside its save dir too.
+            spec = self._of_subcommand(self.config).trainer.logger
+            for key in ("name", "version"):
+                value = spec.init_args.get(key) if isinstance(spec, Namespace) else None
+                if isinstance(value, str):
+                    folder_name(value, f"the logger's {key} (--trainer.logger.init_args.{key})")
         return None
 
 
