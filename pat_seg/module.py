@@ -67,11 +67,9 @@ class SegmentationModule(L.LightningModule):
         model: network mapping ``[B, C, H, W]`` images to ``[B, num_classes, H, W]`` logits: one of
             :mod:`pat_seg.models` (by name, e.g. ``UNet``) or any ``nn.Module`` class path.
         loss: a :mod:`pat_seg.losses` loss (``forward(logits, target) -> scalar``; by name, e.g.
-            ``PATLoss``) or any ``nn.Module`` class path with that call. A loss that needs
-            training class counts or class presence (:class:`~pat_seg.losses.hooks.TakesClassCounts`,
-            :class:`~pat_seg.losses.hooks.TakesClassPresence`) gets them from the data module at setup,
-            identical on every process; one with ``set_epoch`` (:class:`~pat_seg.losses.hooks.TakesEpoch`)
-            hears each training epoch's number at its start (docs/extending.md).
+            ``PATLoss``) or any ``nn.Module`` class path with that call. The hooks of
+            :mod:`pat_seg.losses.hooks` give a loss the training class counts or presence at setup and
+            each epoch's number (docs/extending.md).
         optimizer: optimizer factory; the default ``torch.optim.Adam`` uses lr 1e-3, as the authors.
         lr_scheduler: scheduler factory (``--model.lr_scheduler StepLR``). ``None`` (default) with
             ``cosine_annealing=True`` anneals the learning rate to 0 by cosine over the whole run (every
