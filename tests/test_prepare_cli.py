@@ -44,7 +44,7 @@ def test_a_run_requiring_a_missing_prepared_split_names_its_own_prepare_command(
     config = cityscapes_config(tmp_path / "run", tmp_path / "data")
     with pytest.raises(PreparedSplitError, match="no prepared 'train' split") as error:
         # Not deterministic: the trainer would switch torch's deterministic algorithms on for later tests.
-        cli_main(["fit", "--config", str(config), "--trainer.deterministic=false", "--ckpt_path", "last"])
+        cli_main(["fit", "--config", str(config), "--trainer.deterministic=false"])
     assert f"run: pat-seg prepare --config {config} --trainer.deterministic=false\n" in str(error.value)
 
 
