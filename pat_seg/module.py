@@ -188,6 +188,11 @@ class SegmentationModule(L.LightningModule):
         otherwise overwrite the names :meth:`record_hparams` recorded with the argument's ``None``."""
         initial = super().hparams_initial
         names = getattr(self, "_data_class_names", None)  # None before __init__ has set it
+        datamodule = getattr(self._trainer, "datamodule", None)
+        # A data module that saved its own class_names is logged beside these: Lightning refuses a key
+        # whose two values differ, so its value is left to stand alone.
+        if "class_names" in getattr(datamodule, "hparams_initial", {}):
+            return initial
         if initial.get("class_names") is None and names is not None:
             initial["class_names"] = list(names)
         return initial
