@@ -8,6 +8,7 @@ from typing import IO, Any, Literal
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.data import AttributeDict
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
@@ -123,6 +124,8 @@ class SegmentationModule(L.LightningModule):
         self.scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
         self._channels_last_hook: Any = None
+        # The data module's class names, when the module was given none (see hparams_initial).
+        self._data_class_names: list[str] | None = None
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.val_metrics = SegmentationMetrics(num_classes, ignore_index, class_names)
@@ -178,6 +181,22 @@ class SegmentationModule(L.LightningModule):
         loaded.hparams.update({key: value for key, value in named.items() if key not in loaded.hparams})
         return loaded
 
+    @property
+    def hparams_initial(self) -> AttributeDict:
+        """The hyperparameters Lightning logs (hparams.yaml), with ``class_names`` filled in from the data
+        module when the module was given none: Lightning logs them after :meth:`setup`, and would
+        otherwise overwrite the names :meth:`record_hparams` recorded with the argument's ``None``."""
+        initial = super().hparams_initial
+        names = getattr(self, "_data_class_names", None)  # None before __init__ has set it
+        datamodule = getattr(self._trainer, "datamodule", None)
+        # A data module that saved its own class_names is logged beside these: Lightning refuses a key
+        # whose two values differ, so its value is left to stand alone.
+        if "class_names" in getattr(datamodule, "hparams_initial", {}):
+            return initial
+        if initial.get("class_names") is None and names is not None:
+            initial["class_names"] = list(names)
+        return initial
+
     def record_hparams(self, **values: Any) -> None:
         """Record values that are not ``__init__`` arguments in every logger's hyperparameters (hparams.yaml).
 
@@ -208,6 +227,7 @@ class SegmentationModule(L.LightningModule):
         if names is not None and self.hparams.get("class_names") is None:
             for metrics in (self.val_metrics, self.test_metrics):
                 metrics.class_names = list(names)
+            self._data_class_names = list(names)
         recorded["class_names"] = list(self.val_metrics.class_names)
         if stage == "fit" and self._summary_counts_flops() and hasattr(datamodule, "dataset"):
             # The model summary counts FLOPs on this input (one validation image); without one it prints 0.

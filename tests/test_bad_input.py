@@ -353,6 +353,7 @@ def test_fit_ends_with_its_run_and_a_test_with_another_loss_is_refused(tmp_path:
     Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(photos / "street.png")
     predicted = pat_seg("predict", *from_run, "--data=ImageFolderDataModule", f"--data.root={photos}", cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
-    assert (yaml.safe_load((run / "hparams.yaml").read_text()) or {}).get("class_names") is None
+    # The run records the data module's class names (runs from before kept None: the fallback's tests above).
+    assert yaml.safe_load((run / "hparams.yaml").read_text())["class_names"] == CLASS_NAMES
     saved = yaml.safe_load((run / "predictions_photos" / "config.yaml").read_text())
     assert saved["data"]["init_args"]["class_names"] == CLASS_NAMES  # what the overlays' legend shows
