@@ -20,6 +20,8 @@ import math
 import numbers
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, get_args, overload
 
+import yaml
+
 from pat_seg.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -46,6 +48,14 @@ else:
     HalfOpenUnitInterval = restricted_number_type(
         "HalfOpenUnitInterval", float, [(">=", 0.0), ("<", 1.0)], docstring="float restricted to be ≥0 and <1"
     )
+
+    # A parsed value keeps its restricted type in the config, and reaches classes that declare a plain
+    # int or float: `--model.model my.Net` keeps the default U-Net's `in_channels` (a PositiveInt) for
+    # my.Net's `in_channels: int`, and jsonargparse's YAML check of that value failed ("cannot
+    # represent an object"). YAML writes every int and float subclass as the number it is, as
+    # jsonargparse itself teaches the safe dumper its Namespace.
+    yaml.SafeDumper.add_multi_representer(int, yaml.SafeDumper.represent_int)
+    yaml.SafeDumper.add_multi_representer(float, yaml.SafeDumper.represent_float)
 
 # Each restricted type's range as check_number takes it. The pat-seg command words the parser's refusal
 # with it (pat_seg.cli.errors), so a value out of range reads the same from the parser and a constructor.

@@ -258,3 +258,13 @@ def test_a_negative_learning_rate_is_refused_before_the_run_folder_exists(tmp_pa
     message = refused(tmp_path, "--model.optimizer.lr=-1")
     # Refused when the module is built (after the seed is set), still before the run folder exists.
     assert "\npat-seg fit: error: optimizer: Invalid learning rate: -1.0\n" in message, message
+
+
+def test_a_parsed_number_type_is_written_to_yaml_as_its_plain_number() -> None:
+    # A value keeps its parser type in the config and may reach a user class that declares a plain
+    # int (the default U-Net's in_channels under `--model.model my.Net`): YAML must write it as a number.
+    import yaml
+
+    values = {"channels": PositiveInt(3), "rate": PositiveFloat(0.5), "share": ClosedUnitInterval(1.0), "flag": True}
+    assert yaml.safe_dump(values) == "channels: 3\nflag: true\nrate: 0.5\nshare: 1.0\n"
+    assert yaml.safe_load(yaml.safe_dump(values)) == {"channels": 3, "rate": 0.5, "share": 1.0, "flag": True}
