@@ -283,19 +283,25 @@ def test_the_console_names_the_file_and_line_of_a_trainer_option_out_of_range(tm
     refused_before_work(result, tmp_path, f"--trainer.max_epochs=-3 ({config} line 3)")
 
 
-def test_the_console_names_a_mistyped_trainer_key_in_a_config_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "trainer:\n  accelerator: cpu\n  max_epoch: 3\n",
+            "line 3: unknown key trainer.max_epoch; did you mean max_epochs",
+        ),
+        pytest.param(
+            "trainer:\n  max_epochs: 3\nmodle:\n  lr: 0.01\n",
+            "line 3: unknown key modle; did you mean model",
+            marks=pytest.mark.slow,
+        ),
+    ],
+)
+def test_the_console_names_a_mistyped_key_in_a_config_file(tmp_path: Path, text: str, message: str) -> None:
     typo = tmp_path / "typo.yaml"
-    typo.write_text("trainer:\n  accelerator: cpu\n  max_epoch: 3\n")
+    typo.write_text(text)
     result = pat_seg("fit", "--config", str(typo), cwd=tmp_path)
-    refused_before_work(result, tmp_path, f"{typo} line 3: unknown key trainer.max_epoch; did you mean max_epochs")
-
-
-@pytest.mark.slow
-def test_the_console_names_a_mistyped_top_level_key_in_a_config_file(tmp_path: Path) -> None:
-    typo = tmp_path / "typo.yaml"
-    typo.write_text("trainer:\n  max_epochs: 3\nmodle:\n  lr: 0.01\n")
-    result = pat_seg("fit", "--config", str(typo), cwd=tmp_path)
-    refused_before_work(result, tmp_path, f"{typo} line 3: unknown key modle; did you mean model")
+    refused_before_work(result, tmp_path, f"{typo} {message}")
 
 
 @pytest.mark.slow
