@@ -163,6 +163,24 @@ def test_two_torchrun_nodes_match_one_process(checkpoint: tuple[Path, dict]) -> 
     assert_same_validation(torch.load(root / "nodes.pt"), single)
 
 
+def test_a_finished_command_destroys_its_process_group(tmp_path: Path, monkeypatch) -> None:
+    """A command that ran under DDP ends with no process group left for interpreter shutdown, where
+    gloo's threads can abort a process whose work is done (a torchrun node then reports a failure)."""
+    import pat_seg.cli.app as app
+
+    def command_under_ddp(args: list[str] | None = None) -> None:
+        torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+        torch.distributed.barrier()
+
+    monkeypatch.setattr(app, "cli_main", command_under_ddp)
+    try:
+        app.main(["validate"])
+        assert not torch.distributed.is_initialized()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
 @pytest.mark.slow
 def test_two_process_fit_logs_without_sync_warnings(tmp_path: Path) -> None:
     config = tiny_config(tmp_path)

@@ -409,3 +409,17 @@ def main(argv: list[str] | None = None) -> None:
     with short_errors(command):
         # None: LightningCLI reads sys.argv itself (given arguments and a sys.argv as well, it warns).
         cli_main(None if argv is None else args)
+    release_process_group()
+
+
+def release_process_group() -> None:
+    """Destroy the DDP process group a finished command leaves behind (Lightning does not).
+
+    Left to interpreter shutdown, gloo's worker threads can be torn down after the objects they hold,
+    and the process then ends in SIGABRT ("terminate called without an active exception") although
+    its work was done and written; torchrun reports that as a failed node. Destroying the group here,
+    while the interpreter is whole, is the shutdown torch.distributed documents. Local to the process:
+    no collective, so a rank never waits on another here.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
