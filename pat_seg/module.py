@@ -22,6 +22,7 @@ from pat_seg.losses import PixelLoss
 from pat_seg.losses.hooks import TakesClassCounts, TakesClassPresence, TakesEpoch, check_hooks
 from pat_seg.metrics import SegmentationMetrics
 from pat_seg.models import SegmentationNetwork
+from pat_seg.models.base import min_input_size
 from pat_seg.validation import check_batch
 
 # The __init__ arguments that are objects (classes and their arguments in a config).
@@ -217,6 +218,9 @@ class SegmentationModule(L.LightningModule):
         if datamodule is None:
             self.record_hparams(**recorded)
             return
+        size = getattr(datamodule, "size", None)
+        if size is not None:  # the protocol size of every batch: refused before any work
+            self.check_input_size(int(size[0]), int(size[-1]), given="the data module's size is")
         data_classes = getattr(datamodule, "num_classes", self.num_classes)
         if data_classes != self.num_classes:
             raise ConfigurationError(
@@ -291,7 +295,19 @@ class SegmentationModule(L.LightningModule):
     def forward(self, image: Tensor) -> Tensor:
         return self.model(image)
 
+    def check_input_size(self, height: int, width: int, given: str) -> None:
+        """Refuse images smaller than the network accepts (``min_input_size``), naming both sizes."""
+        smallest = min_input_size(self.model)
+        if min(height, width) < smallest:
+            raise ConfigurationError(
+                f"{type(self.model).__name__} needs images of at least {smallest}x{smallest} pixels (its "
+                f"pooling stages halve the sides); {given} {height}x{width}: "
+                f"give the data a larger size or the network fewer stages"
+            )
+
     def _logits(self, image: Tensor) -> Tensor:
+        # Images of their own size (no protocol size) are checked as they come, before a raw torch error.
+        self.check_input_size(image.shape[-2], image.shape[-1], given="got an image of")
         logits = self.model(image)
         if logits.shape[1] != self.num_classes or logits.shape[-2:] != image.shape[-2:]:
             raise ConfigurationError(
@@ -338,7 +354,9 @@ class SegmentationModule(L.LightningModule):
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         if "image" not in batch:  # every file of the batch was unreadable (pat_seg.data.image_folder)
             return torch.empty(0, dtype=torch.long, device=self.device)
-        return self.model(batch["image"]).argmax(1)
+        image = batch["image"]
+        self.check_input_size(image.shape[-2], image.shape[-1], given="got an image of")
+        return self.model(image).argmax(1)
 
     def _log_metrics(self, metrics: SegmentationMetrics, prefix: str) -> None:
         results = metrics.compute()  # synced over processes: one confusion matrix for the split

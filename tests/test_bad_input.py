@@ -275,6 +275,12 @@ def test_the_console_refuses_a_trainer_option_out_of_range(tmp_path: Path, optio
     refused_before_work(result, tmp_path, f"--trainer.{option}={value} (the command line): must be ")
 
 
+def test_the_console_refuses_images_smaller_than_the_network_takes(tmp_path: Path) -> None:
+    # SegNet pools 5 times (32 pixels a side at least); the synthetic scenes are 16x16.
+    result = pat_seg("fit", "--model.model=SegNet", "--data.image_size=16", cwd=tmp_path)
+    refused_before_work(result, tmp_path, "SegNet needs images of at least 32x32 pixels", "size is 16x16")
+
+
 @pytest.mark.slow
 def test_the_console_names_the_file_and_line_of_a_trainer_option_out_of_range(tmp_path: Path) -> None:
     config = tmp_path / "budget.yaml"

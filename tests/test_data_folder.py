@@ -423,4 +423,6 @@ def test_the_readme_example_trains_on_a_folder(tmp_path: Path) -> None:
     # The repository's config by its full path (the command runs in tmp_path), the rest as written.
     result = pat_seg("fit", "--config", str(REPO / command[3]), *command[4:], *tiny, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    # The wait for the first count of the training pixels is explained on the console (once).
+    assert result.stderr.count("counting training pixels per class for SegmentationFolderDataModule\n") == 1
     assert list((tmp_path / "lightning_logs").glob("*/version_0/checkpoints/*.ckpt"))

@@ -27,8 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pat_seg.cli.errors import without_worker_traceback
 from pat_seg.data import SyntheticLongTailDataModule
-from pat_seg.data.folder import image_size
-from pat_seg.data.io import read_label_image, read_rgb
+from pat_seg.data.io import image_size, read_label_image, read_rgb
 from pat_seg.exceptions import ConfigurationError
 
 CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "OMP_NUM_THREADS": "1"}

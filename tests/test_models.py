@@ -13,9 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pat_seg.exceptions import ConfigurationError
 from pat_seg.losses import CrossEntropyLoss
 from pat_seg.models import AttentionUNet, DeepLabV3, DeepLabV3Plus, SegNet, UNet, UNetPlusPlus
 from pat_seg.models.attention_unet import AttentionGate
+from pat_seg.models.base import min_input_size
 from pat_seg.module import SegmentationModule
 
 # Small widths keep every model to a fraction of a second on a CPU.
@@ -57,6 +59,31 @@ def test_any_size_gives_logits_and_finite_grads(name: str, shape: tuple[int, ...
     assert torch.isfinite(logits).all()
     logits.square().mean().backward()
     assert_finite_grads(model)
+
+
+# The smallest side each network declares, worked out from its pooling: 5 VGG stages; 2**depth.
+DECLARED_MINIMUM = {"segnet": 32, "unet": 8, "attention_unet": 8, "unet_plus_plus": 8, "unet_plus_plus_ds": 8}
+
+
+@pytest.mark.parametrize("name", list(DECLARED_MINIMUM))
+def test_the_declared_smallest_input_is_the_smallest_the_network_takes(name: str) -> None:
+    model, smallest = SMALL_MODELS[name]().eval(), DECLARED_MINIMUM[name]
+    assert min_input_size(model) == smallest
+    assert model(torch.zeros(1, 3, smallest, smallest + 3)).shape[-2:] == (smallest, smallest + 3)
+    with pytest.raises(RuntimeError):  # one pixel less on one side: the last pooling stage has no output
+        model(torch.zeros(1, 3, smallest - 1, smallest + 3))
+    module = SegmentationModule(model, CrossEntropyLoss(), num_classes=5)
+    with pytest.raises(
+        ConfigurationError,
+        match=rf"needs images of at least {smallest}x{smallest} pixels.*"
+        rf"got an image of {smallest - 1}x{smallest + 3}",
+    ):
+        module.predict_step({"image": torch.zeros(1, 3, smallest - 1, smallest + 3)}, 0)
+
+
+def test_networks_without_pooling_limits_and_your_own_take_any_size() -> None:
+    assert min_input_size(DeepLabV3(5, backbone="resnet18")) == 1  # its backbone pads: 1 pixel works
+    assert min_input_size(nn.Conv2d(3, 5, 1)) == 1
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import lightning as L
@@ -159,3 +160,48 @@ def test_image_folder_gives_each_byte_over_255_as_float32(tmp_path: Path) -> Non
     assert image.dtype == torch.float32
     expected = torch.from_numpy(rgb.astype(np.float64) / 255).permute(2, 0, 1)
     assert torch.allclose(image.double(), expected, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("prepared", ["off", "require"])
+def test_predicting_a_folder_data_sets_test_split_names_each_output_after_its_image(
+    tmp_path: Path, prepared: str
+) -> None:
+    """The test split of one's own folders (SegNet's CamVid layout), read from the files or from the
+    split `pat-seg prepare` stored: each label map is named after its image and has its size, so it
+    lies on the image's ground-truth mask."""
+    from pat_seg.cli.prepare import prepare
+    from pat_seg.data import SegmentationFolderDataModule
+
+    sizes = {"0001TP_008550": (20, 36), "Seq05VD_f02370": (30, 14)}
+    for split, names in (("train", ["a", "b"]), ("val", ["c"]), ("test", list(sizes))):
+        for name in names:
+            height, width = sizes.get(name, (20, 36))
+            rgb = np.zeros((height, width, 3), dtype=np.uint8)
+            rgb[:, : width // 2, 0] = 250  # left half red: class 2 by ThresholdNet
+            for folder, array in ((split, rgb), (f"{split}annot", np.zeros((height, width), np.uint8))):
+                (tmp_path / folder).mkdir(exist_ok=True)
+                Image.fromarray(array).save(tmp_path / folder / f"{name}.png")
+    data = SegmentationFolderDataModule(
+        str(tmp_path),
+        class_names=["a", "b", "c"],
+        size=(16, 16),
+        augment=False,
+        prepared=prepared,
+        num_workers=0,
+        image_dir="{split}",
+        mask_dir="{split}annot",
+        image_suffix=".png",
+    )
+    if prepared == "require":
+        prepare(data, ["test"], workers=1, stream=io.StringIO())
+    module = SegmentationModule(ThresholdNet(), CrossEntropyLoss(), num_classes=3)
+    writer = PredictionWriter(output_dir=str(tmp_path / "out"))
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[writer]
+    )
+    trainer.predict(module, datamodule=data, return_predictions=False)
+    assert sorted(path.name for path in (tmp_path / "out" / "labels").iterdir()) == [f"{n}.png" for n in sorted(sizes)]
+    for name, (height, width) in sizes.items():
+        labels = np.asarray(Image.open(tmp_path / "out" / "labels" / f"{name}.png"))
+        assert labels.shape == (height, width)
+        assert (labels[:, : width // 2 - 1] == 2).all() and (labels[:, width // 2 + 1 :] == 0).all()

@@ -29,6 +29,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from pat_seg.callbacks.prediction_writer import PredictionWriter
+from pat_seg.cli.console_log import show_package_log
 from pat_seg.cli.errors import configuration_error, explain_parse_error, project_error, short_errors
 from pat_seg.cli.fit_summary import fit_summary
 from pat_seg.cli.help import COMMANDS, PatSegHelpFormatter, top_level_help
@@ -141,6 +142,9 @@ class PatSegCLI(LightningCLI):
             self.datamodule.prepare_command = prepare_command(command[1:])
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
+        size = getattr(self.datamodule, "size", None)
+        if size is not None and isinstance(self.model, SegmentationModule):  # before the trainer, any folder or file
+            self.model.check_input_size(int(size[0]), int(size[-1]), given="the data module's size is")
         settings = self._of_subcommand(self.config_init)
         trainer_settings = settings["trainer"]
         config = self._config_to_save()
@@ -396,6 +400,7 @@ def main(argv: list[str] | None = None) -> None:
     """``pat-seg COMMAND ...``: the four Lightning subcommands, and ``report`` / ``sweep`` / ``prepare``."""
     args = list(sys.argv[1:] if argv is None else argv)
     ignore_third_party_warnings()
+    show_package_log()
     if not args or args[0] in ("-h", "--help"):
         sys.stdout.write(top_level_help())
         sys.exit(0 if args else 2)

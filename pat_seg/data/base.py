@@ -238,11 +238,18 @@ class SegmentationDataModule(L.LightningDataModule, ABC):
             self.dataset(split)
 
     def _loader(
-        self, split: str, shuffle: bool, batch_size: int, drop_last: bool = False, collate_fn: Any = None
+        self,
+        split: str,
+        shuffle: bool,
+        batch_size: int,
+        drop_last: bool = False,
+        collate_fn: Any = None,
+        dataset: Dataset | None = None,
     ) -> DataLoader:
+        """A loader of ``split`` (of ``dataset`` instead, when given: the split's samples with more fields)."""
         # Samplers are chosen here, not injected by Lightning: training order depends on (seed, epoch)
         # only and survives a mid-epoch resume; evaluation counts each sample exactly once under DDP.
-        dataset = self.dataset(split)
+        dataset = self.dataset(split) if dataset is None else dataset
         num_replicas, rank = process_group(self.trainer)
         loader_class = ResumableDataLoader if shuffle else DataLoader
         sampler: DistributedSampler
@@ -310,5 +317,9 @@ class SegmentationDataModule(L.LightningDataModule, ABC):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False, batch_size=self.eval_batch_size)
 
+    def prediction_dataset(self) -> Dataset:
+        """What ``pat-seg predict`` runs on: the test split (a subclass adds its images' names)."""
+        return self.dataset("test")
+
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False, batch_size=self.eval_batch_size)
+        return self._loader("test", shuffle=False, batch_size=self.eval_batch_size, dataset=self.prediction_dataset())

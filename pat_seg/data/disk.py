@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -29,7 +30,15 @@ from pat_seg.arguments import check_choice
 from pat_seg.class_statistics import ClassStatistics
 from pat_seg.data.base import SegmentationDataModule, Split, class_counts_cache_path
 from pat_seg.data.batch_augment import draw_parameters
-from pat_seg.data.io import DatasetLayoutError, LabelTable, check_same_size, read_label_image, read_rgb
+from pat_seg.data.image_folder import output_names
+from pat_seg.data.io import (
+    DatasetLayoutError,
+    LabelTable,
+    check_same_size,
+    image_size,
+    read_label_image,
+    read_rgb,
+)
 from pat_seg.data.prepared import (
     FORMAT_VERSION,
     PreparedArrays,
@@ -110,6 +119,11 @@ class SegmentationSamples(Dataset):
         """Every file the samples are read from, in sample order: a prepared split records them."""
         raise NotImplementedError
 
+    def image_files(self) -> list[Path] | None:
+        """Each sample's image file, in sample order, where it is one file a viewer opens (None where it is
+        not: arrays, rows of a .mat file). ``pat-seg predict`` names its outputs after these."""
+        return None
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
@@ -132,6 +146,9 @@ class ImageLabelFiles(SegmentationSamples):
     def source_files(self) -> list[Path]:
         return [path for image, label, _ in self.samples for path in (image, label)]
 
+    def image_files(self) -> list[Path]:
+        return [image for image, _, _ in self.samples]
+
     def load(self, index: int) -> tuple[Tensor, np.ndarray]:
         image_path, label_path, labels = self.samples[index]
         image = read_rgb(image_path)
@@ -148,9 +165,10 @@ class PreparedSamples(SegmentationSamples):
     split draws the same random parameters. The samples are therefore those of the sources, bit for bit.
     """
 
-    def __init__(self, arrays: PreparedArrays, transform: SampleTransform) -> None:
+    def __init__(self, arrays: PreparedArrays, transform: SampleTransform, images: list[Path] | None = None) -> None:
         super().__init__(transform)
         self.arrays = arrays
+        self.images = images  # the sources' image files (the split matches them, or it is not used)
 
     def __len__(self) -> int:
         return len(self.arrays)
@@ -160,6 +178,33 @@ class PreparedSamples(SegmentationSamples):
 
     def source_files(self) -> list[Path]:
         return []
+
+    def image_files(self) -> list[Path] | None:
+        return self.images
+
+
+class NamedSamples(Dataset):
+    """``samples`` with, for sample ``i``, its image file ``images[i]``: ``"path"``, ``"name"`` (its path
+    below the images' common folder, without the suffix: :func:`~pat_seg.data.image_folder.output_names`)
+    and ``"original_size"`` (read from the file's header), the fields of an image folder's samples."""
+
+    def __init__(self, samples: SegmentationSamples, images: list[Path]) -> None:
+        self.samples = samples
+        self.images = images
+        root = Path(os.path.commonpath([image.parent for image in images])) if images else Path()
+        self.names = output_names(images, root)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.images[index]
+        return {
+            **self.samples[index],
+            "path": str(path),
+            "name": self.names[index],
+            "original_size": torch.tensor(image_size(path)),
+        }
 
 
 class DiskDataModule(SegmentationDataModule):
@@ -244,7 +289,17 @@ class DiskDataModule(SegmentationDataModule):
         manifest = self.prepared_manifest(split, sources)
         if manifest is None:
             return sources
-        return PreparedSamples(PreparedArrays(self.split_request(split, sources).folder, manifest), transform)
+        arrays = PreparedArrays(self.split_request(split, sources).folder, manifest)
+        return PreparedSamples(arrays, transform, sources.image_files())
+
+    def prediction_dataset(self) -> Dataset:
+        """The test split, each sample with its image file's name, path and size there (when the samples
+        are image files): ``pat-seg predict`` names each output after its image, as for an image folder,
+        and writes it at the image's own size."""
+        samples = self.dataset("test")
+        if isinstance(samples, SegmentationSamples) and (images := samples.image_files()) is not None:
+            return NamedSamples(samples, images)
+        return samples
 
     # --- prepared splits (pat_seg.data.prepared) --------------------------------------------------
     def augmented(self, split: str) -> bool:

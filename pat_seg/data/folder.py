@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from pat_seg.arguments import check_choice
 from pat_seg.data.base import Split
 from pat_seg.data.disk import DiskDataModule, SampleTransform, SegmentationSamples
-from pat_seg.data.io import DatasetLayoutError, check_same_size, opened_image, read_rgb, require_paths
+from pat_seg.data.io import DatasetLayoutError, check_same_size, image_size, read_rgb, require_paths
 from pat_seg.data.masks import ColourMasks, IndexMasks, check_colours
 from pat_seg.exceptions import ConfigurationError
 
@@ -105,13 +105,6 @@ def shown(names: list[str]) -> str:
     return ", ".join(names[:SHOWN_NAMES]) + (", ..." if len(names) > SHOWN_NAMES else "")
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """``(height, width)`` of the image at ``path`` from its header (nothing decoded; a file that is no
-    image, or one over the pixel limit, is an error naming it)."""
-    with opened_image(path) as image:
-        return image.height, image.width
-
-
 class FolderSamples(SegmentationSamples):
     """One split of a folder data set: ``pairs`` of (image file, mask file), masks read by ``masks``.
 
@@ -131,6 +124,9 @@ class FolderSamples(SegmentationSamples):
 
     def source_files(self) -> list[Path]:
         return [path for pair in self.pairs for path in pair]
+
+    def image_files(self) -> list[Path]:
+        return [image for image, _ in self.pairs]
 
     def load(self, index: int) -> tuple[Tensor, np.ndarray]:
         image_path, mask_path = self.pairs[index]

@@ -165,6 +165,13 @@ def _writes_row(image: Image.Image, row: int, fill: int) -> bool:
     return any(bounds != (fill, fill) for bounds in (extrema if bands > 1 else [extrema]))
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """``(height, width)`` of the image at ``path`` from its header (nothing decoded; a file that is no
+    image, or one over the pixel limit, is an error naming it)."""
+    with opened_image(path) as image:
+        return image.height, image.width
+
+
 def read_rgb(path: Path) -> Tensor:
     """The image at ``path`` as ``uint8 [3, H, W]`` (grey, palette, alpha and CMYK files converted to RGB).
 

@@ -12,3 +12,13 @@ class SegmentationNetwork(nn.Module):
     ours and not another library's class of the same name, and the CLI's help lists them. A network
     of your own needs only to be an ``nn.Module`` with this input/output contract.
     """
+
+    #: The smallest height and width ``forward`` accepts. Each max-pool stage halves the sides
+    #: (flooring), so a network with ``k`` stages needs at least ``2**k`` pixels a side; 1 where
+    #: nothing limits it. :class:`pat_seg.module.SegmentationModule` checks the data against it.
+    min_input_size: int = 1
+
+
+def min_input_size(network: nn.Module) -> int:
+    """``network.min_input_size``; 1 for a network of your own that does not declare one."""
+    return int(getattr(network, "min_input_size", 1))

@@ -1,4 +1,4 @@
-"""SegNet (Badrinarayanan, Kendall and Cipolla, IEEE TPAMI 2017), for any input size."""
+"""SegNet (Badrinarayanan, Kendall and Cipolla, IEEE TPAMI 2017), for any input size from 32x32."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class SegNet(SegmentationNetwork):
     "produces a multi-channel feature map" with the mirrored filter bank). A final 3x3 convolution
     gives the class logits; the paper follows it with a soft-max, which the loss applies here.
 
-    Any ``H, W`` works: pooling floors odd sizes and unpooling is told the pre-pool size, so each
+    Any ``H, W`` of at least 32 (``min_input_size``) works: pooling floors odd sizes and unpooling is told the pre-pool size, so each
     value returns exactly to the position its index names and the output has the input's size.
 
     Args:
@@ -41,6 +41,7 @@ class SegNet(SegmentationNetwork):
     """
 
     label = "SegNet"  # its name in the report's tables
+    min_input_size = 2 ** len(VGG16_STAGE_CONVS)  # five max-pool stages: 32 pixels a side
 
     def __init__(self, num_classes: PositiveInt, in_channels: PositiveInt = 3, base_channels: PositiveInt = 64) -> None:
         super().__init__()

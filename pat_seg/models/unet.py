@@ -1,4 +1,4 @@
-"""U-Net (Ronneberger et al., MICCAI 2015), with BatchNorm, for any input size."""
+"""U-Net (Ronneberger et al., MICCAI 2015), with BatchNorm, for any input size from 2**depth a side."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ class UNet(SegmentationNetwork):
     ) -> None:
         super().__init__()
         check_model_args(num_classes, in_channels, base_channels=base_channels, depth=depth)
+        self.min_input_size = 2**depth  # each of the depth max-pool stages halves the sides
         widths = [base_channels * 2**i for i in range(depth + 1)]
         self.stem = DoubleConv(in_channels, widths[0])
         self.pool = nn.MaxPool2d(2)

@@ -48,6 +48,7 @@ class UNetPlusPlus(SegmentationNetwork):
     ) -> None:
         super().__init__()
         check_model_args(num_classes, in_channels, base_channels=base_channels, depth=depth)
+        self.min_input_size = 2**depth  # each of the depth down-sampling levels halves the sides
         widths = [base_channels * 2**i for i in range(depth + 1)]
         self.depth = depth
         self.deep_supervision = deep_supervision
