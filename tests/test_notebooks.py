@@ -11,6 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 from pat_seg.data.synthetic import CLASS_NAMES
 from pat_seg.experiments.report import RUN_COLUMNS
@@ -252,6 +253,15 @@ def test_ablation_notebook_draws_an_incomplete_study_as_provisional_and_writes_n
     assert "| small | 10 | PAT − CB-Focal (n=2) | +2.00 [-10.71, +14.71] | +5.00 [+5.00, +5.00] |" in text
     assert "| small | 10 | PAT | 2/2 (s0 50.0, s1 50.0) |" in text
     assert _figures(notebook)
+
+
+def test_ablation_notebook_refuses_a_study_whose_method_column_does_not_tell_the_variants_apart(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The PAT w/o beta runs labelled as PAT: the variants from the run names no longer match the labels.
+    study = _ablation_study().replace("PAT w/o beta", "PAT (T=20)")
+    with pytest.raises(CellExecutionError, match="does not tell the variants apart"):
+        _execute("ablation", monkeypatch, tmp_path, {"synthetic_ablation.csv": study})
 
 
 # The synthetic Table 3 grid, from configs/sweeps/synthetic_table3.yaml's axes, with the report's labels.
