@@ -11,11 +11,20 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from pat_seg.data.synthetic import CLASS_NAMES
+from pat_seg.experiments.report import RUN_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["pat_weight_curves", "class_frequency", "results", "ablation", "beyond_pat", "camvid"]
 # What the notebooks read besides docs/studies, copied into the scratch repository as they are.
-READ_FILES = ["configs/sweeps/camvid_table3.yaml", "docs/camvid.md"]
+READ_FILES = [
+    "configs/sweeps/camvid_table3.yaml",
+    "configs/sweeps/synthetic_ablation.yaml",
+    "configs/sweeps/synthetic_table3.yaml",
+    "docs/camvid.md",
+]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -133,3 +142,168 @@ def test_camvid_notebook_writes_its_figure_once_the_study_is_complete(
     assert (scratch / "docs" / "figures" / "camvid.png").stat().st_size > 0
     text = _text(notebook)
     assert f"{planned} of {planned} runs" in text and "provisional" not in text
+
+
+def _study_text(runs: list[dict[str, object]]) -> str:
+    """A per-run study file (the columns `pat-seg report --format csv --per-run` writes for the synthetic
+    data, one `val` line per run) of ``runs``: each a dict of those columns; a class IoU not given is 0.9."""
+    columns = [*RUN_COLUMNS, "data.imbalance", "data.rarity", "dice_error", "miou", "miou_head", "miou_tail"]
+    columns += ["pixel_accuracy", *(f"iou/{name}" for name in CLASS_NAMES)]
+    defaults = {"model": "UNet", "split": "val", "step": 383, "dice_error": 0.1, "miou_head": 0.8}
+    defaults |= {"pixel_accuracy": 0.9, **{f"iou/{name}": 0.9 for name in CLASS_NAMES}}
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({**defaults, **run} for run in runs)
+    return buffer.getvalue()
+
+
+# The synthetic ablation's grid, written out by hand from configs/sweeps/synthetic_ablation.yaml's axes,
+# with the method label the report gives each loss over that grid.
+ABLATION_REGIMES = [("small", 10), ("small", 100), ("small", 1000), ("infrequent", 100), ("infrequent", 1000)]
+ABLATION_LOSSES = {
+    "ce": "CE",
+    "cbfocal": "CBFocal",
+    "pat": "PAT (T=20)",
+    "pat_nobeta": "PAT w/o beta",
+    "pat_noeq4": "PAT w/o Eq. 4 (T=20)",
+}
+
+
+def _ablation_run(index: int, rarity: str, imbalance: int, loss: str, seed: int) -> dict[str, object]:
+    """One run of the ablation (regime number ``index``) with values whose paired differences and learned
+    counts are worked out by hand in the tests below (IoU as fractions)."""
+    miou = {"ce": 0.50, "cbfocal": 0.59 - 0.01 * seed, "pat": 0.60 + 0.01 * seed, "pat_nobeta": 0.60}
+    miou["pat_noeq4"] = 0.60 + 0.02 * seed
+    tail = {"ce": 0.0, "cbfocal": 0.25 - 0.01 * index, "pat": 0.30, "pat_nobeta": 0.30 - 0.01 * seed}
+    tail["pat_noeq4"] = 0.30
+    light = [0.30, 0.40, 0.50] if loss == "pat" else [0.0, 0.05, 0.11]
+    return {
+        "run": f"synthetic_ablation/{rarity}{imbalance}-{loss}-s{seed}",
+        "dataset": f"Synthetic (imbalance={imbalance}, rarity={rarity})",
+        "method": ABLATION_LOSSES[loss],
+        "is_pat": int(loss.startswith("pat")),
+        "seed": seed,
+        "data_seed": seed,
+        "data.imbalance": float(imbalance),
+        "data.rarity": rarity,
+        "miou": miou[loss],
+        "miou_tail": tail[loss],
+        "iou/person": 0.5,
+        "iou/pole": 0.0,
+        "iou/sign": [0.10, 0.25, 0.0][seed],  # 10 points exactly is not learned (IoU > 10)
+        "iou/light": light[seed],
+    }
+
+
+def _ablation_study(leave_out: str | None = None) -> str:
+    """The whole grid (75 runs) but ``leave_out``; the CB-Focal runs in reverse seed order, so pairing
+    by position instead of by seed would give other differences."""
+    runs = []
+    for index, (rarity, imbalance) in enumerate(ABLATION_REGIMES):
+        for loss in ABLATION_LOSSES:
+            seeds = (2, 1, 0) if loss == "cbfocal" else (0, 1, 2)
+            runs += [_ablation_run(index, rarity, imbalance, loss, seed) for seed in seeds]
+    return _study_text([run for run in runs if run["run"] != leave_out])
+
+
+# Student-t quantiles t(0.975, df) from a table: 2 degrees of freedom 4.302653, 1 degree 12.706205.
+# PAT - CB-Focal mIoU per seed: 1, 3, 5 points -> mean 3, sd 2, half-width 4.302653 * 2 / sqrt(3) = 4.968.
+# PAT - PAT w/o beta (mIoU and tail): 0, 1, 2 -> mean 1, sd 1, half-width 4.302653 / sqrt(3) = 2.484.
+# PAT - PAT w/o Eq. 4 mIoU: 0, -1, -2 -> mean -1; its tail: 0 at every seed.
+# PAT - CB-Focal tail: 5 + the regime's number at every seed (no spread).
+ABLATION_PAIRED = [
+    "| small | 10 | PAT − CB-Focal (n=3) | +3.00 [-1.97, +7.97] | +5.00 [+5.00, +5.00] |",
+    "| small | 10 | PAT − PAT w/o beta (n=3) | +1.00 [-1.48, +3.48] | +1.00 [-1.48, +3.48] |",
+    "| small | 10 | PAT − PAT w/o Eq. 4 (n=3) | -1.00 [-3.48, +1.48] | +0.00 [+0.00, +0.00] |",
+    "| small | 1000 | PAT − CB-Focal (n=3) | +3.00 [-1.97, +7.97] | +7.00 [+7.00, +7.00] |",
+    "| infrequent | 100 | PAT − CB-Focal (n=3) | +3.00 [-1.97, +7.97] | +8.00 [+8.00, +8.00] |",
+]
+# Learned = IoU > 10 points: person (50 everywhere) 3/3, pole (0) 0/3, sign (10, 25, 0) 1/3; light 3/3
+# for PAT (30, 40, 50), 1/3 for the others (0, 5, 11).
+ABLATION_LEARNED = [
+    "| small | 100 | PAT | 3/3 (s0 50.0, s1 50.0, s2 50.0) | 0/3 (s0 0.0, s1 0.0, s2 0.0) | "
+    "1/3 (s0 10.0, s1 25.0, s2 0.0) | 3/3 (s0 30.0, s1 40.0, s2 50.0) |",
+    "| infrequent | 1000 | PAT w/o Eq. 4 | 3/3 (s0 50.0, s1 50.0, s2 50.0) | 0/3 (s0 0.0, s1 0.0, s2 0.0) | "
+    "1/3 (s0 10.0, s1 25.0, s2 0.0) | 1/3 (s0 0.0, s1 5.0, s2 11.0) |",
+]
+
+
+def test_ablation_notebook_rebuilds_its_tables_and_figure_from_the_complete_study(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    notebook, scratch = _execute("ablation", monkeypatch, tmp_path, {"synthetic_ablation.csv": _ablation_study()})
+    assert (scratch / "docs" / "figures" / "ablation.png").stat().st_size > 0
+    text = _text(notebook)
+    assert "75 of 75 runs" in text and "provisional" not in text
+    for line in ABLATION_PAIRED + ABLATION_LEARNED:
+        assert line in text, f"missing: {line}"
+    assert _figures(notebook)
+
+
+def test_ablation_notebook_draws_an_incomplete_study_as_provisional_and_writes_no_figure(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    study = _ablation_study(leave_out="synthetic_ablation/small10-pat-s2")
+    notebook, scratch = _execute("ablation", monkeypatch, tmp_path, {"synthetic_ablation.csv": study})
+    assert not (scratch / "docs" / "figures" / "ablation.png").exists()
+    text = _text(notebook)
+    assert "74 of 75 runs: provisional" in text and "figure not written" in text
+    # small10 PAT - CB-Focal over seeds 0 and 1: 1 and 3 points, half-width 12.706205 * sqrt(2) / sqrt(2).
+    assert "| small | 10 | PAT − CB-Focal (n=2) | +2.00 [-10.71, +14.71] | +5.00 [+5.00, +5.00] |" in text
+    assert "| small | 10 | PAT | 2/2 (s0 50.0, s1 50.0) |" in text
+    assert _figures(notebook)
+
+
+def test_ablation_notebook_refuses_a_study_whose_method_column_does_not_tell_the_variants_apart(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The PAT w/o beta runs labelled as PAT: the variants from the run names no longer match the labels.
+    study = _ablation_study().replace("PAT w/o beta", "PAT (T=20)")
+    with pytest.raises(CellExecutionError, match="does not tell the variants apart"):
+        _execute("ablation", monkeypatch, tmp_path, {"synthetic_ablation.csv": study})
+
+
+# The synthetic Table 3 grid, from configs/sweeps/synthetic_table3.yaml's axes, with the report's labels.
+TABLE3_LOSSES = {
+    "ce": "CE",
+    "focal": "Focal (gamma=2)",
+    "cb": "CB",
+    "cbfocal": "CBFocal",
+    "bms": "BMS",
+    "ldam": "LDAM (m=0.5, s=20)",
+    "blv": "BLV (sigma=0.5)",
+    "pat": "PAT (T=20)",
+}
+
+
+def test_results_notebook_prints_the_report_of_the_complete_table3_study(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Loss number i, seed s: mIoU 40 + 2 i + (s - 1) points (mean 40 + 2 i, sd 1); the light learned
+    # (IoU > 10) by PAT's seed 2 alone (5, 10, 30 points), by no CE seed; every other class by all.
+    runs = [
+        {
+            "run": f"synthetic_table3/{loss}-s{seed}",
+            "dataset": "Synthetic",
+            "method": label,
+            "is_pat": int(loss == "pat"),
+            "seed": seed,
+            "data_seed": seed,
+            "data.imbalance": "null",
+            "data.rarity": "small",
+            "miou": 0.40 + 0.02 * index + 0.01 * (seed - 1),
+            "miou_tail": 0.2,
+            "iou/light": [0.05, 0.10, 0.30][seed] if loss == "pat" else 0.0,
+        }
+        for index, (loss, label) in enumerate(TABLE3_LOSSES.items())
+        for seed in range(3)
+    ]
+    notebook, _ = _execute("results", monkeypatch, tmp_path, {"synthetic_table3.csv": _study_text(runs)})
+    text = _text(notebook)
+    assert "24 of 24 runs" in text and "tiny" not in text
+    assert "| CE | 40.00 ± 1.00 (n=3) |" in text
+    assert "| PAT (T=20) | **54.00 ± 1.00 (n=3)** |" in text  # the best mIoU, in bold
+    assert "| PAT (T=20) | " + "3/3 | " * 8 + "1/3 |" in text
+    assert "| CE | " + "3/3 | " * 8 + "0/3 |" in text
+    assert _figures(notebook)
