@@ -24,9 +24,6 @@ class StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is when a line is logged (a notebook or a test may swap it),
     not to the stream that was current when the handler was made."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property
     def stream(self) -> TextIO:
         return sys.stderr
