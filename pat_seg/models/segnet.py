@@ -30,8 +30,9 @@ class SegNet(SegmentationNetwork):
     "produces a multi-channel feature map" with the mirrored filter bank). A final 3x3 convolution
     gives the class logits; the paper follows it with a soft-max, which the loss applies here.
 
-    Any ``H, W`` of at least 32 (``min_input_size``) works: pooling floors odd sizes and unpooling is told the pre-pool size, so each
-    value returns exactly to the position its index names and the output has the input's size.
+    Any ``H, W`` of at least 32 (``min_input_size``) works: pooling floors odd sizes and unpooling
+    is told the pre-pool size, so each value returns exactly to the position its index names and
+    the output has the input's size.
 
     Args:
         num_classes: number of output channels (logits).
