@@ -18,6 +18,7 @@ from torchmetrics.aggregation import MeanMetric
 
 from pat_seg.arguments import check_choice, check_number
 from pat_seg.exceptions import ConfigurationError
+from pat_seg.experiments.checkpoint_files import checkpoint_globals, read_checkpoint
 from pat_seg.losses import PixelLoss
 from pat_seg.losses.hooks import TakesClassCounts, TakesClassPresence, TakesEpoch, check_hooks
 from pat_seg.metrics import SegmentationMetrics
@@ -160,10 +161,10 @@ class SegmentationModule(L.LightningModule):
         local = isinstance(checkpoint_path, (str, Path))
         if local and "://" in str(checkpoint_path):
             raise ConfigurationError(f"{checkpoint_path}: download the checkpoint and load the local file")
-        # The hyperparameters, read first (a file memory-mapped: no second copy of the weights).
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=local)
-        if not local:
-            checkpoint_path.seek(0)  # type: ignore[union-attr]  # a file object: Lightning reads it again
+        # The hyperparameters, read first (a file memory-mapped: no second copy of the weights; a file
+        # object is left where it was, for Lightning to read again), with the allow-list every
+        # pat-seg reader uses and a named error for a file that would run code.
+        checkpoint = read_checkpoint(checkpoint_path)
         hyper_parameters = checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY) or {}
         named = {key: value for key, value in hyper_parameters.items() if key not in kwargs}
         missing = sorted(set(unimported_classes(named)))
@@ -173,9 +174,10 @@ class SegmentationModule(L.LightningModule):
                 f"checkpoint {checkpoint_path} names {', '.join(missing)}, from modules not imported yet; "
                 f"reloading imports no module a file names (that would run its code): import {', '.join(modules)} first"
             )
-        loaded = super().load_from_checkpoint(
-            checkpoint_path, map_location, hparams_file, strict, weights_only=True, **kwargs
-        )
+        with checkpoint_globals():  # Lightning's own torch.load(weights_only=True), the same allow-list
+            loaded = super().load_from_checkpoint(
+                checkpoint_path, map_location, hparams_file, strict, weights_only=True, **kwargs
+            )
         assert isinstance(loaded, SegmentationModule)
         # Rebuilt outside LightningCLI, the module kept none of the classes' configs: put them back, so that
         # its own checkpoints reload the same way.

@@ -17,6 +17,7 @@ from pat_seg.experiments.checkpoint_files import (
     read_checkpoint,
     write_checkpoint,
 )
+from pat_seg.module import SegmentationModule
 
 
 class RunsCode:
@@ -82,7 +83,21 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(tmp_path: 
     assert str(crafted) in str(refused.value)
     with pytest.raises(UnreadableCheckpointError):
         SafeCheckpointIO().load_checkpoint(crafted)  # the trainer's own loads go through the same reader
+    # Reloading a module from Python goes through it too, from a path or from an open file.
+    with pytest.raises(UnreadableCheckpointError, match=r"system"):
+        SegmentationModule.load_from_checkpoint(crafted)
+    with crafted.open("rb") as stream, pytest.raises(UnreadableCheckpointError, match="cannot read checkpoint"):
+        SegmentationModule.load_from_checkpoint(stream)
     assert not marker.exists()
+
+
+def test_read_checkpoint_leaves_a_file_object_where_it_was(tmp_path: Path) -> None:
+    target = tmp_path / "last.ckpt"
+    write_checkpoint({"global_step": 7, "w": torch.arange(3.0)}, target)
+    with target.open("rb") as stream:
+        assert read_checkpoint(stream)["global_step"] == 7
+        assert stream.tell() == 0  # the next reader (Lightning's) starts from the beginning
+        assert torch.equal(torch.load(stream, weights_only=True)["w"], torch.arange(3.0))
 
 
 def test_truncated_and_missing_checkpoints_are_named(tmp_path: Path) -> None:

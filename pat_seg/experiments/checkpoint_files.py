@@ -14,8 +14,9 @@ one, never a truncated one.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -33,24 +34,45 @@ class UnreadableCheckpointError(ConfigurationError):
     """A checkpoint file is missing, truncated, not a checkpoint, or would run code when unpickled."""
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint at ``path``, read without running code (tensors memory-mapped, on the CPU).
+def checkpoint_globals() -> AbstractContextManager[Any]:
+    """The allow-list of :data:`CHECKPOINT_TYPES` for a ``torch.load(weights_only=True)`` inside it
+    (ours, or one Lightning makes), so every reader admits the same types and no others."""
+    return torch.serialization.safe_globals(list(CHECKPOINT_TYPES))
+
+
+def read_checkpoint(source: str | Path | IO[bytes]) -> dict[str, Any]:
+    """The checkpoint at ``source``, read without running code (on the CPU; a file's tensors
+    memory-mapped; a file object is read from its current position and left where it was).
 
     Raises :class:`UnreadableCheckpointError` naming the file and why, listing the other checkpoints
     in its folder.
     """
-    path = Path(path)
+    if not isinstance(source, (str, Path)):
+        start = source.tell()
+        try:
+            with checkpoint_globals():
+                state = torch.load(source, map_location="cpu", weights_only=True)
+        except Exception as error:  # as below; a stream has no folder to list
+            raise UnreadableCheckpointError(f"cannot read checkpoint {source!r}: {error}".splitlines()[0]) from error
+        finally:
+            source.seek(start)
+        return _a_checkpoint(state, repr(source))
+    path = Path(source)
     if not path.is_file():
         raise UnreadableCheckpointError(f"checkpoint {path} does not exist{_others(path)}")
     try:
-        with torch.serialization.safe_globals(list(CHECKPOINT_TYPES)):
+        with checkpoint_globals():
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # torch raises pickle, zip and runtime errors for a damaged file
         raise UnreadableCheckpointError(
             f"cannot read checkpoint {path}: {_why_unreadable(path, error)}{_others(path)}"
         ) from error
+    return _a_checkpoint(state, str(path))
+
+
+def _a_checkpoint(state: Any, where: str) -> dict[str, Any]:
     if not isinstance(state, dict):
-        raise UnreadableCheckpointError(f"{path} is not a Lightning checkpoint (a {type(state).__name__}, not a dict)")
+        raise UnreadableCheckpointError(f"{where} is not a Lightning checkpoint (a {type(state).__name__}, not a dict)")
     return state
 
 
