@@ -531,6 +531,12 @@ def test_holm_adjusted_p_values_and_bonferroni_intervals_on_known_answers(tmp_pa
     assert "Bonferroni-widened over the m = 3 data sets each method was compared on" in text
     plain = table(report(str(tmp_path), paired_against="PAT"), "Paired differences against PAT")
     assert all("p_Holm" not in cell_text for row in plain for cell_text in row)
+    for seed, difference in enumerate([0.01, 0.03, 0.02, 0.04, 0.00]):  # CB in one regime only: a family of 1
+        small = {"imbalance": 1000.0, "rarity": "small"}
+        cb = val(0.40 + 0.01 * seed + difference)
+        make_run(tmp_path, f"s{seed}-small-cb", cb, "ClassBalancedLoss", seed=seed, data_seed=seed, data_args=small)
+    text = report(str(tmp_path), paired_against="PAT", holm="datasets")
+    assert "Bonferroni-widened over the m = 1 or 3 data sets each method was compared on" in text
 
 
 METHOD_DIFFERENCES = {  # (loss, label) -> its mIoU minus PAT's, per seed (5 seeds), all on one data set
