@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_run_safety import pat_seg, short_error
 from torch.utils.tensorboard import SummaryWriter
 
 from pat_seg.experiments.report import main, report
@@ -309,6 +310,8 @@ def test_a_rerun_with_the_same_seeds_counts_once_with_a_warning(tmp_path: Path, 
         (["--logdir", "/nonexistent/logs"], "is not a directory"),
         (["--logdir", "{tmp}"], "no runs"),
         (["--logdir", "{tmp}", "--format", "html"], "invalid choice: 'html'"),
+        (["--decision", "{tmp}/sweep.yaml", "--holm", "methods"], "leave out --holm"),
+        (["--decision", "{tmp}/sweep.yaml", "--holm"], "leave out --holm"),
     ],
 )
 def test_bad_input_exits_with_the_reason(
@@ -503,7 +506,7 @@ def write_holm_study(root: Path) -> None:
 
 def test_holm_adjusted_p_values_and_bonferroni_intervals_on_known_answers(tmp_path: Path) -> None:
     write_holm_study(tmp_path)
-    text = report(str(tmp_path), paired_against="PAT", holm=True)
+    text = report(str(tmp_path), paired_against="PAT", holm="datasets")
     rows = {row[0]: row for row in table(text, "Paired differences against PAT")}
     # By hand: per regime the mean, sd and t of the 5 differences, p from the 4-df closed form; Holm:
     # sorted p_(1) <= p_(2) <= p_(3) become 3 p_(1), max(that, 2 p_(2)), max(that, p_(3)).
@@ -522,12 +525,88 @@ def test_holm_adjusted_p_values_and_bonferroni_intervals_on_known_answers(tmp_pa
     for regime, (mean, sd, _) in stats.items():
         label = next(label for label in rows if f"rarity={regime}" in label)
         low, high = mean - half * sd / math.sqrt(5), mean + half * sd / math.sqrt(5)
-        assert rows[label][2] == (
-            f"{mean * 100:+.2f} [{low * 100:+.2f}, {high * 100:+.2f}] (n=5, p_Holm={adjusted[regime]:.3g})"
-        ), regime
+        p_text = f"p={stats[regime][2]:.3g}, p_Holm={adjusted[regime]:.3g}"
+        assert rows[label][2] == (f"{mean * 100:+.2f} [{low * 100:+.2f}, {high * 100:+.2f}] (n=5, {p_text})"), regime
     assert adjusted["mixed"] < 0.05 < adjusted["small"]  # the fixture spans both decisions
+    assert "Bonferroni-widened over the m = 3 data sets each method was compared on" in text
     plain = table(report(str(tmp_path), paired_against="PAT"), "Paired differences against PAT")
     assert all("p_Holm" not in cell_text for row in plain for cell_text in row)
+    for seed, difference in enumerate([0.01, 0.03, 0.02, 0.04, 0.00]):  # CB in one regime only: a family of 1
+        small = {"imbalance": 1000.0, "rarity": "small"}
+        cb = val(0.40 + 0.01 * seed + difference)
+        make_run(tmp_path, f"s{seed}-small-cb", cb, "ClassBalancedLoss", seed=seed, data_seed=seed, data_args=small)
+    text = report(str(tmp_path), paired_against="PAT", holm="datasets")
+    assert "Bonferroni-widened over the m = 1 or 3 data sets each method was compared on" in text
+
+
+METHOD_DIFFERENCES = {  # (loss, label) -> its mIoU minus PAT's, per seed (5 seeds), all on one data set
+    ("CrossEntropyLoss", "CE"): [-0.200, -0.150, -0.260, -0.100, -0.180],
+    ("ClassBalancedLoss", "CB"): [0.030, 0.040, -0.010, 0.050, 0.035],
+    ("ClassBalancedFocalLoss", "CBFocal"): [0.020, -0.008, 0.030, 0.015, 0.025],
+}
+
+
+def write_methods_study(root: Path) -> None:
+    """PAT and three methods on one data set x 5 seeds (differences: METHOD_DIFFERENCES), and Focal at
+    one seed only: one pair, no p-value, so not a test of the Holm family."""
+    for seed in range(5):
+        base = 0.40 + 0.01 * seed
+        make_run(root, f"s{seed}-pat", val(base), "PATLoss", {"temperature": 20.0}, seed=seed, data_seed=seed)
+        for (loss, _), differences in METHOD_DIFFERENCES.items():
+            make_run(root, f"s{seed}-{loss}", val(base + differences[seed]), loss, seed=seed, data_seed=seed)
+    make_run(root, "s0-focal", val(0.45), "FocalLoss", {"gamma": 2.0}, seed=0, data_seed=0)
+
+
+def test_holm_over_the_methods_compared_on_one_data_set(tmp_path: Path) -> None:
+    write_methods_study(tmp_path)
+    # By hand: each method's mean, sd and t over its 5 differences, p from the 4-df closed form, then Holm's
+    # step-down over the m = 3 methods (Focal's single pair has no p-value and does not count).
+    stats = {}
+    for (_, label), differences in METHOD_DIFFERENCES.items():
+        mean = sum(differences) / 5
+        sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / 4)
+        stats[label] = (mean, sd, t_two_sided_p_4df(abs(mean) / (sd / math.sqrt(5))))
+    order = sorted(stats, key=lambda label: stats[label][2])
+    adjusted, running = {}, 0.0
+    for rank, label in enumerate(order):
+        running = max(running, min(1.0, (3 - rank) * stats[label][2]))
+        adjusted[label] = running
+    # The fixture exercises Holm's every step: CB's p < 0.05 becomes 2 p > 0.05, and CBFocal's own p
+    # (below 2 p of CB) is raised to CB's adjusted value by the running maximum.
+    assert order == ["CE", "CB", "CBFocal"]
+    assert stats["CB"][2] < 0.05 < adjusted["CB"] == adjusted["CBFocal"] > stats["CBFocal"][2]
+    assert adjusted["CE"] < 0.05
+    for family, m in (("methods", 3), ("datasets", 1)):  # one data set: each method's family is itself
+        text = report(str(tmp_path), paired_against="PAT", holm=family)
+        rows = {row[1]: row for row in table(text, "Paired differences against PAT")}
+        half = t_quantile_4df(1 - 0.05 / m)  # the Bonferroni level: 98.33% for m = 3, 95% for m = 1
+        for label, (mean, sd, p) in stats.items():
+            low, high = mean - half * sd / math.sqrt(5), mean + half * sd / math.sqrt(5)
+            p_holm = adjusted[label] if family == "methods" else p
+            expected = f"{mean * 100:+.2f} [{low * 100:+.2f}, {high * 100:+.2f}] (n=5, p={p:.3g}, p_Holm={p_holm:.3g})"
+            assert rows[label][2] == expected, (family, label)
+        assert rows["Focal (gamma=2)"][2] == f"{(0.45 - 0.40) * 100:+.2f} (n=1, no interval)"
+        members = "methods compared with PAT on each data set" if family == "methods" else "data sets each method"
+        assert f"Bonferroni-widened over the m = {m} {members}" in text, text.rsplit("\n", 3)[-3:]
+
+
+def test_an_unknown_holm_family_exits_2_with_a_short_message(tmp_path: Path) -> None:
+    write_methods_study(tmp_path / "logs")
+    output = tmp_path / "report.md"
+    result = pat_seg(
+        "report",
+        "--logdir",
+        str(tmp_path / "logs"),
+        "--paired-against",
+        "PAT",
+        "--holm",
+        "everything",
+        "--output",
+        str(output),
+    )
+    assert result.returncode == 2
+    short_error(result, "--holm", "invalid choice: 'everything'", "datasets", "methods")
+    assert not output.exists()
 
 
 def test_per_run_csv_rebuilds_the_same_report_without_event_files(tmp_path: Path) -> None:
@@ -550,7 +629,7 @@ def test_per_run_csv_rebuilds_the_same_report_without_event_files(tmp_path: Path
     assert [row["step"] for row in curve] == ["1", "4", "9", "14"] and curve[0]["miou"] == ""
     assert [float(row["miou"]) for row in curve[1:]] == pytest.approx([0.2, 0.3, 0.35], rel=1e-7)  # float32 events
     (tmp_path / "study.csv").write_text(per_run)
-    for kwargs in ({}, {"paired_against": "PAT", "holm": True}, {"fmt": "csv"}):
+    for kwargs in ({}, {"paired_against": "PAT", "holm": "datasets"}, {"fmt": "csv"}):
         assert report("unused", from_csv=str(tmp_path / "study.csv"), **kwargs) == report(
             str(tmp_path / "logs"), **kwargs
         )
@@ -577,7 +656,9 @@ def test_learned_counts_per_class(tmp_path: Path) -> None:
 def test_holm_needs_a_baseline_and_per_run_needs_csv(tmp_path: Path) -> None:
     make_run(tmp_path, "ce", val(0.4))
     with pytest.raises(ValueError, match="--holm corrects the paired differences"):
-        report(str(tmp_path), holm=True)
+        report(str(tmp_path), holm="methods")
+    with pytest.raises(ValueError, match="holm must be one of \\('datasets', 'methods'\\) or None; got True"):
+        report(str(tmp_path), paired_against="CE", holm=True)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="--per-run writes CSV"):
         report(str(tmp_path), per_run=True)
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")

@@ -31,10 +31,10 @@ import math
 import re
 import statistics
 import sys
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import yaml
 
@@ -314,29 +314,48 @@ def _is_baseline(method: str, against: str) -> bool:
     return _normalised(against) in (_normalised(method), _normalised(method.split(" (")[0].split(" [")[0]))
 
 
+HolmFamily = Literal["datasets", "methods"]
+HOLM_FAMILIES: tuple[HolmFamily, ...] = get_args(HolmFamily)
+# family -> what its members are, as the table's note names them (``{against}``: the baseline)
+_FAMILY_NOTES: dict[HolmFamily, str] = {
+    "datasets": "data sets each method was compared on",
+    "methods": "methods compared with {against} on each data set",
+}
+
+
+def _family_key(key: tuple[Row, Column], holm: HolmFamily) -> tuple[str, Column]:
+    """The Holm family of a cell ``((dataset, method), column)``: its method's data sets, or its data
+    set's methods; each metric column is a family of its own either way."""
+    (dataset, method), column = key
+    return (method if holm == "datasets" else dataset), column
+
+
+def _sizes(sizes: Iterable[int]) -> str:
+    """``m = 7``, or ``m = 2 or 3`` when the table's families differ in size."""
+    distinct = [str(size) for size in sorted(set(sizes))]
+    return "m = " + (distinct[0] if len(distinct) == 1 else f"{', '.join(distinct[:-1])} or {distinct[-1]}")
+
+
 def paired_tables(
     entries: Sequence[LabelledRun],
     against: str,
     split: str = "val",
     confidence: float = 0.95,
     warn: Callable[[str], None] = lambda message: None,
-    holm: bool = False,
+    holm: HolmFamily | None = None,
 ) -> list[Table]:
     """Per data set and model: every method minus ``against``, seed by seed, with Student-t intervals.
 
     Runs pair when they share their seeds (``seed_everything`` and the data seed), so both saw the
-    same initialisation and data order (:func:`pat_seg.experiments.paired.paired_difference`). With ``holm`` the
-    ``m`` data sets a method and metric were compared on form one family: each cell also shows its
-    Holm-adjusted p-value (:func:`pat_seg.experiments.paired.holm_adjust`) and its interval is widened to the
-    Bonferroni level ``1 - (1 - confidence) / m``, so the family's intervals hold together.
+    same initialisation and data order (:func:`pat_seg.experiments.paired.paired_difference`). With ``holm``
+    the paired t-tests of one metric column form families of ``m`` tests: ``"datasets"``, the data sets
+    (regimes) one method was compared on (a question asked of several data sets); ``"methods"``, the
+    methods compared with ``against`` on one data set (several methods against one baseline). Each
+    cell also shows its p-value and that p-value Holm-adjusted within its family
+    (:func:`pat_seg.experiments.paired.holm_adjust`) and its interval is widened to the Bonferroni
+    level ``1 - (1 - confidence) / m``, so the family's intervals hold together. Only comparisons
+    with two or more pairs (a p-value) count in ``m``; the note names the family and its ``m``.
     """
-    interval = (
-        f"[{confidence:.0%} Student-t interval, Bonferroni-widened over the data sets each method "
-        f"was compared on; p_Holm: Holm-adjusted p-value of the paired t-test over those data sets]"
-        if holm
-        else f"[{confidence:.0%} Student-t interval]"
-    )
-    note = f"last epoch of `{split}/*`; method minus {against} per seed, mean {interval} in points"
     columns = [("", metric) for metric in PAIRED_METRICS]
     tables = []
     for (model,), mine in _grouped(entries, "model").items():
@@ -356,31 +375,45 @@ def paired_tables(
                 variant, reference = ({s: v for s, v in side.items() if v is not None} for side in per_seed)
                 if variant and reference:
                     pairs[(dataset, method), column] = (variant, reference)
-        families = Counter((row[1], column) for row, column in pairs)  # a method's data sets, per metric
         differences: dict[tuple[Row, Column], PairedDifference] = {}
         cells: dict[tuple[Row, Column], Cell] = {}
         for (row, column), (values, baseline_values) in pairs.items():
-            level = 1.0 - (1.0 - confidence) / families[row[1], column] if holm else confidence
             try:
-                difference = differences[row, column] = paired_difference(values, baseline_values, level)
+                difference = differences[row, column] = paired_difference(values, baseline_values, confidence)
             except ValueError as error:
                 warn(f"{row[0]}, {model}, {row[1]} - {against}, {column[1]}: {error}")
             else:
                 cells[row, column] = Cell([values[seed] - baseline_values[seed] for seed in difference.seeds])
-        adjusted: dict[tuple[Row, Column], float] = {}
-        if holm:
-            for family in families:
-                keys = [key for key in differences if (key[0][1], key[1]) == family]
-                adjusted.update(zip(keys, holm_adjust([differences[key].p_value for key in keys])))
         texts: dict[tuple[Row, Column], str] = {}
+        interval = f"[{confidence:.0%} Student-t interval]"
+        if holm is not None:
+            families: dict[tuple[str, Column], list[tuple[Row, Column]]] = {}
+            for key, difference in differences.items():
+                if difference.n >= 2:  # one pair has no p-value: it is not a test of the family
+                    families.setdefault(_family_key(key, holm), []).append(key)
+            for keys in families.values():
+                level = 1.0 - (1.0 - confidence) / len(keys)
+                for key, p_holm in zip(keys, holm_adjust([differences[key].p_value for key in keys])):
+                    widened = paired_difference(*pairs[key], level)  # same pairs: only the interval widens
+                    texts[key] = (
+                        f"{widened.format(100.0)} (n={widened.n}, p={widened.p_value:.3g}, p_Holm={p_holm:.3g})"
+                    )
+            if families:
+                family = f"{_sizes(map(len, families.values()))} {_FAMILY_NOTES[holm].format(against=against)}"
+                interval = (
+                    f"[{confidence:.0%} Student-t interval, Bonferroni-widened over the {family}, per column; "
+                    f"p: two-sided p-value of the paired t-test, p_Holm: the same Holm-adjusted in that family]"
+                )
         for key, difference in differences.items():
+            if key in texts:
+                continue
             if difference.n < 2:
                 texts[key] = f"{difference.mean * 100:+.2f} (n=1, no interval)"
             else:
-                p_holm = f", p_Holm={adjusted[key]:.3g}" if holm else ""
-                texts[key] = f"{difference.format(100.0)} (n={difference.n}{p_holm})"
+                texts[key] = f"{difference.format(100.0)} (n={difference.n})"
         if texts:
-            rows = list(dict.fromkeys(row for row, _ in texts))
+            rows = list(dict.fromkeys(row for row, _ in differences))
+            note = f"last epoch of `{split}/*`; method minus {against} per seed, mean {interval} in points"
             title = f"Paired differences against {against} ({model})"
             tables.append(Table(title, ("Data set", "Method"), rows, columns, cells, note=note, texts=texts))
     return tables
@@ -597,19 +630,22 @@ def report(
     split: str = "val",
     runs: str = "**",
     paired_against: str | None = None,
-    holm: bool = False,
+    holm: HolmFamily | None = None,
     per_run: bool = False,
     from_csv: str | None = None,
 ) -> str:
     """The report of every run under ``logdir`` (``runs``: glob of run directories) as text; with
     ``paired_against``, followed by every method's paired differences against that one (``holm``:
-    corrected over the data sets). ``per_run`` (CSV only) writes each run's values instead of the
+    Holm-corrected over the data sets each method was compared on, ``"datasets"``, or over the methods
+    compared on each data set, ``"methods"``; :func:`paired_tables`). ``per_run`` (CSV only) writes each run's values instead of the
     tables; ``from_csv`` builds the tables from such a file instead of from ``logdir``."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}; got {fmt!r}")
     if per_run and fmt != "csv":
         raise ValueError(f"--per-run writes CSV; got --format {fmt}")
-    if holm and paired_against is None:
+    if holm is not None and holm not in HOLM_FAMILIES:
+        raise ValueError(f"holm must be one of {HOLM_FAMILIES} or None; got {holm!r}")
+    if holm is not None and paired_against is None:
         raise ValueError("--holm corrects the paired differences: give --paired-against METHOD too")
 
     def warn(message: str) -> None:
@@ -677,7 +713,11 @@ def decision_text(args: argparse.Namespace) -> str:
     the options that shape the tables instead are refused."""
     from pat_seg.experiments.decision import decision_report
 
-    others = {"--paired-against": args.paired_against is not None, "--holm": args.holm, "--per-run": args.per_run}
+    others = {
+        "--paired-against": args.paired_against is not None,
+        "--holm": args.holm is not None,
+        "--per-run": args.per_run,
+    }
     others["--runs"] = args.runs != "**"  # the rule names its runs: <sweep name>/<seed>-<arm>
     given = [flag for flag, used in others.items() if used]
     if given:
@@ -688,8 +728,8 @@ def decision_text(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``pat-seg report --logdir DIR [--format markdown|latex|csv] [--split val|test] [--runs GLOB]``, or
-    ``pat-seg report --decision SWEEP.yaml [--from-csv FILE | --logdir DIR] [--format markdown|csv]``."""
+    """``pat-seg report --logdir DIR [--format markdown|latex|csv] [--split val|test] [--runs GLOB]
+    [--paired-against METHOD [--holm [datasets|methods]]]``, or ``pat-seg report --decision SWEEP.yaml [--from-csv FILE | --logdir DIR] [--format markdown|csv]``."""
     parser = argparse.ArgumentParser(prog="pat-seg report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--logdir", default="lightning_logs", help="where the runs are (default: lightning_logs)")
     parser.add_argument("--format", choices=FORMATS, default="markdown")
@@ -705,9 +745,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--holm",
-        action="store_true",
-        help="with --paired-against: Holm-adjusted p-values and Bonferroni-widened intervals over the "
-        "data sets (regimes) each method was compared on",
+        nargs="?",
+        const="datasets",
+        choices=HOLM_FAMILIES,
+        metavar="{datasets,methods}",
+        help="with --paired-against: Holm-adjusted p-values and Bonferroni-widened intervals over a family "
+        "of comparisons, per metric: 'datasets' (the default of a bare --holm), the data sets (regimes) each "
+        "method was compared on; 'methods', the methods compared with METHOD on each data set and model",
     )
     parser.add_argument(
         "--per-run",
