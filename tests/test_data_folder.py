@@ -239,6 +239,56 @@ def test_a_prepared_split_goes_stale_when_its_split_list_changes(tmp_path: Path)
         make(tmp_path, **options, prepared="require").prepared_manifest("train")
 
 
+# --- the data set's name ------------------------------------------------------------------------------------
+def test_the_data_set_is_named_by_name_else_by_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_segnet(tmp_path / "CamVid", [0, 1, 2])
+    folder = make(tmp_path / "CamVid", **SEGNET)
+    named = make(tmp_path / "CamVid", **SEGNET, name="CamVid 180x240")
+    assert (folder.name, named.name) == ("CamVid", "CamVid 180x240")
+    # A name says which data set it is, not what its files hold: the same class counts and prepared splits.
+    assert folder.class_counts_cache_file() == named.class_counts_cache_file()
+    monkeypatch.chdir(tmp_path / "CamVid")
+    assert make(Path("."), **SEGNET).name is None  # no folder name of its own: the report says SegmentationFolder
+
+
+BAD_NAMES = {
+    "": "it is empty",
+    " CamVid": "it starts or ends with a space",
+    "a|b": "it holds '|', which ends a markdown table cell",
+    "a\nb": "it holds a control character",
+    "a\\b": "which starts a LaTeX command",
+    "x^2": "which is LaTeX's superscript",
+    "a~b": "which is LaTeX's non-breaking space",
+}
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_a_name_that_would_break_a_table_is_refused(tmp_path: Path, name: str) -> None:
+    write_segnet(tmp_path, [0, 1, 2])
+    with pytest.raises(ConfigurationError) as error:
+        make(tmp_path, **SEGNET, name=name)
+    message = str(error.value)
+    assert f"name {name!r} cannot name the data set in the report's tables: " in message and BAD_NAMES[name] in message
+
+
+def test_a_folder_whose_name_would_break_a_table_needs_a_name(tmp_path: Path) -> None:
+    write_segnet(tmp_path / "roads|2024", [0, 1, 2])
+    with pytest.raises(ConfigurationError) as error:
+        make(tmp_path / "roads|2024", **SEGNET)
+    assert f"'roads|2024', the last folder name of root '{tmp_path / 'roads|2024'}', cannot name" in str(error.value)
+    assert "Give name a text without" in str(error.value)
+    assert make(tmp_path / "roads|2024", **SEGNET, name="roads 2024").name == "roads 2024"
+
+
+def test_a_bad_name_through_the_console_script_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    write_segnet(tmp_path / "data", [0, 1, 2])
+    config = run_config(tmp_path / "run", tmp_path / "data", SEGNET)
+    result = pat_seg("fit", "--config", str(config), "--data.name", "a|b", cwd=tmp_path / "run")
+    assert result.returncode == 2
+    short_error(result, "name 'a|b' cannot name the data set", "which ends a markdown table cell")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["folder.yaml"], "a run folder was written"
+
+
 # --- bad input ----------------------------------------------------------------------------------------------
 def break_tree(root: Path, problem: str) -> tuple[dict[str, Any], str]:
     """A SegNet tree with one ``problem``: the data options that read it and a text the error must contain."""

@@ -34,6 +34,7 @@ import json
 import logging
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -153,6 +154,15 @@ class SegmentationDataModule(L.LightningDataModule, ABC):
 
     def precomputed_class_statistics(self) -> ClassStatistics | None:
         """Training class statistics known without a scan (a prepared split's manifest), or None."""
+        return None
+
+    @classmethod
+    def data_set_name(cls, init_args: Mapping[str, Any]) -> str | None:
+        """The name ``pat-seg report`` gives the data set that a run configured with ``init_args`` (its
+        saved ``data.init_args``) read; None: the run is named by its class (its ``label``, else its class
+        name). A module that reads whichever data set it is pointed at names it here
+        (:meth:`pat_seg.data.SegmentationFolderDataModule.data_set_name`), so that two data sets read by
+        one class never share a column. It reads configs that older versions saved too: it never raises."""
         return None
 
     # --- shared logic ------------------------------------------------------------------------

@@ -13,7 +13,8 @@ and ``split_files`` describe other layouts (SegNet's CamVid: ``{split}`` and ``{
 one folder of each and a list of names per split). Images and masks are paired by name (the file name
 without its suffix, below the folder). Masks hold class indices (``mask_format: index``) or colours of
 a ``palette`` (``rgb``), mapped by a fixed table (:mod:`pat_seg.data.masks`). Options, layouts and
-errors: docs/datasets.md, "Your own folder of images and masks".
+errors: docs/datasets.md, "Your own folder of images and masks". ``pat-seg report`` names the data
+set ``name``, else after its folder (``my_set``): :meth:`SegmentationFolderDataModule.data_set_name`.
 
 Every problem with the files of a split a command uses -- a missing folder, an image without a mask
 or a mask without an image, sizes that differ, a mask value that is neither a class nor void -- is a
@@ -26,7 +27,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from pathlib import Path
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -39,6 +41,7 @@ from pat_seg.data.disk import DiskDataModule, SampleTransform, SegmentationSampl
 from pat_seg.data.io import DatasetLayoutError, check_same_size, image_size, read_rgb, require_paths
 from pat_seg.data.masks import ColourMasks, IndexMasks, check_colours
 from pat_seg.exceptions import ConfigurationError
+from pat_seg.table_text import table_text_problem
 
 SPLITS: tuple[str, ...] = get_args(Split)
 # The splits each command reads (SegmentationDataModule.setup's, which runs after the run folder exists).
@@ -48,6 +51,32 @@ SHOWN_NAMES = 5  # file names an error lists before "..."
 MaskFormat = Literal["index", "rgb"]
 
 MaskReader = IndexMasks | ColourMasks
+# Last components of a root that name no folder of the data set's own (``root: .``, ``..``, ``~``).
+UNNAMED = frozenset({"", ".", "..", "~"})
+
+
+def root_name(root: str) -> str | None:
+    """The last folder name of ``root`` as the config writes it, not resolved (``data/CamVid/`` ->
+    ``CamVid``; ``C:\\data\\CamVid`` too), so the same data set on two machines has one name; None for
+    a root that has none of its own (``.``, ``/``, ``~``, ``..``)."""
+    last = PurePosixPath(root.replace("\\", "/")).name
+    return None if last in UNNAMED else last
+
+
+def checked_data_set_name(name: str | None, root: str) -> str | None:
+    """The data set's name, ``name`` or else :func:`root_name`; a :class:`ConfigurationError` naming it
+    when it cannot head a column of the report's tables (:func:`~pat_seg.table_text.table_text_problem`)."""
+    text = name if name is not None else root_name(str(root))
+    if text is None:
+        return None
+    problem = table_text_problem(text) if isinstance(text, str) else "it is not a string"
+    if problem is None:
+        return text
+    what = f"name {text!r}" if name is not None else f"{text!r}, the last folder name of root {root!r},"
+    raise ConfigurationError(
+        f"{what} cannot name the data set in the report's tables: {problem}. Give name a text without "
+        "'|', '\\', '^', '~', control characters or a space at either end, e.g. name: my_set"
+    )
 
 
 def files_by_name(folder: Path, suffix: str, longer_suffix: str | None = None) -> dict[str, Path]:
@@ -175,6 +204,10 @@ class SegmentationFolderDataModule(DiskDataModule):
 
     Args:
         root: the data set's folder; every other path is relative to it.
+        name: the data set's name in ``pat-seg report``'s tables (None: the last folder name of
+            ``root``, ``data/CamVid`` -> ``CamVid``): runs on data sets of different names are never
+            pooled (:meth:`data_set_name`). No ``|``, ``\\``, ``^``, ``~``, control character or
+            space at either end, which would break a markdown or LaTeX table.
         class_names: one name per class, in class-index order; ``num_classes`` is their number.
         size: ``(height, width)`` of every sample (the protocol size; evaluation resizes to it).
         image_dir: folder of a split's images; ``{split}`` is replaced by the split's folder name
@@ -212,6 +245,7 @@ class SegmentationFolderDataModule(DiskDataModule):
         root: str,
         class_names: list[str],
         size: tuple[int, int],
+        name: str | None = None,
         image_dir: str = "img_dir/{split}",
         mask_dir: str = "ann_dir/{split}",
         split_dirs: dict[str, str] | None = None,
@@ -228,6 +262,7 @@ class SegmentationFolderDataModule(DiskDataModule):
         **settings: Any,
     ) -> None:
         super().__init__(root, size, **settings)
+        self.name = checked_data_set_name(name, root)  # LightningDataModule's attribute for it
         if len(class_names) < 2 or not all(isinstance(name, str) and name for name in class_names):
             raise ConfigurationError(f"class_names must name at least 2 classes; got {class_names!r}")
         repeated = [name for name, count in Counter(class_names).items() if count > 1]
@@ -289,6 +324,17 @@ class SegmentationFolderDataModule(DiskDataModule):
             option = "void_values" if self.void_values else "reduce_zero_label"
             raise ConfigurationError(f"{option} is for mask_format: index; colour masks use void_colors")
         return ColourMasks.build(self.class_names, self.palette, self.void_colors, self.ignore_index)
+
+    @classmethod
+    def data_set_name(cls, init_args: Mapping[str, Any]) -> str | None:
+        """The report's name of a run's data set: ``name``, else the last folder name of ``root`` as the
+        config gives it (:func:`root_name`), so the same folder on two machines pools and two folders
+        do not; None (the class's label, ``SegmentationFolder``) for a root without one (``.``) or a
+        name that cannot stand in a table (a config saved before names were checked)."""
+        name, root = init_args.get("name"), init_args.get("root")
+        if name is None and isinstance(root, str):
+            name = root_name(root)
+        return name if isinstance(name, str) and table_text_problem(name) is None else None
 
     # --- layout ----------------------------------------------------------------------------------
     def layout(self) -> str:

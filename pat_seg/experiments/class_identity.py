@@ -8,6 +8,9 @@ declares none is known by its class name, written with its module when one of pa
 that name (or that label), so a class of the user's own is never taken for one of ours; nor does a
 user's subclass of a pat-seg class inherit the pat-seg class's label.
 
+A data module that reads whichever data set it is pointed at (a folder of the user's own) names the
+data set from the run's arguments instead (:func:`data_set_name`).
+
 The class is imported from its path, as the run that trained with it imported it, and is never
 instantiated. A path that does not import (a user's module off the ``PYTHONPATH``) still names its run,
 by the same rule: the class name it ends in, the whole path where pat-seg has a class of that name.
@@ -19,9 +22,11 @@ import dataclasses
 import functools
 import importlib
 import inspect
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pat_seg.losses.description import FROM_THE_DATA, LossDescription
+from pat_seg.table_text import table_text_problem
 
 Kind = Literal["loss", "model", "data"]
 KINDS: tuple[Kind, ...] = ("loss", "model", "data")
@@ -140,6 +145,16 @@ def label(class_path: str, kind: Kind) -> str:
         return canonical(class_path) if _foreign_label(class_path, declared_label, kind) else declared_label
     name = class_name(class_path)
     return name.removesuffix("DataModule") if kind == "data" and "." not in name else name
+
+
+def data_set_name(class_path: str, args: Mapping[str, Any]) -> str | None:
+    """The name of the data set that the data module at ``class_path`` read with ``args``, as its class
+    names it (``data_set_name``, :meth:`pat_seg.data.SegmentationDataModule.data_set_name`); None when
+    the class names none, does not import, or answers with text that cannot stand in a table."""
+    found = resolve(class_path)
+    naming = getattr(found, "data_set_name", None) if found is not None else None
+    name = naming(args) if callable(naming) else None
+    return name if isinstance(name, str) and table_text_problem(name) is None else None
 
 
 def not_identifying(class_path: str) -> frozenset[str]:

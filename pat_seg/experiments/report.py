@@ -43,6 +43,7 @@ from pat_seg.experiments.paired import PairedDifference, holm_adjust, paired_dif
 from pat_seg.experiments.run_folder import yaml_value
 from pat_seg.experiments.run_status import unfinished_reason
 from pat_seg.experiments.runs import (
+    DATA_SET_NAME,
     NOT_IDENTITY,
     Run,
     differing_keys,
@@ -461,8 +462,11 @@ def render_runs_csv(entries: Sequence[LabelledRun], split: str = "val", root: st
         key=lambda tag: (1, classes.get(tag[len("iou/") :], 0), tag) if tag.startswith("iou/") else (0, 0, tag),
     )
     # The data module's identifying arguments (e.g. a synthetic regime's imbalance and rarity), so that a
-    # study's file says what each run trained on even where the labels need not show it.
-    data_keys = sorted({key for e in entries for key in e.run.data[1]} - NOT_IDENTITY - {"classes"})
+    # study's file says what each run trained on even where the labels need not show it; not those that
+    # other columns hold: the classes (the iou/<class> columns) and the data set's name (``dataset``).
+    data_keys = sorted(
+        {key for e in entries for key in e.run.data[1]} - NOT_IDENTITY - {"classes", "class_names", DATA_SET_NAME}
+    )
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*RUN_COLUMNS, *(f"data.{key}" for key in data_keys), *tags])

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from pat_seg.exceptions import ConfigurationError
+from pat_seg.table_text import holds_control_character
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
@@ -178,11 +179,6 @@ def folder_name(value: object, what: str) -> str:
             f"save dir, e.g. 'cityscapes_pat' or 'seed-0'"
         )
     return text
-
-
-def holds_control_character(text: str) -> bool:
-    """Whether ``text`` holds a C0 control character (newline, carriage return, tab, NUL) or DEL."""
-    return any(character < " " or character == "\x7f" for character in text)
 
 
 def refuse_existing_run(run: RunFolder | None) -> None:

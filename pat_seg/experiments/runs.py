@@ -6,7 +6,9 @@ and ``validate`` of the run write into its ``test/`` and ``validate/`` folders, 
 run *is* -- loss, model, data set, seed -- is read from the saved config, never from the directory
 name, so renamed or hand-made runs report correctly, and what its classes are called is read from the
 classes (:mod:`pat_seg.experiments.class_identity`). Two runs are the same experiment only when their
-configs agree in everything but the seeds (:attr:`Run.identity`).
+configs agree in everything but the seeds (:attr:`Run.identity`) and their data sets have one name: a
+folder of the user's own is named by its ``name``, else after its folder, wherever it lies
+(:func:`~pat_seg.experiments.class_identity.data_set_name`).
 """
 
 from __future__ import annotations
@@ -20,19 +22,35 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pat_seg.arguments import check_choice
-from pat_seg.experiments.class_identity import Kind, canonical, label, loss_description, loss_plumbing, not_identifying
+from pat_seg.experiments.class_identity import (
+    Kind,
+    canonical,
+    data_set_name,
+    label,
+    loss_description,
+    loss_plumbing,
+    not_identifying,
+)
 from pat_seg.experiments.run_folder import CONFIG, PLUMBING, SEED_KEYS, SUBFOLDERS, experiment_identity, flatten
 from pat_seg.experiments.run_status import fit_finished
 from pat_seg.losses.description import FROM_THE_DATA, short_number
 
-# Init args that say nothing about *which* method, model or data set a run used: the data and model
-# arguments among the run folder's plumbing and seeds, those that come from the data, and the batch
-# size (which a label need not show). A loss's own description may name more (class_identity.not_identifying).
+# Init args that say nothing about *which* method, model or data set a run used: the data module's
+# and network's arguments among the run folder's plumbing and seeds, those that come from the data,
+# and the batch size (which a label need not show). A loss's own description may name more
+# (class_identity.not_identifying). Not among them: class_names. The module's copy (model.class_names)
+# is plumbing, filled from the data, but a data module that is given class_names (a folder of the
+# user's own) is told which classes its masks hold: other classes are another data set.
 NOT_IDENTITY = (
-    {key.rsplit(".", 1)[-1] for key in (*PLUMBING, *SEED_KEYS) if key.startswith(("data.", "model."))}
+    {
+        key.rsplit(".", 1)[-1]
+        for key in (*PLUMBING, *SEED_KEYS)
+        if key.startswith(("data.init_args.", "model.model.init_args."))
+    }
     | {"batch_size"}
     | set(FROM_THE_DATA)
 )
+DATA_SET_NAME = "name"  # the data module argument that holds the data set's name in Run.data and Run.identity
 # Folders a run's evaluations write into, read as part of the run (predictions hold no scalars).
 EVALUATION_FOLDERS = tuple(folder for command, folder in SUBFOLDERS.items() if command != "predict")
 
@@ -62,9 +80,17 @@ class Run:
 
     @property
     def data(self) -> tuple[str, dict[str, Any]]:
-        """The data module class and its arguments, with its number of classes (NYUv2 13/14/40 differ)."""
+        """The data module class and its arguments, with its number of classes (NYUv2 13/14/40 differ)
+        and its data set's name (:func:`with_data_set_name`)."""
         path, args = class_and_args(self.config.get("data"))
-        return path, {**args, "classes": len(self.class_names("val") or self.class_names("test"))}
+        classes = len(self.class_names("val") or self.class_names("test"))
+        return path, with_data_set_name({**args, "classes": classes}, DATA_SET_NAME, self.data_set)
+
+    @property
+    def data_set(self) -> str | None:
+        """The name its data module gives the data set it read (None: the class names it):
+        :func:`~pat_seg.experiments.class_identity.data_set_name`."""
+        return data_set_name(*class_and_args(self.config.get("data")))
 
     @property
     def seeds(self) -> tuple[Any, ...]:
@@ -77,7 +103,9 @@ class Run:
         """The run's config without seeds and logging plumbing: equal for repeats of one experiment."""
         switches = loss_description(self.loss[0]).with_switch_defaults({})
         defaults = {f"model.loss.init_args.{arg}": value for arg, value in switches.items()}
-        return experiment_identity(self.config, defaults, loss_plumbing(self.config))
+        identity = experiment_identity(self.config, defaults, loss_plumbing(self.config))
+        # The data set's name, not the root it was read from (plumbing): one data set on two machines pools.
+        return with_data_set_name(identity, f"data.init_args.{DATA_SET_NAME}", self.data_set)
 
     @property
     def identity_key(self) -> str:
@@ -108,6 +136,15 @@ class Run:
         """Mean over every logged value of ``tag`` (for per-epoch costs such as utilisation)."""
         values = self.scalars.get(tag)
         return math.fsum(v for _, v in values) / len(values) if values else None
+
+
+def with_data_set_name(args: dict[str, Any], key: str, name: str | None) -> dict[str, Any]:
+    """``args`` with ``args[key]`` the data set's ``name``: a ``name`` given and the folder name equal to
+    it are one data set. Without a name, a null ``name`` (what a run saves when none is given) is no
+    ``name`` (what runs saved before the argument existed)."""
+    if name is not None:
+        return {**args, key: name}
+    return {arg: value for arg, value in args.items() if arg != key or value is not None}
 
 
 def differing_keys(identities: list[dict[str, Any]]) -> list[str]:
@@ -175,23 +212,25 @@ def display_labels(identities: list[tuple[str, dict[str, Any]]], kind: str) -> d
     """Readable, unique labels for the distinct ``(class path, init args)`` of one kind.
 
     ``kind`` is ``"loss"``, ``"model"`` or ``"data"``. The name comes from the class
-    (:func:`pat_seg.experiments.class_identity.label`: the paper's for ours); the loss's headline
+    (:func:`pat_seg.experiments.class_identity.label`: the paper's for ours), or for a data set that its
+    module names (a folder of the user's own) from the data set (``CamVid``); the loss's headline
     hyperparameters follow (``PAT (T=20)``); any other argument that differs between two identities of
-    the same class is appended, so runs that differ are never merged under one label. Returns a map
-    from :func:`identity_key` to label.
+    the same class (and, for data, the same name) is appended, so runs that differ are never merged
+    under one label. Returns a map from :func:`identity_key` to label.
     """
     check_choice("kind", kind, Kind)
     unique = {identity_key(path, args): (path, args) for path, args in identities}
+    names = {key: _base_name(path, args, cast(Kind, kind)) for key, (path, args) in unique.items()}
     labels: dict[str, str] = {}
     for key, (path, args) in unique.items():
-        if kind == "loss":
-            description = loss_description(path)
-            base, shown = description.named(args)
-            shown = {**shown, **dict.fromkeys(description.switches, "")}  # in the name, never repeated
-        else:
-            base, shown = label(path, cast(Kind, kind)), {}
+        base, shown = names[key]
         parts = [f"{symbol}={short_number(args[arg])}" for arg, symbol in shown.items() if arg in args and symbol]
-        siblings = [other for other in unique.values() if other[0] == path and other[1] != args]
+        # A data set's name tells it from data sets of other names already: only those of its name count.
+        siblings = [
+            other
+            for other_key, other in unique.items()
+            if other[0] == path and other[1] != args and (kind != "data" or names[other_key][0] == base)
+        ]
         ignored = NOT_IDENTITY | not_identifying(path)
         differing = sorted(
             {
@@ -204,6 +243,20 @@ def display_labels(identities: list[tuple[str, dict[str, Any]]], kind: str) -> d
         parts += [f"{arg}={short_number(args.get(arg))}" for arg in differing]
         labels[key] = f"{base} ({', '.join(parts)})" if parts else base
     return labels
+
+
+def _base_name(path: str, args: dict[str, Any], kind: Kind) -> tuple[str, dict[str, str]]:
+    """The name :func:`display_labels` starts a label with, and the arguments it shows by symbol (an
+    empty symbol: in the name, never repeated): a loss's description's; a data set's own name
+    (:func:`data_set_name`); else the class's label."""
+    if kind == "loss":
+        description = loss_description(path)
+        base, shown = description.named(args)
+        return base, {**shown, **dict.fromkeys(description.switches, "")}
+    name = data_set_name(path, args) if kind == "data" else None
+    if name is not None:
+        return name, {DATA_SET_NAME: ""}
+    return label(path, kind), {}
 
 
 def identity_key(path: str, args: dict[str, Any]) -> str:

@@ -72,15 +72,9 @@ from typing import IO, TYPE_CHECKING, Any, Literal, get_args
 import yaml
 
 from pat_seg.config_files import resolve_config, shipped_config
-from pat_seg.experiments.run_folder import (
-    CHECKPOINTS,
-    CONFIG,
-    SUBFOLDERS,
-    folder_name,
-    holds_control_character,
-    yaml_value,
-)
+from pat_seg.experiments.run_folder import CHECKPOINTS, CONFIG, SUBFOLDERS, folder_name, yaml_value
 from pat_seg.experiments.run_status import fit_completed
+from pat_seg.table_text import holds_control_character
 
 if TYPE_CHECKING:
     from pat_seg.experiments.study_csv import StudyCsv
