@@ -92,6 +92,15 @@ def test_other_class_names_under_one_folder_name_are_another_data_set(tmp_path: 
     }
 
 
+def test_a_folder_named_like_one_of_pat_segs_data_sets_says_whose_it_is(tmp_path: Path) -> None:
+    folder_run(tmp_path, "folder", 0.40, seed=0, root="/data/Synthetic")
+    make_run(tmp_path, "embedded", val(0.60), seed=0)  # SyntheticLongTailDataModule, labelled Synthetic
+    assert miou_cells(report(str(tmp_path))) == {
+        "Synthetic": "60.00 (n=1)",
+        "Synthetic (SegmentationFolder)": "40.00 (n=1)",
+    }
+
+
 def test_the_per_run_csv_keeps_the_names_and_a_comma_in_one(tmp_path: Path) -> None:
     folder_run(tmp_path / "logs", "a-s0", 0.40, seed=0, root="/data/CamVid")
     folder_run(tmp_path / "logs", "b-s0", 0.60, seed=0, root="/data/roads", name="roads, 2024")

@@ -30,6 +30,7 @@ from pat_seg.experiments.class_identity import (
     loss_description,
     loss_plumbing,
     not_identifying,
+    own_labels,
 )
 from pat_seg.experiments.run_folder import CONFIG, PLUMBING, SEED_KEYS, SUBFOLDERS, experiment_identity, flatten
 from pat_seg.experiments.run_status import fit_finished
@@ -248,15 +249,18 @@ def display_labels(identities: list[tuple[str, dict[str, Any]]], kind: str) -> d
 def _base_name(path: str, args: dict[str, Any], kind: Kind) -> tuple[str, dict[str, str]]:
     """The name :func:`display_labels` starts a label with, and the arguments it shows by symbol (an
     empty symbol: in the name, never repeated): a loss's description's; a data set's own name
-    (:func:`data_set_name`); else the class's label."""
+    (:func:`data_set_name`), with its class's label where it is also the label of one of pat-seg's data
+    sets (``Synthetic (SegmentationFolder)``); else the class's label."""
     if kind == "loss":
         description = loss_description(path)
         base, shown = description.named(args)
         return base, {**shown, **dict.fromkeys(description.switches, "")}
     name = data_set_name(path, args) if kind == "data" else None
-    if name is not None:
-        return name, {DATA_SET_NAME: ""}
-    return label(path, kind), {}
+    if name is None:
+        return label(path, kind), {}
+    if name in own_labels("data"):  # a folder called Cityscapes is not pat-seg's Cityscapes: say whose it is
+        name = f"{name} ({label(path, kind)})"
+    return name, {DATA_SET_NAME: ""}
 
 
 def identity_key(path: str, args: dict[str, Any]) -> str:
