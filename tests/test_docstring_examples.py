@@ -12,7 +12,7 @@ import importlib
 
 import pytest
 
-MODULES = ("pat_seg.losses.pat", "pat_seg.metrics", "pat_seg.class_statistics")
+MODULES = ("pat_seg.losses.pat", "pat_seg.metrics", "pat_seg.class_statistics", "pat_seg.table_text")
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -75,7 +75,7 @@ def checked_data_set_name(name: str | None, root: str) -> str | None:
     what = f"name {text!r}" if name is not None else f"{text!r}, the last folder name of root {root!r},"
     raise ConfigurationError(
         f"{what} cannot name the data set in the report's tables: {problem}. Give name a text without "
-        "'|', '\\', '^', '~', control characters or a space at either end, e.g. name: my_set"
+        "control characters or a space at either end, e.g. name: my_set"
     )
 
 
@@ -206,9 +206,10 @@ class SegmentationFolderDataModule(DiskDataModule):
         root: the data set's folder; every other path is relative to it.
         name: the data set's name in ``pat-seg report``'s tables (None: the last folder name of
             ``root``, ``data/CamVid`` -> ``CamVid``): runs on data sets of different names are never
-            pooled (:meth:`data_set_name`). No ``|``, ``\\``, ``^``, ``~``, control character or
-            space at either end, which would break a markdown or LaTeX table.
-        class_names: one name per class, in class-index order; ``num_classes`` is their number.
+            pooled (:meth:`data_set_name`). No control character or space at either end, which no
+            table can show (:func:`~pat_seg.table_text.table_text_problem`); the report escapes the rest.
+        class_names: one name per class, in class-index order; ``num_classes`` is their number. Each
+            heads a column of the report's per-class tables: no control character or space at either end.
         size: ``(height, width)`` of every sample (the protocol size; evaluation resizes to it).
         image_dir: folder of a split's images; ``{split}`` is replaced by the split's folder name
             (``split_dirs``). mmsegmentation: ``img_dir/{split}``; SegNet's CamVid: ``{split}``.
@@ -265,6 +266,11 @@ class SegmentationFolderDataModule(DiskDataModule):
         self.name = checked_data_set_name(name, root)  # LightningDataModule's attribute for it
         if len(class_names) < 2 or not all(isinstance(name, str) and name for name in class_names):
             raise ConfigurationError(f"class_names must name at least 2 classes; got {class_names!r}")
+        for index, class_name in enumerate(class_names):  # each heads a column of the report's per-class tables
+            if (problem := table_text_problem(class_name)) is not None:
+                raise ConfigurationError(
+                    f"class_names[{index}] {class_name!r} cannot name a class in the report's tables: {problem}"
+                )
         repeated = [name for name, count in Counter(class_names).items() if count > 1]
         if repeated:
             raise ConfigurationError(f"class_names lists {repeated[0]!r} twice; each class needs a name of its own")

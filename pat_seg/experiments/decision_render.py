@@ -2,7 +2,9 @@
 
 Markdown (``pat-seg report --decision``) prints IoU values, differences and pixel shares in points
 (x100) with 2 decimals, the study's completeness first; CSV (``--format csv``) holds them in points at
-full precision: one line per arm, comparison, prediction, contrast and class x arm.
+full precision: one line per arm, comparison, prediction, contrast and class x arm. Every name the
+study gives (its arms, comparisons, classes, the files it was read from) is printed through
+:func:`~pat_seg.table_text.markdown_text` in markdown, in a table cell or in the text around it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, get_args
 
 from pat_seg.experiments.decision_rule import ContrastKind
 from pat_seg.experiments.paired import PairedDifference
+from pat_seg.table_text import markdown_text
 
 if TYPE_CHECKING:  # the results' types only: decision.py imports this module to render them
     from pat_seg.experiments.decision import ClassResult, DecisionReport
@@ -48,7 +51,7 @@ def _labelled(text: str, provisional: str) -> str:
 
 
 def _row(cells: Iterable[str]) -> str:
-    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+    return "| " + " | ".join(map(markdown_text, cells)) + " |"
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric: range | Sequence[int]) -> list[str]:
@@ -64,7 +67,7 @@ def _status_lines(result: DecisionReport) -> list[str]:
     if not missing:
         lines = [f"**Complete**: every arm has a run of every seed the rule lists ({len(rule.arms)} arms).", ""]
     else:
-        lacking = "; ".join(f"{arm} lacks {' '.join(seeds)}" for arm, seeds in missing.items())
+        lacking = "; ".join(f"{markdown_text(arm)} lacks {' '.join(seeds)}" for arm, seeds in missing.items())
         lines = [
             f"**INCOMPLETE**: {len(missing)} of {len(rule.arms)} arms lack seeds the rule lists "
             f"({lacking}). Every number "
@@ -74,25 +77,27 @@ def _status_lines(result: DecisionReport) -> list[str]:
     if any(r.provisional for r in result.comparisons):
         lines += ["The family's comparisons lack seeds: **every verdict below is provisional**.", ""]
     elif missing:
-        lines += [f"The family's arms ({', '.join(sorted(family))}) have every seed: its verdicts are final.", ""]
+        arms = ", ".join(map(markdown_text, sorted(family)))
+        lines += [f"The family's arms ({arms}) have every seed: its verdicts are final.", ""]
     rows = [
         [arm, " ".join(seeds), " ".join(result.present[arm]) or "none", " ".join(missing.get(arm, ())) or "–"]
         for arm, seeds in rule.arms.items()
     ]
     lines += _table(["Arm", "Seeds listed", "Seeds with a run", "Missing"], rows, ())
     if result.ignored:
-        lines += [f"Runs of the study the rule does not use: {', '.join(result.ignored)}.", ""]
+        lines += [f"Runs of the study the rule does not use: {', '.join(map(markdown_text, result.ignored))}.", ""]
     return lines
 
 
 def render_markdown(result: DecisionReport) -> str:
     rule = result.rule
     m = len(rule.comparisons)
+    study = markdown_text(rule.study)
     quantity = f"the mean of its classes' last `{rule.split}/iou/<class>`" if rule.groups else ""
     out = [
-        f"## Decision rule of the study {rule.study} ({rule.path})",
+        f"## Decision rule of the study {study} ({markdown_text(str(rule.path))})",
         "",
-        f"Runs: {result.source}, folders {rule.study}/<seed>-<arm>. A run's {rule.metric}: its last "
+        f"Runs: {markdown_text(result.source)}, folders {study}/<seed>-<arm>. A run's {rule.metric}: its last "
         f"`{rule.split}/{rule.metric}`" + (f"; a group's value: {quantity}" if quantity else "") + ". "
         "Differences A - B in IoU points, paired by seed.",
         "",
@@ -128,7 +133,7 @@ def render_markdown(result: DecisionReport) -> str:
         if r.unpaired:
             unpaired.setdefault(r.unpaired, []).append(r.comparison.name)
     out += [
-        f"{', '.join(names)}: seeds {', '.join(seeds)} unpaired (an arm lacks the run or its value)."
+        f"{', '.join(map(markdown_text, names))}: seeds {', '.join(seeds)} unpaired (an arm lacks the run or its value)."
         for seeds, names in unpaired.items()
     ]
     out += [""] if unpaired else []
@@ -159,7 +164,7 @@ def render_markdown(result: DecisionReport) -> str:
         if not mine:
             continue
         out += [
-            f"### {kind.capitalize()}: each arm minus {mine[0].against} ({_level(confidence)} paired t intervals, "
+            f"### {kind.capitalize()}: each arm minus {markdown_text(mine[0].against)} ({_level(confidence)} paired t intervals, "
             f"uncorrected; {kind}, no verdict)",
             "",
         ]

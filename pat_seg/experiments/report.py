@@ -53,6 +53,7 @@ from pat_seg.experiments.runs import (
 )
 from pat_seg.losses import BEYOND_PAPER_LOSSES, PAPER_LOSSES, PATLoss
 from pat_seg.models import PAPER_MODELS
+from pat_seg.table_text import latex_text, markdown_text
 
 FORMATS = ("markdown", "latex", "csv")
 SPLITS = ("val", "test")
@@ -573,35 +574,34 @@ def _fields(table: Table, escape: Callable[[str], str], bold: str) -> Iterator[l
 
 
 def render_markdown(tables: Sequence[Table]) -> str:
+    """The tables in GitHub-flavoured markdown; every title, header and cell text through
+    :func:`~pat_seg.table_text.markdown_text`, so that a ``|`` in a label stays in its cell."""
     out = []
     for table in tables:
-        out.append(f"### {table.title}\n")
-        out.append("| " + " | ".join([*table.row_header, *map(_header, table.columns)]) + " |")
+        header = [*table.row_header, *map(_header, table.columns)]
+        out.append(f"### {markdown_text(table.title)}\n")
+        out.append("| " + " | ".join(map(markdown_text, header)) + " |")
         out.append("|" + "---|" * len(table.row_header) + "---:|" * len(table.columns))
-        out += ["| " + " | ".join(fields) + " |" for fields in _fields(table, str, "**{}**")]
-        out.append(f"\n{_footnote(table)}\n")
+        out += ["| " + " | ".join(fields) + " |" for fields in _fields(table, markdown_text, "**{}**")]
+        out.append(f"\n{markdown_text(_footnote(table))}\n")
     return "\n".join(out)
 
 
-def _latex_escape(text: str) -> str:
-    return re.sub(r"([&%$#_{}])", r"\\\1", text).replace("±", r"$\pm$")
-
-
 def render_latex(tables: Sequence[Table]) -> str:
+    """The tables as LaTeX ``table`` floats (booktabs rules); every caption, header and cell text
+    through :func:`~pat_seg.table_text.latex_text`."""
     out = []
     for table in tables:
-        header = [_latex_escape(h) for h in table.row_header] + [
-            _latex_escape(_header(c)).replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$") for c in table.columns
-        ]
+        header = [latex_text(text) for text in (*table.row_header, *map(_header, table.columns))]
         out += [
             r"\begin{table}[t]",
             r"\centering",
-            rf"\caption{{{_latex_escape(f'{table.title}: {_footnote(table)}')}}}",
+            rf"\caption{{{latex_text(f'{table.title}: {_footnote(table)}')}}}",
             rf"\begin{{tabular}}{{{'l' * len(table.row_header)}{'r' * len(table.columns)}}}",
             r"\toprule",
             " & ".join(header) + r" \\",
             r"\midrule",
-            *(" & ".join(fields) + r" \\" for fields in _fields(table, _latex_escape, r"\textbf{{{}}}")),
+            *(" & ".join(fields) + r" \\" for fields in _fields(table, latex_text, r"\textbf{{{}}}")),
             r"\bottomrule",
             r"\end{tabular}",
             r"\end{table}",
@@ -697,11 +697,12 @@ def report(
 
 
 def with_note(text: str, note: str, fmt: str) -> str:
-    """The rendered tables followed by ``note`` (the runs left out): a paragraph in markdown, a comment in
-    LaTeX; CSV stays machine-readable (the note went to stderr)."""
+    """The rendered tables followed by ``note`` (the runs left out): a paragraph in markdown (escaped: it
+    names run folders), a comment in LaTeX, where only a line end would end it; CSV stays
+    machine-readable (the note went to stderr)."""
     if not note or fmt == "csv":
         return text
-    return f"{text}\n{note[0].upper()}{note[1:]}\n" if fmt == "markdown" else f"{text}% {note}\n"
+    return f"{text}\n{markdown_text(note[0].upper() + note[1:])}\n" if fmt == "markdown" else f"{text}% {note}\n"
 
 
 class IncompleteReport(ValueError):
