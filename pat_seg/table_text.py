@@ -15,12 +15,15 @@ import re
 # LaTeX's text-mode spelling of each character that means something else there: ``\`` starts a command,
 # ``^`` and ``_`` are sub/superscripts, ``~`` a non-breaking space, ``&`` a column separator, ``%`` a comment,
 # ``$`` math mode, ``#`` a macro parameter, braces a group; ``|`` prints as an em dash in the default (OT1)
-# font encoding; ``±``, ``↑`` and ``↓`` (in the writers' own cells and headers) are not in it at all.
+# font encoding, ``<`` and ``>`` as ¡ and ¿; ``±``, ``↑`` and ``↓`` (in the writers' own cells and headers)
+# are not in it at all.
 LATEX = {
     "\\": r"\textbackslash{}",
     "^": r"\textasciicircum{}",
     "~": r"\textasciitilde{}",
     "|": r"\textbar{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
     "&": r"\&",
     "%": r"\%",
     "$": r"\$",

@@ -34,6 +34,8 @@ LATEX = {
     "_": r"\_",
     "{": r"\{",
     "}": r"\}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
     "\\|": r"\textbackslash{}\textbar{}",
 }
 CHARACTERS = list(LATEX)

@@ -94,10 +94,11 @@ def render_markdown(result: DecisionReport) -> str:
     m = len(rule.comparisons)
     study = markdown_text(rule.study)
     quantity = f"the mean of its classes' last `{rule.split}/iou/<class>`" if rule.groups else ""
+    # <seed>-<arm> in a code span: outside one, markdown reads it as two HTML tags and drops them.
     out = [
         f"## Decision rule of the study {study} ({markdown_text(str(rule.path))})",
         "",
-        f"Runs: {markdown_text(result.source)}, folders {study}/<seed>-<arm>. A run's {rule.metric}: its last "
+        f"Runs: {markdown_text(result.source)}, folders {study}/`<seed>-<arm>`. A run's {rule.metric}: its last "
         f"`{rule.split}/{rule.metric}`" + (f"; a group's value: {quantity}" if quantity else "") + ". "
         "Differences A - B in IoU points, paired by seed.",
         "",
