@@ -611,21 +611,22 @@ def _plus_001(number: str) -> str:
 
 def test_every_number_changed_by_001_fails(texts: tuple[str, str], reports: Reports) -> None:
     """Each number of the doc's result sections and the README's CamVid paragraphs, 0.01 larger, one at
-    a time: each change must add a problem (so no number there goes unchecked)."""
+    a time: each change must change the problems found (so no number there goes unchecked)."""
     doc, readme = texts
     before = set(all_problems(doc, readme, reports))
     missed, tried = [], 0
-    for name, text, spans in (
-        ("docs/camvid.md", doc, [section_span(doc, heading) for heading in DOC_SECTIONS]),
-        ("README.md", readme, [paragraph_span(readme, lead) for lead in README_PARAGRAPHS]),
+    for in_readme, text, spans in (
+        (False, doc, [section_span(doc, heading) for heading in DOC_SECTIONS]),
+        (True, readme, [paragraph_span(readme, lead) for lead in README_PARAGRAPHS]),
     ):
         for number in _decimals(text, spans):
             changed = text[: number.start()] + _plus_001(number.group(0)) + text[number.end() :]
-            after = all_problems(doc, changed, reports) if text is readme else all_problems(changed, readme, reports)
+            after = all_problems(doc, changed, reports) if in_readme else all_problems(changed, readme, reports)
             tried += 1
-            if not set(after) - before:
-                missed.append(f"{name}: {text[max(0, number.start() - 40) : number.end() + 10]!r}")
-    assert tried > 250  # the three tables alone print 8 x 7 + 4 x 10 + 11 x 8 numbers
+            if set(after) == before:  # from a wrong doc, the change may also remove a problem
+                where = "README.md" if in_readme else "docs/camvid.md"
+                missed.append(f"{where}: {text[max(0, number.start() - 40) : number.end() + 10]!r}")
+    assert tried >= 8 * 7 + 4 * 10 + 11 * 8  # the numbers of the rule table, Table 3 and Table 6 alone
     assert not missed, "numbers changed by 0.01 that no check caught:\n" + "\n".join(missed)
 
 
