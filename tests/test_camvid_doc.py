@@ -147,7 +147,9 @@ def build_reports(study_csv: Path) -> Reports:
             line["a"],
             line["b"],
             line["on"],
-            *(f"{float(line[key]):+.2f}" for key in ("mean", "low", "high")),  # the CSV holds points
+            mean=f"{float(line['mean']):+.2f}",  # the CSV holds points at full precision
+            low=f"{float(line['low']):+.2f}",
+            high=f"{float(line['high']):+.2f}",
             p_holm=f"{float(line['p_holm']):.3g}",
         )
         for line in comparisons.values()
