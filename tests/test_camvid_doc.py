@@ -271,6 +271,9 @@ def rule_table_problems(doc: str, reports: Reports) -> list[str]:
             problems.append(f"rule table row {name!r}: the decision report has no such comparison")
             continue
         seen.append(name)
+        if len(cells) != len(RULE_COLUMNS) + 1:
+            problems.append(f"rule table {name}: {len(cells)} cells, not the {len(RULE_COLUMNS) + 1} of its header")
+            continue
         outcome = f"{line['outcome']}, {line['provisional']}" if line["provisional"] else line["outcome"]
         expected: dict[str, object] = {  # the report's values as the doc prints them
             "A - B": (line["a"], line["b"]),
@@ -292,9 +295,9 @@ def rule_table_problems(doc: str, reports: Reports) -> list[str]:
             if found[column] != value:
                 shown = cells[RULE_COLUMNS.index(column)]
                 problems.append(f"rule table {name}, {column}: the doc prints {shown!r}, the report {value!r}")
-        verdict, words = _expected_verdict(line), _plain(cells[len(RULE_COLUMNS)])
-        if verdict is not None and not words.startswith(verdict):  # the doc may add a remark after it
-            problems.append(f"rule table {name}, verdict: the doc says {words!r}, the report {verdict!r}")
+        verdict, words = _expected_verdict(line), _plain(cells[-1])
+        if not words.startswith(verdict or "") or (verdict is None and words):  # a remark may follow the verdict
+            problems.append(f"rule table {name}, verdict: the doc says {words!r}, the report {verdict or 'none'!r}")
     if sorted(seen) != sorted(reports.comparisons):
         problems.append(f"rule table rows {seen}, the decision report's comparisons {sorted(reports.comparisons)}")
     return problems
