@@ -504,22 +504,32 @@ def write_holm_study(root: Path) -> None:
             )
 
 
+def holm_by_hand(
+    differences: dict[str, list[float]],
+) -> tuple[dict[str, tuple[float, float, float]], list[str], dict[str, float]]:
+    """Per key, the mean, sd and two-sided p (4-df closed form) of its 5 paired differences; the keys
+    in increasing p; and Holm's step-down over them: sorted p_(1) <= ... <= p_(m) become
+    min(1, m p_(1)), then the running maximum of min(1, (m - k + 1) p_(k))."""
+    stats = {}
+    for key, values in differences.items():
+        mean = sum(values) / 5
+        sd = math.sqrt(sum((d - mean) ** 2 for d in values) / 4)
+        stats[key] = (mean, sd, t_two_sided_p_4df(abs(mean) / (sd / math.sqrt(5))))
+    order = sorted(stats, key=lambda key: stats[key][2])
+    adjusted, running = {}, 0.0
+    for rank, key in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * stats[key][2]))
+        adjusted[key] = running
+    return stats, order, adjusted
+
+
 def test_holm_adjusted_p_values_and_bonferroni_intervals_on_known_answers(tmp_path: Path) -> None:
     write_holm_study(tmp_path)
     text = report(str(tmp_path), paired_against="PAT", holm="datasets")
     rows = {row[0]: row for row in table(text, "Paired differences against PAT")}
     # By hand: per regime the mean, sd and t of the 5 differences, p from the 4-df closed form; Holm:
     # sorted p_(1) <= p_(2) <= p_(3) become 3 p_(1), max(that, 2 p_(2)), max(that, p_(3)).
-    stats = {}
-    for regime, differences in HOLM_DIFFERENCES.items():
-        mean = sum(differences) / 5
-        sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / 4)
-        stats[regime] = (mean, sd, t_two_sided_p_4df(abs(mean) / (sd / math.sqrt(5))))
-    order = sorted(stats, key=lambda regime: stats[regime][2])
-    adjusted, running = {}, 0.0
-    for rank, regime in enumerate(order):
-        running = max(running, min(1.0, (3 - rank) * stats[regime][2]))
-        adjusted[regime] = running
+    stats, order, adjusted = holm_by_hand(HOLM_DIFFERENCES)
     assert order == ["mixed", "infrequent", "small"]  # the Holm multipliers 3, 2, 1 all come into play
     half = t_quantile_4df(1 - 0.05 / 3)  # 98.33% two-sided: the three intervals hold together at 95%
     for regime, (mean, sd, _) in stats.items():
@@ -561,16 +571,7 @@ def test_holm_over_the_methods_compared_on_one_data_set(tmp_path: Path) -> None:
     write_methods_study(tmp_path)
     # By hand: each method's mean, sd and t over its 5 differences, p from the 4-df closed form, then Holm's
     # step-down over the m = 3 methods (Focal's single pair has no p-value and does not count).
-    stats = {}
-    for (_, label), differences in METHOD_DIFFERENCES.items():
-        mean = sum(differences) / 5
-        sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / 4)
-        stats[label] = (mean, sd, t_two_sided_p_4df(abs(mean) / (sd / math.sqrt(5))))
-    order = sorted(stats, key=lambda label: stats[label][2])
-    adjusted, running = {}, 0.0
-    for rank, label in enumerate(order):
-        running = max(running, min(1.0, (3 - rank) * stats[label][2]))
-        adjusted[label] = running
+    stats, order, adjusted = holm_by_hand({label: d for (_, label), d in METHOD_DIFFERENCES.items()})
     # The fixture exercises Holm's every step: CB's p < 0.05 becomes 2 p > 0.05, and CBFocal's own p
     # (below 2 p of CB) is raised to CB's adjusted value by the running maximum.
     assert order == ["CE", "CB", "CBFocal"]
