@@ -11,7 +11,8 @@ from test_data_cityscapes import write_cityscapes
 from test_prepared_runs import cityscapes_config
 
 from pat_seg.cli import cli_main
-from pat_seg.cli.prepare import data_module_from_args, prepare_command
+from pat_seg.cli.prepare import data_module_from_args
+from pat_seg.cli.prepare_hint import prepare_command
 from pat_seg.data import CityscapesDataModule
 from pat_seg.data.prepared import PreparedSplitError
 

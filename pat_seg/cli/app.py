@@ -33,7 +33,7 @@ from pat_seg.cli.console_log import show_package_log
 from pat_seg.cli.errors import configuration_error, explain_parse_error, project_error, short_errors
 from pat_seg.cli.fit_summary import fit_summary
 from pat_seg.cli.help import COMMANDS, PatSegHelpFormatter, top_level_help
-from pat_seg.cli.prepare import prepare_command
+from pat_seg.cli.prepare_hint import prepare_command
 from pat_seg.cli.run_classes import classes_of_run
 from pat_seg.cli.trainer_checks import check_trainer_options, explain_trainer_parse_error
 from pat_seg.cli.warning_filters import ignore_third_party_warnings

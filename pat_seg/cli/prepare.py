@@ -13,11 +13,9 @@ kept. The data module then reads the prepared arrays (``--data.prepared``, defau
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 import time
 import warnings
-from collections.abc import Sequence
 from typing import Any
 
 from jsonargparse.typing import PositiveInt
@@ -94,21 +92,6 @@ def data_module_from_args(argv: list[str]) -> tuple[Any, Any]:
             save_config_callback=None,
         )
     return cli.datamodule, cli.config
-
-
-def prepare_command(options: Sequence[str]) -> str:
-    """The ``pat-seg prepare`` command for a data module built from the options of ``pat-seg fit``
-    (``validate``, ``test``) ``OPTIONS``: the same options but the checkpoint to resume and
-    ``--data.prepared`` (both forms, ``--option=value`` and ``--option value``)."""
-    kept, skip_value = [], False
-    for argument in options:
-        if skip_value:
-            skip_value = False
-        elif argument in ("--ckpt_path", "--data.prepared"):
-            skip_value = True
-        elif not argument.startswith(("--ckpt_path=", "--data.prepared=")):
-            kept.append(argument)
-    return shlex.join(["pat-seg", "prepare", *kept])
 
 
 def instantiate_data_module(data: Any) -> Any:

@@ -225,7 +225,7 @@ class DiskDataModule(SegmentationDataModule):
 
     size: tuple[int, int]
     # The command that prepares this module's splits, as the messages that suggest it name it: the
-    # `pat-seg` CLI sets it to the running command's own options (pat_seg.cli.prepare.prepare_command).
+    # `pat-seg` CLI sets it to the running command's own options (pat_seg.cli.prepare_hint.prepare_command).
     prepare_command: str = "pat-seg prepare --config CONFIG (with the --data.* options of this run)"
 
     def __init__(
