@@ -21,10 +21,11 @@ import yaml
 from test_report import make_run
 from test_run_safety import pat_seg, short_error
 
-from pat_seg.experiments.decision import DecisionReport, direction, execute, prediction_status
+from pat_seg.experiments.decision import direction, execute, prediction_status
 from pat_seg.experiments.decision_render import render_csv, render_markdown
+from pat_seg.experiments.decision_results import DecisionReport
 from pat_seg.experiments.decision_rule import load_decision
-from pat_seg.experiments.report import main
+from pat_seg.experiments.report_command import main
 from pat_seg.experiments.study_runs import runs_from_csv, runs_from_logdir
 
 REPO = Path(__file__).resolve().parents[1]

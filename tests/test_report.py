@@ -16,7 +16,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from test_run_safety import pat_seg, short_error
 from torch.utils.tensorboard import SummaryWriter
 
-from pat_seg.experiments.report import main, report
+from pat_seg.experiments.report import report
+from pat_seg.experiments.report_command import main
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["sky", "road", "light"]

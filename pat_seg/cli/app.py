@@ -51,7 +51,11 @@ from pat_seg.module import SegmentationModule
 
 DEFAULT_CONFIG = str(files("pat_seg") / "configs" / "default.yaml")
 # Commands that are not one Trainer: `report` and `sweep` work on many runs, `prepare` on a data set.
-TOOLS = {"report": "pat_seg.experiments.report", "sweep": "pat_seg.experiments.sweep", "prepare": "pat_seg.cli.prepare"}
+TOOLS = {
+    "report": "pat_seg.experiments.report_command",
+    "sweep": "pat_seg.experiments.sweep",
+    "prepare": "pat_seg.cli.prepare",
+}
 
 
 class PatSegCLI(LightningCLI):

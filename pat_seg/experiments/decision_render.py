@@ -1,4 +1,4 @@
-"""An executed decision rule (:class:`pat_seg.experiments.decision.DecisionReport`) as markdown or CSV.
+"""An executed decision rule (:class:`pat_seg.experiments.decision_results.DecisionReport`) as markdown or CSV.
 
 Markdown (``pat-seg report --decision``) prints IoU values, differences and pixel shares in points
 (x100) with 2 decimals, the study's completeness first; CSV (``--format csv``) holds them in points at
@@ -14,14 +14,12 @@ import io
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, get_args
+from typing import get_args
 
+from pat_seg.experiments.decision_results import ClassResult, DecisionReport
 from pat_seg.experiments.decision_rule import ContrastKind
 from pat_seg.experiments.paired import PairedDifference
 from pat_seg.table_text import markdown_text
-
-if TYPE_CHECKING:  # the results' types only: decision.py imports this module to render them
-    from pat_seg.experiments.decision import ClassResult, DecisionReport
 
 SCALE = 100.0  # IoU in points
 
