@@ -607,3 +607,33 @@ def test_an_unfinished_run_is_continued_from_its_checkpoint_or_else_set_aside(tm
     # --force trains every unfinished run afresh, the one with a checkpoint included.
     forced = {job.run.version: job for job in _plan(sweep, [], True, None)}
     assert "--ckpt_path=last" not in forced["s0"].commands[0] and not interrupted.exists()
+
+
+def test_a_signal_while_a_run_starts_leaves_no_process_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # SIGTERM delivered inside Popen, after the child exists (as when Popen waits for a slow exec on a
+    # loaded machine): the sweep must still know the child, stop it and reap it.
+    import pat_seg.experiments.sweep as sweep_module
+
+    started: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+
+    def popen_then_sigterm(*args: object, **kwargs: object) -> subprocess.Popen:
+        child = real_popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        started.append(child)
+        os.kill(os.getpid(), signal.SIGTERM)  # handled before Popen returns
+        time.sleep(0.2)  # give the handler its chance to run here, inside "Popen"
+        return child
+
+    monkeypatch.setattr(sweep_module.subprocess, "Popen", popen_then_sigterm)
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "g.yaml", {"name": "grid", "save_dir": "out", "axes": SEEDS})
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            run_all(load_sweep("g.yaml"), [])
+        assert exit_info.value.code == 128 + signal.SIGTERM
+        assert len(started) == 1  # no second run was started after the signal
+        assert started[0].poll() is not None  # stopped and reaped, not left sleeping
+    finally:
+        for child in started:
+            child.kill()
+            child.wait()

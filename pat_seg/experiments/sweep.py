@@ -61,9 +61,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
@@ -538,8 +540,9 @@ def _execute(sweep: Sweep, todo: list[_Job], jobs: int, recorder: _Recorder | No
                 if job.commands:
                     if logs is not None:
                         job.log = open(logs / f"sweep-{job.run.version}.log", "a")
-                    _start(job, environment)
-                    active.append(job)
+                    with interrupts_deferred():  # started and tracked, or neither
+                        _start(job, environment)
+                        active.append(job)
                 else:
                     failed += not _finish(sweep, job, 0, recorder)
             time.sleep(POLL_SECONDS)
@@ -548,13 +551,38 @@ def _execute(sweep: Sweep, todo: list[_Job], jobs: int, recorder: _Recorder | No
                 if code is None:
                     continue
                 if code == 0 and job.commands:  # fit done: its test next
-                    _start(job, environment)
+                    with interrupts_deferred():
+                        _start(job, environment)
                     continue
                 active.remove(job)
                 failed += not _finish(sweep, job, code, recorder)
         return failed
     finally:
         _stop(active)
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then deliver the first that came to the handler it
+    would have reached. Starting a run must be one step for :func:`_stop`: a signal handled while
+    ``Popen`` waits for the child's ``exec`` (long on a loaded machine) would raise before the process
+    is tracked, and leave it training after the sweep ended. Children start with default handlers
+    (``exec`` resets caught signals), so they are not affected."""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    # Signal handlers are the main thread's; one installed outside Python (None) could not be put back.
+    if threading.current_thread() is not threading.main_thread() or None in handlers.values():
+        yield
+        return
+    arrived: list[int] = []
+    for signum in handlers:
+        signal.signal(signum, lambda signum, frame: arrived.append(signum))
+    try:
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        if arrived:
+            signal.raise_signal(arrived[0])
 
 
 def _stop(jobs: list[_Job]) -> None:
