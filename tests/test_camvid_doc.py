@@ -126,6 +126,8 @@ QUOTED = re.compile(
 INTERVAL = re.compile(rf"\[{SIGNED}, {SIGNED}\]")
 HOLM_P = re.compile(r"Holm(?:-adjusted)? p = ")
 PRINTED_DIFFERENCE = re.compile(rf"({SIGNED}) \[({SIGNED}), ({SIGNED})\] \(n=\d+\)")
+# `--paired-against` values the doc quotes differences from (a method label's prefix) and their arms.
+PAIRED_AGAINST = {"CE": "ce", "PAT": "pat", "CBFocal": "cbfocal"}
 PAIRED_COLUMNS = {"mIoU↑": "miou", "mIoU tail↑": "miou_tail", "mIoU head↑": "miou_head"}
 
 
@@ -195,7 +197,7 @@ def _printed_paired(markdown: str, against: str) -> list[Difference]:
     """The arms' differences in the markdown table "Paired differences against <against>", as printed (a
     single pair prints no interval and is left out)."""
     arms = {label: arm for arm, label in ARM_LABELS.items()}
-    against_arm = arms[next(label for label in ARM_LABELS.values() if label.startswith(against))]
+    against_arm = PAIRED_AGAINST[against]
     lines = markdown.split(f"### Paired differences against {against} ", 1)[1].split("\n\n")[1].splitlines()
     header = _cells(lines[0])
     found = []
@@ -235,7 +237,7 @@ def build_reports(study_csv: Path) -> Reports:
         for line in contrasts[section]
         if line["low"]  # two pairs or more: an interval
     ]
-    for against in ("CE", "PAT", "CBFocal"):
+    for against in PAIRED_AGAINST:
         markdown = report("unused", split="test", paired_against=against, from_csv=str(study_csv))
         differences += _printed_paired(markdown, against)
     return Reports(
