@@ -603,6 +603,22 @@ def _mixture_against_pat(r: Reports) -> tuple[str, ...]:
     return (outcome.removeprefix("not distinguishable at n = "),)
 
 
+def _learned_none(r: Reports, arms: tuple[str, ...], leave_out: str = "") -> str:
+    """ "none" when no run of ``arms`` learned any of the rule's rare classes (but ``leave_out``)."""
+    counts = [r.learned[arm, name] for arm in arms for name in _rare(r) if name != leave_out]
+    return "none" if not any(counts) else f"some: {counts}"
+
+
+def _confidence_losses_behind(r: Reports) -> tuple[str, ...]:
+    """The whole points, rounded, that Focal, LDAM and BLV are behind PAT on S and F: lowest, highest."""
+    behind = [
+        -float(line["mean"])
+        for line in r.contrasts["descriptive"]
+        if line["a"] in ("focal", "ldam", "blv") and line["on"] in ("S", "F")
+    ]
+    return str(round(min(behind))), str(round(max(behind)))
+
+
 N, PM = f"({TWO_DECIMALS})", f"({MEAN_SD})"
 DOC_CLAIMS = (
     Claim(rf"{N} points of pixel accuracy \({N} against {N}\)", _pixel_accuracy_cost),
@@ -658,6 +674,19 @@ DOC_CLAIMS = (
             _printed_difference(_test_points(r, "pat", "iou/Pole"), _test_points(r, "cbfocal", "iou/Pole")),
         ),
     ),
+    Claim(
+        r"and BLV learned (none) of them in any run either",
+        lambda r: (_learned_none(r, ("focal", "ldam", "blv")),),
+    ),
+    Claim(
+        r"it learned SignSymbol in (\d+) of (\d+) runs and no other rare class",
+        lambda r: (
+            (str(r.learned["bms", "SignSymbol"]), str(r.runs["bms"]))
+            if _learned_none(r, ("bms",), leave_out="SignSymbol") == "none"
+            else ("another rare class learned",)
+        ),
+    ),
+    Claim(r"Focal, LDAM and BLV trail PAT by about (\d+) to (\d+) points on S and on F", _confidence_losses_behind),
     Claim(r"\*\*(PAT helps on CamVid)\*\*", lambda r: (r.comparisons["C1"]["verdict"],)),
     Claim(r"synthetic prediction (fails|holds)\b", lambda r: (r.prediction.lower(),)),
     Claim(r"mixture is not distinguishable from PAT at n = (\d+) on either group", _mixture_against_pat),
@@ -673,6 +702,10 @@ README_CLAIMS = (
         lambda r: (_unsigned_below(r.difference("cbfocal", "ce", "miou")),),
     ),
     Claim(r"the prediction (fails|holds)\b", lambda r: (r.prediction.lower(),)),
+    Claim(
+        r"Focal, LDAM and BLV, like cross-entropy, (never) learned a rare class",
+        lambda r: ("never" if _learned_none(r, ("ce", "focal", "ldam", "blv")) == "none" else "some",),
+    ),
     Claim(r"mixture is not distinguishable from PAT at n = (\d+)", _mixture_against_pat),
 )
 
