@@ -686,6 +686,10 @@ DOC_CLAIMS = (
             else ("another rare class learned",)
         ),
     ),
+    Claim(
+        r"and PAT without Eq. 4 learned (no) rare class in any run",
+        lambda r: ("no" if _learned_none(r, ("cbfocal_b09999", "pat_no_eq4")) == "none" else "some",),
+    ),
     Claim(r"Focal, LDAM and BLV trail PAT by about (\d+) to (\d+) points on S and on F", _confidence_losses_behind),
     Claim(r"\*\*(PAT helps on CamVid)\*\*", lambda r: (r.comparisons["C1"]["verdict"],)),
     Claim(r"synthetic prediction (fails|holds)\b", lambda r: (r.prediction.lower(),)),

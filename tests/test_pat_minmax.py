@@ -129,6 +129,28 @@ def test_equally_confident_pixels_weigh_one_and_the_loss_is_eq4s():
     torch.testing.assert_close(grad, expected, rtol=0, atol=1e-15)
 
 
+def test_the_gradient_through_the_max_lowers_the_most_confident_pixel():
+    """Through beta' the loss rewards a lower batch maximum: with h the largest p_t, every pixel's
+    beta' = (e^a - 1) / (e^b - 1) (a = (h - p_t) / T, b = (h - l) / T) grows with h, so dL/dh > 0 and a
+    gradient step lowers the most confident pixel's p_t, although its own term weighs 0. Detached, that
+    pixel weighs 0 and gets no gradient at all. (On CamVid the option's runs did not train;
+    docs/camvid.md, "Exploratory arms".)"""
+    target = torch.randint(0, 5, (2, 6, 7), generator=torch.Generator().manual_seed(0))
+    start = torch.randn(2, 5, 6, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for detach_weight in (False, True):
+        logits = start.clone().requires_grad_()
+        PATLoss(temperature=20.0, detach_weight=detach_weight, **MINMAX)(logits, target).backward()
+        assert logits.grad is not None
+        p_t = start.softmax(1).gather(1, target[:, None]).flatten()
+        top = int(p_t.argmax())
+        stepped = (start - 0.1 * logits.grad).softmax(1).gather(1, target[:, None]).flatten()
+        if detach_weight:
+            assert stepped[top] == p_t[top]  # beta' = 0: no gradient reaches it
+        else:
+            assert stepped[top] < p_t[top] - 1e-4
+        assert (stepped > p_t).float().mean() > 0.9  # every other pixel is pushed up, as by Eq. 4
+
+
 def test_one_valid_pixel_and_no_valid_pixel():
     logits = torch.randn(2, 3, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     one = torch.full((2, 2, 2), 255)
