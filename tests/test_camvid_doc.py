@@ -27,6 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from report_labels import LOSS_LABELS
 
 from pat_seg.experiments.decision import decision_report
 from pat_seg.experiments.decision_rule import load_decision
@@ -40,14 +41,7 @@ SWEEP = REPO / "configs" / "sweeps" / "camvid_table3.yaml"
 # The sweep's arm names (run folders <seed>-<arm>) and the method labels the report's tables print (the
 # sweep labels its whole grid from the configs before any run trains).
 ARM_LABELS = {
-    "ce": "CE",
-    "focal": "Focal (gamma=2)",
-    "cb": "CB",
-    "cbfocal": "CBFocal",
-    "bms": "BMS",
-    "ldam": "LDAM (m=0.5, s=20)",
-    "blv": "BLV (sigma=0.5)",
-    "pat": "PAT (T=20)",
+    **LOSS_LABELS,
     "patcb": "PAT+CB mix (lambda=0.5)",
     "cbfocal_b09999": "CBFocal b=0.9999",
     "pat_no_eq4": "PAT w/o Eq. 4 (T=20)",

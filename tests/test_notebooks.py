@@ -12,6 +12,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+from report_labels import LOSS_LABELS
 
 from pat_seg.data.synthetic import CLASS_NAMES
 from pat_seg.experiments.report import RUN_COLUMNS
@@ -268,16 +269,7 @@ def test_ablation_notebook_refuses_a_study_whose_method_column_does_not_tell_the
 
 
 # The synthetic Table 3 grid, from configs/sweeps/synthetic_table3.yaml's axes, with the report's labels.
-TABLE3_LOSSES = {
-    "ce": "CE",
-    "focal": "Focal (gamma=2)",
-    "cb": "CB",
-    "cbfocal": "CBFocal",
-    "bms": "BMS",
-    "ldam": "LDAM (m=0.5, s=20)",
-    "blv": "BLV (sigma=0.5)",
-    "pat": "PAT (T=20)",
-}
+TABLE3_LOSSES = LOSS_LABELS
 
 
 def test_results_notebook_prints_the_report_of_the_complete_table3_study(
