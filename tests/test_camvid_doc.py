@@ -603,6 +603,19 @@ def _learned_none(r: Reports, arms: tuple[str, ...], leave_out: str = "") -> str
     return "none" if not any(counts) else f"some: {counts}"
 
 
+def _below_pat(r: Reports) -> str:
+    """ "each" when every other baseline's mean test mIoU minus PAT's (the descriptive contrasts) is < 0."""
+    means = [float(line["mean"]) for line in r.contrasts["descriptive"] if line["on"] == "miou"]
+    return "each" if means and max(means) < 0 else f"not each: {means}"
+
+
+def _closest_to_pat(r: Reports) -> str:
+    """The other baseline whose mean test mIoU is closest below PAT's, as the doc names it."""
+    lines = [line for line in r.contrasts["descriptive"] if line["on"] == "miou"]
+    closest = max(lines, key=lambda line: float(line["mean"]))["a"]
+    return {"bms": "BMS"}.get(closest, closest)
+
+
 def _confidence_losses_behind(r: Reports) -> tuple[str, ...]:
     """The whole points, rounded, that Focal, LDAM and BLV are behind PAT on S and F: lowest, highest."""
     behind = [
@@ -668,6 +681,8 @@ DOC_CLAIMS = (
             _printed_difference(_test_points(r, "pat", "iou/Pole"), _test_points(r, "cbfocal", "iou/Pole")),
         ),
     ),
+    Claim(r"PAT's mean test mIoU is above (each) of the other five baselines'", lambda r: (_below_pat(r),)),
+    Claim(r"The closest is (\w+) \(Balanced Softmax\)", lambda r: (_closest_to_pat(r),)),
     Claim(
         r"and BLV learned (none) of them in any run either",
         lambda r: (_learned_none(r, ("focal", "ldam", "blv")),),
@@ -700,6 +715,12 @@ README_CLAIMS = (
         lambda r: (_unsigned_below(r.difference("cbfocal", "ce", "miou")),),
     ),
     Claim(r"the prediction (fails|holds)\b", lambda r: (r.prediction.lower(),)),
+    Claim(
+        r"are all below PAT in the mean, the closest, (Balanced Softmax), by",
+        lambda r: (
+            {"BMS": "Balanced Softmax"}.get(_closest_to_pat(r), "not BMS") if _below_pat(r) == "each" else "not all",
+        ),
+    ),
     Claim(
         r"Focal, LDAM and BLV, like cross-entropy, (never) learned a rare class",
         lambda r: ("never" if _learned_none(r, ("ce", "focal", "ldam", "blv")) == "none" else "some",),
