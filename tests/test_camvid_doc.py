@@ -65,6 +65,7 @@ DOC_ARMS = {
     "PAT w/o Eq. 4": "pat_no_eq4",
     "PAT beta min-max": "pat_beta_minmax",
 }
+DOC_NAMES = {arm: name for name, arm in DOC_ARMS.items()}
 # ...and in the method column of Table 3 and of the exploratory arms' table.
 TABLE3_METHODS = {
     "CE": "ce",
@@ -487,13 +488,13 @@ def contrast_table_problems(doc: str, heading: str, section: str, reports: Repor
     if not lines or tuple(_cells(lines[0])) != CONTRAST_COLUMNS:
         return [f"{heading}: its last table's header is not {list(CONTRAST_COLUMNS)}"]
     rows = [_cells(line) for line in lines[2:]]
+    on_names = {value: key for key, value in RULE_ON.items()}
     expected = []
     for line in reports.contrasts[section]:
-        names = {arm: name for name, arm in DOC_ARMS.items()}
-        on = {value: key for key, value in RULE_ON.items()}[line["on"]]
+        on = on_names[line["on"]]
         mean = f"{float(line['mean']):+.2f}" if line["mean"] else NO_RUN
         interval = f"[{float(line['low']):+.2f}, {float(line['high']):+.2f}]" if line["low"] else NO_RUN
-        expected.append([f"{names[line['a']]} - {names[line['b']]}", on, line["n"], mean, interval])
+        expected.append([f"{DOC_NAMES[line['a']]} - {DOC_NAMES[line['b']]}", on, line["n"], mean, interval])
     return [
         f"{heading}, row {index + 1}: the doc prints {found}, the report {wanted}"
         for index, (found, wanted) in enumerate(zip(rows, expected))
@@ -613,7 +614,7 @@ def _closest_to_pat(r: Reports) -> str:
     """The other baseline whose mean test mIoU is closest below PAT's, as the doc names it."""
     lines = [line for line in r.contrasts["descriptive"] if line["on"] == "miou"]
     closest = max(lines, key=lambda line: float(line["mean"]))["a"]
-    return {"bms": "BMS"}.get(closest, closest)
+    return DOC_NAMES[closest]
 
 
 def _confidence_losses_behind(r: Reports) -> tuple[str, ...]:
